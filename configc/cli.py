@@ -1,0 +1,186 @@
+"""``configc``: compile conf/ into per-host files for Ansible and systemd.
+
+Exit codes (scripts can rely on them): 0 success; 1 ``diff`` found changes; 2 the
+configuration is invalid or the command line is wrong; 3 the output could not be written.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import LOCAL_FILE, Config, load_config
+from .errors import ConfigError
+from .explain import explain_lines
+from .init import write_local_template
+from .output import MANIFEST, diff_tree, manifest_file, write_tree
+from .render import OutputFile, TreeRenderer
+
+EXIT_CHANGES, EXIT_INVALID, EXIT_WRITE = 1, 2, 3
+
+CONF_ARG = click.argument(
+    "conf", type=click.Path(file_okay=False, path_type=Path), metavar="CONF_DIR"
+)
+
+
+def overlay_option(func: Callable) -> Callable:
+    return click.option(
+        "--overlay",
+        "overlays",
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        metavar="FILE",
+        help="Extra YAML layer merged after CONF_DIR's files (repeatable; later wins).",
+    )(func)
+
+
+def _load(conf: Path, overlays: Sequence[Path]) -> Config:
+    """Load or exit 2, printing every problem as file:line:col: key.path: message."""
+    try:
+        return load_config(conf, overlays)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        count = len(exc.problems)
+        click.echo(f"configc: {count} problem{'s' * (count != 1)} found", err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def _compile(config: Config) -> list[OutputFile]:
+    files = TreeRenderer(config.document).files()
+    return [*files, manifest_file(files, config.input_files)]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="configc")
+def main() -> None:
+    """Compile a ragfleet configuration directory into everything a fleet needs.
+
+    CONF_DIR holds service_conf.yaml (shipped defaults) and optionally
+    local.service_conf.yaml (your site), merged in that order, then any --overlay
+    files. Mappings merge key by key; scalars and lists replace; a mapping tagged
+    !replace replaces the earlier one whole. ${VAR} and ${VAR:-default} are taken from
+    the environment. See docs/configuration.md.
+
+    Exit codes: 0 ok, 1 diff found changes, 2 invalid configuration or usage,
+    3 output not writable.
+    """
+
+
+@main.command()
+@CONF_ARG
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the compiled tree (created if missing).",
+)
+@overlay_option
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def build(conf: Path, out_dir: Path, overlays: tuple[Path, ...], quiet: bool) -> None:
+    """Validate CONF_DIR and write the compiled tree to OUTPUT.
+
+    \b
+    OUTPUT/inventory.yml          Ansible inventory (groups redis, mysql,
+                                  elasticsearch, executor)
+    OUTPUT/host_vars/NAME.yml     secrets the roles need (mode 0600)
+    OUTPUT/hosts/NAME/...         the exact files to install on host NAME
+    OUTPUT/manifest.json          sha256 and mode of every file, input digests
+
+    Only changed files are rewritten; files an earlier build wrote and this one
+    does not are removed. Nothing else in OUTPUT is touched.
+    """
+    config = _load(conf, overlays)
+    files = _compile(config)
+    try:
+        report = write_tree(out_dir, files)
+    except OSError as exc:
+        click.echo(f"configc: cannot write {out_dir}: {exc}", err=True)
+        sys.exit(EXIT_WRITE)
+    if not quiet:
+        hosts = len(config.document["hosts"])
+        click.echo(
+            f"configc: {out_dir}: {hosts} host{'s' * (hosts != 1)}, {len(files)} files: "
+            f"{len(report.written)} written, {len(report.unchanged)} unchanged, "
+            f"{len(report.removed)} removed"
+        )
+
+
+@main.command()
+@CONF_ARG
+@overlay_option
+def check(conf: Path, overlays: tuple[Path, ...]) -> None:
+    """Validate CONF_DIR only; exit 0 if valid, 2 with every problem listed if not."""
+    config = _load(conf, overlays)
+    hosts = len(config.document["hosts"])
+    layers = ", ".join(str(p) for p in config.input_files)
+    click.echo(f"configc: valid ({layers}; {hosts} host{'s' * (hosts != 1)})")
+
+
+@main.command()
+@CONF_ARG
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path), metavar="OUT_DIR")
+@overlay_option
+def diff(conf: Path, out_dir: Path, overlays: tuple[Path, ...]) -> None:
+    """Show what `build CONF_DIR -o OUT_DIR` would change, without writing anything.
+
+    Exit 0 when OUT_DIR is up to date, 1 when something would change. Secret files
+    (mode 0600) are reported as changed but never shown.
+    """
+    config = _load(conf, overlays)
+    files = _compile(config)
+    changed = False
+    for line in diff_tree(out_dir, [f for f in files if f.path != MANIFEST]):
+        click.echo(line)
+        changed = True
+    if not changed:
+        click.echo(f"configc: {out_dir} is up to date")
+    sys.exit(EXIT_CHANGES if changed else 0)
+
+
+@main.command()
+@CONF_ARG
+@click.argument("key")
+@overlay_option
+def explain(conf: Path, key: str, overlays: tuple[Path, ...]) -> None:
+    """Show the final value of KEY and the file:line:col that set it.
+
+    KEY is a dotted path such as redis.host, executor.instances or
+    hosts[0].address; a section shows every value under it. models.KIND (chat_model,
+    embedding_model, ...) shows the resolved default model. Secrets are masked.
+    """
+    config = _load(conf, overlays)
+    try:
+        lines = explain_lines(config, key)
+    except KeyError as exc:
+        click.echo(f"configc: {exc.args[0]}", err=True)
+        sys.exit(EXIT_INVALID)
+    for line in lines:
+        click.echo(line)
+
+
+@main.command()
+@click.argument(
+    "conf", type=click.Path(file_okay=False, path_type=Path), default="conf", metavar="[CONF_DIR]"
+)
+@click.option("--force", is_flag=True, help=f"Overwrite an existing {LOCAL_FILE}.")
+def init(conf: Path, force: bool) -> None:
+    """Write a commented CONF_DIR/local.service_conf.yaml to start a site's settings from.
+
+    The file restates the current values of the settings sites change most, so
+    building with it changes nothing until you edit it. An existing file is left
+    alone (exit 0) unless --force.
+    """
+    target = conf / LOCAL_FILE
+    if target.exists() and not force:
+        click.echo(f"configc: {target} exists; left unchanged (use --force to overwrite)")
+        return
+    config = _load(conf, ())
+    write_local_template(target, config)
+    click.echo(f"configc: wrote {target}")

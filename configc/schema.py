@@ -1,0 +1,337 @@
+"""The cerberus schema of service_conf.yaml: upstream's sections plus ``executor`` and ``hosts``.
+
+Closed sections reject unknown keys (typo protection). Open sections, where upstream lets the
+user add their own keys, are marked ``allow_unknown``: ``oauth`` (one entry per provider) and
+``opendal.config`` (passed through to the storage driver).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+import cerberus
+
+SECRET_KEYS = frozenset(
+    {
+        "password",
+        "api_key",
+        "secret",
+        "secret_key",
+        "access_key",
+        "sas_token",
+        "client_secret",
+        "http_secret_key",
+        "http_app_key",
+        "mail_password",
+        "session_token",
+    }
+)
+"""Key names whose values are secrets: masked when shown, written only to 0600 files."""
+
+DOC_ENGINES = ("elasticsearch", "opensearch", "infinity", "embedded")
+DB_TYPES = ("mysql", "postgres", "sqlite")
+STORAGE_BACKENDS = ("local", "database", "s3", "minio")
+ROLES = ("redis", "mysql", "elasticsearch", "executor")
+
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
+)
+_URL = re.compile(r"https?://(?P<host>\[[0-9A-Fa-f:.]+\]|[^/:\s]+)(:(?P<port>\d+))?(/\S*)?\Z")
+
+
+def is_hostname_or_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return bool(_HOSTNAME.match(text))
+    return True
+
+
+def split_hostport(text: str) -> tuple[str, int] | None:
+    """``"redis:6379"`` -> ``("redis", 6379)``; ``"[::1]:6379"`` too. None if malformed."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return (host, int(port)) if host and is_hostname_or_ip(host) else None
+
+
+def split_url(text: str) -> tuple[str, int | None] | None:
+    """``"http://es01:9200"`` -> ``("es01", 9200)``; None if not an http(s) URL."""
+    match = _URL.match(text)
+    if not match:
+        return None
+    port = match.group("port")
+    if port is not None and not 0 < int(port) < 65536:
+        return None
+    host = match.group("host").strip("[]")
+    return (host, int(port) if port else None) if is_hostname_or_ip(host) else None
+
+
+class ConfigValidator(cerberus.Validator):
+    """cerberus with the few value formats service_conf.yaml needs."""
+
+    def _check_with_hostport(self, field: str, value: Any) -> None:
+        if isinstance(value, str) and split_hostport(value) is None:
+            self._error(field, f"must be host:port (port 1-65535), got {value!r}")
+
+    def _check_with_url_list(self, field: str, value: Any) -> None:
+        if not isinstance(value, str):
+            return
+        for url in value.split(","):
+            if split_url(url.strip()) is None:
+                self._error(field, f"must be http(s)://host[:port], comma separated; got {url!r}")
+
+    def _check_with_hostname(self, field: str, value: Any) -> None:
+        if isinstance(value, str) and not is_hostname_or_ip(value):
+            self._error(field, f"must be a host name or IP address, got {value!r}")
+
+    def _check_with_absolute_path(self, field: str, value: Any) -> None:
+        if isinstance(value, str) and not value.startswith("/"):
+            self._error(field, f"must be an absolute path, got {value!r}")
+
+    def _normalize_coerce_flag(self, value: Any) -> Any:
+        """Upstream reads flags such as LIGHTEN as ints from the environment: 0/1 count."""
+        if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _FLAG_WORDS:
+            return _FLAG_WORDS[value.strip().lower()]
+        return value
+
+
+_FLAG_WORDS = {"0": False, "1": True, "true": True, "false": False, "yes": True, "no": False}
+
+# -- building blocks ---------------------------------------------------------------------------
+
+STR = {"type": "string"}
+OPT_STR = {"type": "string", "nullable": True}
+REQ_STR = {"type": "string", "required": True, "empty": False}
+SECRET = {"type": "string", "nullable": True}
+REQ_SECRET = {"type": "string", "required": True}
+PORT = {"type": "integer", "min": 1, "max": 65535}
+REQ_PORT = {**PORT, "required": True}
+BOOL = {"type": "boolean"}
+HOSTPORT = {"type": "string", "required": True, "check_with": "hostport"}
+URL = {"type": "string", "check_with": "url_list"}
+
+
+def _int(minimum: int, default: int, maximum: int | None = None) -> dict[str, Any]:
+    rule: dict[str, Any] = {"type": "integer", "min": minimum, "default": default}
+    if maximum is not None:
+        rule["max"] = maximum
+    return rule
+
+
+def _section(fields: dict[str, Any], **rules: Any) -> dict[str, Any]:
+    return {"type": "dict", "schema": fields, **rules}
+
+
+_MODEL_ENTRY = {
+    "type": ["string", "dict"],
+    "nullable": True,
+    "schema": {
+        "name": OPT_STR,
+        "model": OPT_STR,
+        "factory": OPT_STR,
+        "api_key": SECRET,
+        "base_url": OPT_STR,
+    },
+}
+
+_SQL_DB = {
+    "name": REQ_STR,
+    "user": REQ_STR,
+    "password": REQ_SECRET,
+    "host": {**REQ_STR, "check_with": "hostname"},
+    "port": REQ_PORT,
+    "max_connections": {"type": "integer", "min": 1},
+    "stale_timeout": {"type": "integer", "min": 0},
+}
+
+SCHEMA: dict[str, Any] = {
+    "ragflow": _section({"host": {**REQ_STR, "check_with": "hostname"}, "http_port": REQ_PORT}),
+    "mysql": _section({**_SQL_DB, "max_allowed_packet": {"type": "integer", "min": 1024}}),
+    "postgres": _section(_SQL_DB),
+    "minio": _section(
+        {
+            "user": REQ_STR,
+            "password": REQ_SECRET,
+            "host": HOSTPORT,
+            "bucket": STR,
+            "prefix_path": STR,
+        }
+    ),
+    "es": _section(
+        {
+            "hosts": {**URL, "required": True},
+            "username": OPT_STR,
+            "password": SECRET,
+            "api_key": SECRET,
+        }
+    ),
+    "os": _section({"hosts": {**URL, "required": True}, "username": OPT_STR, "password": SECRET}),
+    "infinity": _section({"uri": HOSTPORT, "db_name": STR, "postgres_port": PORT}),
+    "redis": _section(
+        {
+            "db": {"type": "integer", "min": 0, "max": 15},
+            "username": OPT_STR,
+            "password": SECRET,
+            "host": HOSTPORT,
+        }
+    ),
+    "s3": _section(
+        {
+            "access_key": SECRET,
+            "secret_key": SECRET,
+            "session_token": SECRET,
+            "region": OPT_STR,
+            "endpoint_url": {**URL, "nullable": True},
+            "bucket": OPT_STR,
+            "prefix_path": OPT_STR,
+            "signature_version": {"type": "string", "allowed": ["v2", "v4", "s3", "s3v4"]},
+            "addressing_style": {"type": "string", "allowed": ["path", "virtual", "auto"]},
+        },
+        nullable=True,
+    ),
+    "oss": _section(
+        {
+            "access_key": SECRET,
+            "secret_key": SECRET,
+            "endpoint_url": {**URL, "nullable": True},
+            "region": OPT_STR,
+            "bucket": OPT_STR,
+            "prefix_path": OPT_STR,
+        }
+    ),
+    "azure": _section(
+        {
+            "auth_type": {"type": "string", "required": True, "allowed": ["sas", "spn"]},
+            "container_url": OPT_STR,
+            "sas_token": SECRET,
+            "account_url": OPT_STR,
+            "client_id": OPT_STR,
+            "secret": SECRET,
+            "tenant_id": OPT_STR,
+            "container_name": OPT_STR,
+        }
+    ),
+    "opendal": _section(
+        {"scheme": REQ_STR, "config": {"type": "dict", "allow_unknown": True, "nullable": True}}
+    ),
+    "user_default_llm": _section(
+        {
+            "factory": OPT_STR,
+            "api_key": SECRET,
+            "base_url": OPT_STR,
+            "parsers": OPT_STR,
+            "default_models": _section(
+                {
+                    kind: _MODEL_ENTRY
+                    for kind in (
+                        "chat_model",
+                        "embedding_model",
+                        "rerank_model",
+                        "asr_model",
+                        "image2text_model",
+                    )
+                },
+                nullable=True,
+            ),
+        },
+        nullable=True,
+    ),
+    "oauth": {
+        "type": "dict",
+        "nullable": True,
+        "allow_unknown": True,
+        "valuesrules": {"type": "dict", "nullable": True, "allow_unknown": True},
+    },
+    "authentication": _section(
+        {
+            "client": _section(
+                {"switch": BOOL, "http_app_key": SECRET, "http_secret_key": SECRET}, nullable=True
+            ),
+            "site": _section({"switch": BOOL}, nullable=True),
+        },
+        nullable=True,
+    ),
+    "permission": _section({"switch": BOOL, "component": BOOL, "dataset": BOOL}, nullable=True),
+    "smtp": _section(
+        {
+            "mail_server": OPT_STR,
+            "mail_port": {"type": "integer", "min": 0, "max": 65535},
+            "mail_use_ssl": BOOL,
+            "mail_use_tls": BOOL,
+            "mail_username": OPT_STR,
+            "mail_password": SECRET,
+            "mail_default_sender": {
+                "type": "list",
+                "minlength": 2,
+                "maxlength": 2,
+                "schema": OPT_STR,
+            },
+            "mail_frontend_url": OPT_STR,
+        },
+        nullable=True,
+    ),
+    "executor": _section(
+        {
+            "instances": _int(1, 1, 64),
+            "max_concurrent_tasks": _int(1, 5, 1024),
+            "max_concurrent_chunk_builders": _int(1, 1, 256),
+            "heartbeat_interval": _int(1, 30, 600),
+            "worker_heartbeat_timeout": _int(2, 120),
+            "reclaim_idle": _int(1, 300),
+            "max_deliveries": _int(1, 3, 100),
+            "drain_timeout": _int(0, 60, 3600),
+            "doc_engine": {"type": "string", "allowed": list(DOC_ENGINES), "default": "embedded"},
+            "db_type": {"type": "string", "allowed": list(DB_TYPES), "default": "sqlite"},
+            "storage": {"type": "string", "allowed": list(STORAGE_BACKENDS), "default": "local"},
+            "state_dir": {
+                "type": "string",
+                "check_with": "absolute_path",
+                "default": "/var/lib/ragfleet",
+            },
+            "install_dir": {
+                "type": "string",
+                "check_with": "absolute_path",
+                "default": "/opt/ragfleet",
+            },
+            "user": {"type": "string", "regex": r"[a-z_][a-z0-9_-]{0,31}", "default": "ragfleet"},
+            "log_level": {
+                "type": "string",
+                "allowed": ["DEBUG", "INFO", "WARNING", "ERROR"],
+                "default": "INFO",
+            },
+            "metrics_port_base": {**PORT, "default": 9470},
+            "lighten": {"type": "boolean", "coerce": "flag", "default": False},
+        },
+        default={},
+    ),
+    "hosts": {
+        "type": "list",
+        "minlength": 1,
+        "default": [{"name": "localhost", "address": "127.0.0.1", "roles": ["redis", "executor"]}],
+        "schema": _section(
+            {
+                "name": {
+                    "type": "string",
+                    "required": True,
+                    "regex": r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?",
+                },
+                "address": {**REQ_STR, "check_with": "hostname"},
+                "ssh_user": {"type": "string", "default": "root", "empty": False},
+                "ssh_port": {**PORT, "default": 22},
+                "roles": {
+                    "type": "list",
+                    "required": True,
+                    "minlength": 1,
+                    "schema": {"type": "string", "allowed": list(ROLES)},
+                },
+                "executor_instances": {"type": "integer", "min": 1, "max": 64},
+            }
+        ),
+    },
+}

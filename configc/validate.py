@@ -1,0 +1,204 @@
+"""Validate the merged configuration: the cerberus schema first, then the cross-checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import ConfigError, Problem
+from .loader import KeyPath, dotted
+from .merge import Merged
+from .schema import SCHEMA, ConfigValidator, split_hostport, split_url
+
+# The section a choice of executor.db_type / doc_engine / storage needs.
+_SECTION_FOR = {
+    "db_type": {"mysql": "mysql", "postgres": "postgres"},
+    "doc_engine": {"elasticsearch": "es", "opensearch": "os", "infinity": "infinity"},
+    "storage": {"s3": "s3", "minio": "minio"},
+}
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+def validate(merged: Merged) -> dict[str, Any]:
+    """Return the document with defaults filled in, or raise ConfigError with all problems."""
+    validator = ConfigValidator(SCHEMA)
+    if not validator.validate(merged.data):
+        raise ConfigError(
+            [
+                Problem(message, dotted(path), merged.origin(path))
+                for path, message in _flatten(validator.errors, ())
+            ]
+        )
+    document = validator.document
+    problems = list(_cross_checks(document, merged))
+    if problems:
+        raise ConfigError(problems)
+    return document
+
+
+def _flatten(errors: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
+    """cerberus nests errors as {field: [message | {subfield: [...]}]}; yield (path, message)."""
+    for key, entries in errors.items():
+        for entry in entries:
+            if isinstance(entry, dict):
+                yield from _flatten(entry, (*path, key))
+            else:
+                yield (*path, key), entry
+
+
+def _cross_checks(doc: dict[str, Any], merged: Merged) -> Iterator[Problem]:
+    def problem(message: str, *path: str | int) -> Problem:
+        return Problem(message, dotted(path), merged.origin(path))
+
+    executor = doc["executor"]
+    for choice, needs in _SECTION_FOR.items():
+        section = needs.get(executor[choice])
+        if section and not doc.get(section):
+            yield problem(
+                f"{executor[choice]!r} needs a {section!r} section, and there is none",
+                "executor",
+                choice,
+            )
+
+    hosts = doc["hosts"]
+    if len(hosts) > 1:
+        for choice, single in (("db_type", "sqlite"), ("doc_engine", "embedded")):
+            if executor[choice] == single:
+                yield problem(
+                    f"{single!r} works on a single host only; this topology has {len(hosts)} hosts",
+                    "executor",
+                    choice,
+                )
+    yield from _topology_checks(doc, problem)
+    yield from _timing_checks(executor, problem)
+    yield from _port_checks(doc, problem)
+    yield from _secret_checks(doc, problem)
+    if doc.get("azure"):
+        yield from _azure_checks(doc["azure"], problem)
+
+
+def _topology_checks(doc: dict[str, Any], problem) -> Iterator[Problem]:
+    hosts = doc["hosts"]
+    for field in ("name", "address"):
+        seen: dict[str, int] = {}
+        for index, host in enumerate(hosts):
+            if host[field] in seen:
+                yield problem(
+                    f"{host[field]!r} is already used by hosts[{seen[host[field]]}]",
+                    "hosts",
+                    index,
+                    field,
+                )
+            seen.setdefault(host[field], index)
+
+    def with_role(role: str) -> list[int]:
+        return [i for i, host in enumerate(hosts) if role in host["roles"]]
+
+    redis_hosts = with_role("redis")
+    if len(redis_hosts) != 1:
+        names = ", ".join(hosts[i]["name"] for i in redis_hosts) or "none"
+        yield problem(f"exactly one host must have the 'redis' role (found: {names})", "hosts")
+    if not with_role("executor"):
+        yield problem("no host has the 'executor' role", "hosts")
+    executor = doc["executor"]
+    if executor["db_type"] == "mysql" and not with_role("mysql"):
+        yield problem("db_type is 'mysql' but no host has the 'mysql' role", "executor", "db_type")
+    if executor["doc_engine"] == "elasticsearch" and not with_role("elasticsearch"):
+        yield problem(
+            "doc_engine is 'elasticsearch' but no host has the 'elasticsearch' role",
+            "executor",
+            "doc_engine",
+        )
+    for index, host in enumerate(hosts):
+        if "executor_instances" in host and "executor" not in host["roles"]:
+            yield problem(
+                "executor_instances is set but the host has no 'executor' role",
+                "hosts",
+                index,
+                "executor_instances",
+            )
+        if len(set(host["roles"])) != len(host["roles"]):
+            yield problem("a role is listed twice", "hosts", index, "roles")
+
+
+def _timing_checks(executor: dict[str, Any], problem) -> Iterator[Problem]:
+    beat = executor["heartbeat_interval"]
+    if executor["worker_heartbeat_timeout"] <= 2 * beat:
+        yield problem(
+            f"must be more than twice heartbeat_interval ({beat} s), or a live worker "
+            "whose heartbeat is a little late is declared dead",
+            "executor",
+            "worker_heartbeat_timeout",
+        )
+    if executor["reclaim_idle"] <= 2 * beat:
+        yield problem(
+            f"must be more than twice heartbeat_interval ({beat} s): a live worker refreshes "
+            "its running tasks' entries once per heartbeat, and must not lose them to a reclaim",
+            "executor",
+            "reclaim_idle",
+        )
+
+
+def service_ports(doc: dict[str, Any], host: dict[str, Any]) -> dict[str, int]:
+    """The TCP ports a host listens on, by what listens; used for collisions and the configs."""
+    ports: dict[str, int] = {}
+    roles = host["roles"]
+    if "redis" in roles and doc.get("redis"):
+        ports["redis"] = split_hostport(doc["redis"]["host"])[1]
+    if "mysql" in roles and doc.get("mysql"):
+        ports["mysql"] = doc["mysql"]["port"]
+    if "elasticsearch" in roles and doc.get("es"):
+        ports["elasticsearch"] = split_url(doc["es"]["hosts"].split(",")[0].strip())[1] or 9200
+    if "executor" in roles:
+        base = doc["executor"]["metrics_port_base"]
+        for instance in range(1, instance_count(doc, host) + 1):
+            ports[f"executor@{instance} metrics"] = base + instance
+    return ports
+
+
+def instance_count(doc: dict[str, Any], host: dict[str, Any]) -> int:
+    if "executor" not in host["roles"]:
+        return 0
+    return host.get("executor_instances", doc["executor"]["instances"])
+
+
+def _port_checks(doc: dict[str, Any], problem) -> Iterator[Problem]:
+    for index, host in enumerate(doc["hosts"]):
+        taken: dict[int, str] = {}
+        for user, port in service_ports(doc, host).items():
+            if port > 65535:
+                yield problem(
+                    f"{user} would listen on port {port}, above 65535: lower metrics_port_base",
+                    "executor",
+                    "metrics_port_base",
+                )
+            elif port in taken:
+                yield problem(
+                    f"port {port} is wanted by both {taken[port]} and {user} on this host",
+                    "hosts",
+                    index,
+                )
+            taken.setdefault(port, user)
+
+
+def _secret_checks(doc: dict[str, Any], problem) -> Iterator[Problem]:
+    """A service reachable from other hosts must not run without a password."""
+    for host in doc["hosts"]:
+        if host["address"].startswith(_LOOPBACK):
+            continue
+        if "redis" in host["roles"] and not (doc.get("redis") or {}).get("password"):
+            yield problem(
+                f"redis on {host['name']} listens on {host['address']}: set a password",
+                "redis",
+                "password",
+            )
+
+
+def _azure_checks(azure: dict[str, Any], problem) -> Iterator[Problem]:
+    needed = {
+        "sas": ("container_url", "sas_token"),
+        "spn": ("account_url", "client_id", "secret", "tenant_id", "container_name"),
+    }[azure["auth_type"]]
+    for key in needed:
+        if not azure.get(key):
+            yield problem(f"auth_type {azure['auth_type']!r} needs this key", "azure", key)
