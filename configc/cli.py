@@ -17,7 +17,7 @@ from .config import LOCAL_FILE, Config, load_config
 from .errors import ConfigError
 from .explain import explain_lines
 from .init import write_local_template
-from .output import MANIFEST, diff_tree, manifest_file, write_tree
+from .output import diff_tree, manifest_file, write_tree
 from .render import OutputFile, TreeRenderer
 
 EXIT_CHANGES, EXIT_INVALID, EXIT_WRITE = 1, 2, 3
@@ -136,7 +136,7 @@ def diff(conf: Path, out_dir: Path, overlays: tuple[Path, ...]) -> None:
     config = _load(conf, overlays)
     files = _compile(config)
     changed = False
-    for line in diff_tree(out_dir, [f for f in files if f.path != MANIFEST]):
+    for line in diff_tree(out_dir, files):
         click.echo(line)
         changed = True
     if not changed:

@@ -62,7 +62,11 @@ def _cross_checks(doc: dict[str, Any], merged: Merged) -> Iterator[Problem]:
 
     hosts = doc["hosts"]
     if len(hosts) > 1:
-        for choice, single in (("db_type", "sqlite"), ("doc_engine", "embedded")):
+        for choice, single in (
+            ("db_type", "sqlite"),
+            ("doc_engine", "embedded"),
+            ("storage", "local"),
+        ):
             if executor[choice] == single:
                 yield problem(
                     f"{single!r} works on a single host only; this topology has {len(hosts)} hosts",

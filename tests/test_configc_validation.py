@@ -1,0 +1,267 @@
+"""Every validation rule, each with a failing example whose message and file:line are asserted."""
+
+from __future__ import annotations
+
+import pytest
+from confdirs import FIVE_HOSTS, SHIPPED_CONF, shipped_conf, write
+
+from configc.config import load_config
+from configc.errors import ConfigError
+
+LOCAL = "conf/local.service_conf.yaml"
+REDIS_PASSWORD_LINE = "password: '${REDIS_PASSWORD"
+
+
+def shipped_line(text: str) -> int:
+    """The line of the shipped service_conf.yaml that starts with *text* (after indentation)."""
+    lines = (SHIPPED_CONF / "service_conf.yaml").read_text().splitlines()
+    return next(n for n, line in enumerate(lines, 1) if line.strip().startswith(text))
+
+
+def problems(tmp_path, local: str, *overlays: str, environ=None) -> list[str]:
+    conf = shipped_conf(tmp_path, local)
+    paths = [write(tmp_path / f"overlay{i}.yaml", text) for i, text in enumerate(overlays)]
+    with pytest.raises(ConfigError) as info:
+        load_config(conf, paths, environ or {})
+    # Report paths relative to tmp_path so expectations read like what a user sees.
+    return [str(p).replace(f"{tmp_path}/", "") for p in info.value.problems]
+
+
+def test_shipped_conf_is_valid():
+    assert load_config(SHIPPED_CONF, (), {}).document["executor"]["doc_engine"] == "embedded"
+
+
+def test_five_host_example_is_valid():
+    doc = load_config(SHIPPED_CONF, [FIVE_HOSTS], {}).document
+    assert [h["name"] for h in doc["hosts"]] == ["redis", "db", "es", "exec1", "exec2"]
+
+
+@pytest.mark.parametrize(
+    ("local", "expected"),
+    [
+        # unknown keys: typo protection, at top level and inside sections
+        ("reddis:\n  db: 1\n", f"{LOCAL}:1:1: reddis: unknown field"),
+        ("redis:\n  pasword: x\n", f"{LOCAL}:2:3: redis.pasword: unknown field"),
+        # types
+        ("redis:\n  db: one\n", f"{LOCAL}:2:3: redis.db: must be of integer type"),
+        ("executor:\n  instances: 0\n", f"{LOCAL}:2:3: executor.instances: min value is 1"),
+        ("mysql:\n  port: 70000\n", f"{LOCAL}:2:3: mysql.port: max value is 65535"),
+        # allowed values
+        (
+            "executor:\n  doc_engine: solr\n",
+            f"{LOCAL}:2:3: executor.doc_engine: unallowed value solr",
+        ),
+        (
+            "executor:\n  log_level: LOUD\n",
+            f"{LOCAL}:2:3: executor.log_level: unallowed value LOUD",
+        ),
+        # host:port and URL formats
+        (
+            "redis:\n  host: 'localhost'\n",
+            f"{LOCAL}:2:3: redis.host: must be host:port (port 1-65535), got 'localhost'",
+        ),
+        (
+            "redis:\n  host: 'localhost:99999'\n",
+            f"{LOCAL}:2:3: redis.host: must be host:port (port 1-65535), got 'localhost:99999'",
+        ),
+        (
+            "es:\n  hosts: 'es01:9200'\n",
+            f"{LOCAL}:2:3: es.hosts: must be http(s)://host[:port], comma separated; "
+            "got 'es01:9200'",
+        ),
+        (
+            "executor:\n  state_dir: var/lib\n",
+            f"{LOCAL}:2:3: executor.state_dir: must be an absolute path, got 'var/lib'",
+        ),
+        (
+            "hosts:\n  - name: Bad_Name\n    address: 10.0.0.1\n    roles: [redis, executor]\n",
+            f"{LOCAL}:2:5: hosts[0].name: value does not match regex "
+            "'[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?'",
+        ),
+        # required keys: reported at the mapping that lacks them
+        (
+            "hosts:\n  - name: a\n    address: 10.0.0.1\n",
+            f"{LOCAL}:2:5: hosts[0].roles: required field",
+        ),
+        (
+            "azure:\n  container_url: u\n",
+            f"{LOCAL}:1:1: azure.auth_type: required field",
+        ),
+        (
+            "hosts:\n  - name: a\n    address: 10.0.0.1\n    roles: [cache]\n",
+            f"{LOCAL}:4:13: hosts[0].roles[0]: unallowed value cache",
+        ),
+    ],
+)
+def test_schema_rule(tmp_path, local, expected):
+    assert problems(tmp_path, local) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("local", "expected"),
+    [
+        (
+            "executor:\n  db_type: postgres\n",
+            f"{LOCAL}:2:3: executor.db_type: 'postgres' needs a 'postgres' section, "
+            "and there is none",
+        ),
+        (
+            "executor:\n  doc_engine: opensearch\n",
+            f"{LOCAL}:2:3: executor.doc_engine: 'opensearch' needs a 'os' section, "
+            "and there is none",
+        ),
+        (
+            "executor:\n  storage: s3\n",
+            f"{LOCAL}:2:3: executor.storage: 's3' needs a 's3' section, and there is none",
+        ),
+        (
+            "executor:\n  reclaim_idle: 60\n",
+            f"{LOCAL}:2:3: executor.reclaim_idle: must be more than twice heartbeat_interval"
+            " (30 s): a live worker refreshes its running tasks' entries once per heartbeat,"
+            " and must not lose them to a reclaim",
+        ),
+        (
+            "executor:\n  worker_heartbeat_timeout: 60\n",
+            f"{LOCAL}:2:3: executor.worker_heartbeat_timeout: must be more than twice "
+            "heartbeat_interval (30 s), or a live worker whose heartbeat is a little late is "
+            "declared dead",
+        ),
+        (
+            "azure:\n  auth_type: spn\n  account_url: u\n  client_id: c\n  secret: s\n"
+            "  tenant_id: t\n",
+            f"{LOCAL}:1:1: azure.container_name: auth_type 'spn' needs this key",
+        ),
+        (
+            "executor:\n  metrics_port_base: 65535\n",
+            f"{LOCAL}:2:3: executor.metrics_port_base: executor@1 metrics would listen on "
+            "port 65536, above 65535: lower metrics_port_base",
+        ),
+    ],
+)
+def test_cross_check(tmp_path, local, expected):
+    found = problems(tmp_path, local)
+    assert expected in found, found
+
+
+def test_port_collision_points_at_the_host_entry(tmp_path):
+    local = "hosts:\n  - name: a\n    address: 127.0.0.1\n    roles: [redis, executor]\n"
+    local += "executor:\n  metrics_port_base: 6377\n"
+    assert problems(tmp_path, local) == [
+        f"{LOCAL}:2:5: hosts[0]: port 6379 is wanted by both redis and executor@2 metrics "
+        "on this host"
+    ]
+
+
+TWO_HOSTS = """
+hosts:
+  - name: a
+    address: 10.0.0.1
+    roles: [redis, executor]
+  - name: b
+    address: 10.0.0.2
+    roles: [executor]
+"""
+
+
+def test_multi_host_topology_rejects_single_host_backends(tmp_path):
+    assert problems(tmp_path, "redis:\n  password: pw\n" + TWO_HOSTS) == [
+        f"conf/service_conf.yaml:{shipped_line('doc_engine:')}:3: executor.doc_engine: 'embedded' works on a single host "
+        "only; this topology has 2 hosts",
+        f"conf/service_conf.yaml:{shipped_line('db_type:')}:3: executor.db_type: 'sqlite' works on a single host only; "
+        "this topology has 2 hosts",
+        f"conf/service_conf.yaml:{shipped_line('storage:')}:3: executor.storage: 'local' works on a single host only; "
+        "this topology has 2 hosts",
+    ]
+
+
+def test_redis_on_a_network_address_needs_a_password(tmp_path):
+    local = "executor:\n  db_type: mysql\n  doc_engine: elasticsearch\n  storage: database\n"
+    local += TWO_HOSTS.replace("[executor]", "[executor, mysql, elasticsearch]")
+    assert problems(tmp_path, local) == [
+        f"conf/service_conf.yaml:{shipped_line(REDIS_PASSWORD_LINE)}:3: redis.password: redis on a listens on 10.0.0.1: "
+        "set a password"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("hosts", "expected"),
+    [
+        (
+            "  - {name: a, address: 127.0.0.1, roles: [executor]}\n",
+            "hosts: exactly one host must have the 'redis' role (found: none)",
+        ),
+        (
+            "  - {name: a, address: 127.0.0.1, roles: [redis]}\n",
+            "hosts: no host has the 'executor' role",
+        ),
+        (
+            "  - {name: a, address: 127.0.0.1, roles: [redis, executor, redis]}\n",
+            "hosts[0].roles: a role is listed twice",
+        ),
+        (
+            "  - {name: a, address: 127.0.0.1, roles: [redis], executor_instances: 2}\n",
+            "hosts[0].executor_instances: executor_instances is set but the host has no "
+            "'executor' role",
+        ),
+    ],
+)
+def test_topology_rules(tmp_path, hosts, expected):
+    found = problems(tmp_path, "hosts:\n" + hosts)
+    assert any(p.endswith(expected) and p.startswith(LOCAL) for p in found), found
+
+
+def test_duplicate_names_and_addresses(tmp_path):
+    local = """
+    redis: {password: pw}
+    executor: {db_type: mysql, doc_engine: elasticsearch, storage: database}
+    hosts:
+      - {name: a, address: 10.0.0.1, roles: [redis, mysql, elasticsearch]}
+      - {name: a, address: 10.0.0.1, roles: [executor]}
+    """
+    assert problems(tmp_path, local) == [
+        f"{LOCAL}:5:6: hosts[1].name: 'a' is already used by hosts[0]",
+        f"{LOCAL}:5:15: hosts[1].address: '10.0.0.1' is already used by hosts[0]",
+    ]
+
+
+def test_mysql_and_elasticsearch_roles_required_by_the_choices(tmp_path):
+    local = """
+    redis: {password: pw}
+    executor: {db_type: mysql, doc_engine: elasticsearch, storage: database}
+    hosts:
+      - {name: a, address: 10.0.0.1, roles: [redis, executor]}
+      - {name: b, address: 10.0.0.2, roles: [executor]}
+    """
+    assert problems(tmp_path, local) == [
+        f"{LOCAL}:2:12: executor.db_type: db_type is 'mysql' but no host has the 'mysql' role",
+        f"{LOCAL}:2:28: executor.doc_engine: doc_engine is 'elasticsearch' but no host has "
+        "the 'elasticsearch' role",
+    ]
+
+
+def test_all_problems_of_all_files_are_reported_at_once(tmp_path):
+    found = problems(
+        tmp_path,
+        "redis:\n  db: x\nexecutor:\n  instances: 0\n",
+        "mysql:\n  port: '${NOPE}'\n",
+    )
+    assert found == [
+        "overlay0.yaml:2:9: mysql.port: environment variable NOPE is not set "
+        "(use ${NOPE:-default} for a default)",
+    ]
+    # Interpolation and syntax problems stop before the schema; the schema reports all of its own.
+    second = tmp_path / "second"
+    found = problems(second, "redis:\n  db: x\nexecutor:\n  instances: 0\n", "mysql:\n  port: 0\n")
+    assert found == [
+        f"{LOCAL}:2:3: redis.db: must be of integer type",
+        f"{LOCAL}:4:3: executor.instances: min value is 1",
+        "overlay0.yaml:2:3: mysql.port: min value is 1",
+    ]
+
+
+def test_missing_conf_dir_and_file(tmp_path):
+    with pytest.raises(ConfigError, match="not a directory"):
+        load_config(tmp_path / "nope", (), {})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"service_conf.yaml:0:0: cannot read: No such file"):
+        load_config(tmp_path / "empty", (), {})
