@@ -164,13 +164,12 @@ hosts:
 
 
 def test_multi_host_topology_rejects_single_host_backends(tmp_path):
+    base = "conf/service_conf.yaml"
+    single = "works on a single host only; this topology has 2 hosts"
     assert problems(tmp_path, "redis:\n  password: pw\n" + TWO_HOSTS) == [
-        f"conf/service_conf.yaml:{shipped_line('doc_engine:')}:3: executor.doc_engine: 'embedded' works on a single host "
-        "only; this topology has 2 hosts",
-        f"conf/service_conf.yaml:{shipped_line('db_type:')}:3: executor.db_type: 'sqlite' works on a single host only; "
-        "this topology has 2 hosts",
-        f"conf/service_conf.yaml:{shipped_line('storage:')}:3: executor.storage: 'local' works on a single host only; "
-        "this topology has 2 hosts",
+        f"{base}:{shipped_line('doc_engine:')}:3: executor.doc_engine: 'embedded' {single}",
+        f"{base}:{shipped_line('db_type:')}:3: executor.db_type: 'sqlite' {single}",
+        f"{base}:{shipped_line('storage:')}:3: executor.storage: 'local' {single}",
     ]
 
 
@@ -178,8 +177,8 @@ def test_redis_on_a_network_address_needs_a_password(tmp_path):
     local = "executor:\n  db_type: mysql\n  doc_engine: elasticsearch\n  storage: database\n"
     local += TWO_HOSTS.replace("[executor]", "[executor, mysql, elasticsearch]")
     assert problems(tmp_path, local) == [
-        f"conf/service_conf.yaml:{shipped_line(REDIS_PASSWORD_LINE)}:3: redis.password: redis on a listens on 10.0.0.1: "
-        "set a password"
+        f"conf/service_conf.yaml:{shipped_line(REDIS_PASSWORD_LINE)}:3: redis.password: "
+        "redis on a listens on 10.0.0.1: set a password"
     ]
 
 
