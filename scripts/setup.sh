@@ -8,9 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tools and the test suite use. systemd provides systemd-analyze, which
-# the unit tests run against every compiled unit.
-APT_PACKAGES=(python3 python3-venv python3-pip systemd)
+# Debian packages the tools and the test suite use: scripts/system-packages.txt, one a line.
+mapfile -t APT_PACKAGES < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' scripts/system-packages.txt)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
