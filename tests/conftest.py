@@ -49,3 +49,13 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture
+def fleet(tmp_path, redis_client, redis_server):
+    """Executors on SQLite against the session's Redis (emptied for this test)."""
+    from executors import Fleet, sqlite_database, write_config
+
+    fleet = Fleet(write_config(tmp_path, redis_server, sqlite_database(tmp_path)))
+    yield fleet
+    fleet.close()

@@ -1,0 +1,274 @@
+"""The Redis Streams side of the executor: one synchronous method per protocol step.
+
+redis-py is synchronous, so the worker calls every method here through
+``trio.to_thread.run_sync``; nothing here knows about trio. Connection failures surface as
+``redis.ConnectionError`` / ``redis.TimeoutError`` (see :data:`REDIS_UNAVAILABLE`), which
+the worker treats as an outage: it backs off and acks nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from . import wire
+from .settings import RedisSettings
+
+_PEL_SCAN_LIMIT = 10_000
+
+REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+# Compare-and-delete: release the cleanup lock only if we still hold it.
+_RELEASE_LOCK = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One stream entry handed to this consumer."""
+
+    queue: str
+    entry_id: str
+    fields: dict[bytes, bytes] | None
+    deliveries: int = 1
+
+    @property
+    def priority(self) -> int:
+        suffix = self.queue.removeprefix(wire.QUEUE)
+        return int(suffix[1:]) if suffix else 0
+
+
+def connect(settings: RedisSettings, **overrides: Any) -> redis.Redis:
+    """A client that fails fast: one quick retry (a pooled connection that went stale when
+    Redis restarted), then the error, so the worker's own back-off paces reconnection."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "db": settings.db,
+        "username": settings.username or None,
+        "password": settings.password or None,
+        "socket_connect_timeout": 5,
+        "socket_timeout": 10,  # above the longest XREADGROUP BLOCK the worker uses
+        "retry": Retry(NoBackoff(), 1),
+        "health_check_interval": 15,
+    }
+    return redis.Redis(**{**options, **overrides})
+
+
+class Broker:
+    """Queue operations of one consumer, ``consumer``, on the priority streams."""
+
+    def __init__(
+        self, client: redis.Redis, consumer: str, priorities: Sequence[int] = wire.PRIORITIES
+    ) -> None:
+        self.client = client
+        self.consumer = consumer
+        self.queues = [wire.queue_name(p) for p in priorities]
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def ensure_groups(self) -> None:
+        """Create each stream's consumer group if missing (also after Redis lost its data)."""
+        for queue in self.queues:
+            try:
+                self.client.xgroup_create(queue, wire.GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read_new(self, count: int, block_ms: int) -> list[Delivery]:
+        """Up to *count* never-delivered entries, priority 1 first; blocks up to *block_ms*."""
+        streams = {queue: ">" for queue in self.queues}
+        reply = self.client.xreadgroup(
+            wire.GROUP, self.consumer, streams, count=count, block=block_ms
+        )
+        return self._ordered(_deliveries(reply, deliveries=1))[:count]
+
+    def replay_own(self, exclude: set[str], count: int) -> list[Delivery]:
+        """Up to *count* entries already delivered to this consumer and not in *exclude*.
+
+        A restarted worker (same consumer name) finds here what it held when it died; a
+        running one finds what an outage left unacknowledged. The entries are re-claimed
+        (XCLAIM), which counts one more delivery of each.
+        """
+        replay: list[Delivery] = []
+        for queue in self.queues:
+            want = count - len(replay)
+            if want <= 0:
+                break
+            pending = self.client.xpending_range(
+                queue, wire.GROUP, "-", "+", _PEL_SCAN_LIMIT, consumername=self.consumer
+            )
+            ids = [_text(p["message_id"]) for p in pending]
+            ids = [entry_id for entry_id in ids if entry_id not in exclude][:want]
+            if ids:
+                for entry_id, fields in self.client.xclaim(
+                    queue, wire.GROUP, self.consumer, 0, ids
+                ):
+                    replay.append(Delivery(queue, _text(entry_id), fields or None))
+        return self.with_delivery_counts(replay)
+
+    def reclaim(self, min_idle_ms: int, count: int) -> list[Delivery]:
+        """Take over entries idle longer than *min_idle_ms* from any consumer (XAUTOCLAIM)."""
+        claimed: list[Delivery] = []
+        for queue in self.queues:
+            if len(claimed) >= count:
+                break
+            reply = self.client.xautoclaim(
+                queue, wire.GROUP, self.consumer, min_idle_ms, "0-0", count=count - len(claimed)
+            )
+            for entry_id, fields in reply[1]:
+                claimed.append(Delivery(queue, _text(entry_id), fields))
+        return self.with_delivery_counts(claimed)
+
+    def with_delivery_counts(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Fill in times-delivered from the PEL (XPENDING), for replayed or claimed entries."""
+        counted = []
+        for queue in self.queues:
+            mine = [d for d in deliveries if d.queue == queue]
+            if not mine:
+                continue
+            ids = sorted((d.entry_id for d in mine), key=_id_key)
+            pending = self.client.xpending_range(
+                queue,
+                wire.GROUP,
+                min=ids[0],
+                max=ids[-1],
+                count=_PEL_SCAN_LIMIT,  # this consumer's PEL: running tasks plus this batch
+                consumername=self.consumer,
+            )
+            times = {_text(p["message_id"]): p["times_delivered"] for p in pending}
+            counted += [
+                Delivery(d.queue, d.entry_id, d.fields, times.get(d.entry_id, 1)) for d in mine
+            ]
+        return self._ordered(counted)
+
+    def _ordered(self, deliveries: list[Delivery]) -> list[Delivery]:
+        rank = {queue: index for index, queue in enumerate(self.queues)}
+        return sorted(deliveries, key=lambda d: (rank[d.queue], _id_key(d.entry_id)))
+
+    # -- settling ----------------------------------------------------------------------------
+
+    def ack(self, delivery: Delivery) -> None:
+        """Acknowledge and delete the entry, so the stream holds only unfinished work."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xack(delivery.queue, wire.GROUP, delivery.entry_id)
+        pipe.xdel(delivery.queue, delivery.entry_id)
+        pipe.execute()
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Copy the entry to the dead-letter stream with why, then ack and delete it."""
+        fields = {_text(k): _text(v) for k, v in (delivery.fields or {}).items()}
+        record = {
+            **fields,
+            "queue": delivery.queue,
+            "entry_id": delivery.entry_id,
+            "deliveries": str(delivery.deliveries),
+            "reason": reason,
+            "consumer": self.consumer,
+            "at": wire.iso_now(),
+        }
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(wire.DEAD_LETTER_STREAM, record)
+        pipe.xack(delivery.queue, wire.GROUP, delivery.entry_id)
+        pipe.xdel(delivery.queue, delivery.entry_id)
+        pipe.execute()
+
+    def keep_alive(self, deliveries: Iterable[Delivery]) -> None:
+        """Reset the idle time of running tasks' entries (XCLAIM JUSTID): none is reclaimed."""
+        by_queue: dict[str, list[str]] = {}
+        for delivery in deliveries:
+            by_queue.setdefault(delivery.queue, []).append(delivery.entry_id)
+        pipe = self.client.pipeline(transaction=False)
+        for queue, ids in by_queue.items():
+            pipe.xclaim(queue, wire.GROUP, self.consumer, 0, ids, justid=True)
+        pipe.execute()
+
+    # -- cancellation ------------------------------------------------------------------------
+
+    def cancelled(self, task_ids: Sequence[str]) -> set[str]:
+        if not task_ids:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.exists(wire.cancel_key(task_id))
+        return {t for t, found in zip(task_ids, pipe.execute(), strict=True) if found}
+
+    # -- fleet bookkeeping -------------------------------------------------------------------
+
+    def queue_info(self) -> tuple[int, int]:
+        """(pending, lag) of the group summed over the queues, as the heartbeat reports them."""
+        pending = lag = 0
+        for queue in self.queues:
+            for group in self.client.xinfo_groups(queue):
+                if _text(group["name"]) == wire.GROUP:
+                    pending += group.get("pending") or 0
+                    lag += group.get("lag") or 0
+        return pending, lag
+
+    def heartbeat(self, payload: str, now: float) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sadd(wire.EXECUTORS_SET, self.consumer)
+        pipe.zadd(self.consumer, {payload: now})
+        pipe.zremrangebyscore(self.consumer, 0, now - wire.HEARTBEAT_RETENTION)
+        pipe.execute()
+
+    def remove_expired_executors(self, timeout: float, now: float | None = None) -> list[str]:
+        """Under the cleanup lock, drop executors silent for *timeout* seconds.
+
+        A silent executor leaves TASKEXE and loses its heartbeats at once (as upstream); its
+        consumer is deleted from the groups only once it has no pending entries left, so
+        its tasks are reclaimed first, never dropped.
+        """
+        now = time.time() if now is None else now
+        if not self.client.set(wire.CLEANUP_LOCK, self.consumer, nx=True, ex=wire.CLEANUP_LOCK_TTL):
+            return []
+        removed = []
+        try:
+            for member in sorted(_text(m) for m in self.client.smembers(wire.EXECUTORS_SET)):
+                if member == self.consumer:
+                    continue
+                if self.client.zcount(member, now - timeout, "+inf"):
+                    continue
+                self.client.srem(wire.EXECUTORS_SET, member)
+                self.client.delete(member)
+                removed.append(member)
+            self._delete_drained_consumers()
+        finally:
+            self.client.eval(_RELEASE_LOCK, 1, wire.CLEANUP_LOCK, self.consumer)
+        return removed
+
+    def _delete_drained_consumers(self) -> None:
+        alive = {_text(m) for m in self.client.smembers(wire.EXECUTORS_SET)} | {self.consumer}
+        for queue in self.queues:
+            for consumer in self.client.xinfo_consumers(queue, wire.GROUP):
+                name = _text(consumer["name"])
+                if name not in alive and not consumer.get("pending"):
+                    self.client.xgroup_delconsumer(queue, wire.GROUP, name)
+
+
+def _deliveries(reply: Any, deliveries: int) -> list[Delivery]:
+    out = []
+    for stream, entries in reply or []:
+        for entry_id, fields in entries:
+            out.append(Delivery(_text(stream), _text(entry_id), fields or None, deliveries))
+    return out
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -1,0 +1,371 @@
+"""``ragfleet``: run an executor, and operate the fleet (status, tasks, cancel, dlq, ...).
+
+Exit codes, for scripts: 0 success; 1 the answer is "no" (``status``: an executor is
+stale or none is alive; ``reconcile --check``: tasks are missing from the queues);
+2 usage or configuration error; 3 Redis or the database is unreachable; 4 a named task
+or entry does not exist.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+import click
+import redis
+
+from . import __version__, wire
+from .broker import REDIS_UNAVAILABLE, connect
+from .db import TASK_STATES, DatabaseUnavailable, TaskStore, open_database, task_state
+from .fleet import dead_letters, fleet_status, requeue_dead_letter
+from .producer import enqueue, queued_task_ids, task_message
+from .settings import Settings, SettingsError, load_settings
+
+EXIT_NO, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 1, 2, 3, 4
+
+
+class Env:
+    """Lazily opened connections, shared by the commands of one invocation."""
+
+    def __init__(self, config: str | None) -> None:
+        self.config = config
+
+    @cached_property
+    def settings(self) -> Settings:
+        return load_settings(self.config)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return connect(self.settings.redis)
+
+    @cached_property
+    def store(self) -> TaskStore:
+        return TaskStore(open_database(self.settings.database))
+
+
+@contextmanager
+def _errors_to_exit_codes() -> Iterator[None]:
+    try:
+        yield
+    except SettingsError as exc:
+        click.echo(f"ragfleet: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except REDIS_UNAVAILABLE as exc:
+        click.echo(f"ragfleet: Redis unreachable: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    except DatabaseUnavailable as exc:
+        click.echo(f"ragfleet: database unreachable: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+
+
+def operator_command(func: Callable) -> Callable:
+    """Pass the Env to a command and map infrastructure errors to exit codes."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _errors_to_exit_codes():
+            return func(click.get_current_context().obj, *args, **kwargs)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ragfleet")
+@click.option(
+    "--config",
+    "-c",
+    envvar="RAGFLEET_CONFIG",
+    metavar="FILE",
+    help="Runtime config compiled by configc [env RAGFLEET_CONFIG; default "
+    "/etc/ragfleet/ragfleet.yaml].",
+)
+@click.pass_context
+def main(ctx: click.Context, config: str | None) -> None:
+    """ragfleet: RAGFlow-compatible task executors, and the tools to operate them.
+
+    Exit codes: 0 ok; 1 the answer is no (stale executors, missing tasks);
+    2 usage or configuration error; 3 Redis or database unreachable; 4 not found.
+    """
+    ctx.obj = Env(config)
+
+
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="JSON output.")
+
+
+@main.command()
+@click.option(
+    "--instance",
+    "-i",
+    type=click.IntRange(1, 999),
+    required=True,
+    envvar="RAGFLEET_INSTANCE",
+    help="Instance number N (1..). [env RAGFLEET_INSTANCE]",
+)
+@operator_command
+def run(env: Env, instance: int) -> None:
+    """Run executor instance N until SIGTERM/SIGINT (what the systemd unit runs).
+
+    Consumes as task_executor_<host_id>_<N>. SIGTERM drains: no new tasks, running ones
+    get drain_timeout seconds, then are left for redelivery. SIGUSR1 starts tracemalloc
+    and writes a snapshot under the state dir; SIGUSR2 stops it.
+    """
+    from .app import run_executor
+
+    sys.exit(run_executor(env.settings, instance))
+
+
+@main.group()
+def db() -> None:
+    """The task database."""
+
+
+@db.command("init")
+@operator_command
+def db_init(env: Env) -> None:
+    """Create the tables, or add the columns a newer ragfleet needs (idempotent)."""
+    changes = env.store.init_schema()
+    for change in changes:
+        click.echo(f"ragfleet: {change}")
+    click.echo(f"ragfleet: schema is up to date ({len(changes)} changes)")
+
+
+@main.command()
+@click.option(
+    "--type",
+    "-t",
+    "task_type",
+    default="noop",
+    show_default=True,
+    help="Task type: a registered handler (noop, sleep, ...).",
+)
+@click.option("--count", "-n", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--payload", "-p", metavar="JSON", help="""Parameters, e.g. '{"seconds": 5}'.""")
+@click.option(
+    "--priority",
+    type=click.IntRange(0, 1),
+    default=0,
+    show_default=True,
+    help="1 is read before 0.",
+)
+@click.option("--doc-id", default="", help="Document the tasks belong to.")
+@click.option("--quiet", "-q", is_flag=True, help="Do not print the task ids.")
+@operator_command
+def submit(
+    env: Env,
+    task_type: str,
+    count: int,
+    payload: str | None,
+    priority: int,
+    doc_id: str,
+    quiet: bool,
+) -> None:
+    """Create COUNT tasks of TASK_TYPE in the database and put them on the queue.
+
+    Prints the new task ids, one per line (unless --quiet); a progress bar on stderr
+    for 1000 tasks or more.
+    """
+    try:
+        parsed = json.loads(payload) if payload else {}
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
+    row = {
+        "task_type": task_type,
+        "priority": priority,
+        "doc_id": doc_id,
+        "payload": json.dumps(parsed) if parsed else "",
+    }
+    created: list[dict[str, Any]] = []
+    hidden = count < 1000 or quiet
+    with click.progressbar(length=count, label="submitting", file=sys.stderr, hidden=hidden) as bar:
+        for start in range(0, count, 1000):
+            batch = env.store.create_tasks([row] * min(1000, count - start))
+            enqueue(env.redis, (task_message(t) for t in batch))
+            created += batch
+            bar.update(len(batch))
+    if not quiet:
+        for task in created:
+            click.echo(task["id"])
+
+
+@main.command()
+@JSON_OPTION
+@operator_command
+def status(env: Env, as_json: bool) -> None:
+    """The fleet, from heartbeats: one row per executor in TASKEXE.
+
+    Exit 0 when every executor heartbeated within worker_heartbeat_timeout, 1 when one is
+    stale or none is registered.
+    """
+    rows = fleet_status(env.redis, env.settings.executor.worker_heartbeat_timeout)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+    else:
+        columns = (
+            "name",
+            "ip_address",
+            "pid",
+            "boot_at",
+            "age",
+            "pending",
+            "lag",
+            "done",
+            "failed",
+            "running",
+            "state",
+        )
+        _print_table(rows, columns)
+    sys.exit(0 if rows and all(r["state"] == "alive" for r in rows) else EXIT_NO)
+
+
+@main.command()
+@click.option("--state", "-s", type=click.Choice(TASK_STATES))
+@click.option("--doc", "doc_id", metavar="DOC_ID")
+@click.option("--limit", "-n", type=click.IntRange(1), default=50, show_default=True)
+@JSON_OPTION
+@operator_command
+def tasks(env: Env, state: str | None, doc_id: str | None, limit: int, as_json: bool) -> None:
+    """List tasks, newest first, with state and progress."""
+    rows = env.store.list_tasks(state=state, doc_id=doc_id, limit=limit)
+    view = [
+        {
+            "id": r["id"],
+            "type": r["task_type"],
+            "state": task_state(r),
+            "progress": round(r["progress"], 3),
+            "retries": r["retry_count"],
+            "doc_id": r["doc_id"],
+            "updated": _ms_to_iso(r["update_time"]),
+            "last_message": (r["progress_msg"] or "").strip().split("\n")[-1],
+        }
+        for r in rows
+    ]
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+    else:
+        columns = ("id", "type", "state", "progress", "retries", "updated", "last_message")
+        _print_table(view, columns)
+
+
+@main.command()
+@click.argument("task_ids", nargs=-1, metavar="[TASK_ID]...")
+@click.option("--doc", "doc_id", metavar="DOC_ID", help="Every task of this document.")
+@operator_command
+def cancel(env: Env, task_ids: tuple[str, ...], doc_id: str | None) -> None:
+    """Cancel tasks: a running one stops within a second; a queued one is never run.
+
+    Sets upstream's cancel flag, the key <task_id>-cancel, for an hour. Exit 4 if a
+    named task does not exist (the others are still cancelled).
+    """
+    ids = list(task_ids)
+    if doc_id:
+        ids += env.store.task_ids_of_document(doc_id)
+    if not ids:
+        raise click.UsageError("name task ids, or --doc DOC_ID")
+    missing = [task_id for task_id in ids if env.store.get_task(task_id) is None]
+    pipe = env.redis.pipeline(transaction=False)
+    for task_id in ids:
+        if task_id not in missing:
+            pipe.set(wire.cancel_key(task_id), 1, ex=wire.CANCEL_TTL)
+    pipe.execute()
+    click.echo(f"ragfleet: cancel requested for {len(ids) - len(missing)} task(s)")
+    for task_id in missing:
+        click.echo(f"ragfleet: no task {task_id}", err=True)
+    if missing:
+        sys.exit(EXIT_NOT_FOUND)
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Report only; exit 1 if a task is in no queue.")
+@operator_command
+def reconcile(env: Env, check: bool) -> None:
+    """Re-enqueue unfinished tasks that no queue holds (after Redis lost its data).
+
+    Idempotent: a task already in a stream is left alone.
+    """
+    unfinished = env.store.unfinished_tasks()
+    queued = queued_task_ids(env.redis)
+    missing = [t for t in unfinished if t["id"] not in queued]
+    if check:
+        click.echo(f"ragfleet: {len(missing)} of {len(unfinished)} unfinished tasks in no queue")
+        sys.exit(EXIT_NO if missing else 0)
+    enqueue(env.redis, (task_message(t) for t in missing))
+    click.echo(
+        f"ragfleet: re-enqueued {len(missing)} of {len(unfinished)} unfinished tasks "
+        f"({len(unfinished) - len(missing)} already queued)"
+    )
+
+
+@main.group()
+def dlq() -> None:
+    """Dead-lettered tasks: delivered max_deliveries times without finishing."""
+
+
+@dlq.command("list")
+@JSON_OPTION
+@operator_command
+def dlq_list(env: Env, as_json: bool) -> None:
+    """Entries of the dead-letter stream, oldest first."""
+    entries = dead_letters(env.redis)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+    else:
+        _print_table(entries, ("dlq_id", "task_id", "queue", "deliveries", "at", "reason"))
+
+
+@dlq.command("retry")
+@click.argument("dlq_ids", nargs=-1, metavar="[DLQ_ID]...")
+@click.option("--all", "retry_all", is_flag=True, help="Every dead-lettered task.")
+@operator_command
+def dlq_retry(env: Env, dlq_ids: tuple[str, ...], retry_all: bool) -> None:
+    """Reset dead-lettered tasks and put them back on their queue."""
+    entries = {e["dlq_id"]: e for e in dead_letters(env.redis)}
+    chosen = list(entries) if retry_all else list(dlq_ids)
+    if not chosen:
+        raise click.UsageError("name DLQ_IDs (see `ragfleet dlq list`), or --all")
+    missing = [i for i in chosen if i not in entries]
+    for dlq_id in chosen:
+        if dlq_id in entries:
+            requeue_dead_letter(env.redis, env.store, entries[dlq_id])
+    click.echo(f"ragfleet: re-enqueued {len(chosen) - len(missing)} task(s)")
+    for dlq_id in missing:
+        click.echo(f"ragfleet: no dead-letter entry {dlq_id}", err=True)
+    if missing:
+        sys.exit(EXIT_NOT_FOUND)
+
+
+@dlq.command("purge")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask.")
+@operator_command
+def dlq_purge(env: Env, yes: bool) -> None:
+    """Delete every dead-letter entry (the tasks stay failed in the database)."""
+    count = env.redis.xlen(wire.DEAD_LETTER_STREAM)
+    if count and not yes:
+        click.confirm(f"delete {count} dead-letter entries?", abort=True)
+    env.redis.delete(wire.DEAD_LETTER_STREAM)
+    click.echo(f"ragfleet: purged {count} dead-letter entries")
+
+
+def _print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _ms_to_iso(ms: int | None) -> str:
+    return datetime.fromtimestamp(ms / 1000).isoformat(timespec="seconds") if ms else ""

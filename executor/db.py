@@ -1,0 +1,306 @@
+"""Task storage: upstream's ``task`` and ``document`` tables, on SQLite, MariaDB or PostgreSQL.
+
+The columns and their meaning are upstream RAGFlow's, so its status pages can read what we
+write: ``progress`` is 0..1, -1 means failed; ``progress_msg`` is a log of ``HH:MM:SS``
+lines. ragfleet adds ``task.payload`` (JSON parameters for task types that need them).
+
+Every method is synchronous (peewee): the worker calls them through ``trio.to_thread``.
+A lost or refused connection raises :class:`DatabaseUnavailable`, never a task failure.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import peewee as pw
+from playhouse.migrate import SchemaMigrator, migrate
+
+
+class DatabaseUnavailable(ConnectionError):
+    """The database cannot be reached right now; retry later, fail nothing."""
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _now_fields(prefix: str) -> dict[str, Any]:
+    return {f"{prefix}_time": int(time.time() * 1000), f"{prefix}_date": datetime.now()}
+
+
+class _LongTextField(pw.TextField):
+    field_type = "LONGTEXT"
+
+
+class _Base(pw.Model):
+    create_time = pw.BigIntegerField(null=True, index=True)
+    create_date = pw.DateTimeField(null=True, index=True)
+    update_time = pw.BigIntegerField(null=True, index=True)
+    update_date = pw.DateTimeField(null=True, index=True)
+
+
+class Document(_Base):
+    id = pw.CharField(max_length=32, primary_key=True)
+    thumbnail = pw.TextField(null=True)
+    kb_id = pw.CharField(max_length=256, index=True, default="")
+    parser_id = pw.CharField(max_length=32, index=True, default="naive")
+    parser_config = pw.TextField(default="{}")
+    source_type = pw.CharField(max_length=128, default="local")
+    type = pw.CharField(max_length=32, default="doc")
+    created_by = pw.CharField(max_length=32, default="")
+    name = pw.CharField(max_length=255, null=True, index=True)
+    location = pw.CharField(max_length=255, null=True)
+    size = pw.BigIntegerField(default=0)
+    token_num = pw.IntegerField(default=0)
+    chunk_num = pw.IntegerField(default=0)
+    progress = pw.FloatField(default=0)
+    progress_msg = pw.TextField(null=True, default="")
+    process_begin_at = pw.DateTimeField(null=True)
+    process_duration = pw.FloatField(default=0)
+    suffix = pw.CharField(max_length=32, default="")
+    run = pw.CharField(max_length=1, default="0")
+    status = pw.CharField(max_length=1, default="1")
+
+    class Meta:
+        table_name = "document"
+
+
+class Task(_Base):
+    id = pw.CharField(max_length=32, primary_key=True)
+    doc_id = pw.CharField(max_length=32, index=True, default="")
+    from_page = pw.IntegerField(default=0)
+    to_page = pw.IntegerField(default=100000000)
+    task_type = pw.CharField(max_length=32, default="")
+    priority = pw.IntegerField(default=0)
+    begin_at = pw.DateTimeField(null=True)
+    process_duration = pw.FloatField(default=0)
+    progress = pw.FloatField(default=0, index=True)
+    progress_msg = pw.TextField(null=True, default="")
+    retry_count = pw.IntegerField(default=0)
+    digest = pw.TextField(null=True, default="")
+    chunk_ids = _LongTextField(null=True, default="")
+    payload = pw.TextField(null=True, default="")  # ragfleet: JSON parameters of the task type
+
+    class Meta:
+        table_name = "task"
+
+
+MODELS: tuple[type[pw.Model], ...] = (Document, Task)
+
+TASK_STATES = ("queued", "running", "done", "failed", "cancelled")
+CANCELLED_MESSAGE = "Task has been canceled."
+
+
+def task_state(row: dict[str, Any]) -> str:
+    """queued | running | done | failed | cancelled, derived from upstream's columns."""
+    progress = row.get("progress") or 0
+    if progress >= 1:
+        return "done"
+    if progress < 0:
+        return "cancelled" if CANCELLED_MESSAGE in (row.get("progress_msg") or "") else "failed"
+    return "running" if row.get("begin_at") else "queued"
+
+
+def open_database(config: dict[str, Any]) -> pw.Database:
+    """A peewee database from the compiled config's ``database`` section."""
+    kind = config["type"]
+    if kind == "sqlite":
+        # WAL + busy_timeout: several executor processes on one host share the file.
+        return pw.SqliteDatabase(
+            config["path"],
+            pragmas={"journal_mode": "wal", "busy_timeout": 10_000, "synchronous": "normal"},
+            check_same_thread=False,
+        )
+    common = {
+        "host": config["host"],
+        "port": int(config["port"]),
+        "user": config["user"],
+        "password": config["password"],
+    }
+    if kind == "mysql":
+        return pw.MySQLDatabase(
+            config["name"], charset="utf8mb4", connect_timeout=5, read_timeout=30, **common
+        )
+    if kind == "postgres":
+        return pw.PostgresqlDatabase(config["name"], connect_timeout=5, **common)
+    raise ValueError(f"unknown database type {kind!r}")
+
+
+@dataclass(frozen=True)
+class Migration:
+    action: str
+
+    def __str__(self) -> str:
+        return self.action
+
+
+class TaskStore:
+    """The task and document tables of one database, bound to it for this store only."""
+
+    def __init__(self, database: pw.Database) -> None:
+        self.database = database
+        # Subclassing binds the models to this database without touching the shared classes.
+        self.Document = _bound(Document, database)
+        self.Task = _bound(Task, database)
+
+    @contextmanager
+    def _session(self) -> Iterator[None]:
+        """Map connection-level failures to DatabaseUnavailable and drop the broken connection."""
+        # Connections are per thread (peewee's default) and kept open between calls.
+        try:
+            yield
+        except (pw.OperationalError, pw.InterfaceError) as exc:
+            if _is_connection_error(exc):
+                with suppress(pw.PeeweeException):
+                    self.database.close()
+                raise DatabaseUnavailable(str(exc)) from exc
+            raise
+
+    def ping(self) -> None:
+        """Raise DatabaseUnavailable unless the database answers."""
+        with self._session():
+            self.database.execute_sql("SELECT 1")
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def init_schema(self) -> list[Migration]:
+        """Create missing tables and add missing columns; returns what was done (idempotent)."""
+        done: list[Migration] = []
+        with self._session():
+            existing = set(self.database.get_tables())
+            migrator = SchemaMigrator.from_database(self.database)
+            for model in (self.Document, self.Task):
+                table = model._meta.table_name
+                if table not in existing:
+                    self.database.create_tables([model])
+                    done.append(Migration(f"created table {table}"))
+                    continue
+                have = {c.name for c in self.database.get_columns(table)}
+                for name, fld in model._meta.fields.items():
+                    if fld.column_name not in have:
+                        migrate(migrator.add_column(table, fld.column_name, fld))
+                        done.append(Migration(f"added column {table}.{name}"))
+        return done
+
+    # -- producers ---------------------------------------------------------------------------
+
+    def create_document(self, **fields: Any) -> dict[str, Any]:
+        row = {"id": new_id(), **_now_fields("create"), **_now_fields("update"), **fields}
+        with self._session():
+            self.Document.insert(**row).execute()
+        return row
+
+    def create_tasks(self, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        stamped = [
+            {"id": new_id(), **_now_fields("create"), **_now_fields("update"), **row}
+            for row in rows
+        ]
+        with self._session(), self.database.atomic():
+            for start in range(0, len(stamped), 500):
+                self.Task.insert_many(stamped[start : start + 500]).execute()
+        return stamped
+
+    # -- the worker's view -------------------------------------------------------------------
+
+    def get_task(self, task_id: str) -> dict[str, Any] | None:
+        with self._session():
+            row = self.Task.select().where(self.Task.id == task_id).dicts().first()
+        if row and row.get("payload"):
+            row["payload"] = json.loads(row["payload"])
+        return row
+
+    def begin_task(self, task_id: str, retry_count: int) -> None:
+        with self._session():
+            self.Task.update(
+                begin_at=datetime.now(), retry_count=retry_count, **_now_fields("update")
+            ).where(self.Task.id == task_id).execute()
+
+    def set_progress(
+        self, task_id: str, progress: float | None, progress_msg: str, **extra: Any
+    ) -> None:
+        fields: dict[str, Any] = {"progress_msg": progress_msg, **_now_fields("update"), **extra}
+        if progress is not None:
+            fields["progress"] = progress
+        with self._session():
+            self.Task.update(**fields).where(self.Task.id == task_id).execute()
+
+    # -- operators ---------------------------------------------------------------------------
+
+    def list_tasks(
+        self, state: str | None = None, doc_id: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        query = self.Task.select().order_by(self.Task.create_time.desc())
+        if doc_id:
+            query = query.where(self.Task.doc_id == doc_id)
+        query = _where_state(query, self.Task, state)
+        with self._session():
+            rows = list(query.dicts())
+        rows = [r for r in rows if state is None or task_state(r) == state]
+        return rows[:limit]
+
+    def unfinished_tasks(self) -> list[dict[str, Any]]:
+        """Tasks a queue still owes work: progress in [0, 1)."""
+        query = self.Task.select().where((self.Task.progress >= 0) & (self.Task.progress < 1))
+        with self._session():
+            return list(query.order_by(self.Task.create_time).dicts())
+
+    def task_ids_of_document(self, doc_id: str) -> list[str]:
+        with self._session():
+            query = self.Task.select(self.Task.id).where(self.Task.doc_id == doc_id)
+            return [row.id for row in query]
+
+    def reset_task(self, task_id: str, note: str) -> dict[str, Any] | None:
+        """Make a failed task runnable again (dead-letter retry)."""
+        with self._session():
+            self.Task.update(
+                progress=0,
+                retry_count=0,
+                begin_at=None,
+                progress_msg=note,
+                **_now_fields("update"),
+            ).where(self.Task.id == task_id).execute()
+        return self.get_task(task_id)
+
+
+def _bound(model: type[pw.Model], database: pw.Database) -> type[pw.Model]:
+    meta = type("Meta", (), {"database": database, "table_name": model._meta.table_name})
+    return type(model.__name__, (model,), {"Meta": meta, "__module__": __name__})
+
+
+def _where_state(query: pw.ModelSelect, task: type[pw.Model], state: str | None):
+    """Narrow in SQL what can be narrowed; task_state() decides the rest."""
+    if state == "done":
+        return query.where(task.progress >= 1)
+    if state in ("failed", "cancelled"):
+        return query.where(task.progress < 0)
+    if state == "queued":
+        return query.where((task.progress >= 0) & (task.progress < 1) & task.begin_at.is_null())
+    if state == "running":
+        return query.where(
+            (task.progress >= 0) & (task.progress < 1) & task.begin_at.is_null(False)
+        )
+    return query
+
+
+# MySQL/MariaDB client errors that mean "no usable connection" (CR_* codes), and the
+# server-side "shutdown in progress" family; anything else is a real SQL error.
+_MYSQL_CONNECTION_CODES = {1040, 1053, 1077, 1078, 1079, 1080, 2002, 2003, 2006, 2013, 2055}
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    cause = exc.__cause__ or exc.__context__ or exc
+    args = getattr(exc, "args", ()) or getattr(cause, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in _MYSQL_CONNECTION_CODES
+    text = str(exc).lower()
+    return isinstance(exc, pw.InterfaceError) or any(
+        marker in text
+        for marker in ("connection", "server closed", "could not connect", "database is locked")
+    )

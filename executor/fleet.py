@@ -1,0 +1,69 @@
+"""Operator views of the fleet in Redis: executors' heartbeats and the dead-letter stream."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from . import wire
+from .db import TaskStore
+from .producer import enqueue, scan_stream, task_message
+
+
+def latest_heartbeat(client: redis.Redis, name: str) -> tuple[float, dict[str, Any]] | None:
+    """The newest heartbeat of executor *name* and its timestamp, or None."""
+    newest = client.zrevrangebyscore(name, "+inf", "-inf", start=0, num=1, withscores=True)
+    if not newest:
+        return None
+    payload, score = newest[0]
+    try:
+        return score, json.loads(payload)
+    except ValueError:
+        return score, {}
+
+
+def fleet_status(client: redis.Redis, timeout: float, now: float | None = None) -> list[dict]:
+    """One row per member of TASKEXE, ``state`` alive or stale (no heartbeat in *timeout*)."""
+    now = time.time() if now is None else now
+    rows = []
+    for member in sorted(m.decode() for m in client.smembers(wire.EXECUTORS_SET)):
+        beat = latest_heartbeat(client, member)
+        score, data = beat if beat else (0.0, {})
+        age = now - score if beat else None
+        rows.append(
+            {
+                **{key: data.get(key) for key in wire.HEARTBEAT_FIELDS if key != "current"},
+                "name": member,
+                "age": f"{age:.0f}s" if age is not None else "never",
+                "running": len(data.get("current") or {}),
+                "current": sorted((data.get("current") or {}).keys()),
+                "state": "alive" if age is not None and age <= timeout else "stale",
+            }
+        )
+    return rows
+
+
+def dead_letters(client: redis.Redis) -> list[dict[str, Any]]:
+    """The dead-letter stream, oldest first, with the task id pulled out of each message."""
+    entries = []
+    for entry_id, fields in scan_stream(client, wire.DEAD_LETTER_STREAM):
+        record = {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
+        try:
+            task_id = wire.decode_message(fields)["id"]
+        except wire.MalformedMessage:
+            task_id = ""
+        entries.append({"dlq_id": entry_id, "task_id": task_id, **record})
+    return entries
+
+
+def requeue_dead_letter(client: redis.Redis, store: TaskStore, entry: dict[str, Any]) -> None:
+    """Reset the entry's task, put it back on its queue, and drop the dead-letter entry."""
+    note = f"{datetime.now():%H:%M:%S} Re-enqueued from the dead-letter stream by an operator."
+    task = store.reset_task(entry["task_id"], note) if entry["task_id"] else None
+    if task is not None:
+        enqueue(client, [task_message(task)])
+    client.xdel(wire.DEAD_LETTER_STREAM, entry["dlq_id"])

@@ -1,0 +1,61 @@
+"""Putting tasks on the queues: what `submit`, `reconcile` and `dlq retry` share.
+
+The database row is written first and the stream entry second, so a crash in between
+leaves a task the database knows and no queue holds; `ragfleet reconcile` re-enqueues
+exactly those. The reverse order could leave entries pointing at no task.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import redis
+
+from . import wire
+
+
+def enqueue(client: redis.Redis, tasks: Iterable[dict[str, Any]], batch: int = 500) -> int:
+    """XADD each task to its priority's stream (pipelined); returns how many were added."""
+    added = 0
+    pipe = client.pipeline(transaction=False)
+    for task in tasks:
+        pipe.xadd(wire.queue_name(int(task.get("priority") or 0)), wire.encode_message(task))
+        added += 1
+        if added % batch == 0:
+            pipe.execute()
+    pipe.execute()
+    return added
+
+
+def queued_task_ids(client: redis.Redis, priorities: Iterable[int] = wire.PRIORITIES) -> set[str]:
+    """Ids of every task that has an entry in a queue stream (pending or not yet read)."""
+    ids: set[str] = set()
+    for priority in priorities:
+        for _entry_id, fields in scan_stream(client, wire.queue_name(priority)):
+            try:
+                ids.add(wire.decode_message(fields)["id"])
+            except wire.MalformedMessage:
+                continue
+    return ids
+
+
+def scan_stream(client: redis.Redis, stream: str, page: int = 1000) -> Iterator[tuple[str, dict]]:
+    """Every entry of *stream*, oldest first, fetched *page* at a time."""
+    start = "-"
+    while True:
+        entries = client.xrange(stream, min=start, max="+", count=page)
+        for entry_id, fields in entries:
+            yield entry_id.decode(), fields
+        if len(entries) < page:
+            return
+        start = "(" + entries[-1][0].decode()
+
+
+def task_message(task: dict[str, Any]) -> dict[str, Any]:
+    """The JSON a queue entry carries: the task row (payload kept as JSON text)."""
+    message = dict(task)
+    if isinstance(message.get("payload"), dict):
+        message["payload"] = json.dumps(message["payload"])
+    return message

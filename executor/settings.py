@@ -1,0 +1,94 @@
+"""The executor's settings: the runtime config that configc compiles, read once at start.
+
+Environment overrides (documented, and the only ones): ``RAGFLEET_CONFIG`` names the config
+file when ``--config`` is not given; ``RAGFLEET_HOST_ID`` replaces ``host_id`` (tests and
+ad-hoc runs on a machine whose compiled name differs).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+DEFAULT_CONFIG = Path("/etc/ragfleet/ragfleet.yaml")
+
+
+class SettingsError(ValueError):
+    """The runtime config file is missing or not what configc writes."""
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    max_concurrent_tasks: int = 5
+    max_concurrent_chunk_builders: int = 1
+    heartbeat_interval: float = 30
+    worker_heartbeat_timeout: float = 120
+    reclaim_idle: float = 300
+    max_deliveries: int = 3
+    drain_timeout: float = 60
+    state_dir: str = "/var/lib/ragfleet"
+    log_level: str = "INFO"
+    metrics_port_base: int = 9470
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 1
+    username: str = ""
+    password: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host_id: str
+    executor: ExecutorSettings
+    redis: RedisSettings
+    database: dict[str, Any]
+    doc_store: dict[str, Any] = field(default_factory=dict)
+    storage: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "") -> Settings:
+        try:
+            return cls(
+                host_id=str(data["host_id"]),
+                executor=ExecutorSettings(**data.get("executor", {})),
+                redis=RedisSettings(**data.get("redis", {})),
+                database=dict(data["database"]),
+                doc_store=dict(data.get("doc_store", {})),
+                storage=dict(data.get("storage", {})),
+                models=dict(data.get("models", {})),
+                source=source,
+            )
+        except (KeyError, TypeError) as exc:
+            raise SettingsError(f"{source}: not a ragfleet runtime config ({exc})") from None
+
+
+def config_path(explicit: str | Path | None, environ: Mapping[str, str] = os.environ) -> Path:
+    if explicit:
+        return Path(explicit)
+    return Path(environ.get("RAGFLEET_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_settings(
+    explicit: str | Path | None = None, environ: Mapping[str, str] = os.environ
+) -> Settings:
+    path = config_path(explicit, environ)
+    try:
+        data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: not a ragfleet runtime config (not a mapping)")
+    if environ.get("RAGFLEET_HOST_ID"):
+        data["host_id"] = environ["RAGFLEET_HOST_ID"]
+    return Settings.from_mapping(data, str(path))

@@ -1,0 +1,83 @@
+"""Names and formats shared with upstream RAGFlow (v0.21.1): keep these byte-compatible.
+
+RAGFlow-format producers, status pages and tools read and write these keys, so none of
+them may change. Our additions (the dead-letter stream) use names upstream never reads.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+QUEUE = "rag_flow_svr_queue"
+"""Stream of priority 0; priority p > 0 is ``f"{QUEUE}_{p}"``."""
+GROUP = "rag_flow_svr_task_broker"
+EXECUTORS_SET = "TASKEXE"
+CLEANUP_LOCK = "clean_task_executor"
+CLEANUP_LOCK_TTL = 60
+HEARTBEAT_RETENTION = 30 * 60
+"""Heartbeats older than this are trimmed from an executor's sorted set (upstream: 30 min)."""
+CANCEL_TTL = 60 * 60
+DEAD_LETTER_STREAM = "ragfleet_dead_letter"
+PRIORITIES = (1, 0)
+"""Priorities in the order consumers read them: 1 before 0, as upstream."""
+
+HEARTBEAT_FIELDS = (
+    "name",
+    "now",
+    "boot_at",
+    "pending",
+    "lag",
+    "done",
+    "failed",
+    "current",
+    "ip_address",
+    "pid",
+)
+
+
+def queue_name(priority: int) -> str:
+    return QUEUE if priority == 0 else f"{QUEUE}_{priority}"
+
+
+def consumer_name(host_id: str, instance: int) -> str:
+    """``task_executor_<host>_<n>``: stable across restarts, so a restart replays its own PEL."""
+    return f"task_executor_{host_id}_{instance}"
+
+
+def cancel_key(task_id: str) -> str:
+    return f"{task_id}-cancel"
+
+
+def encode_message(task: dict[str, Any]) -> dict[str, str]:
+    """The stream entry for *task*: one field, ``message``, holding the task row as JSON."""
+    return {"message": json.dumps(task, default=str, ensure_ascii=False)}
+
+
+def iso_now(moment: datetime | None = None) -> str:
+    """ISO-8601 with milliseconds and the local UTC offset, as upstream's heartbeats."""
+    moment = moment or datetime.now().astimezone()
+    return moment.isoformat(timespec="milliseconds")
+
+
+class MalformedMessage(ValueError):
+    """A stream entry that is not a task message; it is acked and logged, never retried."""
+
+
+def decode_message(fields: dict[bytes | str, bytes | str] | None) -> dict[str, Any]:
+    """The task dict of a stream entry, or MalformedMessage saying what is wrong with it."""
+    if not fields:
+        raise MalformedMessage("entry has no fields (deleted, or written by something else)")
+    raw = fields.get(b"message", fields.get("message"))
+    if raw is None:
+        raise MalformedMessage("entry has no 'message' field")
+    try:
+        task = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedMessage(f"'message' is not JSON: {exc}") from None
+    if not isinstance(task, dict):
+        raise MalformedMessage("'message' is JSON but not an object")
+    if not isinstance(task.get("id"), str) or not task["id"]:
+        raise MalformedMessage("'message' has no task 'id'")
+    return task

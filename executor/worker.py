@@ -1,0 +1,562 @@
+"""The executor: one trio nursery that fetches tasks from Redis Streams and runs them.
+
+Structure (all in :meth:`Worker.run`)::
+
+    services nursery: signals, heartbeats, cancel watcher, watchdog, metrics endpoint
+    └── drain scope (deadline set on SIGTERM)
+        └── tasks nursery: one child per running task, at most max_concurrent_tasks
+            └── fetch scope (cancelled on SIGTERM): collector, reclaimer
+
+Every Redis and database call is synchronous and runs in a worker thread
+(``trio.to_thread.run_sync``), never on the event loop. An outage of either never fails or
+acknowledges a task: fetching pauses, the outage is logged once, and work resumes (with
+this consumer's unacknowledged entries replayed first) when the dependency is back.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+import trio
+
+from . import wire
+from .broker import REDIS_UNAVAILABLE, Broker, Delivery
+from .db import CANCELLED_MESSAGE, DatabaseUnavailable, TaskStore
+from .handlers import HandlerRegistry, TaskContext, TaskInputError
+from .memtrace import MemoryTracer
+from .metrics import Metrics, serve_metrics
+from .outage import Outage
+from .progress import Progress
+from .sdnotify import Notifier, run_watchdog
+from .settings import Settings
+
+T = TypeVar("T")
+
+CANCEL_POLL_SECONDS = 0.2
+"""How often running tasks' cancel flags are checked: cancellation lands within ~0.3 s."""
+IDLE_BLOCK_MS = 1000
+"""XREADGROUP BLOCK when idle: a new entry wakes the read at once, so this bounds only how
+long a stop waits for the read to return."""
+
+
+@dataclass
+class Running:
+    """A task being handled: its stream entry, its row, and the scope that cancels it."""
+
+    delivery: Delivery
+    task: dict[str, Any]
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    started: float = field(default_factory=time.monotonic)
+    cancel_requested: bool = False
+
+
+@dataclass
+class Counters:
+    done: int = 0
+    failed: int = 0
+
+
+class Worker:
+    """One executor process: consumer ``task_executor_<host>_<instance>``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        instance: int,
+        broker: Broker,
+        store: TaskStore,
+        registry: HandlerRegistry,
+        *,
+        notifier: Notifier | None = None,
+        metrics_port: int | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = settings.executor
+        self.instance = instance
+        self.broker = broker
+        self.store = store
+        self.registry = registry
+        self.name = broker.consumer
+        self.notifier = notifier or Notifier.from_environ({})
+        self.metrics_port = metrics_port
+        self.log = log or logging.getLogger(f"ragfleet.{self.name}")
+        self.redis_outage = Outage("Redis", self.log)
+        self.db_outage = Outage("database", self.log)
+        self.counters = Counters()
+        self.boot_at = wire.iso_now()
+        self.pid = os.getpid()
+        self.ip_address = ""
+        self.running: dict[str, Running] = {}
+        self.stopping = False
+        self._held: set[str] = set()  # entry ids fetched and not yet settled
+        self._replay = True  # replay own unacked entries before reading new ones
+        self._slots = trio.Semaphore(self.config.max_concurrent_tasks)
+        self._fetch_scope = trio.CancelScope()
+        self._drain_scope = trio.CancelScope()
+        self._tasks: trio.Nursery | None = None
+        self._last_beat = time.monotonic()
+        self.memory = MemoryTracer(Path(self.config.state_dir) / "tracemalloc", self.log)
+        self.metrics = Metrics()
+        self._define_metrics()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until stopped (SIGTERM/SIGINT or :meth:`stop`), then drain and return."""
+        await self._connect()
+        async with trio.open_nursery() as services:
+            services.start_soon(self._signals)
+            services.start_soon(self._heartbeats)
+            services.start_soon(self._cancel_watcher)
+            services.start_soon(run_watchdog, self.notifier, self._alive)
+            if self.metrics_port is not None:
+                await services.start(
+                    serve_metrics, self.metrics, "0.0.0.0", self.metrics_port, self._health
+                )
+            self.notifier.ready(f"consuming as {self.name}")
+            self.log.info(
+                "started as %s (pid %d, up to %d tasks at once)",
+                self.name,
+                self.pid,
+                self.config.max_concurrent_tasks,
+            )
+            task_status.started()
+            await self._work()
+            services.cancel_scope.cancel()
+        self.log.info(
+            "stopped: %d done, %d failed since %s",
+            self.counters.done,
+            self.counters.failed,
+            self.boot_at,
+        )
+
+    def stop(self) -> None:
+        """Stop fetching and drain: running tasks get ``drain_timeout`` seconds to finish.
+
+        A second call cancels them at once. Either way they stay unacknowledged, so they are
+        delivered again (to this consumer after a restart, or to another after a reclaim).
+        """
+        if self.stopping:
+            self.log.warning("stopping now: cancelling %d running tasks", len(self.running))
+            self._drain_scope.cancel()
+            return
+        self.stopping = True
+        self.notifier.stopping()
+        self.log.info(
+            "stopping: no new tasks; %d running get up to %.0f s to finish",
+            len(self.running),
+            self.config.drain_timeout,
+        )
+        self._fetch_scope.cancel()
+        self._drain_scope.deadline = trio.current_time() + self.config.drain_timeout
+
+    async def _connect(self) -> None:
+        """Create the consumer groups, waiting for Redis if it is not up yet."""
+        while True:
+            try:
+                await self._redis(self.broker.ensure_groups)
+                self.ip_address = await trio.to_thread.run_sync(self._local_address)
+                return
+            except REDIS_UNAVAILABLE as exc:
+                await self.redis_outage.back_off(exc)
+
+    def _local_address(self) -> str:
+        pool = self.broker.client.connection_pool
+        connection = pool.get_connection()
+        try:
+            return connection._sock.getsockname()[0] if connection._sock else ""
+        finally:
+            pool.release(connection)
+
+    async def _work(self) -> None:
+        with self._drain_scope:
+            async with trio.open_nursery() as tasks:
+                self._tasks = tasks
+                with self._fetch_scope:
+                    async with trio.open_nursery() as fetchers:
+                        fetchers.start_soon(self._collect)
+                        fetchers.start_soon(self._reclaim)
+        if self._drain_scope.cancelled_caught:
+            self.log.warning("drain timed out; unfinished tasks will be delivered again")
+
+    async def _signals(self) -> None:
+        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+        with trio.open_signal_receiver(*signals) as received:
+            async for signum in received:
+                if signum in (signal.SIGTERM, signal.SIGINT):
+                    self.stop()
+                else:
+                    await self.memory.handle_signal(signum)
+
+    # -- fetching ----------------------------------------------------------------------------
+
+    async def _collect(self) -> None:
+        """Fetch as many tasks as there are free slots; block on Redis when there are none."""
+        while True:
+            await self._until_healthy()
+            slots = await self._take_slots()
+            try:
+                batch = await self._fetch(slots)
+            except REDIS_UNAVAILABLE as exc:
+                self._give_back(slots)
+                self.redis_outage.failed(exc)
+                self.m_redis_errors.inc()
+                continue
+            except redis.ResponseError as exc:
+                self._give_back(slots)
+                await self._recover_from(exc)
+                continue
+            self.redis_outage.recovered()
+            self._start(batch)
+            self._give_back(slots - len(batch))
+
+    async def _fetch(self, slots: int) -> list[Delivery]:
+        if self._replay:
+            batch = await self._redis(self.broker.replay_own, set(self._held), slots)
+            if len(batch) < slots:
+                self._replay = False
+            if batch:
+                self.log.info("replaying %d unacknowledged entries of %s", len(batch), self.name)
+                return batch
+        # Abandoned on cancel: a stop must not wait for the blocking read to time out.
+        read = functools.partial(self.broker.read_new, slots, IDLE_BLOCK_MS)
+        return await trio.to_thread.run_sync(read, abandon_on_cancel=True)
+
+    async def _reclaim(self) -> None:
+        """Take over entries that dead or stuck consumers left idle for ``reclaim_idle``."""
+        period = max(0.5, min(self.config.heartbeat_interval, self.config.reclaim_idle / 2))
+        idle_ms = int(self.config.reclaim_idle * 1000)
+        while True:
+            await trio.sleep(period)
+            if self.redis_outage.down or self.db_outage.down:
+                continue
+            slots = self._take_free_slots()
+            if not slots:
+                continue
+            try:
+                batch = await self._redis(self.broker.reclaim, idle_ms, slots)
+            except (*REDIS_UNAVAILABLE, redis.ResponseError) as exc:
+                self._give_back(slots)
+                self.log.debug("reclaim skipped: %s", exc)
+                continue
+            fresh = [d for d in batch if d.entry_id not in self._held]
+            if fresh:
+                self.log.warning(
+                    "reclaimed %d entries idle for over %.0f s (their consumer died or hung)",
+                    len(fresh),
+                    self.config.reclaim_idle,
+                )
+                self.m_reclaimed.inc(len(fresh))
+            self._start(fresh)
+            self._give_back(slots - len(fresh))
+
+    async def _take_slots(self) -> int:
+        await self._slots.acquire()
+        return 1 + self._take_free_slots()
+
+    def _take_free_slots(self) -> int:
+        taken = 0
+        while True:
+            try:
+                self._slots.acquire_nowait()
+            except trio.WouldBlock:
+                return taken
+            taken += 1
+
+    def _give_back(self, slots: int) -> None:
+        for _ in range(slots):
+            self._slots.release()
+
+    def _start(self, batch: list[Delivery]) -> None:
+        assert self._tasks is not None
+        for delivery in batch:
+            self._held.add(delivery.entry_id)
+            self._tasks.start_soon(self._settle, delivery)
+
+    async def _until_healthy(self) -> None:
+        """While Redis or the database is down, probe it instead of fetching tasks.
+
+        Fetching during an outage would only redeliver entries and count deliveries that
+        never had a chance to run.
+        """
+        while self.db_outage.down:
+            try:
+                await self._db(self.store.ping)
+            except DatabaseUnavailable as exc:
+                await trio.sleep(self.db_outage.failed(exc))
+            else:
+                self.db_outage.recovered()
+                self._replay = True
+        while self.redis_outage.down:
+            try:
+                await self._redis(self.broker.ensure_groups)
+            except REDIS_UNAVAILABLE as exc:
+                await trio.sleep(self.redis_outage.failed(exc))
+            else:
+                self.redis_outage.recovered()
+                self._replay = True
+
+    async def _recover_from(self, exc: redis.ResponseError) -> None:
+        if "NOGROUP" in str(exc):
+            # Redis lost its data (no persistence, or a new server): recreate the groups;
+            # `ragfleet reconcile` re-enqueues what the database says is unfinished.
+            self.log.error("consumer group missing (Redis lost its data?): recreating it")
+            await self._redis(self.broker.ensure_groups)
+        else:
+            self.log.error("Redis refused a read: %s", exc)
+            await trio.sleep(1)
+
+    # -- running one delivery ----------------------------------------------------------------
+
+    async def _settle(self, delivery: Delivery) -> None:
+        """Process one delivery and release its slot, whatever happens."""
+        try:
+            await self._process(delivery)
+        except (DatabaseUnavailable, *REDIS_UNAVAILABLE) as exc:
+            outage = self.db_outage if isinstance(exc, DatabaseUnavailable) else self.redis_outage
+            outage.failed(exc)
+            (self.m_db_errors if outage is self.db_outage else self.m_redis_errors).inc()
+            self._replay = True  # the entry stays pending; replay it when the outage ends
+        finally:
+            self._held.discard(delivery.entry_id)
+            self._slots.release()
+
+    async def _process(self, delivery: Delivery) -> None:
+        try:
+            message = wire.decode_message(delivery.fields)
+        except wire.MalformedMessage as exc:
+            self.log.error("dropping entry %s of %s: %s", delivery.entry_id, delivery.queue, exc)
+            self.m_malformed.inc()
+            await self._redis(self.broker.ack, delivery)
+            return
+        task = await self._db(self.store.get_task, message["id"])
+        if reason := self._not_runnable(task, message["id"]):
+            self.log.warning("acking entry %s without running it: %s", delivery.entry_id, reason)
+            if task is None:
+                self.counters.failed += 1
+            await self._redis(self.broker.ack, delivery)
+            return
+        assert task is not None
+        if delivery.deliveries > self.config.max_deliveries:
+            await self._dead_letter(delivery, task)
+        elif await self._redis(self.broker.cancelled, [task["id"]]):
+            await self._record_cancelled(Progress(task, self._db, self.store.set_progress))
+            await self._redis(self.broker.ack, delivery)
+        else:
+            await self._run(delivery, task)
+
+    def _not_runnable(self, task: dict[str, Any] | None, task_id: str) -> str | None:
+        if task is None:
+            return f"task {task_id} is not in the database"
+        if task["progress"] >= 1:
+            return f"task {task_id} is already done"
+        if task["progress"] < 0:
+            return f"task {task_id} has already failed or been cancelled"
+        return None
+
+    async def _run(self, delivery: Delivery, task: dict[str, Any]) -> None:
+        task_id = task["id"]
+        progress = Progress(task, self._db, self.store.set_progress)
+        handler = self.registry.get(task.get("task_type") or "")
+        if handler is None:
+            known = ", ".join(repr(t) for t in self.registry.types())
+            await self._fail(
+                delivery,
+                progress,
+                TaskInputError(
+                    f"no handler for task type {task.get('task_type')!r} (known: {known})"
+                ),
+            )
+            return
+        running = Running(delivery, task)
+        self.running[task_id] = running
+        self.m_in_flight.set(len(self.running))
+        try:
+            await self._db(self.store.begin_task, task_id, delivery.deliveries - 1)
+            await progress(None, "Task has been received.")
+            with running.scope:
+                await handler(TaskContext(task, progress, self.settings))
+        except trio.Cancelled:
+            await self._note_interrupted(progress)
+            raise
+        except (DatabaseUnavailable, *REDIS_UNAVAILABLE):
+            raise
+        except Exception as exc:
+            await self._fail(delivery, progress, exc)
+            return
+        finally:
+            del self.running[task_id]
+            self.m_in_flight.set(len(self.running))
+        if running.scope.cancelled_caught:
+            await self._record_cancelled(progress)
+        else:
+            seconds = time.monotonic() - running.started
+            await progress(1.0, f"Task done ({seconds:.2f}s)", process_duration=seconds)
+            self.counters.done += 1
+            self.m_done.inc()
+            self.m_duration.observe(seconds)
+        await self._redis(self.broker.ack, delivery)
+
+    async def _fail(self, delivery: Delivery, progress: Progress, exc: Exception) -> None:
+        text = str(exc) if isinstance(exc, TaskInputError) else f"{type(exc).__name__}: {exc}"
+        self.log.error(
+            "task %s failed: %s",
+            progress.task["id"],
+            text,
+            exc_info=not isinstance(exc, TaskInputError),
+        )
+        await progress(-1, f"[Exception]: {text}")
+        self.counters.failed += 1
+        self.m_failed.inc()
+        await self._redis(self.broker.ack, delivery)
+
+    async def _record_cancelled(self, progress: Progress) -> None:
+        self.log.info("task %s cancelled", progress.task["id"])
+        await progress(-1, CANCELLED_MESSAGE)
+        self.counters.failed += 1  # upstream counts cancelled tasks as failed
+        self.m_cancelled.inc()
+
+    async def _dead_letter(self, delivery: Delivery, task: dict[str, Any]) -> None:
+        reason = (
+            f"Task is abandoned after {delivery.deliveries - 1} deliveries "
+            f"(max_deliveries={self.config.max_deliveries}); see `ragfleet dlq list`."
+        )
+        self.log.error("task %s dead-lettered: %s", task["id"], reason)
+        progress = Progress(task, self._db, self.store.set_progress)
+        await progress(-1, f"[ragfleet]: {reason}")
+        await self._redis(self.broker.dead_letter, delivery, reason)
+        self.counters.failed += 1
+        self.m_dead.inc()
+
+    async def _note_interrupted(self, progress: Progress) -> None:
+        """The drain gave up on this task: say so in its log; it will be delivered again."""
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            try:
+                await progress(
+                    None, "Executor stopped before the task finished; it will be retried."
+                )
+            except (DatabaseUnavailable, *REDIS_UNAVAILABLE):
+                pass
+
+    # -- heartbeats and cancellation ---------------------------------------------------------
+
+    def _alive(self) -> bool:
+        """For the systemd watchdog: the heartbeat loop has come round recently.
+
+        A blocked event loop stops the pings by itself; this also catches a heartbeat stuck
+        in a call that never returns.
+        """
+        limit = max(30.0, 3 * self.config.heartbeat_interval)
+        return time.monotonic() - self._last_beat < limit
+
+    async def _heartbeats(self) -> None:
+        """Every heartbeat_interval: report, keep running entries fresh, clean up the dead."""
+        while True:
+            self._last_beat = time.monotonic()
+            try:
+                entries = [r.delivery for r in self.running.values()]
+                await self._redis(self._beat, self._heartbeat(), entries)
+                self.redis_outage.recovered()
+            except (*REDIS_UNAVAILABLE, redis.ResponseError) as exc:
+                self.redis_outage.failed(exc)
+            await trio.sleep(self.config.heartbeat_interval)
+
+    def _beat(self, heartbeat: dict[str, Any], running: list[Delivery]) -> None:
+        """In a thread: the heartbeat's Redis round trips, then the keep-alive and cleanup."""
+        heartbeat["pending"], heartbeat["lag"] = self.broker.queue_info()
+        now = time.time()
+        self.broker.heartbeat(json.dumps(heartbeat, default=str), now)
+        self.broker.keep_alive(running)
+        removed = self.broker.remove_expired_executors(self.config.worker_heartbeat_timeout, now)
+        for name in removed:
+            self.log.warning(
+                "removed executor %s: no heartbeat for %.0f s",
+                name,
+                self.config.worker_heartbeat_timeout,
+            )
+
+    def _heartbeat(self) -> dict[str, Any]:
+        """Upstream's heartbeat fields; pending and lag are filled in by :meth:`_beat`."""
+        return {
+            "name": self.name,
+            "now": wire.iso_now(),
+            "boot_at": self.boot_at,
+            "pending": 0,
+            "lag": 0,
+            "done": self.counters.done,
+            "failed": self.counters.failed,
+            "current": {task_id: r.task for task_id, r in self.running.items()},
+            "ip_address": self.ip_address,
+            "pid": self.pid,
+        }
+
+    async def _cancel_watcher(self) -> None:
+        while True:
+            await trio.sleep(CANCEL_POLL_SECONDS)
+            if not self.running or self.redis_outage.down:
+                continue
+            try:
+                flagged = await self._redis(self.broker.cancelled, list(self.running))
+            except REDIS_UNAVAILABLE:
+                continue
+            for task_id in flagged:
+                running = self.running.get(task_id)
+                if running and not running.cancel_requested:
+                    running.cancel_requested = True
+                    running.scope.cancel()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def _redis(self, fn: Callable[..., T], *args: Any) -> T:
+        return await trio.to_thread.run_sync(functools.partial(fn, *args))
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+    def _health(self) -> tuple[bool, str]:
+        if self.stopping:
+            return False, "stopping"
+        for outage in (self.redis_outage, self.db_outage):
+            if outage.down:
+                return False, f"{outage.name} unavailable"
+        return True, "ok"
+
+    def _define_metrics(self) -> None:
+        m = self.metrics
+        self.m_done = m.counter("ragfleet_tasks_done_total", "Tasks finished successfully.")
+        self.m_failed = m.counter("ragfleet_tasks_failed_total", "Tasks failed by their handler.")
+        self.m_cancelled = m.counter("ragfleet_tasks_cancelled_total", "Tasks cancelled.")
+        self.m_dead = m.counter("ragfleet_tasks_dead_lettered_total", "Tasks dead-lettered.")
+        self.m_reclaimed = m.counter("ragfleet_reclaimed_total", "Entries reclaimed from others.")
+        self.m_malformed = m.counter("ragfleet_malformed_messages_total", "Entries dropped.")
+        self.m_redis_errors = m.counter("ragfleet_redis_errors_total", "Redis call failures.")
+        self.m_db_errors = m.counter("ragfleet_db_errors_total", "Database call failures.")
+        self.m_in_flight = m.gauge("ragfleet_tasks_in_flight", "Tasks running now.")
+        self.m_duration = m.histogram("ragfleet_task_duration_seconds", "Task run time.")
+        for counter in (
+            self.m_done,
+            self.m_failed,
+            self.m_cancelled,
+            self.m_dead,
+            self.m_reclaimed,
+            self.m_malformed,
+            self.m_redis_errors,
+            self.m_db_errors,
+        ):
+            counter.inc(0)  # export zeros from the start, so rate() and absent() behave
+
+
+def metrics_port(settings: Settings, instance: int) -> int | None:
+    base = settings.executor.metrics_port_base
+    return None if base <= 0 else base + instance

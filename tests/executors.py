@@ -1,0 +1,205 @@
+"""Run real ``ragfleet`` executor processes against the test servers, and watch them work."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+from ruamel.yaml import YAML
+from servers import MariaDBServer, RedisServer
+
+from executor.broker import connect
+from executor.db import TaskStore, open_database
+from executor.producer import enqueue, task_message
+from executor.settings import Settings, load_settings
+
+T = TypeVar("T")
+RAGFLEET = Path(sys.executable).with_name("ragfleet")
+
+# Fast timings for tests: heartbeat 1 s, so a silent worker's tasks are reclaimed after 3 s.
+FAST = {
+    "max_concurrent_tasks": 4,
+    "heartbeat_interval": 1,
+    "worker_heartbeat_timeout": 3,
+    "reclaim_idle": 3,
+    "max_deliveries": 3,
+    "drain_timeout": 5,
+    "log_level": "DEBUG",
+    "metrics_port_base": 0,
+}
+
+
+def sqlite_database(tmp_path: Path) -> dict[str, Any]:
+    return {"type": "sqlite", "path": str(tmp_path / "ragfleet.db")}
+
+
+def mysql_database(server: MariaDBServer) -> dict[str, Any]:
+    return {
+        "type": "mysql",
+        "host": server.host,
+        "port": server.port,
+        "name": server.database,
+        "user": server.user,
+        "password": server.password,
+    }
+
+
+def write_config(
+    tmp_path: Path, redis_server: RedisServer, database: dict[str, Any], **executor: Any
+) -> Path:
+    """A runtime config as configc compiles it, pointing at the test servers."""
+    config = {
+        "host_id": "test",
+        "executor": {**FAST, "state_dir": str(tmp_path / "state"), **executor},
+        "redis": {
+            "host": redis_server.host,
+            "port": redis_server.port,
+            "db": 0,
+            "password": redis_server.password,
+        },
+        "database": database,
+    }
+    path = tmp_path / "ragfleet.yaml"
+    with path.open("w") as stream:
+        YAML(typ="safe", pure=True).dump(config, stream)
+    return path
+
+
+class Fleet:
+    """The config, the database and Redis of one test; starts executors and submits tasks."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.settings: Settings = load_settings(config, environ={})
+        self.store = TaskStore(open_database(self.settings.database))
+        self.store.init_schema()
+        self.redis: redis.Redis = connect(self.settings.redis)
+        self.processes: list[Executor] = []
+
+    def submit(
+        self, task_type: str = "noop", count: int = 1, priority: int = 0, **payload: Any
+    ) -> list[str]:
+        rows = [
+            {
+                "task_type": task_type,
+                "priority": priority,
+                "payload": json.dumps(payload) if payload else "",
+            }
+        ] * count
+        tasks = self.store.create_tasks(rows)
+        enqueue(self.redis, (task_message(t) for t in tasks))
+        return [t["id"] for t in tasks]
+
+    def start(self, instance: int = 1, env: dict[str, str] | None = None) -> Executor:
+        executor = Executor(
+            self.config, instance, self.config.parent / f"executor{instance}.log", env or {}
+        )
+        self.processes.append(executor)
+        return executor.wait_started()
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        task = self.store.get_task(task_id)
+        assert task is not None
+        return task
+
+    def wait_done(self, task_ids: Iterable[str], timeout: float = 30) -> list[dict[str, Any]]:
+        ids = list(task_ids)
+        return wait_for(
+            lambda: (
+                (rows := [self.task(i) for i in ids])
+                and all(r["progress"] >= 1 or r["progress"] < 0 for r in rows)
+                and rows
+            ),
+            timeout,
+            f"tasks {ids[:3]}... to finish",
+        )
+
+    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(RAGFLEET), "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **(env or {})},
+        )
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.kill()
+        self.redis.close()
+        self.store.database.close()
+
+
+class Executor:
+    """One ``ragfleet run`` process; its log goes to a file the test can search."""
+
+    def __init__(self, config: Path, instance: int, log: Path, env: dict[str, str]) -> None:
+        self.instance = instance
+        self.log_path = log
+        self._log = log.open("ab")
+        self.offset = log.stat().st_size
+        self.process = subprocess.Popen(
+            [str(RAGFLEET), "--config", str(config), "run", "--instance", str(instance)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+        )
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[self.offset :]
+
+    def wait_log(self, pattern: str, timeout: float = 20) -> re.Match[str]:
+        return wait_for(
+            lambda: re.search(pattern, self.log),
+            timeout,
+            f"executor {self.instance} to log {pattern!r}",
+            self,
+        )
+
+    def wait_started(self) -> Executor:
+        self.wait_log(r"started as task_executor_")
+        return self
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._log.close()
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self._log.close()
+        return code
+
+
+def wait_for(
+    predicate: Callable[[], T], timeout: float, what: str, executor: Executor | None = None
+) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            tail = f"\n--- executor log ---\n{executor.log[-3000:]}" if executor else ""
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}{tail}")
+        if executor and executor.process.poll() is not None:
+            raise AssertionError(
+                f"executor exited ({executor.process.returncode}) while "
+                f"waiting for {what}\n{executor.log[-3000:]}"
+            )
+        time.sleep(0.05)
