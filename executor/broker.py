@@ -87,12 +87,27 @@ class Broker:
     # -- reading -----------------------------------------------------------------------------
 
     def read_new(self, count: int, block_ms: int) -> list[Delivery]:
-        """Up to *count* never-delivered entries, priority 1 first; blocks up to *block_ms*."""
+        """Never-delivered entries, priority 1 first.
+
+        Reads each stream in priority order for exactly what is free (*count*); when all
+        are empty, blocks up to *block_ms* on all of them at once for one entry each, so
+        a new task wakes the read at once. That read can return one entry more than
+        *count* (two streams, both woken): the caller waits for a slot for it; an entry
+        read is never dropped.
+        """
+        got: list[Delivery] = []
+        for queue in self.queues:
+            if len(got) >= count:
+                return got
+            reply = self.client.xreadgroup(
+                wire.GROUP, self.consumer, {queue: ">"}, count=count - len(got)
+            )
+            got += _deliveries(reply, deliveries=1)
+        if got or block_ms <= 0:
+            return got
         streams = {queue: ">" for queue in self.queues}
-        reply = self.client.xreadgroup(
-            wire.GROUP, self.consumer, streams, count=count, block=block_ms
-        )
-        return self._ordered(_deliveries(reply, deliveries=1))[:count]
+        reply = self.client.xreadgroup(wire.GROUP, self.consumer, streams, count=1, block=block_ms)
+        return self._ordered(_deliveries(reply, deliveries=1))
 
     def replay_own(self, exclude: set[str], count: int) -> list[Delivery]:
         """Up to *count* entries already delivered to this consumer and not in *exclude*.

@@ -99,7 +99,7 @@ class Worker:
         self.ip_address = ""
         self.running: dict[str, Running] = {}
         self.stopping = False
-        self._held: set[str] = set()  # entry ids fetched and not yet settled
+        self._held: dict[str, Delivery] = {}  # fetched and not yet settled, by entry id
         self._replay = True  # replay own unacked entries before reading new ones
         self._slots = trio.Semaphore(self.config.max_concurrent_tasks)
         self._fetch_scope = trio.CancelScope()
@@ -218,6 +218,8 @@ class Worker:
                 await self._recover_from(exc)
                 continue
             self.redis_outage.recovered()
+            for _ in range(len(batch) - slots):
+                await self._slots.acquire()  # a woken read may return one more than asked
             self._start(batch)
             self._give_back(slots - len(batch))
 
@@ -281,7 +283,7 @@ class Worker:
     def _start(self, batch: list[Delivery]) -> None:
         assert self._tasks is not None
         for delivery in batch:
-            self._held.add(delivery.entry_id)
+            self._held[delivery.entry_id] = delivery
             self._tasks.start_soon(self._settle, delivery)
 
     async def _until_healthy(self) -> None:
@@ -329,7 +331,7 @@ class Worker:
             (self.m_db_errors if outage is self.db_outage else self.m_redis_errors).inc()
             self._replay = True  # the entry stays pending; replay it when the outage ends
         finally:
-            self._held.discard(delivery.entry_id)
+            self._held.pop(delivery.entry_id, None)
             self._slots.release()
 
     async def _process(self, delivery: Delivery) -> None:
@@ -465,19 +467,19 @@ class Worker:
         while True:
             self._last_beat = time.monotonic()
             try:
-                entries = [r.delivery for r in self.running.values()]
+                entries = list(self._held.values())
                 await self._redis(self._beat, self._heartbeat(), entries)
                 self.redis_outage.recovered()
             except (*REDIS_UNAVAILABLE, redis.ResponseError) as exc:
                 self.redis_outage.failed(exc)
             await trio.sleep(self.config.heartbeat_interval)
 
-    def _beat(self, heartbeat: dict[str, Any], running: list[Delivery]) -> None:
+    def _beat(self, heartbeat: dict[str, Any], held: list[Delivery]) -> None:
         """In a thread: the heartbeat's Redis round trips, then the keep-alive and cleanup."""
         heartbeat["pending"], heartbeat["lag"] = self.broker.queue_info()
         now = time.time()
         self.broker.heartbeat(json.dumps(heartbeat, default=str), now)
-        self.broker.keep_alive(running)
+        self.broker.keep_alive(held)
         removed = self.broker.remove_expired_executors(self.config.worker_heartbeat_timeout, now)
         for name in removed:
             self.log.warning(

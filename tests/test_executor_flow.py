@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
 import signal
+import time
+
+from executors import wait_for
 
 from executor import wire
 
@@ -12,9 +17,184 @@ def test_noop_tasks_complete_and_leave_streams_empty(fleet):
     worker = fleet.start()
     rows = fleet.wait_done(ids, timeout=20)
     assert all(r["progress"] == 1 for r in rows)
-    assert all("Task done (" in r["progress_msg"] for r in rows)
-    assert all(r["retry_count"] == 0 for r in rows)
+    assert all(re.search(r"^\d\d:\d\d:\d\d Task done \(", r["progress_msg"], re.M) for r in rows)
+    assert all(r["retry_count"] == 0 and r["begin_at"] for r in rows)
     # Acked entries are deleted: the streams hold only unfinished work.
     assert fleet.redis.xlen(wire.queue_name(0)) == 0
     assert fleet.redis.xpending(wire.queue_name(0), wire.GROUP)["pending"] == 0
     assert worker.terminate() == 0
+
+
+def test_priority_one_is_read_before_zero(fleet):
+    low = fleet.submit("noop", count=5, priority=0)
+    high = fleet.submit("noop", count=5, priority=1)
+    fleet.start(env={})  # one batch holds both; priority 1 must be started first
+    rows = {r["id"]: r for r in fleet.wait_done(low + high)}
+    assert max(rows[i]["begin_at"] for i in high) <= min(rows[i]["begin_at"] for i in low)
+
+
+def test_failing_task_is_failed_with_a_readable_message_and_the_executor_goes_on(fleet):
+    bad = fleet.submit("sleep", seconds=0, fail="the document is corrupt")
+    negative = fleet.submit("sleep", seconds=-1)
+    unknown = fleet.submit("no-such-type")
+    good = fleet.submit("noop")
+    worker = fleet.start()
+    rows = fleet.wait_done(bad + negative + unknown + good)
+    assert [r["progress"] for r in rows] == [-1, -1, -1, 1]
+    assert "[Exception]: RuntimeError: the document is corrupt" in rows[0]["progress_msg"]
+    assert "[Exception]: payload.seconds must not be negative, got -1.0" in rows[1]["progress_msg"]
+    assert "[Exception]: no handler for task type 'no-such-type' (known: 'noop', 'sleep')" \
+        in rows[2]["progress_msg"]
+    assert fleet.redis.xlen(wire.queue_name(0)) == 0  # failed tasks are acked too
+    assert worker.process.poll() is None
+
+
+def test_malformed_entries_are_acked_and_logged_and_the_executor_stays_alive(fleet):
+    queue = wire.queue_name(0)
+    fleet.redis.xadd(queue, {"message": "not json"})
+    fleet.redis.xadd(queue, {"message": json.dumps({"task_type": "noop"})})
+    fleet.redis.xadd(queue, {"message": json.dumps(["a", "list"])})
+    fleet.redis.xadd(queue, {"other": "field"})
+    fleet.redis.xadd(queue, {"message": json.dumps({"id": "0" * 32})})  # no such task
+    worker = fleet.start()
+    good = fleet.submit("noop")
+    fleet.wait_done(good)
+    log = worker.wait_log("not in the database")
+    assert log
+    for reason in ("'message' is not JSON", "'message' has no task 'id'",
+                   "'message' is JSON but not an object", "entry has no 'message' field"):
+        assert reason in worker.log
+    assert fleet.redis.xlen(queue) == 0
+    assert fleet.redis.xpending(queue, wire.GROUP)["pending"] == 0
+    assert worker.process.poll() is None
+
+
+def test_heartbeat_has_exactly_upstreams_fields_and_types(fleet):
+    worker = fleet.start()
+    name = "task_executor_test_1"
+    wait_for(lambda: fleet.redis.zcard(name), 10, "a heartbeat")
+    assert fleet.redis.smembers(wire.EXECUTORS_SET) == {name.encode()}
+    beat = json.loads(fleet.redis.zrange(name, -1, -1)[0])
+    assert set(beat) == set(wire.HEARTBEAT_FIELDS)
+    assert beat["name"] == name and beat["pid"] == worker.process.pid
+    iso_ms_tz = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d$"
+    assert re.match(iso_ms_tz, beat["now"]) and re.match(iso_ms_tz, beat["boot_at"])
+    types = {k: type(v).__name__ for k, v in beat.items()}
+    assert types == {"name": "str", "now": "str", "boot_at": "str", "pending": "int",
+                     "lag": "int", "done": "int", "failed": "int", "current": "dict",
+                     "ip_address": "str", "pid": "int"}
+    assert beat["ip_address"] == "127.0.0.1"
+    score = fleet.redis.zrange(name, -1, -1, withscores=True)[0][1]
+    assert abs(score - time.time()) < 5
+
+
+def test_running_task_shows_in_heartbeat_current(fleet):
+    fleet.start()
+    (task_id,) = fleet.submit("sleep", seconds=4)
+    name = "task_executor_test_1"
+
+    def current():
+        beats = fleet.redis.zrange(name, -1, -1)
+        return beats and json.loads(beats[0])["current"].get(task_id)
+
+    assert wait_for(current, 10, "the task in the heartbeat")["id"] == task_id
+
+
+def test_expired_executor_is_removed_under_the_cleanup_lock(fleet):
+    ghost = "task_executor_ghost_1"
+    fleet.redis.sadd(wire.EXECUTORS_SET, ghost)
+    fleet.redis.zadd(ghost, {json.dumps({"name": ghost}): time.time() - 600})
+    worker = fleet.start()
+    wait_for(lambda: not fleet.redis.sismember(wire.EXECUTORS_SET, ghost), 10, "ghost removal")
+    assert not fleet.redis.exists(ghost)
+    assert not fleet.redis.exists(wire.CLEANUP_LOCK)  # released (compare-and-delete)
+    assert f"removed executor {ghost}" in worker.log
+
+
+def test_cleanup_lock_held_by_another_executor_is_respected(fleet):
+    ghost = "task_executor_ghost_1"
+    fleet.redis.sadd(wire.EXECUTORS_SET, ghost)
+    fleet.redis.set(wire.CLEANUP_LOCK, "task_executor_other_1", ex=60)
+    fleet.start()
+    wait_for(lambda: fleet.redis.zcard("task_executor_test_1") >= 2, 10, "two heartbeats")
+    assert fleet.redis.sismember(wire.EXECUTORS_SET, ghost)
+    assert fleet.redis.get(wire.CLEANUP_LOCK) == b"task_executor_other_1"
+
+
+def test_cancel_mid_task_lands_within_a_second(fleet):
+    fleet.start()
+    (task_id,) = fleet.submit("sleep", seconds=60, steps=60)
+    wait_for(lambda: fleet.task(task_id)["begin_at"], 10, "the task to start")
+    requested = time.monotonic()
+    result = fleet.cli("cancel", task_id)
+    assert result.returncode == 0, result.stderr
+    row = wait_for(lambda: (r := fleet.task(task_id))["progress"] < 0 and r, 5, "cancellation")
+    took = time.monotonic() - requested
+    assert took < 1.5, took  # includes the CLI's own start-up (~0.4 s)
+    assert row["progress_msg"].endswith("Task has been canceled.")
+    assert "Task done" not in row["progress_msg"]
+    assert fleet.redis.xlen(wire.queue_name(0)) == 0
+
+
+def test_cancelled_queued_task_never_runs(fleet):
+    (task_id,) = fleet.submit("sleep", seconds=30)
+    assert fleet.cli("cancel", task_id).returncode == 0
+    fleet.start()
+    row = fleet.wait_done([task_id])[0]
+    assert row["progress"] == -1 and "Task has been canceled." in row["progress_msg"]
+    assert "slept" not in row["progress_msg"]
+
+
+def test_cancel_unknown_task_exits_4(fleet):
+    result = fleet.cli("cancel", "f" * 32)
+    assert result.returncode == 4 and "no task ffff" in result.stderr
+
+
+def test_sigterm_drains_running_tasks_then_exits_0(fleet):
+    worker = fleet.start()
+    (task_id,) = fleet.submit("sleep", seconds=2, steps=4)
+    wait_for(lambda: fleet.task(task_id)["begin_at"], 10, "the task to start")
+    worker.signal(signal.SIGTERM)
+    later = fleet.submit("noop")  # submitted after the stop: not taken
+    assert worker.process.wait(20) == 0
+    assert fleet.task(task_id)["progress"] == 1
+    assert fleet.task(later[0])["begin_at"] is None
+    assert "stopping: no new tasks; 1 running" in worker.log
+
+
+def test_drain_timeout_leaves_the_task_for_redelivery(fleet):
+    worker = fleet.start()
+    (task_id,) = fleet.submit("sleep", seconds=60, steps=60)
+    wait_for(lambda: fleet.task(task_id)["begin_at"], 10, "the task to start")
+    worker.signal(signal.SIGTERM)
+    assert worker.process.wait(20) == 0  # drain_timeout is 5 s in these tests
+    row = fleet.task(task_id)
+    assert 0 <= row["progress"] < 1
+    assert "Executor stopped before the task finished" in row["progress_msg"]
+    pending = fleet.redis.xpending(wire.queue_name(0), wire.GROUP)
+    assert pending["pending"] == 1  # unacked: it will be delivered again
+
+
+def test_status_and_tasks_commands(fleet):
+    result = fleet.cli("status")
+    assert result.returncode == 1 and "(none)" in result.stdout  # no executor yet
+    fleet.start()
+    ids = fleet.submit("noop", count=3)
+    fleet.wait_done(ids)
+    wait_for(lambda: fleet.cli("status").returncode == 0, 10, "status to be ok")
+    result = fleet.cli("status", "--json")
+    (row,) = json.loads(result.stdout)
+    assert row["name"] == "task_executor_test_1" and row["state"] == "alive"
+    result = fleet.cli("tasks", "--state", "done", "--json")
+    assert sorted(t["id"] for t in json.loads(result.stdout)) == sorted(ids)
+    result = fleet.cli("tasks")
+    assert result.returncode == 0 and "Task done" in result.stdout
+
+
+def test_unreachable_redis_exits_3(fleet, redis_server):
+    redis_server.stop()
+    try:
+        result = fleet.cli("status")
+    finally:
+        redis_server.start()
+    assert result.returncode == 3 and "Redis unreachable" in result.stderr
