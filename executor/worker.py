@@ -5,7 +5,8 @@ Structure (all in :meth:`Worker.run`)::
     services nursery: signals, heartbeats, cancel watcher, watchdog, metrics endpoint
     └── drain scope (deadline set on SIGTERM)
         └── tasks nursery: one child per running task, at most max_concurrent_tasks
-            └── fetch scope (cancelled on SIGTERM): collector, reclaimer
+            └── fetch scope (cancelled on SIGTERM): the collector, which replays this
+                consumer's unacked entries, reclaims idle ones, then reads new ones
 
 Every Redis and database call is synchronous and runs in a worker thread
 (``trio.to_thread.run_sync``), never on the event loop. An outage of either never fails or
@@ -106,6 +107,9 @@ class Worker:
         self._drain_scope = trio.CancelScope()
         self._tasks: trio.Nursery | None = None
         self._last_beat = time.monotonic()
+        c = self.config
+        self._reclaim_period = max(0.5, min(c.heartbeat_interval, c.reclaim_idle / 2))
+        self._next_reclaim = 0.0
         self.memory = MemoryTracer(Path(self.config.state_dir) / "tracemalloc", self.log)
         self.metrics = Metrics()
         self._define_metrics()
@@ -184,9 +188,7 @@ class Worker:
             async with trio.open_nursery() as tasks:
                 self._tasks = tasks
                 with self._fetch_scope:
-                    async with trio.open_nursery() as fetchers:
-                        fetchers.start_soon(self._collect)
-                        fetchers.start_soon(self._reclaim)
+                    await self._collect()
         if self._drain_scope.cancelled_caught:
             self.log.warning("drain timed out; unfinished tasks will be delivered again")
 
@@ -206,6 +208,9 @@ class Worker:
         while True:
             await self._until_healthy()
             slots = await self._take_slots()
+            if self.redis_outage.down or self.db_outage.down:  # began while we waited
+                self._give_back(slots)
+                continue
             try:
                 batch = await self._fetch(slots)
             except REDIS_UNAVAILABLE as exc:
@@ -231,37 +236,31 @@ class Worker:
             if batch:
                 self.log.info("replaying %d unacknowledged entries of %s", len(batch), self.name)
                 return batch
+        if reclaimed := await self._reclaim_due(slots):
+            return reclaimed
         # Abandoned on cancel: a stop must not wait for the blocking read to time out.
         read = functools.partial(self.broker.read_new, slots, IDLE_BLOCK_MS)
         return await trio.to_thread.run_sync(read, abandon_on_cancel=True)
 
-    async def _reclaim(self) -> None:
-        """Take over entries that dead or stuck consumers left idle for ``reclaim_idle``."""
-        period = max(0.5, min(self.config.heartbeat_interval, self.config.reclaim_idle / 2))
+    async def _reclaim_due(self, slots: int) -> list[Delivery]:
+        """Every reclaim period: take over entries that dead or stuck consumers left idle
+        for ``reclaim_idle`` (XAUTOCLAIM). Entries this worker holds are kept fresh by its
+        heartbeats, so they are never idle that long while it lives."""
+        now = trio.current_time()
+        if now < self._next_reclaim:
+            return []
+        self._next_reclaim = now + self._reclaim_period
         idle_ms = int(self.config.reclaim_idle * 1000)
-        while True:
-            await trio.sleep(period)
-            if self.redis_outage.down or self.db_outage.down:
-                continue
-            slots = self._take_free_slots()
-            if not slots:
-                continue
-            try:
-                batch = await self._redis(self.broker.reclaim, idle_ms, slots)
-            except (*REDIS_UNAVAILABLE, redis.ResponseError) as exc:
-                self._give_back(slots)
-                self.log.debug("reclaim skipped: %s", exc)
-                continue
-            fresh = [d for d in batch if d.entry_id not in self._held]
-            if fresh:
-                self.log.warning(
-                    "reclaimed %d entries idle for over %.0f s (their consumer died or hung)",
-                    len(fresh),
-                    self.config.reclaim_idle,
-                )
-                self.m_reclaimed.inc(len(fresh))
-            self._start(fresh)
-            self._give_back(slots - len(fresh))
+        batch = await self._redis(self.broker.reclaim, idle_ms, slots)
+        fresh = [d for d in batch if d.entry_id not in self._held]
+        if fresh:
+            self.log.warning(
+                "reclaimed %d entries idle for over %.0f s (their consumer died or hung)",
+                len(fresh),
+                self.config.reclaim_idle,
+            )
+            self.m_reclaimed.inc(len(fresh))
+        return fresh
 
     async def _take_slots(self) -> int:
         await self._slots.acquire()

@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 from servers import MariaDBServer, RedisServer
 
 from executor.broker import connect
-from executor.db import TaskStore, open_database
+from executor.db import DatabaseUnavailable, TaskStore, open_database
 from executor.producer import enqueue, task_message
 from executor.settings import Settings, load_settings
 
@@ -112,16 +112,17 @@ class Fleet:
         return task
 
     def wait_done(self, task_ids: Iterable[str], timeout: float = 30) -> list[dict[str, Any]]:
+        """Wait until every task is done or failed; the test's own reads ride out outages."""
         ids = list(task_ids)
-        return wait_for(
-            lambda: (
-                (rows := [self.task(i) for i in ids])
-                and all(r["progress"] >= 1 or r["progress"] < 0 for r in rows)
-                and rows
-            ),
-            timeout,
-            f"tasks {ids[:3]}... to finish",
-        )
+
+        def finished() -> list[dict[str, Any]] | None:
+            try:
+                rows = [self.task(i) for i in ids]
+            except DatabaseUnavailable:
+                return None
+            return rows if all(r["progress"] >= 1 or r["progress"] < 0 for r in rows) else None
+
+        return wait_for(finished, timeout, f"tasks {ids[:3]}... to finish")
 
     def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -43,8 +43,10 @@ def test_failing_task_is_failed_with_a_readable_message_and_the_executor_goes_on
     assert [r["progress"] for r in rows] == [-1, -1, -1, 1]
     assert "[Exception]: RuntimeError: the document is corrupt" in rows[0]["progress_msg"]
     assert "[Exception]: payload.seconds must not be negative, got -1.0" in rows[1]["progress_msg"]
-    assert "[Exception]: no handler for task type 'no-such-type' (known: 'noop', 'sleep')" \
+    assert (
+        "[Exception]: no handler for task type 'no-such-type' (known: 'noop', 'sleep')"
         in rows[2]["progress_msg"]
+    )
     assert fleet.redis.xlen(wire.queue_name(0)) == 0  # failed tasks are acked too
     assert worker.process.poll() is None
 
@@ -61,8 +63,12 @@ def test_malformed_entries_are_acked_and_logged_and_the_executor_stays_alive(fle
     fleet.wait_done(good)
     log = worker.wait_log("not in the database")
     assert log
-    for reason in ("'message' is not JSON", "'message' has no task 'id'",
-                   "'message' is JSON but not an object", "entry has no 'message' field"):
+    for reason in (
+        "'message' is not JSON",
+        "'message' has no task 'id'",
+        "'message' is JSON but not an object",
+        "entry has no 'message' field",
+    ):
         assert reason in worker.log
     assert fleet.redis.xlen(queue) == 0
     assert fleet.redis.xpending(queue, wire.GROUP)["pending"] == 0
@@ -80,9 +86,18 @@ def test_heartbeat_has_exactly_upstreams_fields_and_types(fleet):
     iso_ms_tz = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d$"
     assert re.match(iso_ms_tz, beat["now"]) and re.match(iso_ms_tz, beat["boot_at"])
     types = {k: type(v).__name__ for k, v in beat.items()}
-    assert types == {"name": "str", "now": "str", "boot_at": "str", "pending": "int",
-                     "lag": "int", "done": "int", "failed": "int", "current": "dict",
-                     "ip_address": "str", "pid": "int"}
+    assert types == {
+        "name": "str",
+        "now": "str",
+        "boot_at": "str",
+        "pending": "int",
+        "lag": "int",
+        "done": "int",
+        "failed": "int",
+        "current": "dict",
+        "ip_address": "str",
+        "pid": "int",
+    }
     assert beat["ip_address"] == "127.0.0.1"
     score = fleet.redis.zrange(name, -1, -1, withscores=True)[0][1]
     assert abs(score - time.time()) < 5

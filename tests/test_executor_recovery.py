@@ -1,0 +1,175 @@
+"""Delivery guarantees under failure, with real processes, real Redis and real MariaDB.
+
+Timings in these tests (tests/executors.py FAST): heartbeat 1 s, reclaim_idle 3 s,
+max_deliveries 3, drain_timeout 5 s.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from executors import Fleet, mysql_database, wait_for, write_config
+
+from executor import wire
+
+
+def started(fleet, task_id):
+    return wait_for(lambda: fleet.task(task_id)["begin_at"], 15, f"task {task_id} to start")
+
+
+def test_killed_workers_task_is_reclaimed_by_another_worker(fleet):
+    victim = fleet.start(instance=1)
+    (task_id,) = fleet.submit("sleep", seconds=3, steps=3)
+    started(fleet, task_id)
+    survivor = fleet.start(instance=2)
+    victim.kill()  # kill -9 mid-task: its entry stays pending under task_executor_test_1
+    row = fleet.wait_done([task_id], timeout=30)[0]
+    assert row["progress"] == 1
+    assert row["retry_count"] == 1  # second delivery
+    assert "reclaimed 1 entries" in survivor.log
+    # The dead consumer leaves the group once its entries are claimed and it is expired.
+    wait_for(
+        lambda: (
+            "task_executor_test_1"
+            not in {
+                c["name"].decode()
+                for c in fleet.redis.xinfo_consumers(wire.queue_name(0), wire.GROUP)
+            }
+        ),
+        15,
+        "the dead consumer to be deleted",
+        survivor,
+    )
+
+
+def test_restart_under_the_same_name_replays_its_own_pending_entries_first(fleet):
+    worker = fleet.start(instance=1)
+    (task_id,) = fleet.submit("sleep", seconds=2, steps=2)
+    started(fleet, task_id)
+    worker.kill()
+    restarted = fleet.start(instance=1)
+    row = fleet.wait_done([task_id], timeout=10)[0]  # well before reclaim_idle would matter
+    assert row["progress"] == 1 and row["retry_count"] == 1
+    assert "replaying 1 unacknowledged entries" in restarted.log
+
+
+def test_a_long_task_is_never_stolen_while_its_worker_lives(fleet):
+    fleet.start(instance=1)
+    (task_id,) = fleet.submit("sleep", seconds=8, steps=8)  # far longer than reclaim_idle (3 s)
+    started(fleet, task_id)
+    other = fleet.start(instance=2)
+    row = fleet.wait_done([task_id], timeout=30)[0]
+    assert row["progress"] == 1 and row["retry_count"] == 0
+    assert row["progress_msg"].count("Task has been received.") == 1
+    assert "reclaimed" not in other.log
+
+
+def test_poison_task_is_dead_lettered_after_max_deliveries_and_can_be_retried(fleet):
+    (task_id,) = fleet.submit("sleep", seconds=30, steps=30)
+    for _ in range(3):  # max_deliveries: each delivery kills its worker (kill -9)
+        worker = fleet.start(instance=1)
+        wait_for(
+            lambda: (
+                "Task has been received." in (fleet.task(task_id)["progress_msg"] or "")
+                and fleet.redis.xpending(wire.queue_name(0), wire.GROUP)["pending"]
+            ),
+            15,
+            "run",
+        )
+        worker.kill()
+        fleet.store.set_progress(task_id, None, "")  # forget the marker for the next round
+    worker = fleet.start(instance=1)
+    row = fleet.wait_done([task_id], timeout=15)[0]
+    assert row["progress"] == -1
+    assert "Task is abandoned after 3 deliveries (max_deliveries=3)" in row["progress_msg"]
+    assert fleet.redis.xlen(wire.queue_name(0)) == 0
+    (entry,) = json.loads(fleet.cli("dlq", "list", "--json").stdout)
+    assert entry["task_id"] == task_id and entry["deliveries"] == "4"
+    assert json.loads(entry["message"])["id"] == task_id
+    # An operator fixes the cause and retries: it runs (short this time) and is done.
+    fleet.store.Task.update(payload=json.dumps({"seconds": 0})).where(
+        fleet.store.Task.id == task_id
+    ).execute()
+    result = fleet.cli("dlq", "retry", entry["dlq_id"])
+    assert result.returncode == 0, result.stderr
+    row = fleet.wait_done([task_id], timeout=15)[0]
+    assert row["progress"] == 1
+    assert json.loads(fleet.cli("dlq", "list", "--json").stdout) == []
+    assert worker.process.poll() is None
+
+
+def test_redis_restart_mid_run_loses_no_task_and_fails_none(fleet, redis_server):
+    workers = [fleet.start(instance=1), fleet.start(instance=2)]
+    ids = fleet.submit("sleep", count=30, seconds=0.3)
+    wait_for(lambda: sum(fleet.task(i)["progress"] == 1 for i in ids) >= 5, 20, "some progress")
+    redis_server.stop()
+    time.sleep(3)
+    redis_server.start()
+    rows = fleet.wait_done(ids, timeout=60)
+    assert [r["progress"] for r in rows] == [1] * 30
+    for worker in workers:
+        assert worker.process.poll() is None
+        assert "Redis unavailable" in worker.log and "Redis available again" in worker.log
+        assert worker.log.count("Redis unavailable") == 1  # logged once per outage
+
+
+def test_redis_losing_its_data_is_repaired_by_reconcile(fleet):
+    ids = fleet.submit("noop", count=5)
+    fleet.redis.flushall()  # Redis came back empty: the queue is gone, the DB says queued
+    result = fleet.cli("reconcile", "--check")
+    assert result.returncode == 1 and "5 of 5 unfinished tasks in no queue" in result.stdout
+    assert (
+        fleet.cli("reconcile").stdout.strip()
+        == "ragfleet: re-enqueued 5 of 5 unfinished tasks (0 already queued)"
+    )
+    assert (
+        fleet.cli("reconcile").stdout.strip()
+        == "ragfleet: re-enqueued 0 of 5 unfinished tasks (5 already queued)"
+    )  # idempotent
+    assert fleet.cli("reconcile", "--check").returncode == 0
+    fleet.start()
+    assert [r["progress"] for r in fleet.wait_done(ids)] == [1] * 5
+
+
+@pytest.fixture
+def mysql_fleet(tmp_path, redis_client, redis_server, mariadb_server):
+    mariadb_server.start()
+    with mariadb_server.connect() as connection, connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS task, document")
+    fleet = Fleet(write_config(tmp_path, redis_server, mysql_database(mariadb_server)))
+    yield fleet
+    fleet.close()
+    mariadb_server.start()
+
+
+def test_mariadb_down_for_20_seconds_loses_no_task_and_fails_none(mysql_fleet, mariadb_server):
+    fleet = mysql_fleet
+    workers = [fleet.start(instance=1), fleet.start(instance=2)]
+    ids = fleet.submit("sleep", count=20, seconds=0.5, steps=2)
+    wait_for(lambda: sum(fleet.task(i)["progress"] == 1 for i in ids) >= 3, 20, "some progress")
+    outage = mariadb_server.outage(20)
+    outage.join()
+    rows = fleet.wait_done(ids, timeout=90)
+    assert [r["progress"] for r in rows] == [1] * 20
+    for worker in workers:
+        assert worker.process.poll() is None
+    assert any("database unavailable" in w.log for w in workers)
+    assert all(w.log.count("database unavailable") <= 1 for w in workers)
+
+
+def test_tasks_run_on_mariadb(mysql_fleet):
+    ids = mysql_fleet.submit("noop", count=10)
+    mysql_fleet.start()
+    assert [r["progress"] for r in mysql_fleet.wait_done(ids)] == [1] * 10
+
+
+def test_db_init_is_idempotent_and_adds_missing_columns(mysql_fleet, mariadb_server):
+    result = mysql_fleet.cli("db", "init")
+    assert result.returncode == 0 and "(0 changes)" in result.stdout
+    with mariadb_server.connect() as connection, connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE task DROP COLUMN payload")
+    result = mysql_fleet.cli("db", "init")
+    assert "added column task.payload" in result.stdout and "(1 changes)" in result.stdout
+    assert mysql_fleet.cli("db", "init").stdout.strip().endswith("(0 changes)")
