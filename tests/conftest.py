@@ -52,10 +52,27 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def fleet(tmp_path, redis_client, redis_server):
-    """Executors on SQLite against the session's Redis (emptied for this test)."""
+def make_fleet(tmp_path, redis_client, redis_server):
+    """Make a Fleet: executors on SQLite against the session's Redis (emptied for this test),
+    with executor settings overridden by keyword (see tests/executors.py FAST)."""
     from executors import Fleet, sqlite_database, write_config
 
-    fleet = Fleet(write_config(tmp_path, redis_server, sqlite_database(tmp_path)))
-    yield fleet
-    fleet.close()
+    fleets = []
+
+    def make(**executor):
+        workdir = tmp_path / f"fleet{len(fleets)}"
+        workdir.mkdir()
+        fleets.append(
+            Fleet(write_config(workdir, redis_server, sqlite_database(workdir), **executor))
+        )
+        return fleets[-1]
+
+    yield make
+    for fleet in fleets:
+        fleet.close()
+
+
+@pytest.fixture
+def fleet(make_fleet):
+    """A Fleet with the fast test timings."""
+    return make_fleet()

@@ -1,0 +1,59 @@
+"""The executor as systemd sees it: sd_notify, signals, tracemalloc, metrics endpoint."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import urllib.request
+
+from executors import wait_for
+from servers import free_port
+
+
+def test_sd_notify_ready_watchdog_and_stopping(fleet, tmp_path):
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(15)
+    try:
+        worker = fleet.start(env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"})
+        messages = [sock.recv(4096).decode() for _ in range(4)]
+        assert messages[0].startswith("READY=1")
+        assert "WATCHDOG=1" in messages[1:]
+        worker.signal(signal.SIGTERM)
+        while (message := sock.recv(4096).decode()) == "WATCHDOG=1":
+            pass
+        assert message == "STOPPING=1"
+        assert worker.process.wait(15) == 0
+    finally:
+        sock.close()
+
+
+def test_sigusr1_writes_a_tracemalloc_snapshot_and_sigusr2_stops(fleet):
+    worker = fleet.start()
+    worker.signal(signal.SIGUSR1)
+    worker.wait_log(r"tracemalloc snapshot .*\.trace: RSS [\d.]+ MiB, traced current")
+    snapshots = list((fleet.config.parent / "state" / "tracemalloc").glob("*_snapshot_*.trace"))
+    assert len(snapshots) == 1 and snapshots[0].stat().st_mode & 0o777 == 0o600
+    worker.signal(signal.SIGUSR2)
+    worker.wait_log(r"tracemalloc stopped")
+    assert worker.process.poll() is None
+
+
+def test_metrics_and_healthz(make_fleet):
+    base = free_port()
+    fleet = make_fleet(metrics_port_base=base)
+    ids = fleet.submit("noop", count=3)
+    fleet.start(instance=1)
+    fleet.wait_done(ids)
+    url = f"http://127.0.0.1:{base + 1}"
+    body = wait_for(lambda: _get(f"{url}/metrics"), 10, "metrics")
+    assert "ragfleet_tasks_done_total 3" in body
+    assert "ragfleet_tasks_failed_total 0" in body
+    assert "# TYPE ragfleet_task_duration_seconds histogram" in body
+    assert _get(f"{url}/healthz") == "ok\n"
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
