@@ -31,7 +31,7 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def _now_fields(prefix: str) -> dict[str, Any]:
+def stamp_fields(prefix: str) -> dict[str, Any]:
     return {f"{prefix}_time": int(time.time() * 1000), f"{prefix}_date": datetime.now()}
 
 
@@ -44,6 +44,24 @@ class _Base(pw.Model):
     create_date = pw.DateTimeField(null=True, index=True)
     update_time = pw.BigIntegerField(null=True, index=True)
     update_date = pw.DateTimeField(null=True, index=True)
+
+
+class Knowledgebase(_Base):
+    id = pw.CharField(max_length=32, primary_key=True)
+    tenant_id = pw.CharField(max_length=32, index=True, default="")
+    name = pw.CharField(max_length=128, index=True)
+    language = pw.CharField(max_length=32, default="English")
+    description = pw.TextField(null=True, default="")
+    embd_id = pw.CharField(max_length=128, default="")  # embedding model, name@factory
+    parser_id = pw.CharField(max_length=32, default="naive")
+    parser_config = pw.TextField(default="{}")  # chunk_token_num, delimiter, ...
+    doc_num = pw.IntegerField(default=0)
+    token_num = pw.IntegerField(default=0)
+    chunk_num = pw.IntegerField(default=0)
+    status = pw.CharField(max_length=1, default="1")
+
+    class Meta:
+        table_name = "knowledgebase"
 
 
 class Document(_Base):
@@ -87,12 +105,13 @@ class Task(_Base):
     digest = pw.TextField(null=True, default="")
     chunk_ids = _LongTextField(null=True, default="")
     payload = pw.TextField(null=True, default="")  # ragfleet: JSON parameters of the task type
+    token_num = pw.IntegerField(default=0)  # ragfleet: tokens of this task's chunks
 
     class Meta:
         table_name = "task"
 
 
-MODELS: tuple[type[pw.Model], ...] = (Document, Task)
+MODELS: tuple[type[pw.Model], ...] = (Knowledgebase, Document, Task)
 
 TASK_STATES = ("queued", "running", "done", "failed", "cancelled")
 CANCELLED_MESSAGE = "Task has been canceled."
@@ -147,11 +166,13 @@ class TaskStore:
     def __init__(self, database: pw.Database) -> None:
         self.database = database
         # Subclassing binds the models to this database without touching the shared classes.
+        self.Knowledgebase = _bound(Knowledgebase, database)
         self.Document = _bound(Document, database)
         self.Task = _bound(Task, database)
+        self.models = (self.Knowledgebase, self.Document, self.Task)
 
     @contextmanager
-    def _session(self) -> Iterator[None]:
+    def session(self) -> Iterator[None]:
         """Map connection-level failures to DatabaseUnavailable and drop the broken connection."""
         # Connections are per thread (peewee's default) and kept open between calls.
         try:
@@ -165,7 +186,7 @@ class TaskStore:
 
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers."""
-        with self._session():
+        with self.session():
             self.database.execute_sql("SELECT 1")
 
     # -- schema ------------------------------------------------------------------------------
@@ -173,10 +194,10 @@ class TaskStore:
     def init_schema(self) -> list[Migration]:
         """Create missing tables and add missing columns; returns what was done (idempotent)."""
         done: list[Migration] = []
-        with self._session():
+        with self.session():
             existing = set(self.database.get_tables())
             migrator = SchemaMigrator.from_database(self.database)
-            for model in (self.Document, self.Task):
+            for model in self.models:
                 table = model._meta.table_name
                 if table not in existing:
                     self.database.create_tables([model])
@@ -192,17 +213,17 @@ class TaskStore:
     # -- producers ---------------------------------------------------------------------------
 
     def create_document(self, **fields: Any) -> dict[str, Any]:
-        row = {"id": new_id(), **_now_fields("create"), **_now_fields("update"), **fields}
-        with self._session():
+        row = {"id": new_id(), **stamp_fields("create"), **stamp_fields("update"), **fields}
+        with self.session():
             self.Document.insert(**row).execute()
         return row
 
     def create_tasks(self, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         stamped = [
-            {"id": new_id(), **_now_fields("create"), **_now_fields("update"), **row}
+            {"id": new_id(), **stamp_fields("create"), **stamp_fields("update"), **row}
             for row in rows
         ]
-        with self._session(), self.database.atomic():
+        with self.session(), self.database.atomic():
             for start in range(0, len(stamped), 500):
                 self.Task.insert_many(stamped[start : start + 500]).execute()
         return stamped
@@ -210,25 +231,25 @@ class TaskStore:
     # -- the worker's view -------------------------------------------------------------------
 
     def get_task(self, task_id: str) -> dict[str, Any] | None:
-        with self._session():
+        with self.session():
             row = self.Task.select().where(self.Task.id == task_id).dicts().first()
         if row and row.get("payload"):
             row["payload"] = json.loads(row["payload"])
         return row
 
     def begin_task(self, task_id: str, retry_count: int) -> None:
-        with self._session():
+        with self.session():
             self.Task.update(
-                begin_at=datetime.now(), retry_count=retry_count, **_now_fields("update")
+                begin_at=datetime.now(), retry_count=retry_count, **stamp_fields("update")
             ).where(self.Task.id == task_id).execute()
 
     def set_progress(
         self, task_id: str, progress: float | None, progress_msg: str, **extra: Any
     ) -> None:
-        fields: dict[str, Any] = {"progress_msg": progress_msg, **_now_fields("update"), **extra}
+        fields: dict[str, Any] = {"progress_msg": progress_msg, **stamp_fields("update"), **extra}
         if progress is not None:
             fields["progress"] = progress
-        with self._session():
+        with self.session():
             self.Task.update(**fields).where(self.Task.id == task_id).execute()
 
     # -- operators ---------------------------------------------------------------------------
@@ -240,7 +261,7 @@ class TaskStore:
         if doc_id:
             query = query.where(self.Task.doc_id == doc_id)
         query = _where_state(query, self.Task, state)
-        with self._session():
+        with self.session():
             rows = list(query.dicts())
         rows = [r for r in rows if state is None or task_state(r) == state]
         return rows[:limit]
@@ -248,23 +269,23 @@ class TaskStore:
     def unfinished_tasks(self) -> list[dict[str, Any]]:
         """Tasks a queue still owes work: progress in [0, 1)."""
         query = self.Task.select().where((self.Task.progress >= 0) & (self.Task.progress < 1))
-        with self._session():
+        with self.session():
             return list(query.order_by(self.Task.create_time).dicts())
 
     def task_ids_of_document(self, doc_id: str) -> list[str]:
-        with self._session():
+        with self.session():
             query = self.Task.select(self.Task.id).where(self.Task.doc_id == doc_id)
             return [row.id for row in query]
 
     def reset_task(self, task_id: str, note: str) -> dict[str, Any] | None:
         """Make a failed task runnable again (dead-letter retry)."""
-        with self._session():
+        with self.session():
             self.Task.update(
                 progress=0,
                 retry_count=0,
                 begin_at=None,
                 progress_msg=note,
-                **_now_fields("update"),
+                **stamp_fields("update"),
             ).where(self.Task.id == task_id).execute()
         return self.get_task(task_id)
 

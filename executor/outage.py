@@ -8,6 +8,11 @@ import time
 import trio
 
 
+class DependencyUnavailable(ConnectionError):
+    """A service a task needs (document store, embedding endpoint) cannot be reached: the task
+    is retried later, never failed."""
+
+
 class Outage:
     """Tracks one dependency (Redis, the database) and paces retries while it is down.
 
@@ -24,6 +29,7 @@ class Outage:
         self.errors = 0
         self._since: float | None = None
         self._delay = first
+        self.retry_at = 0.0  # monotonic time before which a retry is pointless
 
     @property
     def down(self) -> bool:
@@ -37,6 +43,7 @@ class Outage:
             self.log.warning("%s unavailable: %s; retrying until it is back", self.name, exc)
         else:
             self._delay = min(self.cap, self._delay * 2)
+        self.retry_at = time.monotonic() + self._delay
         return self._delay
 
     def recovered(self) -> None:

@@ -36,7 +36,7 @@ from .db import CANCELLED_MESSAGE, DatabaseUnavailable, TaskStore
 from .handlers import HandlerRegistry, TaskContext, TaskInputError
 from .memtrace import MemoryTracer
 from .metrics import Metrics, serve_metrics
-from .outage import Outage
+from .outage import DependencyUnavailable, Outage
 from .progress import Progress
 from .sdnotify import Notifier, run_watchdog
 from .settings import Settings
@@ -94,6 +94,9 @@ class Worker:
         self.log = log or logging.getLogger(f"ragfleet.{self.name}")
         self.redis_outage = Outage("Redis", self.log)
         self.db_outage = Outage("database", self.log)
+        # Services only some tasks need (document store, embedding endpoint): nothing to
+        # probe, so tasks are retried after a back-off until one gets through.
+        self.dep_outage = Outage("a task dependency", self.log, cap=30.0)
         self.counters = Counters()
         self.boot_at = wire.iso_now()
         self.pid = os.getpid()
@@ -101,6 +104,7 @@ class Worker:
         self.running: dict[str, Running] = {}
         self.stopping = False
         self._held: dict[str, Delivery] = {}  # fetched and not yet settled, by entry id
+        self._outage_deliveries: dict[str, int] = {}  # redeliveries caused by outages
         self._replay = True  # replay own unacked entries before reading new ones
         self._slots = trio.Semaphore(self.config.max_concurrent_tasks)
         self._fetch_scope = trio.CancelScope()
@@ -299,6 +303,8 @@ class Worker:
             else:
                 self.db_outage.recovered()
                 self._replay = True
+        while self.dep_outage.down and time.monotonic() < self.dep_outage.retry_at:
+            await trio.sleep(self.dep_outage.retry_at - time.monotonic())
         while self.redis_outage.down:
             try:
                 await self._redis(self.broker.ensure_groups)
@@ -324,14 +330,29 @@ class Worker:
         """Process one delivery and release its slot, whatever happens."""
         try:
             await self._process(delivery)
-        except (DatabaseUnavailable, *REDIS_UNAVAILABLE) as exc:
-            outage = self.db_outage if isinstance(exc, DatabaseUnavailable) else self.redis_outage
-            outage.failed(exc)
-            (self.m_db_errors if outage is self.db_outage else self.m_redis_errors).inc()
+        except (DatabaseUnavailable, DependencyUnavailable, *REDIS_UNAVAILABLE) as exc:
+            self._outage_of(exc).failed(exc)
+            if isinstance(exc, DatabaseUnavailable):
+                self.m_db_errors.inc()
+            elif not isinstance(exc, DependencyUnavailable):
+                self.m_redis_errors.inc()
             self._replay = True  # the entry stays pending; replay it when the outage ends
+            # Its next delivery is the outage's doing, not the task's: do not count it.
+            self._outage_deliveries[delivery.entry_id] = (
+                self._outage_deliveries.get(delivery.entry_id, 0) + 1
+            )
+            return
         finally:
             self._held.pop(delivery.entry_id, None)
             self._slots.release()
+        self._outage_deliveries.pop(delivery.entry_id, None)
+
+    def _outage_of(self, exc: BaseException) -> Outage:
+        if isinstance(exc, DatabaseUnavailable):
+            return self.db_outage
+        if isinstance(exc, DependencyUnavailable):
+            return self.dep_outage
+        return self.redis_outage
 
     async def _process(self, delivery: Delivery) -> None:
         try:
@@ -349,13 +370,14 @@ class Worker:
             await self._redis(self.broker.ack, delivery)
             return
         assert task is not None
-        if delivery.deliveries > self.config.max_deliveries:
+        deliveries = delivery.deliveries - self._outage_deliveries.get(delivery.entry_id, 0)
+        if deliveries > self.config.max_deliveries:
             await self._dead_letter(delivery, task)
         elif await self._redis(self.broker.cancelled, [task["id"]]):
             await self._record_cancelled(Progress(task, self._db, self.store.set_progress))
             await self._redis(self.broker.ack, delivery)
         else:
-            await self._run(delivery, task)
+            await self._run(delivery, task, retries=deliveries - 1)
 
     def _not_runnable(self, task: dict[str, Any] | None, task_id: str) -> str | None:
         if task is None:
@@ -366,7 +388,7 @@ class Worker:
             return f"task {task_id} has already failed or been cancelled"
         return None
 
-    async def _run(self, delivery: Delivery, task: dict[str, Any]) -> None:
+    async def _run(self, delivery: Delivery, task: dict[str, Any], retries: int) -> None:
         task_id = task["id"]
         progress = Progress(task, self._db, self.store.set_progress)
         handler = self.registry.get(task.get("task_type") or "")
@@ -384,14 +406,14 @@ class Worker:
         self.running[task_id] = running
         self.m_in_flight.set(len(self.running))
         try:
-            await self._db(self.store.begin_task, task_id, delivery.deliveries - 1)
+            await self._db(self.store.begin_task, task_id, retries)
             await progress(None, "Task has been received.")
             with running.scope:
                 await handler(TaskContext(task, progress, self.settings))
         except trio.Cancelled:
             await self._note_interrupted(progress)
             raise
-        except (DatabaseUnavailable, *REDIS_UNAVAILABLE):
+        except (DatabaseUnavailable, DependencyUnavailable, *REDIS_UNAVAILABLE):
             raise
         except Exception as exc:
             await self._fail(delivery, progress, exc)
@@ -404,6 +426,7 @@ class Worker:
         else:
             seconds = time.monotonic() - running.started
             await progress(1.0, f"Task done ({seconds:.2f}s)", process_duration=seconds)
+            self.dep_outage.recovered()
             self.counters.done += 1
             self.m_done.inc()
             self.m_duration.observe(seconds)
@@ -430,7 +453,7 @@ class Worker:
 
     async def _dead_letter(self, delivery: Delivery, task: dict[str, Any]) -> None:
         reason = (
-            f"Task is abandoned after {delivery.deliveries - 1} deliveries "
+            f"Task is abandoned after {self.config.max_deliveries} deliveries "
             f"(max_deliveries={self.config.max_deliveries}); see `ragfleet dlq list`."
         )
         self.log.error("task %s dead-lettered: %s", task["id"], reason)
