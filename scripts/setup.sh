@@ -36,5 +36,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 log "installing ragfleet (editable) with test and dev extras into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,dev]'
+# torch first and pinned: the local-embeddings extra needs it, and an unpinned torch is a
+# multi-GB CUDA build. 2.13.0's CPU wheel is what the test machines provide.
+if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+    log "installing torch 2.13.0 (CPU) for the local-embeddings extra"
+    .venv/bin/python -m pip install -q --disable-pip-version-check 'torch==2.13.0'
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,dev,local-embeddings]'
 log "done: activate with 'source .venv/bin/activate'"
