@@ -237,10 +237,14 @@ class TaskStore:
             row["payload"] = json.loads(row["payload"])
         return row
 
-    def begin_task(self, task_id: str, retry_count: int) -> None:
+    def begin_task(self, task_id: str, retry_count: int, progress_msg: str) -> None:
+        """Mark the task started: begin_at, retry_count and its first progress line at once."""
         with self.session():
             self.Task.update(
-                begin_at=datetime.now(), retry_count=retry_count, **stamp_fields("update")
+                begin_at=datetime.now(),
+                retry_count=retry_count,
+                progress_msg=progress_msg,
+                **stamp_fields("update"),
             ).where(self.Task.id == task_id).execute()
 
     def set_progress(

@@ -43,6 +43,11 @@ class Progress:
     def text(self) -> str:
         return "\n".join(self.lines)
 
+    def note(self, message: str) -> str:
+        """Append a stamped line without writing it (the caller writes ``text``)."""
+        self.lines.append(stamp(message, self.task))
+        return self.text
+
     async def __call__(self, fraction: float | None = None, message: str = "", **extra: Any):
         await trio.lowlevel.checkpoint_if_cancelled()
         if fraction is not None:

@@ -362,7 +362,7 @@ class Worker:
             self.m_malformed.inc()
             await self._redis(self.broker.ack, delivery)
             return
-        task = await self._db(self.store.get_task, message["id"])
+        task, cancelled = await self._db(self._look_up, message["id"])
         if reason := self._not_runnable(task, message["id"]):
             self.log.warning("acking entry %s without running it: %s", delivery.entry_id, reason)
             if task is None:
@@ -373,11 +373,16 @@ class Worker:
         deliveries = delivery.deliveries - self._outage_deliveries.get(delivery.entry_id, 0)
         if deliveries > self.config.max_deliveries:
             await self._dead_letter(delivery, task)
-        elif await self._redis(self.broker.cancelled, [task["id"]]):
+        elif cancelled:
             await self._record_cancelled(Progress(task, self._db, self.store.set_progress))
             await self._redis(self.broker.ack, delivery)
         else:
             await self._run(delivery, task, retries=deliveries - 1)
+
+    def _look_up(self, task_id: str) -> tuple[dict[str, Any] | None, bool]:
+        """In a thread: the task's row and whether its cancel flag is set (one hop, not two)."""
+        task = self.store.get_task(task_id)
+        return task, bool(task and self.broker.cancelled([task_id]))
 
     def _not_runnable(self, task: dict[str, Any] | None, task_id: str) -> str | None:
         if task is None:
@@ -406,8 +411,8 @@ class Worker:
         self.running[task_id] = running
         self.m_in_flight.set(len(self.running))
         try:
-            await self._db(self.store.begin_task, task_id, retries)
-            await progress(None, "Task has been received.")
+            received = progress.note("Task has been received.")
+            await self._db(self.store.begin_task, task_id, retries, received)
             with running.scope:
                 await handler(TaskContext(task, progress, self.settings))
         except trio.Cancelled:
@@ -423,14 +428,24 @@ class Worker:
             self.m_in_flight.set(len(self.running))
         if running.scope.cancelled_caught:
             await self._record_cancelled(progress)
-        else:
-            seconds = time.monotonic() - running.started
-            await progress(1.0, f"Task done ({seconds:.2f}s)", process_duration=seconds)
-            self.dep_outage.recovered()
-            self.counters.done += 1
-            self.m_done.inc()
-            self.m_duration.observe(seconds)
-        await self._redis(self.broker.ack, delivery)
+            await self._redis(self.broker.ack, delivery)
+            return
+        seconds = time.monotonic() - running.started
+        done = progress.note(f"Task done ({seconds:.2f}s)")
+        await self._db(self._finish, task_id, done, seconds, delivery)
+        self.dep_outage.recovered()
+        self.counters.done += 1
+        self.m_done.inc()
+        self.m_duration.observe(seconds)
+
+    def _finish(self, task_id: str, progress_msg: str, seconds: float, delivery: Delivery) -> None:
+        """In a thread: record the task done, then ack its entry (one hop, not two).
+
+        If the ack fails, the entry is delivered again and acked without a re-run, since
+        the task is already done.
+        """
+        self.store.set_progress(task_id, 1.0, progress_msg, process_duration=seconds)
+        self.broker.ack(delivery)
 
     async def _fail(self, delivery: Delivery, progress: Progress, exc: Exception) -> None:
         text = str(exc) if isinstance(exc, TaskInputError) else f"{type(exc).__name__}: {exc}"
