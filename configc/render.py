@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import jinja2
-from ruamel.yaml import YAML
 
+from . import yamlout
 from .runtime import redis_endpoint, runtime_config
 from .schema import ROLES
 from .validate import instance_count, service_ports
@@ -33,12 +32,8 @@ class OutputFile:
 
 
 def to_yaml(data: Any) -> str:
-    yaml = YAML(typ="rt")
-    yaml.default_flow_style = False
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    buffer = io.StringIO()
-    yaml.dump(data, buffer)
-    return buffer.getvalue().rstrip("\n")
+    """Block-style YAML for *data* (a dict or list of JSON-like values), no final newline."""
+    return yamlout.dump(data).rstrip("\n")
 
 
 def template_environment() -> jinja2.Environment:
