@@ -1,0 +1,451 @@
+"""The Elasticsearch / OpenSearch document store: golden request bodies, and emulator tests.
+
+Elasticsearch and OpenSearch cannot run on these machines (../shared/notes/doc-stores.md), so:
+
+* the request bodies are checked exactly, as literal dicts (``test_golden_*``);
+* ``test_emulator_*`` run the adapter through BOTH official clients against a real
+  ``osmem-server`` process, an in-memory ES/OpenSearch API EMULATOR. They prove behaviour
+  against that emulator, not against Elasticsearch or OpenSearch. The emulator:
+    - answers with OpenSearch's API; elasticsearch-py 8 sends
+      ``application/vnd.elasticsearch+json; compatible-with=8`` content types, which it
+      rejects with 406, so the ES client here goes through ``PlainJsonNode`` (below), which
+      sends plain ``application/json``. A real Elasticsearch 8 takes the compatible types;
+    - rejects ``dense_vector`` mappings (ES vectors) and every ``knn`` query (ES and OS), so
+      the hybrid search bodies are verified by the golden tests ONLY, and the ES emulator
+      tests create indexes without a vector field;
+  index creation (with OpenSearch's ``knn_vector``), bulk, match + bool/terms filter, counts,
+  bulk deletes and delete_by_query work there and are exercised.
+* tests/test_docstore_elastic_cluster.py runs the same adapter against a real cluster when
+  ES_URL / OS_URL is set.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from elastic_transport import Urllib3HttpNode
+from elasticsearch import Elasticsearch
+from opensearchpy import OpenSearch
+from osmem_server import resolve_binary
+from servers import _Server
+
+from executor.ingest.docstore import DocStoreError, open_doc_store
+from executor.ingest.docstore.elastic import (
+    ElasticDocStore,
+    bulk_actions,
+    delete_actions,
+    delete_doc_body,
+    index_body,
+    search_body,
+)
+from executor.ingest.types import Chunk
+
+# --- golden bodies -----------------------------------------------------------------------------
+
+PROPERTIES = {
+    "id": {"type": "keyword"},
+    "doc_id": {"type": "keyword"},
+    "kb_id": {"type": "keyword"},
+    "docnm_kwd": {"type": "keyword"},
+    "content_with_weight": {"type": "text", "index": False, "store": True},
+    "content_ltks": {"type": "text", "analyzer": "whitespace", "store": True},
+    "page_num_int": {"type": "integer"},
+    "create_time": {"type": "date", "format": "yyyy-MM-dd HH:mm:ss"},
+    "create_timestamp_flt": {"type": "float"},
+    "available_int": {"type": "integer"},
+}
+SOURCE = ["id", "doc_id", "kb_id", "docnm_kwd", "content_with_weight", "page_num_int"]
+
+
+def golden_chunk(**overrides: Any) -> Chunk:
+    fields: dict[str, Any] = {
+        "id": "c1",
+        "doc_id": "d1",
+        "kb_id": "kb1",
+        "doc_name": "a.pdf",
+        "content": "Hello, World",
+        "tokens": ["hello", "world"],
+        "pages": [1, 2],
+        "vector": [0.5, 0.25, 0.0],
+        "create_time": 1700000000.5,
+    }
+    fields.update(overrides)
+    return Chunk(**fields)
+
+
+def test_golden_index_body_elasticsearch() -> None:
+    assert index_body(384, "elasticsearch") == {
+        "settings": {
+            "index": {"number_of_shards": 2, "number_of_replicas": 0, "refresh_interval": "1000ms"}
+        },
+        "mappings": {
+            "properties": {
+                **PROPERTIES,
+                "q_384_vec": {
+                    "type": "dense_vector",
+                    "dims": 384,
+                    "index": True,
+                    "similarity": "cosine",
+                },
+            }
+        },
+    }
+
+
+def test_golden_index_body_opensearch() -> None:
+    assert index_body(1024, "opensearch") == {
+        "settings": {
+            "index": {
+                "number_of_shards": 2,
+                "number_of_replicas": 0,
+                "refresh_interval": "1000ms",
+                "knn": True,
+            }
+        },
+        "mappings": {
+            "properties": {
+                **PROPERTIES,
+                "q_1024_vec": {
+                    "type": "knn_vector",
+                    "dimension": 1024,
+                    "method": {"name": "hnsw", "space_type": "cosinesimil", "engine": "lucene"},
+                },
+            }
+        },
+    }
+
+
+def test_golden_index_body_without_vectors() -> None:
+    assert index_body(None) == {
+        "settings": {
+            "index": {"number_of_shards": 2, "number_of_replicas": 0, "refresh_interval": "1000ms"}
+        },
+        "mappings": {"properties": PROPERTIES},
+    }
+
+
+def test_golden_bulk_actions() -> None:
+    chunks = [golden_chunk(), golden_chunk(id="c2", vector=None, pages=[], create_time=0.0)]
+    assert bulk_actions("ragflow_t1", chunks, now=1600000000.0) == [
+        {"index": {"_index": "ragflow_t1", "_id": "c1"}},
+        {
+            "id": "c1",
+            "doc_id": "d1",
+            "kb_id": "kb1",
+            "docnm_kwd": "a.pdf",
+            "content_with_weight": "Hello, World",
+            "content_ltks": "hello world",
+            "page_num_int": [1, 2],
+            "create_time": "2023-11-14 22:13:20",
+            "create_timestamp_flt": 1700000000.5,
+            "available_int": 1,
+            "q_3_vec": [0.5, 0.25, 0.0],
+        },
+        {"index": {"_index": "ragflow_t1", "_id": "c2"}},
+        {
+            "id": "c2",
+            "doc_id": "d1",
+            "kb_id": "kb1",
+            "docnm_kwd": "a.pdf",
+            "content_with_weight": "Hello, World",
+            "content_ltks": "hello world",
+            "page_num_int": [],
+            "create_time": "2020-09-13 12:26:40",
+            "create_timestamp_flt": 1600000000.0,
+            "available_int": 1,
+        },
+    ]
+
+
+def test_golden_delete_bodies() -> None:
+    assert delete_actions("ragflow_t1", ["a", "b", "a"]) == [
+        {"delete": {"_index": "ragflow_t1", "_id": "a"}},
+        {"delete": {"_index": "ragflow_t1", "_id": "b"}},
+    ]
+    assert delete_doc_body("d1") == {"query": {"term": {"doc_id": "d1"}}}
+
+
+@pytest.mark.parametrize("flavor", ["elasticsearch", "opensearch"])
+def test_golden_search_body_bm25(flavor: Any) -> None:
+    assert search_body(["hello", "world", "hello"], ["kb1", "kb2"], 10, None, flavor) == {
+        "size": 10,
+        "_source": SOURCE,
+        "query": {
+            "bool": {
+                "must": [{"match": {"content_ltks": {"query": "hello world"}}}],
+                "filter": [{"terms": {"kb_id": ["kb1", "kb2"]}}],
+            }
+        },
+    }
+
+
+def test_golden_search_body_hybrid_elasticsearch() -> None:
+    """Not run against the emulator: it rejects knn. Upstream's ES fusion: text boost 0.05."""
+    assert search_body(["hello"], ["kb1"], 10, [1, 0.5], "elasticsearch") == {
+        "size": 10,
+        "_source": SOURCE,
+        "query": {
+            "bool": {
+                "must": [{"match": {"content_ltks": {"query": "hello"}}}],
+                "filter": [{"terms": {"kb_id": ["kb1"]}}],
+                "boost": 0.05,
+            }
+        },
+        "knn": {
+            "field": "q_2_vec",
+            "query_vector": [1.0, 0.5],
+            "k": 10,
+            "num_candidates": 100,
+            "filter": {"bool": {"filter": [{"terms": {"kb_id": ["kb1"]}}]}},
+        },
+    }
+    assert search_body(["x"], ["kb1"], 64, [1.0], "elasticsearch")["knn"]["num_candidates"] == 128
+
+
+def test_golden_search_body_hybrid_opensearch() -> None:
+    """Not run against the emulator: it rejects knn queries."""
+    assert search_body(["hello"], ["kb1"], 5, [1, 0.5], "opensearch") == {
+        "size": 5,
+        "_source": SOURCE,
+        "query": {
+            "bool": {
+                "filter": [{"terms": {"kb_id": ["kb1"]}}],
+                "should": [
+                    {"match": {"content_ltks": {"query": "hello", "boost": 0.05}}},
+                    {
+                        "knn": {
+                            "q_2_vec": {
+                                "vector": [1.0, 0.5],
+                                "k": 5,
+                                "filter": {"bool": {"filter": [{"terms": {"kb_id": ["kb1"]}}]}},
+                            }
+                        }
+                    },
+                ],
+                "minimum_should_match": 1,
+            }
+        },
+    }
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def test_open_doc_store_elasticsearch_client_from_config() -> None:
+    store = open_doc_store(
+        {
+            "engine": "elasticsearch",
+            "hosts": ["http://10.0.0.5:9200", "http://10.0.0.6:9200"],
+            "username": "elastic",
+            "password": "secret",
+        }
+    )
+    assert isinstance(store, ElasticDocStore)
+    assert store.flavor == "elasticsearch"
+    nodes = sorted(node.base_url for node in store.client.transport.node_pool.all())
+    assert nodes == ["http://10.0.0.5:9200", "http://10.0.0.6:9200"]
+    assert store.client._headers["authorization"].startswith("Basic ")
+    store.close()
+
+
+def test_open_doc_store_rejects_bad_elastic_configs() -> None:
+    with pytest.raises(ValueError, match="needs 'hosts'"):
+        open_doc_store({"engine": "elasticsearch", "hosts": []})
+    with pytest.raises(ValueError, match="not an api_key"):
+        open_doc_store({"engine": "opensearch", "hosts": ["http://h:9200"], "api_key": "k"})
+
+
+# --- the emulator ----------------------------------------------------------------------------
+
+
+class PlainJsonNode(Urllib3HttpNode):
+    """Sends elasticsearch-py 8's requests with plain JSON content types.
+
+    The emulator answers ``application/vnd.elasticsearch+json; compatible-with=8`` with 406;
+    a real Elasticsearch 8 accepts it. Only the two headers change, never the bodies.
+    """
+
+    def perform_request(
+        self, method: str, target: str, body: Any = None, headers: Any = None, **kw: Any
+    ) -> Any:
+        if headers:
+            headers = headers.copy()
+            for name in ("accept", "content-type"):
+                value = headers.get(name)
+                if value:
+                    headers[name] = value.replace("vnd.elasticsearch+", "").split(";")[0]
+        return super().perform_request(method, target, body=body, headers=headers, **kw)
+
+
+class EmulatorServer(_Server):
+    """``osmem-server`` (the binary of the osmem-server wheel) on a free loopback port."""
+
+    name = "osmem"
+    start_timeout = 30.0
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_path  # it logs to stdout/stderr only
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _prepare(self) -> None:
+        self.binary = resolve_binary()
+
+    def _command(self) -> list[str]:
+        # stdin is /dev/null, so --no-stdin-watch; --parent-pid ends it with the test process
+        return [
+            self.binary,
+            "--addr",
+            f"{self.host}:{self.port}",
+            "--no-ja",
+            "--no-stdin-watch",
+            "--parent-pid",
+            str(os.getpid()),
+        ]
+
+    def _probe(self) -> bool:
+        with urllib.request.urlopen(self.url, timeout=1) as response:
+            return bool(response.status == 200)
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
+    with EmulatorServer(tmp_path_factory.mktemp("osmem")) as server:
+        yield server
+
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def index() -> str:
+    return f"ragflow_tenant{next(_names)}"
+
+
+@pytest.fixture(params=["elasticsearch", "opensearch"])
+def store(request: pytest.FixtureRequest, emulator: EmulatorServer) -> Iterator[ElasticDocStore]:
+    if request.param == "elasticsearch":
+        client: Any = Elasticsearch(emulator.url, node_class=PlainJsonNode)
+    else:
+        client = OpenSearch(hosts=[emulator.url])
+    with ElasticDocStore(client, request.param) as s:
+        yield s
+
+
+def chunk(chunk_id: str, text: str, *, kb_id: str = "kb1", doc_id: str = "doc1") -> Chunk:
+    return Chunk(
+        id=chunk_id,
+        doc_id=doc_id,
+        kb_id=kb_id,
+        doc_name=f"{doc_id}.txt",
+        content=text.capitalize(),
+        tokens=text.lower().split(),
+        pages=[1],
+    )
+
+
+def test_emulator_create_index_is_idempotent(store: ElasticDocStore, index: str) -> None:
+    store.create_index(index, None)
+    store.create_index(index, None)
+    mapping = store.client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+    assert mapping["content_ltks"]["type"] == "text"
+    assert mapping["content_ltks"]["analyzer"] == "whitespace"
+    assert mapping["kb_id"]["type"] == "keyword"
+
+
+def test_emulator_opensearch_vector_field_is_created_and_added(
+    emulator: EmulatorServer, index: str
+) -> None:
+    store = open_doc_store({"engine": "opensearch", "hosts": [emulator.url]})
+    try:
+        store.create_index(index, 3)
+        store.create_index(index, 3)
+        store.create_index(index, 8)  # exists: adds q_8_vec
+        client = store.client  # type: ignore[attr-defined]
+        mapping = client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+        assert mapping["q_3_vec"]["type"] == mapping["q_8_vec"]["type"] == "knn_vector"
+        assert (mapping["q_3_vec"]["dimension"], mapping["q_8_vec"]["dimension"]) == (3, 8)
+        store.upsert(index, [Chunk("v", "d", "kb1", "d", "C", ["x"], vector=[1.0, 0.0, 0.0])])
+        assert [h.chunk_id for h in store.search(index, "x", kb_ids=["kb1"])] == ["v"]
+    finally:
+        store.close()
+
+
+def test_emulator_upsert_is_idempotent(store: ElasticDocStore, index: str) -> None:
+    store.create_index(index, None)
+    chunks = [chunk(f"c{i}", f"chunk {i} about apples") for i in range(1200)]  # 3 bulk requests
+    store.upsert(index, chunks)
+    store.upsert(index, chunks)
+    assert store.count(index) == 1200
+    store.upsert(index, [chunk("c7", "now about pears")])
+    assert store.count(index) == 1200
+    assert [h.chunk_id for h in store.search(index, "pears", kb_ids=["kb1"])] == ["c7"]
+
+
+def test_emulator_bm25_ranking_and_kb_filter(store: ElasticDocStore, index: str) -> None:
+    store.create_index(index, None)
+    store.upsert(
+        index,
+        [
+            chunk("kernel", "the linux kernel scheduler balances tasks"),
+            chunk("weather", "the weather today is sunny"),
+            chunk("other-kb", "the linux kernel scheduler again", kb_id="kb2"),
+        ],
+    )
+    hits = store.search(index, "Linux kernel scheduler", kb_ids=["kb1"])
+    assert [h.chunk_id for h in hits] == ["kernel"]
+    assert (hits[0].doc_id, hits[0].kb_id, hits[0].doc_name, hits[0].pages) == (
+        "doc1",
+        "kb1",
+        "doc1.txt",
+        (1,),
+    )
+    assert hits[0].content == "The linux kernel scheduler balances tasks"
+    assert hits[0].score > 0
+    both = store.search(index, "kernel", kb_ids=["kb1", "kb2"])
+    assert {h.chunk_id for h in both} == {"kernel", "other-kb"}
+    assert store.search(index, "kernel", kb_ids=[]) == []
+
+
+def test_emulator_delete_and_delete_doc(store: ElasticDocStore, index: str) -> None:
+    store.create_index(index, None)
+    store.upsert(index, [chunk(f"a{i}", f"alpha {i}", doc_id="docA") for i in range(5)])
+    store.upsert(index, [chunk("b0", "beta", doc_id="docB")])
+    assert store.delete(index, ["a0", "a0", "missing"]) == 1
+    assert store.count(index, doc_id="docA") == 4
+    assert store.delete_doc(index, "docA") == 4
+    assert store.delete_doc(index, "docA") == 0
+    assert store.count(index) == 1
+    assert [h.chunk_id for h in store.search(index, "beta", kb_ids=["kb1"])] == ["b0"]
+
+
+def test_emulator_missing_index_is_empty(store: ElasticDocStore) -> None:
+    assert store.search("ragflow_missing", "x", kb_ids=["kb1"]) == []
+    assert store.delete("ragflow_missing", ["a"]) == 0
+    assert store.delete_doc("ragflow_missing", "d") == 0
+    assert store.count("ragflow_missing") == 0
+
+
+def test_emulator_item_errors_raise(store: ElasticDocStore, index: str) -> None:
+    store.client.indices.create(
+        index=index, body={"mappings": {"properties": {"doc_id": {"type": "integer"}}}}
+    )
+    with pytest.raises(DocStoreError, match=r"1 of 1 chunks were not indexed: index c: .*doc_id"):
+        store.upsert(index, [chunk("c", "text", doc_id="not-a-number")])
+
+
+def test_emulator_rejects_knn_so_hybrid_is_golden_only(store: ElasticDocStore, index: str) -> None:
+    """Documents the limit: if this starts failing, the emulator learned knn; test hybrid."""
+    store.create_index(index, None)
+    store.upsert(index, [chunk("c", "text")])
+    with pytest.raises(store._api_error, match="knn"):
+        store.search(index, "text", kb_ids=["kb1"], vector=[1.0, 0.0])
