@@ -11,7 +11,7 @@ import trio
 from . import wire
 from .broker import Broker, connect
 from .db import TaskStore, open_database
-from .handlers import HandlerRegistry, default_registry
+from .handlers import INGEST_TASK_TYPE, HandlerRegistry, default_registry
 from .sdnotify import Notifier
 from .settings import Settings
 from .worker import Worker, metrics_port
@@ -28,16 +28,38 @@ def configure_logging(level: str) -> None:
     logging.getLogger("ragfleet").setLevel(level)
 
 
+def build_registry(settings: Settings, store: TaskStore) -> HandlerRegistry:
+    """The built-in task types, plus ingestion (upstream's task_type "") when the config
+    names a document store and a storage backend, as every configc-compiled config does."""
+    registry = default_registry()
+    if settings.doc_store and settings.storage:
+        from .ingest.pipeline import IngestServices, ingest_handler
+
+        services = IngestServices.from_settings(settings, store)
+        registry.register(
+            INGEST_TASK_TYPE,
+            ingest_handler(services),
+            on_settled=lambda task: services.catalog.refresh_document_progress(task["doc_id"]),
+        )
+    else:
+        logging.getLogger("ragfleet").warning(
+            "%s has no doc_store/storage section: document ingestion is disabled",
+            settings.source,
+        )
+    return registry
+
+
 def build_worker(
     settings: Settings, instance: int, registry: HandlerRegistry | None = None
 ) -> Worker:
     consumer = wire.consumer_name(settings.host_id, instance)
+    store = TaskStore(open_database(settings.database))
     return Worker(
         settings,
         instance,
         Broker(connect(settings.redis), consumer),
-        TaskStore(open_database(settings.database)),
-        registry or default_registry(),
+        store,
+        registry or build_registry(settings, store),
         notifier=Notifier.from_environ(os.environ),
         metrics_port=metrics_port(settings, instance),
     )

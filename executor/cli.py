@@ -11,10 +11,12 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import click
@@ -130,22 +132,38 @@ def db() -> None:
 def db_init(env: Env) -> None:
     """Create the tables, or add the columns a newer ragfleet needs (idempotent)."""
     changes = env.store.init_schema()
+    if env.settings.storage.get("backend") == "database":
+        from .ingest.storage import DatabaseBlobStorage
+
+        if DatabaseBlobStorage(env.store.database).ensure_schema():
+            changes.append("created table blob")
     for change in changes:
         click.echo(f"ragfleet: {change}")
     click.echo(f"ragfleet: schema is up to date ({len(changes)} changes)")
 
 
 @main.command()
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--kb", "kb_name", metavar="NAME", help="Knowledge base of FILES (created if new).")
 @click.option(
     "--type",
     "-t",
     "task_type",
     default="noop",
     show_default=True,
-    help="Task type: a registered handler (noop, sleep, ...).",
+    help="Without FILES: task type of the tasks to create (noop, sleep, ...).",
 )
-@click.option("--count", "-n", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--payload", "-p", metavar="JSON", help="""Parameters, e.g. '{"seconds": 5}'.""")
+@click.option(
+    "--count",
+    "-n",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Without FILES: how many tasks.",
+)
+@click.option(
+    "--payload", "-p", metavar="JSON", help="""Without FILES: parameters, e.g. '{"seconds": 5}'."""
+)
 @click.option(
     "--priority",
     type=click.IntRange(0, 1),
@@ -153,23 +171,34 @@ def db_init(env: Env) -> None:
     show_default=True,
     help="1 is read before 0.",
 )
-@click.option("--doc-id", default="", help="Document the tasks belong to.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not print the task ids.")
 @operator_command
 def submit(
     env: Env,
+    files: tuple[Path, ...],
+    kb_name: str | None,
     task_type: str,
     count: int,
     payload: str | None,
     priority: int,
-    doc_id: str,
     quiet: bool,
 ) -> None:
-    """Create COUNT tasks of TASK_TYPE in the database and put them on the queue.
+    """Put work on the queue: documents to ingest, or tasks of a type.
+
+    \b
+    ragfleet submit FILE... --kb NAME    store each file, create its document and
+                                         tasks (a PDF: one per 12 pages), enqueue
+    ragfleet submit -t sleep -n 10 -p '{"seconds": 2}'
 
     Prints the new task ids, one per line (unless --quiet); a progress bar on stderr
-    for 1000 tasks or more.
+    for many. A file that cannot be taken in (too large, unreadable) is reported and
+    the others are still submitted; the exit code is then 1.
     """
+    if files:
+        if not kb_name:
+            raise click.UsageError("--kb NAME is required with FILES")
+        _submit_files(env, list(files), kb_name, quiet)
+        return
     try:
         parsed = json.loads(payload) if payload else {}
     except ValueError as exc:
@@ -177,12 +206,10 @@ def submit(
     row = {
         "task_type": task_type,
         "priority": priority,
-        "doc_id": doc_id,
         "payload": json.dumps(parsed) if parsed else "",
     }
     created: list[dict[str, Any]] = []
-    hidden = count < 1000 or quiet
-    with click.progressbar(length=count, label="submitting", file=sys.stderr, hidden=hidden) as bar:
+    with _progress(count, quiet) as bar:
         for start in range(0, count, 1000):
             batch = env.store.create_tasks([row] * min(1000, count - start))
             enqueue(env.redis, (task_message(t) for t in batch))
@@ -191,6 +218,70 @@ def submit(
     if not quiet:
         for task in created:
             click.echo(task["id"])
+
+
+def _submit_files(env: Env, files: list[Path], kb_name: str, quiet: bool) -> None:
+    from .ingest.catalog import Catalog
+    from .ingest.intake import Intake
+    from .ingest.storage import open_blob_storage
+
+    embedding = (env.settings.models.get("embedding_model") or {}).get("model", "")
+    kb = Catalog(env.store).ensure_knowledge_base(kb_name, embd_id=embedding)
+    intake = Intake(
+        env.store, open_blob_storage(env.settings.storage, database=env.store.database), env.redis
+    )
+    failed = 0
+    with _progress(len(files), quiet, threshold=20) as bar:
+        for result in intake.submit(kb, files):
+            bar.update(1)
+            if result.error:
+                failed += 1
+                click.echo(f"ragfleet: {result.path}: not submitted: {result.error}", err=True)
+            elif not quiet:
+                for task_id in result.task_ids:
+                    click.echo(task_id)
+    click.echo(
+        f"ragfleet: {len(files) - failed} of {len(files)} documents submitted to "
+        f"knowledge base {kb_name!r}",
+        err=True,
+    )
+    if failed:
+        sys.exit(EXIT_NO)
+
+
+def _progress(length: int, quiet: bool, threshold: int = 1000):
+    return click.progressbar(
+        length=length, label="submitting", file=sys.stderr, hidden=quiet or length < threshold
+    )
+
+
+@main.command()
+@click.argument("query")
+@click.option("--kb", "kb_name", required=True, metavar="NAME", help="Knowledge base to search.")
+@click.option("--top", "-k", "top_k", type=click.IntRange(1, 100), default=5, show_default=True)
+@JSON_OPTION
+@operator_command
+def search(env: Env, query: str, kb_name: str, top_k: int, as_json: bool) -> None:
+    """Search a knowledge base: BM25, and hybrid when its chunks have vectors.
+
+    Exit 4 if the knowledge base does not exist.
+    """
+    from .ingest.search import search_kb
+
+    try:
+        hits = search_kb(env.settings, env.store, kb_name, query, top_k)
+    except LookupError as exc:
+        click.echo(f"ragfleet: {exc}", err=True)
+        sys.exit(EXIT_NOT_FOUND)
+    if as_json:
+        click.echo(json.dumps([h.__dict__ for h in hits], indent=2, default=list))
+        return
+    if not hits:
+        click.echo("(no match)")
+    for rank, hit in enumerate(hits, 1):
+        pages = f" p.{','.join(map(str, hit.pages))}" if hit.pages else ""
+        click.echo(f"{rank}. {hit.doc_name}{pages}  (score {hit.score:.3f})")
+        click.echo(textwrap.indent(textwrap.shorten(hit.content, 300), "   "))
 
 
 @main.command()

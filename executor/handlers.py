@@ -41,6 +41,10 @@ class TaskInputError(ValueError):
 
 
 Handler = Callable[[TaskContext], Awaitable[None]]
+SettledHook = Callable[[dict[str, Any]], None]
+
+INGEST_TASK_TYPE = ""
+"""Upstream's standard parsing task has an empty task_type: ingestion registers under it."""
 
 
 class HandlerRegistry:
@@ -48,14 +52,24 @@ class HandlerRegistry:
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._settled: dict[str, SettledHook] = {}
 
-    def register(self, task_type: str, handler: Handler) -> None:
+    def register(
+        self, task_type: str, handler: Handler, *, on_settled: SettledHook | None = None
+    ) -> None:
+        """Serve *task_type* with *handler*; *on_settled(task_row)* runs (in a thread) once
+        the task's final state is recorded: done, failed or cancelled."""
         if task_type in self._handlers:
             raise ValueError(f"task type {task_type!r} already has a handler")
         self._handlers[task_type] = handler
+        if on_settled:
+            self._settled[task_type] = on_settled
 
     def get(self, task_type: str) -> Handler | None:
         return self._handlers.get(task_type)
+
+    def on_settled(self, task_type: str) -> SettledHook | None:
+        return self._settled.get(task_type)
 
     def types(self) -> list[str]:
         return sorted(self._handlers)
@@ -90,5 +104,5 @@ def builtin_registry() -> HandlerRegistry:
 
 
 def default_registry() -> HandlerRegistry:
-    """What ``ragfleet run`` serves: the built-in types (the pipeline adds its own)."""
+    """The built-in types; ``executor.app.build_registry`` adds ingestion."""
     return builtin_registry()

@@ -429,6 +429,7 @@ class Worker:
         if running.scope.cancelled_caught:
             await self._record_cancelled(progress)
             await self._redis(self.broker.ack, delivery)
+            await self._settled(task)
             return
         seconds = time.monotonic() - running.started
         done = progress.note(f"Task done ({seconds:.2f}s)")
@@ -437,6 +438,7 @@ class Worker:
         self.counters.done += 1
         self.m_done.inc()
         self.m_duration.observe(seconds)
+        await self._settled(task)
 
     def _finish(self, task_id: str, progress_msg: str, seconds: float, delivery: Delivery) -> None:
         """In a thread: record the task done, then ack its entry (one hop, not two).
@@ -446,6 +448,16 @@ class Worker:
         """
         self.store.set_progress(task_id, 1.0, progress_msg, process_duration=seconds)
         self.broker.ack(delivery)
+
+    async def _settled(self, task: dict[str, Any]) -> None:
+        """Run the task type's on_settled hook; its failure is logged, never the task's."""
+        hook = self.registry.on_settled(task.get("task_type") or "")
+        if hook is None:
+            return
+        try:
+            await self._db(hook, task)
+        except Exception:
+            self.log.exception("on_settled hook of task %s failed", task["id"])
 
     async def _fail(self, delivery: Delivery, progress: Progress, exc: Exception) -> None:
         text = str(exc) if isinstance(exc, TaskInputError) else f"{type(exc).__name__}: {exc}"
@@ -459,6 +471,7 @@ class Worker:
         self.counters.failed += 1
         self.m_failed.inc()
         await self._redis(self.broker.ack, delivery)
+        await self._settled(progress.task)
 
     async def _record_cancelled(self, progress: Progress) -> None:
         self.log.info("task %s cancelled", progress.task["id"])

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import redis
 from ruamel.yaml import YAML
-from servers import MariaDBServer, RedisServer
+from servers import MariaDBServer, PostgresServer, RedisServer
 
 from executor.broker import connect
 from executor.db import DatabaseUnavailable, TaskStore, open_database
@@ -54,9 +54,16 @@ def mysql_database(server: MariaDBServer) -> dict[str, Any]:
 
 
 def write_config(
-    tmp_path: Path, redis_server: RedisServer, database: dict[str, Any], **executor: Any
+    tmp_path: Path,
+    redis_server: RedisServer,
+    database: dict[str, Any],
+    *,
+    models: dict[str, Any] | None = None,
+    storage: dict[str, Any] | None = None,
+    **executor: Any,
 ) -> Path:
-    """A runtime config as configc compiles it, pointing at the test servers."""
+    """A runtime config as configc compiles it, pointing at the test servers: documents on
+    the local filesystem and chunks in the embedded store under tmp_path, unless given."""
     config = {
         "host_id": "test",
         "executor": {**FAST, "state_dir": str(tmp_path / "state"), **executor},
@@ -67,6 +74,9 @@ def write_config(
             "password": redis_server.password,
         },
         "database": database,
+        "doc_store": {"engine": "embedded", "path": str(tmp_path / "docstore.db")},
+        "storage": storage or {"backend": "local", "path": str(tmp_path / "files")},
+        "models": models or {},
     }
     path = tmp_path / "ragfleet.yaml"
     with path.open("w") as stream:
@@ -204,3 +214,15 @@ def wait_for(
                 f"waiting for {what}\n{executor.log[-3000:]}"
             )
         time.sleep(0.05)
+
+
+def postgres_database(server: PostgresServer) -> dict[str, Any]:
+    """The runtime config's ``database`` section for the test PostgreSQL server."""
+    return {
+        "type": "postgres",
+        "host": server.host,
+        "port": server.port,
+        "name": server.database,
+        "user": server.user,
+        "password": server.password,
+    }

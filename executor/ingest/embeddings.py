@@ -476,3 +476,17 @@ def _model_dim(model: Any) -> int | None:
             dim = getattr(model, method)()
             return int(dim) if dim else None
     return None
+
+
+def embedding_config(models: Mapping[str, Any], embd_id: str) -> dict[str, Any]:
+    """The endpoint config of a knowledge base's embedding model ``name@factory``.
+
+    The compiled config resolves one default embedding model (``models.embedding_model``)
+    with its endpoint; a knowledge base naming another model of the same deployment reuses
+    that endpoint and key with its own name and factory.
+    """
+    config = dict(models.get("embedding_model") or {})
+    if embd_id != config.get("model"):
+        factory = embd_id.partition("@")[2]
+        config.update(model=embd_id, factory=factory or config.get("factory", ""))
+    return config

@@ -1,0 +1,105 @@
+"""Taking documents in: store the bytes, record the document, create and enqueue its tasks.
+
+What ``ragfleet submit FILE... --kb NAME`` does. The document's bytes are stored and its
+rows written before anything is enqueued, so a task never points at a missing document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from ..db import TaskStore, new_id
+from ..handlers import INGEST_TASK_TYPE
+from ..producer import enqueue, task_message
+from .catalog import Catalog, KnowledgeBase
+from .parsers import pdf_page_count
+from .storage import MAX_CONTENT_LENGTH, check_size
+from .types import BlobStorage, DocumentError
+
+WHOLE_DOCUMENT = (0, 100_000_000)  # upstream's from_page/to_page for "all pages"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    path: Path
+    doc_id: str = ""
+    task_ids: tuple[str, ...] = ()
+    error: str = ""
+
+
+def page_ranges(data: bytes, filename: str, pages_per_task: int) -> list[tuple[int, int]]:
+    """A PDF becomes tasks of *pages_per_task* pages; anything else one task. A PDF whose
+    pages cannot be counted gets one task, which fails with the parser's message."""
+    if not filename.lower().endswith(".pdf"):
+        return [WHOLE_DOCUMENT]
+    try:
+        count = pdf_page_count(data)
+    except DocumentError:
+        return [WHOLE_DOCUMENT]
+    step = max(1, pages_per_task)
+    return [(p, min(p + step, count)) for p in range(0, count, step)] or [WHOLE_DOCUMENT]
+
+
+class Intake:
+    def __init__(
+        self,
+        store: TaskStore,
+        blobs: BlobStorage,
+        client: redis.Redis,
+        limit: int = MAX_CONTENT_LENGTH,
+    ) -> None:
+        self.store = store
+        self.catalog = Catalog(store)
+        self.blobs = blobs
+        self.client = client
+        self.limit = limit
+
+    def submit(self, kb: KnowledgeBase, paths: list[Path]) -> Iterator[Submitted]:
+        """Submit each file; a file that cannot be taken in is reported, not raised."""
+        for path in paths:
+            try:
+                yield self._submit_one(kb, path)
+            except (DocumentError, OSError) as exc:
+                yield Submitted(path, error=str(exc))
+
+    def _submit_one(self, kb: KnowledgeBase, path: Path) -> Submitted:
+        size = path.stat().st_size
+        check_size(size, self.limit, name=path.name)
+        data = path.read_bytes()
+        doc_id = new_id()
+        location = f"{doc_id}{path.suffix.lower()}"
+        self.blobs.put(kb.id, location, data)
+        self.catalog.add_document(
+            kb,
+            id=doc_id,
+            name=path.name,
+            location=location,
+            size=size,
+            suffix=path.suffix.lower().lstrip("."),
+            type=_doc_type(path.suffix),
+            parser_id="naive",
+            parser_config="{}",
+        )
+        ranges = page_ranges(data, path.name, int(kb.parser_config["pages_per_task"]))
+        rows: list[dict[str, Any]] = [
+            {"doc_id": doc_id, "from_page": a, "to_page": b, "task_type": INGEST_TASK_TYPE}
+            for a, b in ranges
+        ]
+        tasks = self.store.create_tasks(rows)
+        enqueue(self.client, (task_message(t) for t in tasks))
+        return Submitted(path, doc_id, tuple(t["id"] for t in tasks))
+
+
+def _doc_type(suffix: str) -> str:
+    """Upstream's document type buckets."""
+    suffix = suffix.lower()
+    if suffix == ".pdf":
+        return "pdf"
+    if suffix in (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tiff"):
+        return "visual"
+    return "doc"

@@ -1,0 +1,226 @@
+"""The ingestion handler: one task = one document (or one page range of a PDF) turned into
+indexed chunks, with upstream's progress milestones and no duplicates on a re-run.
+
+    fetch bytes -> parse -> chunk -> embed (optional) -> index -> record chunk ids
+
+CPU-heavy steps (parsing, chunking) run in threads under ``max_concurrent_chunk_builders``;
+every step is a cancellation point, and a cancelled task removes the chunks it had
+written that were not there before, so nothing is half-recorded.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import trio
+
+from ..db import TaskStore
+from ..handlers import TaskContext, TaskInputError
+from ..outage import DependencyUnavailable
+from ..settings import Settings
+from .catalog import Catalog, KnowledgeBase
+from .chunking import chunk, chunk_id, tokenize
+from .docstore import open_doc_store
+from .embeddings import EmbeddingError, EmbeddingUnavailable, embedding_config, open_embedder
+from .parsers import parser_for
+from .storage import open_blob_storage
+from .types import BlobStorage, Chunk, DocStore, DocumentError, Embedder, Piece
+
+T = TypeVar("T")
+
+INDEX_BATCH = 64
+"""Chunks per bulk request; progress and cancellation are checked between batches."""
+
+
+@dataclass
+class IngestServices:
+    """What ingestion needs, built once per executor process from its settings."""
+
+    settings: Settings
+    store: TaskStore
+    catalog: Catalog
+    blobs: BlobStorage
+    doc_store: DocStore
+    chunk_builders: trio.CapacityLimiter
+    _embedders: dict[str, Embedder | None] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: TaskStore) -> IngestServices:
+        return cls(
+            settings=settings,
+            store=store,
+            catalog=Catalog(store),
+            blobs=open_blob_storage(settings.storage, database=store.database),
+            doc_store=open_doc_store(settings.doc_store),
+            chunk_builders=trio.CapacityLimiter(settings.executor.max_concurrent_chunk_builders),
+        )
+
+    def embedder(self, kb: KnowledgeBase) -> Embedder | None:
+        """The knowledge base's embedding model; its endpoint comes from the compiled config."""
+        if kb.embd_id not in self._embedders:
+            config = embedding_config(self.settings.models, kb.embd_id)
+            self._embedders[kb.embd_id] = open_embedder(config) if kb.embd_id else None
+        return self._embedders[kb.embd_id]
+
+
+def ingest_handler(services: IngestServices) -> Callable[[TaskContext], Any]:
+    async def ingest(ctx: TaskContext) -> None:
+        await Ingestion(services, ctx).run()
+
+    return ingest
+
+
+class Ingestion:
+    """One run of one ingestion task."""
+
+    def __init__(self, services: IngestServices, ctx: TaskContext) -> None:
+        self.services = services
+        self.ctx = ctx
+        self.task = ctx.task
+        self.progress = ctx.progress
+
+    async def run(self) -> None:
+        doc, kb = await self._document()
+        data = await self._fetch(kb, doc)
+        pieces = await self._build_chunks(doc, kb, data)
+        chunks = [self._chunk(piece, doc, kb) for piece in pieces]
+        try:
+            embedder = self.services.embedder(kb)
+        except EmbeddingError as exc:
+            raise TaskInputError(f"embedding model {kb.embd_id!r}: {exc}") from None
+        if embedder and chunks:
+            await self._embed(embedder, chunks)
+        await self._index(kb, doc, chunks)
+
+    async def _document(self) -> tuple[dict[str, Any], KnowledgeBase]:
+        catalog = self.services.catalog
+        doc = await self._thread(catalog.document, self.task["doc_id"])
+        if doc is None:
+            raise TaskInputError(f"document {self.task['doc_id']!r} does not exist")
+        kb = await self._thread(catalog.knowledge_base, doc["kb_id"])
+        if kb is None:
+            raise TaskInputError(f"knowledge base {doc['kb_id']!r} does not exist")
+        return doc, kb
+
+    async def _fetch(self, kb: KnowledgeBase, doc: dict[str, Any]) -> bytes:
+        try:
+            return await self._thread(self.services.blobs.get, kb.id, doc["location"])
+        except DocumentError as exc:
+            raise TaskInputError(f"{doc['name']}: {exc}") from None
+        except ConnectionError as exc:
+            raise DependencyUnavailable(f"document storage: {exc}") from exc
+
+    async def _build_chunks(
+        self, doc: dict[str, Any], kb: KnowledgeBase, data: bytes
+    ) -> list[Piece]:
+        await self.progress(0.1, f"Start to parse {doc['name']}.")
+        started = time.monotonic()
+        try:
+            _, parse = parser_for(doc["name"], doc.get("parser_id"))
+            sections = await self._build(
+                parse,
+                data,
+                filename=doc["name"],
+                from_page=self.task["from_page"],
+                to_page=self.task["to_page"],
+            )
+        except DocumentError as exc:
+            raise TaskInputError(str(exc)) from None
+        await self.progress(
+            0.4, f"Finished parsing: {len(sections)} sections ({time.monotonic() - started:.2f}s)."
+        )
+        config = kb.parser_config
+        pieces = await self._build(
+            chunk,
+            sections,
+            chunk_token_num=int(config["chunk_token_num"]),
+            delimiter=str(config["delimiter"]),
+            overlap_percent=int(config["overlap_percent"]),
+        )
+        await self.progress(0.5, f"Generated {len(pieces)} chunks.")
+        return pieces
+
+    def _chunk(self, piece: Piece, doc: dict[str, Any], kb: KnowledgeBase) -> Chunk:
+        return Chunk(
+            id=chunk_id(piece.text, doc["id"]),
+            doc_id=doc["id"],
+            kb_id=kb.id,
+            doc_name=doc["name"],
+            content=piece.text,
+            tokens=tokenize(piece.text),
+            pages=list(piece.pages),
+            create_time=time.time(),
+        )
+
+    async def _embed(self, embedder: Embedder, chunks: list[Chunk]) -> None:
+        started = time.monotonic()
+        batch = 16  # upstream's EMBEDDING_BATCH_SIZE
+        for start in range(0, len(chunks), batch):
+            part = chunks[start : start + batch]
+            try:
+                vectors = await self._thread(embedder.embed, [c.content for c in part])
+            except EmbeddingUnavailable as exc:
+                raise DependencyUnavailable(f"embedding endpoint: {exc}") from exc
+            except EmbeddingError as exc:
+                raise TaskInputError(f"embedding failed: {exc}") from None
+            for item, vector in zip(part, vectors, strict=True):
+                item.vector = vector
+            done = min(len(chunks), start + batch)
+            await self.progress(0.5 + 0.2 * done / len(chunks))
+        await self.progress(0.7, f"Embedding chunks ({time.monotonic() - started:.2f}s).")
+
+    async def _index(self, kb: KnowledgeBase, doc: dict[str, Any], chunks: list[Chunk]) -> None:
+        """Replace this task's previous chunks with *chunks*, then record them."""
+        store = self.services.doc_store
+        started = time.monotonic()
+        old_ids = set((self.task.get("chunk_ids") or "").split())
+        new_ids = [c.id for c in chunks]
+        dim = len(chunks[0].vector) if chunks and chunks[0].vector else None
+        await self._store_call(store.create_index, kb.index, dim)
+        stale = sorted(old_ids - set(new_ids))
+        if stale:
+            await self._store_call(store.delete, kb.index, stale)
+        written: list[str] = []
+        try:
+            for start in range(0, len(chunks), INDEX_BATCH):
+                part = chunks[start : start + INDEX_BATCH]
+                await self._store_call(store.upsert, kb.index, part)
+                written += [c.id for c in part]
+                await self.progress(0.8 + 0.1 * len(written) / len(chunks))
+        except BaseException:
+            await self._forget(kb, [i for i in written if i not in old_ids])
+            raise
+        tokens = sum(len(c.tokens) for c in chunks)
+        await self._thread(self.services.catalog.record_chunks, self.task["id"], new_ids, tokens)
+        await self.progress(0.9, f"Indexing done ({time.monotonic() - started:.2f}s).")
+
+    async def _forget(self, kb: KnowledgeBase, chunk_ids: list[str]) -> None:
+        """Undo a cancelled or failed indexing run's new chunks (shielded: it must finish)."""
+        if not chunk_ids:
+            return
+        # If the store is down, the chunks stay as orphans until a re-run replaces them.
+        with trio.CancelScope(shield=True), trio.move_on_after(30), suppress(Exception):
+            await self._store_call(self.services.doc_store.delete, kb.index, chunk_ids)
+
+    async def _build(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        call = functools.partial(fn, *args, **kwargs)
+        return await trio.to_thread.run_sync(call, limiter=self.services.chunk_builders)
+
+    async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await trio.to_thread.run_sync(functools.partial(fn, *args))
+
+    async def _store_call(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await self._thread(fn, *args)
+        except ConnectionError as exc:
+            raise DependencyUnavailable(f"document store: {exc}") from exc
+
+
+def split_pages(page_count: int, pages_per_task: int) -> Sequence[tuple[int, int]]:
+    """Upstream's PDF split: [from_page, to_page) ranges of *pages_per_task* pages."""
+    return [(p, min(p + pages_per_task, page_count)) for p in range(0, page_count, pages_per_task)]

@@ -1,0 +1,216 @@
+"""Ingestion end to end: `ragfleet submit FILE --kb`, real executor processes, the embedded
+store, `ragfleet search`. Real Redis; task database SQLite (and MariaDB in one test)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from executors import Fleet, mysql_database, wait_for, write_config
+from fake_openai import DIM, FakeOpenAI, serve_fake_openai
+
+from executor.ingest.catalog import Catalog
+from executor.ingest.docstore import open_doc_store
+
+CORPUS = Path(__file__).resolve().parent.parent / "samples" / "corpus"
+
+
+def submit(fleet: Fleet, *files: Path, kb: str = "samples") -> list[str]:
+    result = fleet.cli("submit", *map(str, files), "--kb", kb)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def search(fleet: Fleet, query: str, kb: str = "samples", top: int = 3) -> list[dict]:
+    result = fleet.cli("search", query, "--kb", kb, "--top", str(top), "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def doc_store(fleet: Fleet):
+    return open_doc_store(fleet.settings.doc_store)
+
+
+def test_the_sample_corpus_is_ingested_and_searchable(fleet):
+    files = sorted(CORPUS.iterdir())
+    ids = submit(fleet, *files)
+    assert len(ids) == len(files) + 1  # the 20-page PDF is two tasks of 12 pages
+    fleet.start()
+    rows = fleet.wait_done(ids, timeout=120)
+    assert [r["progress"] for r in rows] == [1.0] * len(ids), [r["progress_msg"] for r in rows]
+    messages = "\n".join(r["progress_msg"] for r in rows)
+    for milestone in (
+        "Start to parse",
+        "Finished parsing",
+        "Generated",
+        "Indexing done",
+        "Task done",
+    ):
+        assert milestone in messages
+    assert "Page(13~21): Start to parse constitution-of-the-united-states.pdf." in messages
+    hits = search(fleet, "rabbit hole")
+    assert hits[0]["doc_name"] == "alice-down-the-rabbit-hole.md"
+    hits = search(fleet, "Jupiter")
+    assert hits[0]["doc_name"] == "planets-of-the-solar-system.csv"
+    # chunk counts recorded on the documents and the knowledge base match the store
+    catalog = Catalog(fleet.store)
+    kb = catalog.knowledge_base_named("samples")
+    store = doc_store(fleet)
+    total = store.count(kb.index, kb_id=kb.id)
+    assert total > len(files)
+    docs = list(fleet.store.Document.select().dicts())
+    assert sum(d["chunk_num"] for d in docs) == total
+    for doc in docs:
+        assert doc["chunk_num"] == store.count(kb.index, doc_id=doc["id"])
+        assert doc["progress"] == 1 and doc["token_num"] > 0
+    assert fleet.store.Knowledgebase.get_by_id(kb.id).chunk_num == total
+
+
+def test_running_a_task_again_gives_the_same_chunks(fleet):
+    (task_id,) = submit(fleet, CORPUS / "declaration-of-independence.txt")
+    fleet.start()
+    first = fleet.wait_done([task_id])[0]
+    kb = Catalog(fleet.store).knowledge_base_named("samples")
+    before = doc_store(fleet).count(kb.index, kb_id=kb.id)
+    fleet.store.reset_task(task_id, "")
+    result = fleet.cli("reconcile")  # puts the reset task back on the queue
+    assert "re-enqueued 1 of 1" in result.stdout
+    second = wait_for(lambda: (t := fleet.task(task_id))["progress"] == 1 and t, 30, "re-run")
+    assert second["chunk_ids"] == first["chunk_ids"]
+    assert doc_store(fleet).count(kb.index, kb_id=kb.id) == before
+    doc = fleet.store.Document.get_by_id(first["doc_id"])
+    assert doc.chunk_num == before == len(first["chunk_ids"].split())
+
+
+def test_bad_documents_fail_their_task_readably_and_the_rest_goes_on(fleet, tmp_path):
+    corrupt = tmp_path / "broken.pdf"
+    corrupt.write_bytes(b"%PDF-1.7\nthis is not really a pdf")
+    unsupported = tmp_path / "program.exe"
+    unsupported.write_bytes(b"MZ\x90\x00")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    good = CORPUS / "gettysburg-address.pdf"
+    ids = submit(fleet, corrupt, unsupported, latin1, good)
+    worker = fleet.start()
+    rows = fleet.wait_done(ids, timeout=60)
+    assert [r["progress"] for r in rows] == [-1, -1, -1, 1]
+    assert "[Exception]: broken.pdf: " in rows[0]["progress_msg"]
+    assert "[Exception]: program.exe: " in rows[1]["progress_msg"]
+    assert "not UTF-8 text" in rows[2]["progress_msg"]
+    assert "Traceback" not in "".join(r["progress_msg"] for r in rows)
+    assert worker.process.poll() is None
+    assert search(fleet, "four score and seven years")[0]["doc_name"] == good.name
+
+
+def test_oversized_file_is_refused_at_submit_with_a_clear_error(fleet, tmp_path):
+    big = tmp_path / "huge.txt"
+    with big.open("wb") as stream:  # sparse: 129 MiB on paper, nothing written
+        stream.truncate(129 * 1024 * 1024)
+    small = CORPUS / "declaration-of-independence.txt"
+    result = fleet.cli("submit", str(big), str(small), "--kb", "samples")
+    assert result.returncode == 1
+    assert (
+        "huge.txt: not submitted: huge.txt is 129 MiB; the limit is 128 MiB "
+        "(MAX_CONTENT_LENGTH)" in result.stderr
+    )
+    assert "1 of 2 documents submitted" in result.stderr
+    assert len(result.stdout.split()) == 1  # the small one went through
+
+
+def test_embeddings_from_an_openai_compatible_endpoint(make_fleet):
+    api = FakeOpenAI()
+    with serve_fake_openai(api) as url:
+        models = {
+            "embedding_model": {
+                "model": "fake-embed@OpenAI-API-Compatible",
+                "factory": "OpenAI-API-Compatible",
+                "api_key": "k",
+                "base_url": f"{url}/v1",
+            }
+        }
+        fleet = make_fleet(models=models)
+        ids = submit(
+            fleet,
+            CORPUS / "alice-down-the-rabbit-hole.md",
+            CORPUS / "declaration-of-independence.txt",
+        )
+        fleet.start()
+        rows = fleet.wait_done(ids, timeout=60)
+        assert [r["progress"] for r in rows] == [1, 1], [r["progress_msg"] for r in rows]
+        assert "Embedding chunks" in rows[0]["progress_msg"]
+        assert api.requests and all(len(r.body["input"]) <= 16 for r in api.requests)
+        assert api.requests[0].body["model"] == "fake-embed"
+        kb = Catalog(fleet.store).knowledge_base_named("samples")
+        assert kb.embd_id == "fake-embed@OpenAI-API-Compatible"
+        hits = search(fleet, "rabbit")  # hybrid: the query is embedded too
+        assert hits[0]["doc_name"] == "alice-down-the-rabbit-hole.md"
+        assert api.requests[-1].body["input"] == ["rabbit"]
+        store = doc_store(fleet)
+        assert store.count(kb.index, kb_id=kb.id) > 0
+        hits = store.search(kb.index, "rabbit", kb_ids=[kb.id], top_k=1, vector=[0.1] * DIM)
+        assert hits, "hybrid search over stored vectors of the endpoint's dimension"
+
+
+def test_four_worker_processes_write_the_embedded_store_at_once(make_fleet, tmp_path):
+    fleet = make_fleet(max_concurrent_tasks=2)
+    texts = []
+    for i in range(24):
+        path = tmp_path / f"doc{i:02d}.txt"
+        path.write_text(
+            "\n".join(f"Document {i} line {j}: " + "lorem ipsum dolor " * 30 for j in range(40))
+        )
+        texts.append(path)
+    workers = [fleet.start(instance=i) for i in range(1, 5)]  # all waiting before any task
+    ids = submit(fleet, *texts, kb="many")
+    rows = fleet.wait_done(ids, timeout=180)
+    assert [r["progress"] for r in rows] == [1] * len(ids)
+    kb = Catalog(fleet.store).knowledge_base_named("many")
+    expected = sum(len(r["chunk_ids"].split()) for r in rows)
+    assert doc_store(fleet).count(kb.index, kb_id=kb.id) == expected
+    assert doc_store(fleet).integrity_check() == []
+    assert all(w.process.poll() is None for w in workers)
+
+    def done_per_worker():
+        rows = json.loads(fleet.cli("status", "--json").stdout)
+        counts = [r["done"] or 0 for r in rows]
+        return sum(counts) == len(ids) and counts
+
+    counts = wait_for(done_per_worker, 15, "heartbeats to count every task")
+    assert len([c for c in counts if c]) >= 2, counts  # the writers really were concurrent
+
+
+@pytest.fixture
+def mysql_fleet(tmp_path, redis_client, redis_server, mariadb_server):
+    mariadb_server.start()
+    with mariadb_server.connect() as connection, connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS task, document, knowledgebase, `blob`")
+    fleet = Fleet(
+        write_config(
+            tmp_path, redis_server, mysql_database(mariadb_server), storage={"backend": "database"}
+        )
+    )
+    assert fleet.cli("db", "init").returncode == 0
+    yield fleet
+    fleet.close()
+
+
+def test_ingestion_with_mariadb_tasks_and_documents_stored_in_the_database(mysql_fleet):
+    ids = submit(
+        mysql_fleet,
+        CORPUS / "chemical-elements.xlsx",
+        CORPUS / "origin-of-species-introduction.docx",
+    )
+    mysql_fleet.start()
+    rows = mysql_fleet.wait_done(ids, timeout=60)
+    assert [r["progress"] for r in rows] == [1, 1], [r["progress_msg"] for r in rows]
+    hits = search(mysql_fleet, "natural selection")
+    assert hits[0]["doc_name"] == "origin-of-species-introduction.docx"
+    assert not (Path(mysql_fleet.config).parent / "files").exists()  # bytes are in MariaDB
+
+
+def test_submit_without_kb_and_search_of_unknown_kb(fleet):
+    result = fleet.cli("submit", str(CORPUS / "gettysburg-address.pdf"))
+    assert result.returncode == 2 and "--kb NAME is required" in result.stderr
+    result = fleet.cli("search", "x", "--kb", "nope")
+    assert result.returncode == 4 and "no knowledge base named 'nope'" in result.stderr
