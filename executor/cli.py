@@ -12,6 +12,7 @@ import functools
 import json
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -172,6 +173,12 @@ def db_init(env: Env) -> None:
     help="1 is read before 0.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Do not print the task ids.")
+@click.option(
+    "--wait",
+    "-w",
+    is_flag=True,
+    help="Wait until every task is done or failed; exit 1 if any failed.",
+)
 @operator_command
 def submit(
     env: Env,
@@ -182,6 +189,7 @@ def submit(
     payload: str | None,
     priority: int,
     quiet: bool,
+    wait: bool,
 ) -> None:
     """Put work on the queue: documents to ingest, or tasks of a type.
 
@@ -197,8 +205,9 @@ def submit(
     if files:
         if not kb_name:
             raise click.UsageError("--kb NAME is required with FILES")
-        _submit_files(env, list(files), kb_name, quiet)
-        return
+        task_ids, refused = _submit_files(env, list(files), kb_name, quiet)
+        failed = _wait_for_tasks(env, task_ids, quiet) if wait else 0
+        sys.exit(EXIT_NO if refused or failed else 0)
     try:
         parsed = json.loads(payload) if payload else {}
     except ValueError as exc:
@@ -218,9 +227,12 @@ def submit(
     if not quiet:
         for task in created:
             click.echo(task["id"])
+    if wait and _wait_for_tasks(env, [t["id"] for t in created], quiet):
+        sys.exit(EXIT_NO)
 
 
-def _submit_files(env: Env, files: list[Path], kb_name: str, quiet: bool) -> None:
+def _submit_files(env: Env, files: list[Path], kb_name: str, quiet: bool) -> tuple[list[str], int]:
+    """Submit documents; returns their task ids and how many files were refused."""
     from .ingest.catalog import Catalog
     from .ingest.intake import Intake
     from .ingest.storage import open_blob_storage
@@ -231,9 +243,11 @@ def _submit_files(env: Env, files: list[Path], kb_name: str, quiet: bool) -> Non
         env.store, open_blob_storage(env.settings.storage, database=env.store.database), env.redis
     )
     failed = 0
+    task_ids: list[str] = []
     with _progress(len(files), quiet, threshold=20) as bar:
         for result in intake.submit(kb, files):
             bar.update(1)
+            task_ids += result.task_ids
             if result.error:
                 failed += 1
                 click.echo(f"ragfleet: {result.path}: not submitted: {result.error}", err=True)
@@ -245,8 +259,27 @@ def _submit_files(env: Env, files: list[Path], kb_name: str, quiet: bool) -> Non
         f"knowledge base {kb_name!r}",
         err=True,
     )
-    if failed:
-        sys.exit(EXIT_NO)
+    return task_ids, failed
+
+
+def _wait_for_tasks(env: Env, task_ids: list[str], quiet: bool, poll: float = 0.5) -> int:
+    """Wait until every task is done or failed, with a progress bar; returns how many failed."""
+    pending = set(task_ids)
+    failed = 0
+    with click.progressbar(
+        length=len(task_ids), label="processing", file=sys.stderr, hidden=quiet
+    ) as bar:
+        while pending:
+            for task_id in sorted(pending):
+                row = env.store.get_task(task_id)
+                if row is None or row["progress"] >= 1 or row["progress"] < 0:
+                    pending.discard(task_id)
+                    failed += row is None or row["progress"] < 0
+                    bar.update(1)
+            if pending:
+                time.sleep(poll)
+    click.echo(f"ragfleet: {len(task_ids) - failed} done, {failed} failed", err=True)
+    return failed
 
 
 def _progress(length: int, quiet: bool, threshold: int = 1000):

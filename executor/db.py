@@ -148,7 +148,10 @@ def open_database(config: dict[str, Any]) -> pw.Database:
             config["name"], charset="utf8mb4", connect_timeout=5, read_timeout=30, **common
         )
     if kind == "postgres":
-        return pw.PostgresqlDatabase(config["name"], connect_timeout=5, **common)
+        # LONGTEXT is MySQL's; PostgreSQL's TEXT is unbounded already.
+        return pw.PostgresqlDatabase(
+            config["name"], connect_timeout=5, field_types={"LONGTEXT": "TEXT"}, **common
+        )
     raise ValueError(f"unknown database type {kind!r}")
 
 

@@ -1,8 +1,9 @@
-"""Shared fixtures: one real redis-server and one real MariaDB server per test session.
+"""Shared fixtures: one real redis-server, MariaDB and PostgreSQL server per test session.
 
 Each starts on first use and stops at the end of the session; the logic is in servers.py.
 A test may stop, kill or restart them; ``redis_client`` brings Redis back before each test,
-and a test that stops MariaDB must start it again (``server.start()`` is a no-op when it runs).
+and a test that stops MariaDB or PostgreSQL must start it again (``server.start()`` is a
+no-op when it runs).
 A missing binary fails the tests that need it, never skips them.
 """
 
@@ -13,9 +14,9 @@ from typing import TypeVar
 
 import pytest
 import redis
-from servers import MariaDBServer, RedisServer, ServerUnavailable
+from servers import MariaDBServer, PostgresServer, RedisServer, ServerUnavailable
 
-S = TypeVar("S", RedisServer, MariaDBServer)
+S = TypeVar("S", RedisServer, MariaDBServer, PostgresServer)
 
 
 def _start(server: S) -> S:
@@ -76,3 +77,11 @@ def make_fleet(tmp_path, redis_client, redis_server):
 def fleet(make_fleet):
     """A Fleet with the fast test timings."""
     return make_fleet()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """The session's PostgreSQL; like MariaDB, a test that stops it must start it again."""
+    server = _start(PostgresServer(tmp_path_factory.mktemp("postgres")))
+    yield server
+    server.close()

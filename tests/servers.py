@@ -1,9 +1,11 @@
-"""Real ``redis-server`` and MariaDB servers for the test suite (no mocks).
+"""Real ``redis-server``, MariaDB and PostgreSQL servers for the test suite (no mocks).
 
 A plain module: the fixtures are in conftest.py. Each server is a child process of the test
 process, on a free loopback port, with all its files (config, data, logs, socket) in the
-``workdir`` it is given. A test may stop it, kill it (SIGKILL, for crash tests) and start it
-again on the same port with the same data (Redis reloads its AOF, MariaDB its datadir).
+``workdir`` it is given (PostgreSQL run by root keeps its cluster elsewhere: see
+``PostgresServer``). A test may stop it, kill it (SIGKILL, for crash tests) and start it
+again on the same port with the same data (Redis reloads its AOF, MariaDB and PostgreSQL
+their datadir).
 
 No server outlives the tests:
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import pwd
 import queue
 import random
 import secrets
@@ -41,6 +44,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import psycopg2
 import pymysql
 import redis
 from redis.backoff import NoBackoff
@@ -157,10 +161,14 @@ _live: set[_Server] = set()
 _live_lock = threading.Lock()
 
 
-def _pdeathsig_prefix() -> list[str]:
-    setpriv = shutil.which("setpriv") or (
+def _setpriv() -> str | None:
+    return shutil.which("setpriv") or (
         "/usr/bin/setpriv" if os.path.exists("/usr/bin/setpriv") else None
     )
+
+
+def _pdeathsig_prefix() -> list[str]:
+    setpriv = _setpriv()
     return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
@@ -190,7 +198,8 @@ class _Server:
 
     name = "server"
     start_timeout = 10.0  # seconds until the server must answer
-    stop_timeout = 30.0  # seconds between SIGTERM and SIGKILL
+    stop_timeout = 30.0  # seconds between the stop signal and SIGKILL
+    stop_signal = signal.SIGTERM  # the graceful stop
 
     def __init__(self, workdir: Path | str) -> None:
         self.workdir = Path(workdir).resolve()
@@ -223,6 +232,15 @@ class _Server:
 
     def _command(self) -> list[str]:
         raise NotImplementedError
+
+    def _prefix(self) -> list[str]:
+        """What ``_command()`` runs under: setpriv giving it a parent-death signal."""
+        return _pdeathsig_prefix()
+
+    @property
+    def _cwd(self) -> Path:
+        """The server's working directory."""
+        return self.workdir
 
     def _probe(self) -> bool:
         """One readiness check; exceptions count as 'not yet'."""
@@ -280,9 +298,12 @@ class _Server:
             return self
 
     def stop(self, timeout: float | None = None) -> None:
-        """Graceful stop: SIGTERM, wait, SIGKILL after ``timeout``. Idempotent."""
+        """Graceful stop: ``stop_signal`` (SIGTERM), wait, SIGKILL after ``timeout``.
+
+        Idempotent.
+        """
         with self._lock:
-            self._terminate(signal.SIGTERM, self.stop_timeout if timeout is None else timeout)
+            self._terminate(self.stop_signal, self.stop_timeout if timeout is None else timeout)
 
     def kill(self) -> None:
         """SIGKILL the server (a crash: no shutdown, no final fsync) and reap it."""
@@ -331,11 +352,11 @@ class _Server:
         self._out_offset = self.out_path.stat().st_size if self.out_path.exists() else 0
         with open(self.out_path, "ab") as out:
             self._proc = _spawner.popen(
-                [*_pdeathsig_prefix(), *self._command()],
+                [*self._prefix(), *self._command()],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                cwd=self.workdir,
+                cwd=self._cwd,
                 start_new_session=True,  # a Ctrl-C in the terminal is pytest's to handle
             )
         with _live_lock:
@@ -388,7 +409,8 @@ class _Server:
 
     def _diagnostics(self) -> str:
         parts = []
-        for path, offset in ((self.log_path, self._log_offset), (self.out_path, self._out_offset)):
+        logs = {self.log_path: self._log_offset, self.out_path: self._out_offset}  # may be one
+        for path, offset in logs.items():
             text = _tail(path, 40, offset)
             if text.strip():
                 parts.append(f"\n--- tail of {path} ---\n{text}")
@@ -654,3 +676,294 @@ class MariaDBServer(_Server):
         with self.connect(connect_timeout=2) as conn:
             conn.ping(reconnect=False)
         return True
+
+
+_POSTGRES_LIB = Path("/usr/lib/postgresql")
+
+
+def find_postgres_binary(name: str) -> str:
+    """Path of PostgreSQL's ``name`` (initdb, postgres): Debian keeps them off PATH, in
+    /usr/lib/postgresql/<major>/bin (the newest major wins), else on PATH."""
+    majors = sorted(
+        (int(d.name) for d in _POSTGRES_LIB.glob("*") if d.name.isdigit()), reverse=True
+    )
+    for major in majors:
+        path = _POSTGRES_LIB / str(major) / "bin" / name
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    try:
+        return find_binary(name)
+    except ServerUnavailable:
+        raise ServerUnavailable(
+            f"{name!r} is neither in /usr/lib/postgresql/*/bin nor on PATH: {SETUP_HINT}"
+        ) from None
+
+
+class PostgresServer(_Server):
+    """``postgres`` (PostgreSQL 15 on Debian 12) with a fresh cluster made by ``initdb``.
+
+    After ``start()``: database ``ragfleet_test`` owned by role ``ragfleet`` (random password,
+    not a superuser), superuser ``postgres`` with the random ``admin_password``; password
+    (scram-sha-256) authentication for every connection, TCP on 127.0.0.1 only.
+
+    PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` system
+    user (made by Debian's package). The cluster (datadir and Unix socket) lives in a private
+    directory under /tmp, ``cluster_dir``, owned by the server's user: pytest's temporary
+    directories are root's, mode 0700, where that user cannot reach, and a socket path must
+    be short. ``close()`` removes it; a test process killed with SIGKILL leaves it behind
+    (its server does stop). The server's log is ``postgres.log`` in ``workdir``.
+
+    fsync stays on, as in production: a restart takes ~0.06 s with it, a fresh cluster
+    (initdb, bootstrap, first start) 0.7-1 s. (Data would survive a stop, a SIGKILL or a
+    restart of the *process* without it too: the kernel keeps what was written.)
+    """
+
+    name = "postgres"
+    start_timeout = 30.0
+    stop_timeout = 30.0
+    # SIGTERM is a "smart" shutdown, which waits for every client to disconnect (executors
+    # never do); SIGINT is the "fast" one: it ends the sessions, checkpoints and exits.
+    stop_signal = signal.SIGINT
+    user = "ragfleet"
+    database = "ragfleet_test"
+    admin_user = "postgres"
+    _probe_errors = (OSError, psycopg2.Error)
+
+    def __init__(self, workdir: Path | str) -> None:
+        super().__init__(workdir)
+        self.admin_password = secrets.token_hex(16)
+        self.binary: str | None = None
+        self.cluster_dir: Path | None = None  # datadir and socket directory: set by start()
+        self._run_as: list[str] = []  # setpriv options switching to the postgres user
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_path  # the server logs to stderr, which goes there
+
+    @property
+    def out_path(self) -> Path:
+        return self.workdir / "postgres.log"
+
+    @property
+    def datadir(self) -> Path:
+        assert self.cluster_dir is not None, "start() the server first"
+        return self.cluster_dir / "data"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
+
+    def connect(self, **kwargs: Any) -> psycopg2.extensions.connection:
+        """A psycopg2 connection as ``ragfleet`` to ``ragfleet_test`` (kwargs override).
+
+        psycopg2's ``with connection:`` ends a transaction, not the connection: close it
+        (``contextlib.closing``).
+        """
+        params: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "dbname": self.database,
+            "connect_timeout": 5,
+        }
+        params.update(kwargs)
+        return psycopg2.connect(**params)
+
+    def admin_connect(self, **kwargs: Any) -> psycopg2.extensions.connection:
+        """A psycopg2 connection as the superuser ``postgres`` to database ``postgres``."""
+        params: dict[str, Any] = {
+            "user": self.admin_user,
+            "password": self.admin_password,
+            "dbname": "postgres",
+        }
+        params.update(kwargs)
+        return self.connect(**params)
+
+    def close(self) -> None:
+        super().close()
+        self._discard_cluster()
+
+    def _discard_cluster(self) -> None:
+        if self.cluster_dir is not None:
+            shutil.rmtree(self.cluster_dir, ignore_errors=True)
+            self.cluster_dir = None
+
+    def _prefix(self) -> list[str]:
+        setpriv = _setpriv()
+        if not setpriv:
+            if self._run_as:
+                raise ServerUnavailable(f"setpriv is missing: {SETUP_HINT}")
+            return []
+        # One setpriv, not two chained: the kernel clears the parent-death signal when the
+        # uid changes, and setpriv sets it after switching. INT: a fast shutdown (see
+        # stop_signal), so a killed pytest's server does not wait for its clients.
+        return [setpriv, *self._run_as, "--pdeathsig", "INT", "--"]
+
+    @property
+    def _cwd(self) -> Path:
+        # postgres and initdb chdir away and back to find their own executable: the
+        # working directory must be one their user can enter.
+        assert self.cluster_dir is not None
+        return self.cluster_dir
+
+    def _prepare(self) -> None:
+        self.binary = find_postgres_binary("postgres")
+        find_postgres_binary("initdb")  # missing: ServerUnavailable before anything is made
+        owner: pwd.struct_passwd | None = None
+        if os.geteuid() == 0:
+            try:
+                owner = pwd.getpwnam("postgres")
+            except KeyError:
+                raise ServerUnavailable(
+                    f"no 'postgres' system user to run PostgreSQL as: {SETUP_HINT}"
+                ) from None
+            self._run_as = ["--reuid=postgres", "--regid=postgres", "--init-groups"]
+        self.cluster_dir = Path(tempfile.mkdtemp(prefix="rf-postgres-"))
+        try:
+            if owner is not None:
+                os.chown(self.cluster_dir, owner.pw_uid, owner.pw_gid)
+            self._init_cluster(owner)
+        except BaseException:
+            self._discard_cluster()  # the next start() begins afresh
+            raise
+
+    def _init_cluster(self, owner: pwd.struct_passwd | None) -> None:
+        assert self.binary is not None and self.cluster_dir is not None
+        # initdb reads the password from a file its user can open (not root's stdin pipe).
+        pwfile = self.cluster_dir / "pwfile"
+        pwfile.touch(0o600)
+        if owner is not None:
+            os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+        pwfile.write_text(self.admin_password + "\n")
+        install_log = self.workdir / "initdb.log"
+        self._run_setup(
+            [
+                find_postgres_binary("initdb"),
+                f"--pgdata={self.datadir}",
+                f"--username={self.admin_user}",
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",  # for local (socket) and host connections alike
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",  # no fsync of the new cluster; the server fsyncs from then on
+            ],
+            "",
+            install_log,
+        )
+        pwfile.unlink()
+        # Single-user mode, like mariadb-install-db's bootstrap: one statement per line, each
+        # its own transaction (CREATE DATABASE refuses to run inside one).
+        pw = self.password.replace("'", "''")
+        self._run_setup(
+            [
+                self.binary,
+                "--single",
+                "-D",
+                str(self.datadir),
+                "-c",
+                "exit_on_error=on",
+                "postgres",
+            ],
+            f"CREATE ROLE {self.user} LOGIN PASSWORD '{pw}'\n"
+            f"CREATE DATABASE {self.database} OWNER {self.user}\n",
+            install_log,
+        )
+
+    def _run_setup(self, command: list[str], stdin: str, log: Path) -> None:
+        with open(log, "ab") as out:
+            result = subprocess.run(
+                [*self._prefix(), *command],
+                input=stdin.encode(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self._cwd,
+                timeout=120,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise ServerStartError(
+                f"{Path(command[0]).name} exited with status {result.returncode}"
+                f"\n--- tail of {log} ---\n{_tail(log)}"
+            )
+
+    def _command(self) -> list[str]:
+        assert self.binary is not None and self.cluster_dir is not None
+        return [
+            self.binary,
+            "-D",
+            str(self.datadir),
+            "-p",
+            str(self.port),
+            "-h",
+            self.host,  # listen_addresses
+            "-k",
+            str(self.cluster_dir),  # the Unix socket's directory (short: sun_path)
+            "-c",
+            "logging_collector=off",  # log to stderr: postgres.log
+            "-c",
+            "log_line_prefix=%m [%p] ",
+        ]
+
+    def _probe(self) -> bool:
+        with contextlib.closing(self.connect(connect_timeout=2)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster *and* its backends, as a crash of the machine would.
+
+        Each backend is a session of its own (postgres calls setsid() in every child), so
+        killing the postmaster's process group misses them, and an orphaned backend goes on
+        answering its client until it notices the postmaster is gone. The postmaster is
+        stopped first (SIGSTOP) so that it forks no child between the listing and the kill.
+        """
+        with self._lock:
+            proc = self._proc
+            children: list[int] = []
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGSTOP)
+                    deadline = time.monotonic() + 2
+                    while _process_state(proc.pid) not in ("T", None):
+                        if time.monotonic() > deadline:
+                            break
+                        time.sleep(0.005)
+                    children = child_pids(proc.pid)
+                    for pid in children:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+            self._terminate(signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while any(process_alive(pid) for pid in children) and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+
+def _process_state(pid: int) -> str | None:
+    """The state letter of ``pid`` in /proc (R, S, T, Z, ...); None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` exists and has not exited (a zombie has)."""
+    return _process_state(pid) not in (None, "Z", "X")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
