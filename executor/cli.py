@@ -359,7 +359,7 @@ def tasks(env: Env, state: str | None, doc_id: str | None, limit: int, as_json: 
     view = [
         {
             "id": r["id"],
-            "type": r["task_type"],
+            "type": r["task_type"] or "ingest",
             "state": task_state(r),
             "progress": round(r["progress"], 3),
             "retries": r["retry_count"],

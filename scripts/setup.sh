@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Set up this checkout on a Debian 12 machine: system packages, then a virtualenv in .venv
+# Set up this checkout on a Debian 12 machine: Debian packages, then a virtualenv in .venv
 # with ragfleet installed in editable mode. Idempotent: a second run only checks.
 #
-#   scripts/setup.sh            runtime + test + dev dependencies
+#   scripts/setup.sh            everything the tests need (scripts/system-packages.txt,
+#                               the test, dev and local-embeddings extras)
+#   scripts/setup.sh --runtime  only what running ragfleet on one host needs
+#                               (python3-venv, redis-server; no extras)
 #
-# Needs root (or sudo) only when a system package is missing.
+# Needs root (or sudo) only when a Debian package is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tools and the test suite use: scripts/system-packages.txt, one a line.
-mapfile -t APT_PACKAGES < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' scripts/system-packages.txt)
+RUNTIME_PACKAGES=(python3 python3-venv python3-pip redis-server)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -17,16 +19,35 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
+install_debian_packages() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        log "Debian packages present: $*"
+        return
+    fi
     log "installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+pip_install() {
+    .venv/bin/python -m pip install -q --disable-pip-version-check "$@"
+}
+
+if [ "${1:-}" = "--runtime" ]; then
+    install_debian_packages "${RUNTIME_PACKAGES[@]}"
+    extras=""
 else
-    log "Debian packages present: ${APT_PACKAGES[*]}"
+    # scripts/system-packages.txt: one package a line, '#' comments.
+    mapfile -t test_packages < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' \
+        scripts/system-packages.txt)
+    install_debian_packages "${test_packages[@]}"
+    extras="[test,dev,local-embeddings]"
 fi
 
 PYTHON=${PYTHON:-python3}
@@ -34,13 +55,13 @@ if [ ! -x .venv/bin/python ]; then
     log "creating .venv with $($PYTHON --version)"
     "$PYTHON" -m venv .venv
 fi
-log "installing ragfleet (editable) with test and dev extras into .venv"
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-# torch first and pinned: the local-embeddings extra needs it, and an unpinned torch is a
-# multi-GB CUDA build. 2.13.0's CPU wheel is what the test machines provide.
-if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+pip_install --upgrade pip
+if [ -n "$extras" ] && ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+    # The local-embeddings extra needs torch; pinned and first, or pip picks a multi-GB
+    # CUDA build. 2.13.0's CPU wheel is what the test machines provide.
     log "installing torch 2.13.0 (CPU) for the local-embeddings extra"
-    .venv/bin/python -m pip install -q --disable-pip-version-check 'torch==2.13.0'
+    pip_install 'torch==2.13.0'
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,dev,local-embeddings]'
+log "installing ragfleet (editable) ${extras:-without extras} into .venv"
+pip_install -e ".${extras}"
 log "done: activate with 'source .venv/bin/activate'"
