@@ -398,7 +398,9 @@ class Worker:
         progress = Progress(task, self._db, self.store.set_progress)
         handler = self.registry.get(task.get("task_type") or "")
         if handler is None:
-            known = ", ".join(repr(t) for t in self.registry.types())
+            known = ", ".join(
+                repr(t) + (" (ingestion)" if not t else "") for t in self.registry.types()
+            )
             await self._fail(
                 delivery,
                 progress,
