@@ -10,7 +10,8 @@ A missing binary fails the tests that need it, never skips them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -85,3 +86,35 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
     server = _start(PostgresServer(tmp_path_factory.mktemp("postgres")))
     yield server
     server.close()
+
+
+@dataclass
+class SqlFleet:
+    """A Fleet on a real SQL server, and that server (to stop, kill or query it)."""
+
+    fleet: Any
+    server: Any
+    kind: str
+
+    def execute(self, sql: str) -> None:
+        with self.server.connect() as connection, connection.cursor() as cursor:
+            cursor.execute(sql)
+        if self.kind == "postgres":
+            connection.commit()
+
+
+@pytest.fixture(params=["mariadb", "postgres"])
+def sql_fleet(request, tmp_path, redis_client, redis_server):
+    """Executors on MariaDB and on PostgreSQL (each test runs once per server), with a clean
+    schema; the server is running again after the test whatever the test did to it."""
+    from executors import Fleet, mysql_database, postgres_database, write_config
+
+    server = request.getfixturevalue(f"{request.param}_server")
+    server.start()
+    database = (mysql_database if request.param == "mariadb" else postgres_database)(server)
+    sql = SqlFleet(None, server, request.param)
+    sql.execute("DROP TABLE IF EXISTS task, document, knowledgebase")
+    sql.fleet = Fleet(write_config(tmp_path, redis_server, database))
+    yield sql
+    sql.fleet.close()
+    server.start()

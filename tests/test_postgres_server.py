@@ -1,8 +1,6 @@
-"""PostgreSQL for real: the test server itself, then executors on it, with real processes,
-real Redis and a real ``postgres`` (tests/servers.py PostgresServer).
-
-Timings in these tests (tests/executors.py FAST): heartbeat 1 s, reclaim_idle 3 s,
-max_deliveries 3, drain_timeout 5 s.
+"""PostgreSQL for real: the test server itself (start, stop, kill -9, restart) and how its
+driver's errors are classified. Executors on PostgreSQL are tested with MariaDB's, in
+tests/test_executor_recovery.py (the sql_fleet fixture runs them on both).
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from pathlib import Path
 import peewee
 import psycopg2
 import pytest
-from executors import Fleet, postgres_database, wait_for, write_config
+from executors import postgres_database, wait_for
 from servers import PostgresServer, ServerStartError, child_pids, process_alive
 
 from executor.db import DatabaseUnavailable, TaskStore, open_database
@@ -172,49 +170,3 @@ def test_lost_and_refused_connections_are_outages(postgres_server: PostgresServe
     finally:
         store.database.close()
         postgres_server.start()
-
-
-@pytest.fixture
-def postgres_fleet(tmp_path, redis_client, redis_server, postgres_server):
-    postgres_server.start()
-    _query(postgres_server, "DROP TABLE IF EXISTS task, document, knowledgebase")
-    fleet = Fleet(write_config(tmp_path, redis_server, postgres_database(postgres_server)))
-    yield fleet
-    fleet.close()
-    postgres_server.start()
-
-
-def test_tasks_run_on_postgres(postgres_fleet):
-    ids = postgres_fleet.submit("noop", count=10)
-    postgres_fleet.start()
-    assert [r["progress"] for r in postgres_fleet.wait_done(ids)] == [1] * 10
-
-
-def test_db_init_is_idempotent_and_adds_missing_columns(postgres_fleet, postgres_server):
-    result = postgres_fleet.cli("db", "init")
-    assert result.returncode == 0 and "(0 changes)" in result.stdout, result.stderr
-    _query(postgres_server, "ALTER TABLE task DROP COLUMN payload")
-    result = postgres_fleet.cli("db", "init")
-    assert "added column task.payload" in result.stdout and "(1 changes)" in result.stdout
-    assert postgres_fleet.cli("db", "init").stdout.strip().endswith("(0 changes)")
-    columns = _query(
-        postgres_server,
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'task'",
-    )
-    assert ("payload",) in columns
-
-
-def test_postgres_down_for_10_seconds_loses_no_task_and_fails_none(postgres_fleet, postgres_server):
-    fleet = postgres_fleet
-    workers = [fleet.start(instance=1), fleet.start(instance=2)]
-    ids = fleet.submit("sleep", count=20, seconds=0.5, steps=2)
-    wait_for(lambda: sum(fleet.task(i)["progress"] == 1 for i in ids) >= 3, 20, "some progress")
-    outage = postgres_server.outage(10)
-    outage.join()
-    rows = fleet.wait_done(ids, timeout=90)
-    assert [r["progress"] for r in rows] == [1] * 20
-    for worker in workers:
-        # The other worker may finish every task first: a worker's next probe comes up to
-        # 5 s (the back-off cap) after the database is back.
-        worker.wait_log("database available again", timeout=15)
-        assert worker.log.count("database unavailable") == 1, worker.log[-3000:]  # once each
