@@ -45,8 +45,7 @@ def test_failing_task_is_failed_with_a_readable_message_and_the_executor_goes_on
     assert "[Exception]: payload.seconds must not be negative, got -1.0" in rows[1]["progress_msg"]
     assert (
         "[Exception]: no handler for task type 'no-such-type' "
-        "(known: '' (ingestion), 'noop', 'sleep')"
-        in rows[2]["progress_msg"]
+        "(known: '' (ingestion), 'noop', 'sleep')" in rows[2]["progress_msg"]
     )
     assert fleet.redis.xlen(wire.queue_name(0)) == 0  # failed tasks are acked too
     assert worker.process.poll() is None
