@@ -244,7 +244,7 @@ class Upstream:
         assert self.store is not None
         started = time.monotonic()
         lines = [stamp("Task has been received.", task)]
-        self.store.begin_task(task["id"], task.get("retry_count", 0))
+        self.store.begin_task(task["id"], task.get("retry_count", 0), "")
         self.store.set_progress(task["id"], None, "\n".join(lines))
         seconds = time.monotonic() - started
         lines.append(stamp(f"Task done ({seconds:.2f}s)", task))
