@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from peewee import fn
+import peewee as pw
 
 from ..db import TaskStore, new_id, stamp_fields
 
@@ -94,33 +94,37 @@ class Catalog:
         return row
 
     def record_chunks(self, task_id: str, chunk_ids: list[str], token_num: int) -> None:
-        """Store the task's chunks, then recount its document and knowledge base from their
-        tasks, in one transaction: totals stay exact however often a task runs."""
+        """Store the task's chunks, recount its document from its tasks, and move the
+        knowledge base's totals by the document's change, in one transaction: totals stay
+        exact however often a task runs, at a cost that does not grow with the base."""
         with self.store.session(), self.store.database.atomic():
             self.task.update(
                 chunk_ids=" ".join(chunk_ids), token_num=token_num, **stamp_fields("update")
             ).where(self.task.id == task_id).execute()
             doc_id = self.task.get_by_id(task_id).doc_id
-            tasks = list(
-                self.task.select(self.task.chunk_ids, self.task.token_num)
-                .where(self.task.doc_id == doc_id)
-                .dicts()
+            doc = self._locked_document(doc_id)
+            tasks = self.task.select(self.task.chunk_ids, self.task.token_num).where(
+                self.task.doc_id == doc.id
             )
-            self.doc.update(
-                chunk_num=sum(len((t["chunk_ids"] or "").split()) for t in tasks),
-                token_num=sum(t["token_num"] or 0 for t in tasks),
-                **stamp_fields("update"),
-            ).where(self.doc.id == doc_id).execute()
-            kb_id = self.doc.get_by_id(doc_id).kb_id
-            totals = (
-                self.doc.select(fn.SUM(self.doc.chunk_num), fn.SUM(self.doc.token_num))
-                .where(self.doc.kb_id == kb_id)
-                .tuples()
-                .first()
-            )
+            chunks = sum(len((t.chunk_ids or "").split()) for t in tasks)
+            tokens = sum(t.token_num or 0 for t in tasks)
+            self.doc.update(chunk_num=chunks, token_num=tokens, **stamp_fields("update")).where(
+                self.doc.id == doc.id
+            ).execute()
             self.kb.update(
-                chunk_num=totals[0] or 0, token_num=totals[1] or 0, **stamp_fields("update")
-            ).where(self.kb.id == kb_id).execute()
+                chunk_num=self.kb.chunk_num + (chunks - doc.chunk_num),
+                token_num=self.kb.token_num + (tokens - doc.token_num),
+                **stamp_fields("update"),
+            ).where(self.kb.id == doc.kb_id).execute()
+
+    def _locked_document(self, doc_id: str):
+        """The document row, locked until the transaction ends where the database can lock
+        a row (MySQL, PostgreSQL): two tasks of one PDF finishing at once must not both
+        add their change to the knowledge base's totals. SQLite already serialises writers."""
+        query = self.doc.select().where(self.doc.id == doc_id)
+        if not isinstance(self.store.database, pw.SqliteDatabase):
+            query = query.for_update()
+        return query.get()
 
     def refresh_document_progress(self, doc_id: str) -> None:
         """Document progress = its tasks' (1 when all done, -1 if any failed), as the UI shows."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,7 +29,7 @@ from .docstore import open_doc_store
 from .embeddings import EmbeddingError, EmbeddingUnavailable, embedding_config, open_embedder
 from .parsers import parser_for
 from .storage import open_blob_storage
-from .types import BlobStorage, Chunk, DocStore, DocumentError, Embedder, Piece
+from .types import BlobStorage, Chunk, DocStore, DocumentError, Embedder
 
 T = TypeVar("T")
 
@@ -87,8 +87,7 @@ class Ingestion:
     async def run(self) -> None:
         doc, kb = await self._document()
         data = await self._fetch(kb, doc)
-        pieces = await self._build_chunks(doc, kb, data)
-        chunks = [self._chunk(piece, doc, kb) for piece in pieces]
+        chunks = await self._build_chunks(doc, kb, data)
         try:
             embedder = self.services.embedder(kb)
         except EmbeddingError as exc:
@@ -117,7 +116,7 @@ class Ingestion:
 
     async def _build_chunks(
         self, doc: dict[str, Any], kb: KnowledgeBase, data: bytes
-    ) -> list[Piece]:
+    ) -> list[Chunk]:
         await self.progress(0.1, f"Start to parse {doc['name']}.")
         started = time.monotonic()
         try:
@@ -135,27 +134,20 @@ class Ingestion:
             0.4, f"Finished parsing: {len(sections)} sections ({time.monotonic() - started:.2f}s)."
         )
         config = kb.parser_config
-        pieces = await self._build(
-            chunk,
-            sections,
-            chunk_token_num=int(config["chunk_token_num"]),
-            delimiter=str(config["delimiter"]),
-            overlap_percent=int(config["overlap_percent"]),
-        )
-        await self.progress(0.5, f"Generated {len(pieces)} chunks.")
-        return pieces
-
-    def _chunk(self, piece: Piece, doc: dict[str, Any], kb: KnowledgeBase) -> Chunk:
-        return Chunk(
-            id=chunk_id(piece.text, doc["id"]),
-            doc_id=doc["id"],
-            kb_id=kb.id,
-            doc_name=doc["name"],
-            content=piece.text,
-            tokens=tokenize(piece.text),
-            pages=list(piece.pages),
-            create_time=time.time(),
-        )
+        try:
+            chunks = await self._build(
+                _chunks_of,
+                doc,
+                kb,
+                sections,
+                chunk_token_num=int(config["chunk_token_num"]),
+                delimiter=str(config["delimiter"]),
+                overlap_percent=int(config["overlap_percent"]),
+            )
+        except ValueError as exc:
+            raise TaskInputError(f"knowledge base {kb.name!r} parser_config: {exc}") from None
+        await self.progress(0.5, f"Generated {len(chunks)} chunks.")
+        return chunks
 
     async def _embed(self, embedder: Embedder, chunks: list[Chunk]) -> None:
         started = time.monotonic()
@@ -221,6 +213,22 @@ class Ingestion:
             raise DependencyUnavailable(f"document store: {exc}") from exc
 
 
-def split_pages(page_count: int, pages_per_task: int) -> Sequence[tuple[int, int]]:
-    """Upstream's PDF split: [from_page, to_page) ranges of *pages_per_task* pages."""
-    return [(p, min(p + pages_per_task, page_count)) for p in range(0, page_count, pages_per_task)]
+def _chunks_of(
+    doc: dict[str, Any], kb: KnowledgeBase, sections: list[Any], **config: Any
+) -> list[Chunk]:
+    """Chunk, tokenize and id a document's sections: all CPU, so it runs in a builder
+    thread, never on the event loop."""
+    now = time.time()
+    return [
+        Chunk(
+            id=chunk_id(piece.text, doc["id"]),
+            doc_id=doc["id"],
+            kb_id=kb.id,
+            doc_name=doc["name"],
+            content=piece.text,
+            tokens=tokenize(piece.text),
+            pages=list(piece.pages),
+            create_time=now,
+        )
+        for piece in chunk(sections, **config)
+    ]
