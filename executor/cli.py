@@ -110,8 +110,15 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="JSON output.
     envvar="RAGFLEET_INSTANCE",
     help="Instance number N (1..). [env RAGFLEET_INSTANCE]",
 )
+@click.option(
+    "--config",
+    "-c",
+    "run_config",
+    metavar="FILE",
+    help="Runtime config; the same as `ragfleet --config` (the unit passes it here).",
+)
 @operator_command
-def run(env: Env, instance: int) -> None:
+def run(env: Env, instance: int, run_config: str | None) -> None:
     """Run executor instance N until SIGTERM/SIGINT (what the systemd unit runs).
 
     Consumes as task_executor_<host_id>_<N>. SIGTERM drains: no new tasks, running ones
@@ -120,6 +127,8 @@ def run(env: Env, instance: int) -> None:
     """
     from .app import run_executor
 
+    if run_config:
+        env.config = run_config
     sys.exit(run_executor(env.settings, instance))
 
 

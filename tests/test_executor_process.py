@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 import urllib.request
+from pathlib import Path
 
 from executors import wait_for
 from servers import free_port
@@ -57,3 +58,38 @@ def test_metrics_and_healthz(make_fleet):
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.read().decode()
+
+
+def test_the_compiled_units_execstart_runs_an_executor(fleet, tmp_path):
+    """The exact command line configc writes into ragfleet-executor@.service starts a worker
+    (with only the install paths swapped for this checkout's)."""
+    import shlex
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+    from confdirs import REPO
+
+    from configc.cli import main as configc
+
+    out = tmp_path / "out"
+    assert CliRunner().invoke(configc, ["build", str(REPO / "conf"), "-o", str(out)]).exit_code == 0
+    unit = (out / "hosts/localhost/etc/systemd/system/ragfleet-executor@.service").read_text()
+    (line,) = [x for x in unit.splitlines() if x.startswith("ExecStart=")]
+    argv = shlex.split(line.removeprefix("ExecStart=").replace("%i", "1"))
+    assert argv[0] == "/opt/ragfleet/venv/bin/ragfleet"
+    argv[0] = str(Path(sys.executable).with_name("ragfleet"))
+    argv[argv.index("/etc/ragfleet/ragfleet.yaml")] = str(fleet.config)
+    log = (tmp_path / "unit.log").open("wb")
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(
+            lambda: "started as task_executor_test_1" in (tmp_path / "unit.log").read_text(),
+            20,
+            "the unit's command to start an executor",
+        )
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+    finally:
+        process.kill()
+        log.close()

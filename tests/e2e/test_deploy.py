@@ -1,0 +1,446 @@
+"""deploy/site.yml for real on five systemd-nspawn Debian 12 hosts over SSH.
+
+The module's fixture boots redis, db, es, exec1 and exec2 (testbed.py), compiles conf/ with
+conf/examples/five-hosts.yaml and tests/e2e/topology.yaml, runs site.yml twice (converge and
+idempotent re-run) and the document store stand-in's playbook; the tests then check the
+fleet. The tests run in file order: the last ones kill and stop executors.
+
+Elasticsearch cannot be installed here: the es host runs osmem-server (an in-memory
+Elasticsearch API emulator from PyPI) as a stand-in, the real runs skip the elasticsearch
+tag, and the elasticsearch role runs in check mode against the es host.
+
+Needs root, systemd-nspawn, debootstrap and apt-cacher-ng (scripts/setup.sh installs them);
+without them every test here fails with the reason (none is skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playbook import (
+    BIN,
+    REPO,
+    PlaybookRun,
+    ansible_environment,
+    ansible_playbook,
+    configc_build,
+    snapshot_source,
+)
+from ruamel.yaml import YAML
+from testbed import (
+    BRIDGE_ADDRESS,
+    CACHE_DIR,
+    TIMINGS_FILE,
+    HostSpec,
+    Testbed,
+    TestbedUnavailable,
+    log,
+    require_environment,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
+Testbed.__test__ = False  # type: ignore[attr-defined]  # not a test class
+TestbedUnavailable.__test__ = False  # type: ignore[attr-defined]
+
+OVERLAYS = (REPO / "conf/examples/five-hosts.yaml", Path(__file__).with_name("topology.yaml"))
+SITE = REPO / "deploy" / "site.yml"
+STANDIN = Path(__file__).with_name("docstore-standin.yml")
+STANDIN_WHEELHOUSE = CACHE_DIR / "standin-wheels"
+RAGFLEET = "/opt/ragfleet/venv/bin/ragfleet"
+REAL_RUN = ("--skip-tags", "elasticsearch")
+
+
+@dataclass
+class Deployment:
+    """The converged testbed and what it took to get there."""
+
+    testbed: Testbed
+    out: Path
+    env: dict[str, str]
+    secrets: dict[str, str]
+    inventory: dict[str, Any]
+    source: Path
+    runs: dict[str, PlaybookRun] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def playbook(self, name: str, playbook: Path, *extra: str) -> PlaybookRun:
+        """Run a playbook against the compiled inventory and keep its result under *name*."""
+        log(f"ansible-playbook {playbook.name} {' '.join(extra)} ({name})")
+        result = ansible_playbook(
+            playbook,
+            self.out / "inventory.yml",
+            self.env,
+            ("-e", f"executor_source_dir={self.source}", *extra),
+            log_file=self.out.parent / f"{name}.log",
+        )
+        self.runs[name] = result
+        self.timings[name] = result.seconds
+        log(f"{name}: exit {result.returncode} in {result.seconds:.1f} s")
+        return result
+
+    def instances(self) -> dict[str, int]:
+        """Executor hosts and their instance counts, per the compiled inventory."""
+        hosts = self.inventory["all"]["hosts"]
+        return {name: hosts[name]["ragfleet_instances"] for name in self.group("executor")}
+
+    def group(self, name: str) -> list[str]:
+        return list(self.inventory["all"]["children"][name]["hosts"])
+
+    def ssh(self, host: str, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.testbed.ssh(host, command, check=check)
+
+    def ragfleet_json(self, host: str, args: str) -> Any:
+        """``ragfleet ARGS --json`` on *host*, parsed (status exits 1 while one is stale)."""
+        result = self.ssh(host, f"{RAGFLEET} {args} --json", check=False)
+        if result.returncode not in (0, 1):
+            raise RuntimeError(f"ragfleet {args} on {host}: {result.returncode} {result.stderr}")
+        return json.loads(result.stdout)
+
+
+def host_specs(inventory: dict[str, Any]) -> list[HostSpec]:
+    """The hosts of the compiled inventory."""
+    return [HostSpec(name, h["ansible_host"]) for name, h in inventory["all"]["hosts"].items()]
+
+
+def standin_wheelhouse() -> Path:
+    """osmem-server's wheel, downloaded once from PyPI into the cache."""
+    if not any(STANDIN_WHEELHOUSE.glob("osmem_server-*.whl")):
+        STANDIN_WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [BIN / "pip", "download", "--no-deps", "-q", "-d", STANDIN_WHEELHOUSE, "osmem-server"],
+            check=True,
+        )
+    return STANDIN_WHEELHOUSE
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """Boot the testbed, converge it with site.yml, run it again; torn down after the module."""
+    try:
+        require_environment()
+    except TestbedUnavailable as exc:
+        pytest.fail(f"e2e deployment test cannot run: {exc}", pytrace=False)
+    started = time.monotonic()
+    work = tmp_path_factory.mktemp("e2e")
+    passwords = {
+        "REDIS_PASSWORD": secrets.token_hex(12),
+        "MYSQL_PASSWORD": secrets.token_hex(12),
+        "ELASTIC_PASSWORD": secrets.token_hex(12),
+    }
+    out = work / "out"
+    configc_build(OVERLAYS, out, passwords)
+    inventory = YAML(typ="safe").load((out / "inventory.yml").read_text())
+    wheels = standin_wheelhouse()
+    with Testbed(host_specs(inventory)) as testbed:
+        deployment = Deployment(
+            testbed,
+            out,
+            ansible_environment(testbed.key, work),
+            passwords,
+            inventory,
+            snapshot_source(work / "source"),
+        )
+        deployment.timings.update(testbed.timings)
+        deployment.playbook("plan", SITE, "--check", "--diff", *REAL_RUN)
+        deployment.playbook("converge", SITE, *REAL_RUN)
+        if deployment.runs["converge"].returncode == 0:
+            deployment.playbook("standin", STANDIN, "-e", f"standin_wheelhouse={wheels}")
+            deployment.playbook("rerun", SITE, *REAL_RUN)
+        deployment.timings["setup_total"] = time.monotonic() - started
+        try:
+            yield deployment
+        finally:
+            TIMINGS_FILE.write_text(json.dumps(deployment.timings, indent=2))
+
+
+def converged(deployment: Deployment) -> Deployment:
+    """The deployment, failing the test at once if the converge did not succeed."""
+    run = deployment.runs["converge"]
+    if run.returncode != 0 or run.total("failed") or run.total("unreachable"):
+        pytest.fail(f"the converge failed: {run.describe()}", pytrace=False)
+    return deployment
+
+
+def wait_until(what: str, probe: Callable[[], Any], timeout: float, interval: float = 1) -> Any:
+    """Poll *probe* until it returns something truthy; fail the test after *timeout* s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}", pytrace=False)
+        time.sleep(interval)
+
+
+def task_row(deployment: Deployment, task_id: str) -> dict[str, Any] | None:
+    rows = deployment.ragfleet_json("exec1", "tasks --limit 200")
+    return next((row for row in rows if row["id"] == task_id), None)
+
+
+def submit_sleep(deployment: Deployment, seconds: int) -> str:
+    """Submit one sleep task from the control machine (the CLI runs on exec1) and return its id."""
+    payload = json.dumps({"seconds": seconds})
+    result = deployment.ssh("exec1", f"{RAGFLEET} submit -t sleep -p '{payload}'")
+    return result.stdout.strip()
+
+
+def unit_property(deployment: Deployment, host: str, unit: str, prop: str) -> str:
+    return deployment.ssh(host, f"systemctl show --property={prop} --value {unit}").stdout.strip()
+
+
+# -- the deployment -------------------------------------------------------------------------
+
+
+def test_converge_succeeds(deployment: Deployment) -> None:
+    run = converged(deployment).runs["converge"]
+    assert set(run.recap) == {spec.name for spec in deployment.testbed.specs}
+    assert run.total("changed") > 0
+
+
+def test_check_mode_plans_a_bare_fleet(deployment: Deployment) -> None:
+    """``--check --diff`` on the bare hosts (before the converge) runs through: the plan."""
+    run = deployment.runs["plan"]
+    assert run.returncode == 0, run.describe()
+    assert run.total("failed") == 0 and run.total("changed") > 0
+
+
+def test_second_run_changes_nothing(deployment: Deployment) -> None:
+    run = converged(deployment).runs["rerun"]
+    assert run.returncode == 0, run.describe()
+    assert run.total("changed") == 0, f"changed on the second run: {run.changed_tasks()}"
+
+
+def test_check_mode_plans_nothing_on_a_converged_fleet(deployment: Deployment) -> None:
+    run = converged(deployment).playbook("check", SITE, "--check", "--diff", *REAL_RUN)
+    assert run.returncode == 0, run.describe()
+    assert run.total("changed") == 0, f"check mode would change: {run.changed_tasks()}"
+
+
+def test_elasticsearch_role_in_check_mode(deployment: Deployment) -> None:
+    """The role cannot install Elasticsearch here: its plan must run cleanly on the es host.
+
+    Elastic's servers are unreachable from the hosts (get_url and deb822_repository fetch the
+    key even in check mode), so this plans with the local-mirror variables: a mirror URL and a
+    key file on the host. Check mode contacts neither.
+    """
+    run = converged(deployment).playbook(
+        "elasticsearch_check",
+        SITE,
+        "--check",
+        "--diff",
+        "--tags",
+        "elasticsearch",
+        "-e",
+        f"elasticsearch_repo_url=http://{BRIDGE_ADDRESS}/elastic-mirror/8.x/apt",
+        "-e",
+        "elasticsearch_repo_key=/usr/share/keyrings/debian-archive-keyring.gpg",
+    )
+    assert run.returncode == 0, run.describe()
+    assert "TASK [elasticsearch : Add Elastic's apt repository]" in run.output
+    assert run.recap["es"]["failed"] == 0
+    assert run.recap["es"]["changed"] >= 1, "a fresh node should plan the repository"
+
+
+def test_secrets_never_logged(deployment: Deployment) -> None:
+    for name, run in converged(deployment).runs.items():
+        for variable, password in deployment.secrets.items():
+            assert password not in run.output, f"{variable} appears in the {name} output"
+
+
+def test_compiled_files_have_the_manifest_modes(deployment: Deployment) -> None:
+    converged(deployment)
+    stat = "stat -c '%a %U %G'"
+    for host in deployment.instances():
+        assert deployment.ssh(host, f"{stat} /etc/ragfleet").stdout.split() == [
+            "750",
+            "root",
+            "ragfleet",
+        ]
+        config = deployment.ssh(host, f"{stat} /etc/ragfleet/ragfleet.yaml").stdout.split()
+        assert config == ["600", "ragfleet", "ragfleet"]
+    redis_host = deployment.group("redis")[0]
+    fragment = deployment.ssh(redis_host, f"{stat} /etc/redis/ragfleet.conf").stdout.split()
+    assert fragment == ["600", "redis", "redis"]
+    assert deployment.ssh(redis_host, "getent passwd ragfleet").stdout.endswith(
+        ":/usr/sbin/nologin\n"
+    )
+
+
+def test_redis_requires_the_password(deployment: Deployment) -> None:
+    converged(deployment)
+    redis_host = deployment.group("redis")[0]
+    address = deployment.inventory["all"]["hosts"][redis_host]["ansible_host"]
+    anonymous = deployment.ssh(redis_host, f"redis-cli -h {address} ping", check=False)
+    assert "NOAUTH" in anonymous.stdout + anonymous.stderr
+    settings = deployment.ssh(
+        redis_host,
+        f"REDISCLI_AUTH={deployment.secrets['REDIS_PASSWORD']} redis-cli --no-auth-warning "
+        f"-h {address} config get appendfsync",
+    ).stdout.split()
+    assert settings == ["appendfsync", "everysec"]
+
+
+def test_mariadb_accounts_are_least_privilege(deployment: Deployment) -> None:
+    converged(deployment)
+    db_host = deployment.group("mysql")[0]
+    accounts = deployment.ssh(db_host, "mariadb -N -e 'SELECT user, host FROM mysql.user'")
+    rows = {tuple(line.split("\t")) for line in accounts.stdout.splitlines()}
+    executor_addresses = {
+        deployment.inventory["all"]["hosts"][h]["ansible_host"] for h in deployment.instances()
+    }
+    assert {host for user, host in rows if user == "ragfleet"} == executor_addresses
+    assert {host for user, host in rows if user == "root"} <= {"localhost", "127.0.0.1", "::1"}
+    assert not [row for row in rows if row[0] == ""], "anonymous accounts remain"
+    grants = deployment.ssh(
+        db_host, f"mariadb -N -e \"SHOW GRANTS FOR 'ragfleet'@'{min(executor_addresses)}'\""
+    )
+    assert "ALL PRIVILEGES" not in grants.stdout and "`rag_flow`.*" in grants.stdout
+
+
+# -- the running fleet ----------------------------------------------------------------------
+
+
+def test_first_instance_active_on_every_executor_host(deployment: Deployment) -> None:
+    for host, count in converged(deployment).instances().items():
+        for n in range(1, count + 1):
+            state = deployment.ssh(host, f"systemctl is-active ragfleet-executor@{n}", check=False)
+            assert state.stdout.strip() == "active", f"{host} ragfleet-executor@{n}: {state.stdout}"
+
+
+def test_status_lists_every_instance_alive(deployment: Deployment) -> None:
+    expected = {
+        f"task_executor_{host}_{n}"
+        for host, count in converged(deployment).instances().items()
+        for n in range(1, count + 1)
+    }
+    for host in deployment.instances():
+        rows = deployment.ragfleet_json(host, "status")
+        alive = {row["name"] for row in rows if row["state"] == "alive"}
+        assert alive == expected, f"ragfleet status on {host}: {rows}"
+
+
+def test_document_store_stand_in_reachable_from_executors(deployment: Deployment) -> None:
+    """The es host serves the ES API (osmem-server standing in for Elasticsearch)."""
+    es_host = deployment.group("elasticsearch")[0]
+    url = deployment.inventory["all"]["hosts"][es_host]["ansible_host"]
+    probe = (
+        "python3 -c 'import json, urllib.request; "
+        f'print(json.load(urllib.request.urlopen("http://{url}:9200/_cluster/health"))["status"])\''
+    )
+    for host in converged(deployment).instances():
+        assert deployment.ssh(host, probe).stdout.strip() in ("green", "yellow")
+
+
+def check_documents_searchable(deployment: Deployment) -> None:
+    """A document submitted from the control machine (the CLI runs on exec1 over SSH) is
+    parsed and chunked by the executors, indexed in the document store on the es host (the
+    osmem-server stand-in for Elasticsearch) and found by ``ragfleet search``.
+    """
+    text = "The e2e lighthouse of Zanzibar guides ragfleet deployments home."
+    deployment.ssh("exec1", f"printf '%s\\n' '{text}' > /root/e2e-lighthouse.txt")
+    submit = deployment.ssh(
+        "exec1", f"{RAGFLEET} submit /root/e2e-lighthouse.txt --kb e2e --wait -q", check=False
+    )
+    if submit.returncode != 0:
+        tasks = deployment.ragfleet_json("exec1", "tasks --limit 3")
+        (CACHE_DIR / "last-documents-failure.txt").write_text(f"{submit.stderr}\n{tasks}\n")
+        pytest.fail(f"the document's task failed: {submit.stderr} {tasks}", pytrace=False)
+    hits = deployment.ragfleet_json("exec1", "search Zanzibar --kb e2e")
+    assert hits, "no hit for a word of the submitted document"
+    assert "Zanzibar" in hits[0]["content"], hits
+
+
+@pytest.mark.xfail(
+    reason="osmem-server (the stand-in) answers 406 to the Elasticsearch 8 client's "
+    "'compatible-with=8' content type; the executor's own tests swap in a plain-JSON "
+    "transport, which a deployed config cannot select yet. Passes against a real Elasticsearch "
+    "or once the executor can be configured for the emulator",
+    strict=False,
+)
+def test_documents_indexed_and_searchable(deployment: Deployment) -> None:
+    check_documents_searchable(converged(deployment))
+
+
+# -- failures and shutdown (these change the fleet: keep them last) ------------------------
+
+
+def test_killed_instance_restarts_and_finishes_its_task(deployment: Deployment) -> None:
+    """SIGKILL exec1's instance 1 mid-task: systemd restarts it and the task completes."""
+    converged(deployment)
+    others = [h for h in deployment.instances() if h != "exec1"]
+    for host in others:
+        deployment.ssh(host, "systemctl stop ragfleet-executor.target")
+    for n in range(2, deployment.instances()["exec1"] + 1):
+        deployment.ssh("exec1", f"systemctl stop ragfleet-executor@{n}")
+    try:
+        task_id = submit_sleep(deployment, 20)
+        wait_until(
+            "the task to run on exec1",
+            lambda: (row := task_row(deployment, task_id)) and row["state"] == "running",
+            timeout=60,
+        )
+        unit = "ragfleet-executor@1"
+        restarts = int(unit_property(deployment, "exec1", unit, "NRestarts"))
+        pid = unit_property(deployment, "exec1", unit, "MainPID")
+        time.sleep(2)
+        deployment.ssh("exec1", f"systemctl kill -s KILL {unit}")
+        wait_until(
+            "systemd to restart the killed instance",
+            lambda: (
+                int(unit_property(deployment, "exec1", unit, "NRestarts")) > restarts
+                and unit_property(deployment, "exec1", unit, "ActiveState") == "active"
+                and unit_property(deployment, "exec1", unit, "MainPID") != pid
+            ),
+            timeout=60,
+        )
+        row = wait_until(
+            "the task to complete after the restart",
+            lambda: (row := task_row(deployment, task_id)) and row["progress"] >= 1 and row,
+            timeout=120,
+        )
+        assert row["state"] == "done", row
+    finally:
+        for host in deployment.instances():
+            deployment.ssh(host, "systemctl start ragfleet-executor.target")
+
+
+def test_stopping_the_target_drains_cleanly(deployment: Deployment) -> None:
+    converged(deployment)
+    task_id = submit_sleep(deployment, 6)
+    wait_until(
+        "the task to run",
+        lambda: (row := task_row(deployment, task_id)) and row["state"] == "running",
+        timeout=60,
+    )
+    for host in deployment.instances():
+        stop = deployment.ssh(host, "systemctl stop ragfleet-executor.target", check=False)
+        assert stop.returncode == 0, f"{host}: {stop.stderr}"
+    # `systemctl stop` of the target returns when the target is down; the instances (ordered
+    # before it, so stopped after it) may still be draining: wait for them.
+    for host, count in deployment.instances().items():
+        for n in range(1, count + 1):
+            unit = f"ragfleet-executor@{n}"
+            state = wait_until(
+                f"{host} {unit} to finish draining",
+                lambda host=host, unit=unit: (
+                    (state := unit_property(deployment, host, unit, "ActiveState"))
+                    not in ("active", "deactivating", "activating")
+                    and state
+                ),
+                timeout=90,
+            )
+            result = unit_property(deployment, host, unit, "Result")
+            assert (state, result) == ("inactive", "success"), f"{host} {unit}: {state} {result}"
+        target = deployment.ssh(host, "systemctl is-active ragfleet-executor.target", check=False)
+        assert target.stdout.strip() == "inactive"
+    row = task_row(deployment, task_id)
+    assert row is not None and row["state"] == "done", f"the running task was not drained: {row}"
