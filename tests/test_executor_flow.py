@@ -25,10 +25,13 @@ def test_noop_tasks_complete_and_leave_streams_empty(fleet):
     assert worker.terminate() == 0
 
 
-def test_priority_one_is_read_before_zero(fleet):
+def test_priority_one_is_read_before_zero(make_fleet):
+    # One slot: tasks start one after another, so begin_at orders them exactly (with more
+    # slots, tasks of one batch record begin_at from parallel threads, in any order).
+    fleet = make_fleet(max_concurrent_tasks=1)
     low = fleet.submit("noop", count=5, priority=0)
     high = fleet.submit("noop", count=5, priority=1)
-    fleet.start(env={})  # one batch holds both; priority 1 must be started first
+    fleet.start()
     rows = {r["id"]: r for r in fleet.wait_done(low + high)}
     assert max(rows[i]["begin_at"] for i in high) <= min(rows[i]["begin_at"] for i in low)
 
@@ -140,12 +143,12 @@ def test_cancel_mid_task_lands_within_a_second(fleet):
     fleet.start()
     (task_id,) = fleet.submit("sleep", seconds=60, steps=60)
     wait_for(lambda: fleet.task(task_id)["begin_at"], 10, "the task to start")
-    requested = time.monotonic()
     result = fleet.cli("cancel", task_id)
+    requested = time.monotonic()  # the flag is set when the command returns
     assert result.returncode == 0, result.stderr
     row = wait_for(lambda: (r := fleet.task(task_id))["progress"] < 0 and r, 5, "cancellation")
     took = time.monotonic() - requested
-    assert took < 1.5, took  # includes the CLI's own start-up (~0.4 s)
+    assert took < 1.0, took
     assert row["progress_msg"].endswith("Task has been canceled.")
     assert "Task done" not in row["progress_msg"]
     assert fleet.redis.xlen(wire.queue_name(0)) == 0
