@@ -359,13 +359,6 @@ def check_documents_searchable(deployment: Deployment) -> None:
     assert "Zanzibar" in hits[0]["content"], hits
 
 
-@pytest.mark.xfail(
-    reason="osmem-server (the stand-in) answers 406 to the Elasticsearch 8 client's "
-    "'compatible-with=8' content type; the executor's own tests swap in a plain-JSON "
-    "transport, which a deployed config cannot select yet. Passes against a real Elasticsearch "
-    "or once the executor can be configured for the emulator",
-    strict=False,
-)
 def test_documents_indexed_and_searchable(deployment: Deployment) -> None:
     check_documents_searchable(converged(deployment))
 
