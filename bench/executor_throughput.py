@@ -109,14 +109,12 @@ POLL = 0.05
 OURS_GAP = (0.02, 0.1)  # idle gap before each pickup-latency sample, seconds
 UPSTREAM_GAP = (0.3, 5.3)  # longer than its 5 s sleep + reads: see the docstring
 CASE_TIMEOUT = 90.0
+from executors import PRODUCTION  # noqa: E402 (tests/ is put on sys.path above)
+
 EXECUTOR = {  # production defaults, except a 5 s drain and no metrics port
+    **PRODUCTION,
     "max_concurrent_tasks": SLOTS,
-    "heartbeat_interval": 30,
-    "worker_heartbeat_timeout": 120,
-    "reclaim_idle": 300,
-    "max_deliveries": 3,
     "drain_timeout": 5,
-    "log_level": "INFO",
     "metrics_port_base": 0,
 }
 

@@ -91,15 +91,11 @@ BULK_CALL = 1000
 CASE_TIMEOUT = 300.0
 STANDALONE_TEXTS = 160
 EMBEDDING_MODEL = {"model": "all-MiniLM-L6-v2@local", "factory": "local"}
+from executors import PRODUCTION  # noqa: E402 (tests/ is put on sys.path above)
+
 EXECUTOR = {  # production defaults, except a 5 s drain and no metrics port
-    "max_concurrent_tasks": 5,
-    "max_concurrent_chunk_builders": 1,
-    "heartbeat_interval": 30,
-    "worker_heartbeat_timeout": 120,
-    "reclaim_idle": 300,
-    "max_deliveries": 3,
+    **PRODUCTION,
     "drain_timeout": 5,
-    "log_level": "INFO",
     "metrics_port_base": 0,
 }
 

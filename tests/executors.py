@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,10 +21,14 @@ from servers import MariaDBServer, PostgresServer, RedisServer
 from executor.broker import connect
 from executor.db import DatabaseUnavailable, TaskStore, open_database
 from executor.producer import enqueue, task_message
-from executor.settings import Settings, load_settings
+from executor.settings import ExecutorSettings, Settings, load_settings
 
 T = TypeVar("T")
 RAGFLEET = Path(sys.executable).with_name("ragfleet")
+
+# The executor settings a deployment gets by default (ExecutorSettings), without its state
+# dir, which write_config always places under the test's own directory.
+PRODUCTION = {k: v for k, v in asdict(ExecutorSettings()).items() if k != "state_dir"}
 
 # Fast timings for tests: heartbeat 1 s, so a silent worker's tasks are reclaimed after 3 s.
 FAST = {
