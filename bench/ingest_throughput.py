@@ -13,8 +13,8 @@ databases, the embedded document store (SQLite FTS5). Cases, in this order:
    tokenized and hashed the pipeline's way, before the clock starts; only the doc ids
    differ). This is the denominator, run ``--raw-repeat`` times (2) before and as often
    after the BM25 cases to bracket drift; the median of those runs is used. Building these
-   chunks is timed per stage as well, single-threaded: the CPU cost of parse, chunk and
-   tokenize+hash per chunk.
+   chunks is timed per stage as well, single-threaded: the CPU cost of parse, chunk (with
+   tokenize) and hash per chunk.
 2. **raw, per document**: the same, one ``upsert`` call per document (about 40 chunks:
    what the pipeline does, ``INDEX_BATCH`` being 64), so one transaction per document.
 3. **pipeline, BM25 only**: generated text documents submitted with ``ragfleet submit FILE...
@@ -41,7 +41,7 @@ databases, the embedded document store (SQLite FTS5). Cases, in this order:
 ``--profile`` adds one more BM25 run (1 process, not part of the table) sampled by py-spy
 (``--py-spy PATH``, 100 Hz, all threads; install it outside the project, e.g. ``pip
 install --target /tmp/pyspy py-spy``) and prints where the executor's non-waiting samples
-fall (parse, chunk, tokenize+hash, upsert, progress writes, catalog, queue, trio thread
+fall (parse, chunk + tokenize + hash, upsert, progress writes, catalog, queue, trio thread
 hops, ...) and the top innermost frames; ``--profile-out FILE`` keeps the raw stacks.
 
 Run from the repository root (about 2.5 minutes with --profile on 2 CPUs):
@@ -79,7 +79,7 @@ import numpy as np  # noqa: E402
 from docstore_bulk import VOCABULARY, vocabulary  # noqa: E402
 
 from executor.ingest.catalog import DEFAULT_PARSER_CONFIG, DEFAULT_TENANT  # noqa: E402
-from executor.ingest.chunking import chunk, chunk_id, tokenize  # noqa: E402
+from executor.ingest.chunking import chunk, chunk_id  # noqa: E402
 from executor.ingest.docstore.embedded import EmbeddedDocStore  # noqa: E402
 from executor.ingest.parsers import parse_text  # noqa: E402
 from executor.ingest.types import Chunk  # noqa: E402
@@ -160,8 +160,7 @@ IDLE_LEAF = re.compile(
 STAGES: list[tuple[str, re.Pattern[str]]] = [
     ("upsert (embedded store)", re.compile(r"docstore/embedded\.py:")),
     ("parse", re.compile(r"ingest/parsers\.py:")),
-    ("tokenize + hash (Ingestion._chunk, on the event loop)", re.compile(r"^Ingestion\._chunk \(")),
-    ("chunk (split + pack)", re.compile(r"ingest/chunking\.py:")),
+    ("chunk, tokenize, hash (chunking.py, _chunks_of)", re.compile(r"ingest/chunking\.py:")),
     ("blob read (storage)", re.compile(r"ingest/storage\.py:")),
     ("progress writes (TaskStore.set_progress)", re.compile(r"^TaskStore\.set_progress \(")),
     ("Catalog.record_chunks", re.compile(r"^Catalog\.record_chunks \(")),
@@ -219,7 +218,7 @@ class Built:
 def build_chunks(paths: list[Path]) -> Built:
     """What ``Ingestion.run`` does before indexing, with its calls and the KB defaults."""
     config = DEFAULT_PARSER_CONFIG
-    seconds = dict.fromkeys(("parse", "chunk", "tokenize + hash"), 0.0)
+    seconds = dict.fromkeys(("parse", "chunk + tokenize", "hash"), 0.0)
     out = []
     for n, path in enumerate(paths):
         data = path.read_bytes()
@@ -241,7 +240,7 @@ def build_chunks(paths: list[Path]) -> Built:
                 kb_id="kb-raw",
                 doc_name=path.name,
                 content=piece.text,
-                tokens=tokenize(piece.text),
+                tokens=piece.terms,
                 pages=list(piece.pages),
                 create_time=time.time(),
             )
@@ -249,8 +248,8 @@ def build_chunks(paths: list[Path]) -> Built:
         ]
         done = time.thread_time()
         seconds["parse"] += parsed - began
-        seconds["chunk"] += chunked - parsed
-        seconds["tokenize + hash"] += done - chunked
+        seconds["chunk + tokenize"] += chunked - parsed
+        seconds["hash"] += done - chunked
         out.append(chunks)
     return Built(out, seconds)
 

@@ -7,6 +7,7 @@ the offline tokenizer; and the chunk id rule."""
 from __future__ import annotations
 
 import itertools
+import random
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 import xxhash
 
 from executor.ingest.chunking import (
+    _TOKEN,
     DEFAULT_DELIMITER,
     chunk,
     chunk_id,
@@ -69,6 +71,16 @@ def test_tokenize_ignores_punctuation_and_whitespace() -> None:
 def test_count_tokens_matches_tokenize() -> None:
     for section in corpus_sections("analects-book-1-excerpt.txt"):
         assert count_tokens(section.text) == len(tokenize(section.text))
+
+
+def test_the_ascii_fast_path_tokenizes_as_the_full_pattern() -> None:
+    """ASCII text takes a simpler pattern; it must find exactly what the full one finds."""
+    rng = random.Random(7)
+    alphabet = "aZ09 .,'_-!?\n\t:;#`\"()$%"
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        assert tokenize(text) == [token.lower() for token in _TOKEN.findall(text)], text
+        assert count_tokens(text) == len(_TOKEN.findall(text)), text
 
 
 # ---------------------------------------------------------------- chunk ids
@@ -157,6 +169,29 @@ def test_nothing_is_lost_or_duplicated_without_overlap() -> None:
     assert [t for p in pieces for t in tokenize(p.text)] == [
         t for s in sections for t in tokenize(s.text)
     ]
+
+
+@pytest.mark.parametrize("delimiter", [DEFAULT_DELIMITER, ".", "\n.,'", "`##`!"])
+@pytest.mark.parametrize("overlap", [0, 30])
+def test_pieces_carry_the_tokens_of_their_text(delimiter: str, overlap: int) -> None:
+    """Chunking tokenizes each sentence once and hands the tokens on with the piece; they must
+    be exactly what tokenizing the piece's text gives, also where a delimiter cut a token."""
+    for path in sorted(CORPUS.iterdir()):
+        for budget in (5, 128):
+            for piece in chunk(
+                corpus_sections(path.name),
+                chunk_token_num=budget,
+                delimiter=delimiter,
+                overlap_percent=overlap,
+            ):
+                assert piece.terms == tokenize(piece.text), (path.name, piece)
+                assert piece.tokens == len(piece.terms)
+
+
+def test_a_token_cut_by_a_delimiter_is_whole_again_in_its_chunk() -> None:
+    pieces = chunk([Section("pi is 3.14, don't round")], delimiter=".,'")
+    assert [p.terms for p in pieces] == [["pi", "is", "3.14", "don't", "round"]]
+    assert pieces[0].tokens == 5
 
 
 def test_small_sections_are_packed_together() -> None:

@@ -24,7 +24,7 @@ from ..handlers import TaskContext, TaskInputError
 from ..outage import DependencyUnavailable
 from ..settings import Settings
 from .catalog import Catalog, KnowledgeBase
-from .chunking import chunk, chunk_id, tokenize
+from .chunking import chunk, chunk_id
 from .docstore import open_doc_store
 from .embeddings import EmbeddingError, EmbeddingUnavailable, embedding_config, open_embedder
 from .parsers import parser_for
@@ -226,7 +226,7 @@ def _chunks_of(
             kb_id=kb.id,
             doc_name=doc["name"],
             content=piece.text,
-            tokens=tokenize(piece.text),
+            tokens=piece.terms,
             pages=list(piece.pages),
             create_time=now,
         )

@@ -34,6 +34,8 @@ class Piece:
     text: str
     tokens: int
     pages: tuple[int, ...] = ()
+    # tokenize(text), kept from chunking so the pipeline does not tokenize the text again
+    terms: list[str] = field(default_factory=list, compare=False, repr=False)
 
 
 @dataclass
