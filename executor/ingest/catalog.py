@@ -93,7 +93,9 @@ class Catalog:
             self.kb.update(doc_num=self.kb.doc_num + 1).where(self.kb.id == kb.id).execute()
         return row
 
-    def record_chunks(self, task_id: str, chunk_ids: list[str], token_num: int) -> None:
+    def record_chunks(
+        self, task_id: str, doc_id: str, chunk_ids: list[str], token_num: int
+    ) -> None:
         """Store the task's chunks, recount its document from its tasks, and move the
         knowledge base's totals by the document's change, in one transaction: totals stay
         exact however often a task runs, at a cost that does not grow with the base."""
@@ -101,7 +103,6 @@ class Catalog:
             self.task.update(
                 chunk_ids=" ".join(chunk_ids), token_num=token_num, **stamp_fields("update")
             ).where(self.task.id == task_id).execute()
-            doc_id = self.task.get_by_id(task_id).doc_id
             doc = self._locked_document(doc_id)
             tasks = self.task.select(self.task.chunk_ids, self.task.token_num).where(
                 self.task.doc_id == doc.id

@@ -331,11 +331,16 @@ class EmbeddedDocStore:
         An index may hold vectors of several dimensions, as upstream's ``q_<dim>_vec``
         fields allow; chunks can be upserted into an index that was never created.
         """
+        key = (index, vector_dim or 0)
+        # Every task calls this: a read, not a write transaction, when the index is known.
+        known = "SELECT 1 FROM indexes WHERE name = ? AND vector_dim = ?"
+        if self._retrying(lambda: self._conn().execute(known, key).fetchone()):
+            return
         now = time.time()
         self._transaction(
             lambda c: c.execute(
                 "INSERT OR IGNORE INTO indexes (name, vector_dim, created) VALUES (?, ?, ?)",
-                (index, vector_dim or 0, now),
+                (*key, now),
             )
         )
 

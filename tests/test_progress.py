@@ -1,0 +1,123 @@
+"""The progress API's writes: milestones closer together than the write interval share one
+write, final states are written at once, and nothing reported is ever dropped.
+
+A real TaskStore on SQLite; trio's MockClock stands in for the passing of time, so the
+interval is tested exactly, not by sleeping."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import peewee as pw
+import pytest
+import trio
+import trio.testing
+
+from executor.db import TaskStore
+from executor.progress import WRITE_INTERVAL, Progress
+
+
+@pytest.fixture
+def store(tmp_path) -> TaskStore:
+    store = TaskStore(pw.SqliteDatabase(tmp_path / "tasks.db"))
+    store.init_schema()
+    return store
+
+
+def new_task(store: TaskStore) -> dict[str, Any]:
+    doc = store.create_document(kb_id="kb", name="a.txt", location="a.txt")
+    (task,) = store.create_tasks([{"doc_id": doc["id"], "progress_msg": "00:00:00 received"}])
+    return store.get_task(task["id"])
+
+
+class Writes:
+    """Runs the store's calls (synchronously: this test has no threads to spare) and
+    counts them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __call__(self, fn, *args, **kwargs):
+        self.count += 1
+        return functools.partial(fn, *args, **kwargs)()
+
+
+def run(test) -> None:
+    clock = trio.testing.MockClock()
+    trio.run(test, clock, clock=clock)
+
+
+def test_milestones_within_the_interval_share_the_next_write(store) -> None:
+    task = new_task(store)
+    writes = Writes()
+
+    async def main(clock: trio.testing.MockClock) -> None:
+        progress = Progress(task, writes, store.set_progress)
+        await progress(0.1, "Start to parse a.txt.")
+        await progress(0.4, "Finished parsing.")
+        assert writes.count == 0
+        assert store.get_task(task["id"])["progress"] == 0
+        clock.jump(WRITE_INTERVAL)
+        await progress(None, "Generated 3 chunks.")
+        assert writes.count == 1
+
+    run(main)
+    row = store.get_task(task["id"])
+    assert row["progress"] == pytest.approx(0.4)  # the fraction held back goes out too
+    lines = row["progress_msg"].split("\n")
+    assert lines[0] == "00:00:00 received"
+    assert [line[9:] for line in lines[1:]] == [
+        "Start to parse a.txt.",
+        "Finished parsing.",
+        "Generated 3 chunks.",
+    ]
+
+
+def test_a_failure_is_written_at_once_with_every_line(store) -> None:
+    task = new_task(store)
+    writes = Writes()
+
+    async def main(clock: trio.testing.MockClock) -> None:
+        progress = Progress(task, writes, store.set_progress)
+        await progress(0.1, "Start to parse a.txt.")
+        await progress(-1, "[Exception]: broken")
+        assert writes.count == 1
+
+    run(main)
+    row = store.get_task(task["id"])
+    assert row["progress"] == -1
+    assert "Start to parse a.txt." in row["progress_msg"]
+    assert row["progress_msg"].endswith("[Exception]: broken")
+
+
+def test_flush_writes_now_and_keeps_the_stored_fraction(store) -> None:
+    task = new_task(store)
+    store.set_progress(task["id"], 0.3, task["progress_msg"])
+    task = store.get_task(task["id"])
+    writes = Writes()
+
+    async def main(clock: trio.testing.MockClock) -> None:
+        progress = Progress(task, writes, store.set_progress)
+        await progress(None, "Executor stopped.", flush=True)
+        assert writes.count == 1
+
+    run(main)
+    row = store.get_task(task["id"])
+    assert row["progress"] == pytest.approx(0.3)
+    assert row["progress_msg"].endswith("Executor stopped.")
+
+
+def test_writes_resume_once_the_interval_has_passed(store) -> None:
+    task = new_task(store)
+    writes = Writes()
+
+    async def main(clock: trio.testing.MockClock) -> None:
+        progress = Progress(task, writes, store.set_progress, write_interval=5)
+        for step in range(1, 11):
+            clock.jump(1)
+            await progress(step / 10, f"step {step}")
+        assert writes.count == 2  # at 5 s and 10 s
+
+    run(main)
+    assert store.get_task(task["id"])["progress"] == pytest.approx(1.0)
