@@ -43,6 +43,8 @@ databases, the embedded document store (SQLite FTS5). Cases, in this order:
 install --target /tmp/pyspy py-spy``) and prints where the executor's non-waiting samples
 fall (parse, chunk + tokenize + hash, upsert, progress writes, catalog, queue, trio thread
 hops, ...) and the top innermost frames; ``--profile-out FILE`` keeps the raw stacks.
+``--gil`` samples only the thread holding the GIL: where the executor's Python CPU goes
+(SQLite's own work, done without the GIL, then does not show).
 
 Run from the repository root (about 2.5 minutes with --profile on 2 CPUs):
 
@@ -410,18 +412,21 @@ def submit(fleet: Any, files: list[Path]) -> list[str]:
 
 
 def wait_done(fleet: Any, task_ids: list[str], processes: list[Any]) -> list[dict[str, Any]]:
-    """Poll the task rows (raw sqlite3, read-only) until all are done; fail on a failed task."""
+    """Poll the task rows (raw sqlite3, read-only) until all are done; fail on a failed task.
+
+    The poll reads only the progress column (reading every row's chunk ids and messages ten
+    times a second took CPU from the executors); the whole rows are read once at the end."""
     path = fleet.settings.database["path"]
     deadline = time.monotonic() + CASE_TIMEOUT
-    wanted = set(task_ids)
     with closing_sqlite(path) as db:
         while True:
-            rows = task_rows(db, task_ids)
-            failed = [r for r in rows if r["progress"] < 0]
-            if failed:
+            progress = task_progress(db, task_ids)
+            if any(p < 0 for p in progress):
+                rows = task_rows(db, task_ids)
+                failed = [r for r in rows if r["progress"] < 0]
                 raise SystemExit(f"task failed: {failed[0]['progress_msg']}")
-            if len(rows) == len(wanted) and all(r["progress"] >= 1 for r in rows):
-                return rows
+            if len(progress) == len(task_ids) and all(p >= 1 for p in progress):
+                return task_rows(db, task_ids)
             for process in processes:
                 if process.poll() is not None:
                     raise SystemExit(f"an executor exited ({process.returncode})")
@@ -440,16 +445,21 @@ def closing_sqlite(path: str) -> Iterator[sqlite3.Connection]:
         db.close()
 
 
-def task_rows(db: sqlite3.Connection, task_ids: list[str]) -> list[dict[str, Any]]:
+def task_rows(
+    db: sqlite3.Connection,
+    task_ids: list[str],
+    columns: str = "id, begin_at, update_time, progress, progress_msg, chunk_ids",
+) -> list[dict[str, Any]]:
     rows = []
     for start in range(0, len(task_ids), 500):
         part = task_ids[start : start + 500]
-        query = (
-            "SELECT id, begin_at, update_time, progress, progress_msg, chunk_ids FROM task "
-            f"WHERE id IN ({', '.join('?' * len(part))})"
-        )
+        query = f"SELECT {columns} FROM task WHERE id IN ({', '.join('?' * len(part))})"
         rows += [dict(r) for r in db.execute(query, part)]
     return rows
+
+
+def task_progress(db: sqlite3.Connection, task_ids: list[str]) -> list[float]:
+    return [row["progress"] for row in task_rows(db, task_ids, "progress")]
 
 
 def warm_chunks(fleet: Any, warm_ids: list[str]) -> int:
@@ -525,13 +535,16 @@ def standalone_encode(texts: list[str]) -> tuple[float, float]:
 # --- profile ---------------------------------------------------------------------------------
 
 
-def start_py_spy(py_spy: str, out: Path) -> Callable[[list[int]], Callable[[], None]]:
+def start_py_spy(
+    py_spy: str, out: Path, gil: bool = False
+) -> Callable[[list[int]], Callable[[], None]]:
     """Sample the (single) executor at 100 Hz from when it resumes until its tasks are done."""
 
     def start(pids: list[int]) -> Callable[[], None]:
         log = out.with_suffix(".log").open("wb")
         command = [py_spy, "record", "--pid", str(pids[0]), "--rate", "100"]
         command += ["--format", "raw", "--output", str(out), "--threads", "--nonblocking"]
+        command += ["--gil"] if gil else []
         process = subprocess.Popen(
             command,
             stdout=log,
@@ -638,6 +651,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--py-spy", default=shutil.which("py-spy") or "", help="py-spy executable (--profile)"
     )
     parser.add_argument("--profile-out", default="", help="keep py-spy's raw stacks here")
+    parser.add_argument(
+        "--gil", action="store_true", help="profile only the thread holding the GIL (--profile)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     return parser.parse_args(argv)
 
@@ -725,7 +741,7 @@ def measure(args: argparse.Namespace, work: Path, run: Run) -> None:
                     "pipeline, BM25 only, under py-spy",
                     files,
                     1,
-                    during=start_py_spy(args.py_spy, out),
+                    during=start_py_spy(args.py_spy, out, args.gil),
                 )
                 print(f"  (profiled run: {profiled.chunk_rate:,.0f} chunks/s)", flush=True)
                 run.profiled = profiled
