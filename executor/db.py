@@ -22,6 +22,8 @@ from typing import Any
 import peewee as pw
 from playhouse.migrate import SchemaMigrator, migrate
 
+from .sqlite_turns import NoTurnToWrite, WriteTurns
+
 
 class DatabaseUnavailable(ConnectionError):
     """The database cannot be reached right now; retry later, fail nothing."""
@@ -115,6 +117,9 @@ MODELS: tuple[type[pw.Model], ...] = (Knowledgebase, Document, Task)
 
 TASK_STATES = ("queued", "running", "done", "failed", "cancelled")
 CANCELLED_MESSAGE = "Task has been canceled."
+WRITE_TURN_TIMEOUT = 60.0
+"""Seconds a write waits for its turn on a SQLite task database before it counts as an
+outage (the task is retried, never failed)."""
 
 
 def task_state(row: dict[str, Any]) -> str:
@@ -173,6 +178,7 @@ class TaskStore:
         self.Document = _bound(Document, database)
         self.Task = _bound(Task, database)
         self.models = (self.Knowledgebase, self.Document, self.Task)
+        self._turns = _write_turns(database)
 
     @contextmanager
     def session(self) -> Iterator[None]:
@@ -186,6 +192,20 @@ class TaskStore:
                     self.database.close()
                 raise DatabaseUnavailable(str(exc)) from exc
             raise
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """A :meth:`session` for writes: on SQLite, inside this file's turn to write
+        (:mod:`executor.sqlite_turns`), so the executor's writers queue instead of polling."""
+        if self._turns is None:
+            with self.session():
+                yield
+            return
+        try:
+            with self.session(), self._turns():
+                yield
+        except NoTurnToWrite as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
 
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers."""
@@ -217,7 +237,7 @@ class TaskStore:
 
     def create_document(self, **fields: Any) -> dict[str, Any]:
         row = {"id": new_id(), **stamp_fields("create"), **stamp_fields("update"), **fields}
-        with self.session():
+        with self.writing():
             self.Document.insert(**row).execute()
         return row
 
@@ -226,7 +246,7 @@ class TaskStore:
             {"id": new_id(), **stamp_fields("create"), **stamp_fields("update"), **row}
             for row in rows
         ]
-        with self.session(), self.database.atomic():
+        with self.writing(), self.database.atomic():
             for start in range(0, len(stamped), 500):
                 self.Task.insert_many(stamped[start : start + 500]).execute()
         return stamped
@@ -242,7 +262,7 @@ class TaskStore:
 
     def begin_task(self, task_id: str, retry_count: int, progress_msg: str) -> None:
         """Mark the task started: begin_at, retry_count and its first progress line at once."""
-        with self.session():
+        with self.writing():
             self.Task.update(
                 begin_at=datetime.now(),
                 retry_count=retry_count,
@@ -256,7 +276,7 @@ class TaskStore:
         fields: dict[str, Any] = {"progress_msg": progress_msg, **stamp_fields("update"), **extra}
         if progress is not None:
             fields["progress"] = progress
-        with self.session():
+        with self.writing():
             self.Task.update(**fields).where(self.Task.id == task_id).execute()
 
     # -- operators ---------------------------------------------------------------------------
@@ -286,7 +306,7 @@ class TaskStore:
 
     def reset_task(self, task_id: str, note: str) -> dict[str, Any] | None:
         """Make a failed task runnable again (dead-letter retry)."""
-        with self.session():
+        with self.writing():
             self.Task.update(
                 progress=0,
                 retry_count=0,
@@ -295,6 +315,13 @@ class TaskStore:
                 **stamp_fields("update"),
             ).where(self.Task.id == task_id).execute()
         return self.get_task(task_id)
+
+
+def _write_turns(database: pw.Database) -> WriteTurns | None:
+    """Turns to write a SQLite file (a server database queues writers itself)."""
+    if not isinstance(database, pw.SqliteDatabase) or database.database in ("", ":memory:"):
+        return None
+    return WriteTurns(database.database, WRITE_TURN_TIMEOUT)
 
 
 def _bound(model: type[pw.Model], database: pw.Database) -> type[pw.Model]:

@@ -388,3 +388,86 @@ def test_kill_9_mid_batch_keeps_every_committed_batch(tmp_path: Path) -> None:
         assert s.integrity_check() == []
         s.upsert(INDEX, [make_chunk("after", "written after the crash")])  # lock not stuck
         assert s.count(INDEX) == total + 1
+
+
+# ---------------------------------------------------------------- group commit
+
+
+def queue_while_the_turn_is_held(store: EmbeddedDocStore, calls: list[tuple[str, list[Chunk]]]):
+    """Start one thread per upsert call while this thread holds the write turn, wait until
+    all their batches are queued, then let them go: the first to get the turn writes the
+    whole queue. Returns each call's outcome (None or its exception) in order."""
+    outcomes: list[BaseException | None] = [None] * len(calls)
+
+    def call(n: int) -> None:
+        try:
+            store.upsert(*calls[n])
+        except Exception as exc:
+            outcomes[n] = exc
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        with store.write_turns.thread_turn():
+            futures = []
+            for n in range(len(calls)):  # one at a time: the queue keeps the calls' order
+                futures.append(pool.submit(call, n))
+                deadline = time.monotonic() + 10
+                while len(store._group_commit._queue) <= n:
+                    assert time.monotonic() < deadline, "the upsert did not queue"
+                    time.sleep(0.005)
+        for future in futures:
+            future.result(30)
+    return outcomes
+
+
+def count_group_writes(store: EmbeddedDocStore) -> list[int]:
+    sizes: list[int] = []
+    write = store._group_commit.write
+
+    def counted(group):
+        sizes.append(len(group))
+        return write(group)
+
+    store._group_commit.write = counted
+    return sizes
+
+
+def test_concurrent_upserts_share_one_transaction(store: EmbeddedDocStore) -> None:
+    sizes = count_group_writes(store)
+    calls = [
+        (INDEX, [make_chunk(f"d{d}c{c}", f"doc {d} chunk {c}", doc_id=f"d{d}") for c in range(30)])
+        for d in range(5)
+    ]
+    assert queue_while_the_turn_is_held(store, calls) == [None] * 5
+    assert sizes == [5]
+    assert store.count(INDEX) == 150
+    assert store.integrity_check() == []
+    assert store.search(INDEX, "doc 3 chunk 29", kb_ids=["kb1"], top_k=1)[0].chunk_id == "d3c29"
+
+
+def test_a_bad_batch_in_a_group_fails_only_its_own_upsert(store: EmbeddedDocStore) -> None:
+    sizes = count_group_writes(store)
+    bad = make_chunk("bad", "fine text")
+    bad.content = "a lone surrogate \ud800 cannot be stored"
+    calls = [
+        (INDEX, [make_chunk("a1", "alpha one"), make_chunk("a2", "alpha two")]),
+        (INDEX, [make_chunk("b1", "beta one"), bad]),
+        (INDEX, [make_chunk("c1", "gamma one")]),
+    ]
+    outcomes = queue_while_the_turn_is_held(store, calls)
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], UnicodeEncodeError)
+    assert sizes == [3, 1, 1, 1]  # the group failed, then each batch alone
+    assert store.count(INDEX) == 3  # a1, a2, c1: the bad batch is rolled back whole
+
+
+def test_a_group_keeps_the_order_of_writes_to_one_chunk_id(store: EmbeddedDocStore) -> None:
+    sizes = count_group_writes(store)
+    calls = [
+        (INDEX, [make_chunk("same", "first version")]),
+        (INDEX, [make_chunk("other", "unrelated")]),
+        (INDEX, [make_chunk("same", "second version")]),
+    ]
+    assert queue_while_the_turn_is_held(store, calls) == [None] * 3
+    assert sizes == [2, 1]  # the second write of "same" waited for the next group
+    assert store.search(INDEX, "version", kb_ids=["kb1"], top_k=5)[0].content == "second version"
+    assert store.count(INDEX) == 2

@@ -77,7 +77,7 @@ class Catalog:
             **stamp_fields("create"),
             **stamp_fields("update"),
         }
-        with self.store.session():
+        with self.store.writing():
             self.kb.insert(**row).execute()
         return _kb(row)
 
@@ -89,7 +89,7 @@ class Catalog:
 
     def add_document(self, kb: KnowledgeBase, **fields: Any) -> dict[str, Any]:
         row = self.store.create_document(kb_id=kb.id, **fields)
-        with self.store.session():
+        with self.store.writing():
             self.kb.update(doc_num=self.kb.doc_num + 1).where(self.kb.id == kb.id).execute()
         return row
 
@@ -99,7 +99,7 @@ class Catalog:
         """Store the task's chunks, recount its document from its tasks, and move the
         knowledge base's totals by the document's change, in one transaction: totals stay
         exact however often a task runs, at a cost that does not grow with the base."""
-        with self.store.session(), self.store.database.atomic():
+        with self.store.writing(), self.store.database.atomic():
             self.task.update(
                 chunk_ids=" ".join(chunk_ids), token_num=token_num, **stamp_fields("update")
             ).where(self.task.id == task_id).execute()
@@ -129,7 +129,7 @@ class Catalog:
 
     def refresh_document_progress(self, doc_id: str) -> None:
         """Document progress = its tasks' (1 when all done, -1 if any failed), as the UI shows."""
-        with self.store.session():
+        with self.store.writing():
             rows = list(
                 self.task.select(self.task.progress, self.task.progress_msg)
                 .where(self.task.doc_id == doc_id)

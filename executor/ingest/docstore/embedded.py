@@ -38,13 +38,16 @@ shares no token with the query is not a candidate: there is no vector-only recal
 
 Concurrency: one connection per thread (the executor calls from a thread pool) and per
 process (a connection is never used across ``fork``). Writes run in ``BEGIN IMMEDIATE``
-transactions of at most ``batch_size`` chunks; SQLITE_BUSY beyond ``busy_timeout`` is
-retried with jittered exponential back-off until ``lock_timeout``. An ``upsert`` of many
-chunks is therefore several transactions: a crash keeps the batches already committed.
+transactions of at most ``batch_size`` chunks, each after its turn to write
+(:mod:`executor.sqlite_turns`: ``<path>.lock`` sits next to the file); SQLITE_BUSY beyond
+``busy_timeout`` is retried with jittered exponential back-off until ``lock_timeout``. An
+``upsert`` of many chunks is therefore several transactions: a crash keeps the batches
+already committed.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -57,9 +60,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ...sqlite_turns import WriteTurns
 from ..chunking import tokenize
 from ..types import Chunk, Hit
 from . import DocStoreError
+from .group_commit import Batch, GroupCommit
 
 T = TypeVar("T")
 
@@ -111,6 +116,17 @@ _SCHEMA = (
 _INSERT = """INSERT INTO chunks
     (idx, id, kb_id, doc_id, doc_name, content, tokens, pages, vector, create_time)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+_VECTOR = 8  # the vector's place in a row (see _INSERT and _row)
+# The same for many rows at once, from one JSON array of rows (no vectors: NULL).
+_INSERT_JSON = """INSERT INTO chunks
+    (idx, id, kb_id, doc_id, doc_name, content, tokens, pages, vector, create_time)
+    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+           json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+           json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+           json_extract(value, '$[6]'), json_extract(value, '$[7]'),
+           NULL, json_extract(value, '$[9]')
+    FROM json_each(?)"""
+_DELETE_JSON = "DELETE FROM chunks WHERE idx = ? AND id IN (SELECT value FROM json_each(?))"
 
 
 # --- tokens and queries --------------------------------------------------------------------
@@ -235,6 +251,8 @@ class EmbeddedDocStore:
         self._tokenize = tokenizer or default_tokenizer()
         self._local = threading.local()
         self._lock = threading.Lock()
+        self.write_turns = WriteTurns(self.path, lock_timeout)
+        self._group_commit = GroupCommit(self.write_turns, self._write_group, batch_size)
         self._conns: list[tuple[int, sqlite3.Connection]] = []
         self._schema_pid: int | None = None
         self._closed = False
@@ -309,19 +327,20 @@ class EmbeddedDocStore:
     ) -> T:
         """``work`` inside BEGIN IMMEDIATE ... COMMIT, rolled back on error, retried if busy."""
         connection = conn or self._conn()
+        with self.write_turns():
+            return self._retrying(functools.partial(self._attempt, work, connection))
 
-        def attempt() -> T:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(connection)
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
-            return result
-
-        return self._retrying(attempt)
+    @staticmethod
+    def _attempt(work: Callable[[sqlite3.Connection], T], connection: sqlite3.Connection) -> T:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(connection)
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        return result
 
     # -- DocStore ---------------------------------------------------------------------------
 
@@ -349,11 +368,22 @@ class EmbeddedDocStore:
 
         Within one call the last chunk of a given id wins (as in a bulk request).
         """
+        self._conn()  # open it (and check the schema) before queueing for a group commit
         now = time.time()
         latest = {chunk.id: chunk for chunk in chunks}
         rows = [_row(index, chunk, now) for chunk in latest.values()]
         for batch in _batches(rows, self.batch_size):
-            self._transaction(lambda c, b=batch: _replace_rows(c, b))
+            if any(row[_VECTOR] is not None for row in batch):
+                self._transaction(lambda c, b=batch: _replace_rows(c, b))
+            else:
+                self._group_commit.submit(_json_batch(index, batch))
+
+    def _write_group(self, group: Sequence[Batch]) -> None:
+        """One transaction for the batches of a group commit (rows without vectors)."""
+        ids = "[" + ",".join(batch.payload[0] for batch in group) + "]"
+        rows = "[" + ",".join(batch.payload[1] for batch in group) + "]"
+        work = functools.partial(_replace_json_rows, index=group[0].index, ids=ids, rows=rows)
+        self._retrying(functools.partial(self._attempt, work, self._conn()))
 
     def delete(self, index: str, chunk_ids: Sequence[str]) -> int:
         """Delete chunks by id; returns how many existed."""
@@ -422,6 +452,7 @@ class EmbeddedDocStore:
             self._conns.clear()
         for conn in mine:
             conn.close()
+        self.write_turns.close()
 
     # -- helpers beyond the protocol ----------------------------------------------------------
 
@@ -471,9 +502,41 @@ class EmbeddedDocStore:
 
 
 def _replace_rows(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Delete then insert (the delete trigger removes the old FTS entry): never a duplicate."""
-    conn.executemany("DELETE FROM chunks WHERE idx = ? AND id = ?", [row[:2] for row in rows])
-    conn.executemany(_INSERT, rows)
+    """Delete then insert (the delete trigger removes the old FTS entry): never a duplicate.
+
+    Rows without vectors go in as one JSON array per statement: two statements a batch
+    instead of two per row. Each statement gives up Python's GIL and takes it back, and
+    with other threads running that hand-over, not SQLite, was most of the time the
+    write lock was held. A vector is bytes, which JSON cannot carry: those rows go one by
+    one. ``ensure_ascii=False`` keeps text as it is, so text that is not valid UTF-8 is
+    refused by the binding, as it is on the row-by-row path.
+    """
+    plain = [row for row in rows if row[_VECTOR] is None]
+    if plain:
+        ids = json.dumps([row[1] for row in plain], ensure_ascii=False)
+        rows_json = json.dumps(plain, ensure_ascii=False)
+        _replace_json_rows(conn, index=plain[0][0], ids=ids, rows=rows_json)
+    vectors = [row for row in rows if row[_VECTOR] is not None]
+    if vectors:
+        conn.executemany("DELETE FROM chunks WHERE idx = ? AND id = ?", [r[:2] for r in vectors])
+        conn.executemany(_INSERT, vectors)
+
+
+def _replace_json_rows(conn: sqlite3.Connection, *, index: str, ids: str, rows: str) -> None:
+    """:func:`_replace_rows` for rows given as JSON: the ids, then the rows themselves."""
+    conn.execute(_DELETE_JSON, (index, ids))
+    conn.execute(_INSERT_JSON, (rows,))
+
+
+def _json_batch(index: str, rows: Sequence[tuple[Any, ...]]) -> Batch:
+    """Rows without vectors as a group-commit batch: their ids and rows as JSON array
+    items, serialised here, before the write turn, so a group only joins strings."""
+    ids = [row[1] for row in rows]
+    payload = (
+        json.dumps(ids, ensure_ascii=False)[1:-1],
+        json.dumps(rows, ensure_ascii=False)[1:-1],
+    )
+    return Batch(index, ids, payload)
 
 
 def _hit(row: tuple[Any, ...], score: float) -> Hit:
