@@ -130,14 +130,10 @@ class Catalog:
     def refresh_document_progress(self, doc_id: str) -> None:
         """Document progress = its tasks' (1 when all done, -1 if any failed), as the UI shows."""
         with self.store.writing():
-            rows = list(
-                self.task.select(self.task.progress, self.task.progress_msg)
-                .where(self.task.doc_id == doc_id)
-                .dicts()
-            )
-            if not rows:
+            query = self.task.select(self.task.progress).where(self.task.doc_id == doc_id)
+            values = [row.progress for row in query]
+            if not values:
                 return
-            values = [r["progress"] for r in rows]
             progress = -1.0 if min(values) < 0 else sum(values) / len(values)
             self.doc.update(
                 progress=progress, run="1" if 0 <= progress < 1 else "0", **stamp_fields("update")
