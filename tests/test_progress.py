@@ -74,24 +74,16 @@ def test_milestones_within_the_interval_share_the_next_write(store) -> None:
     ]
 
 
-def test_a_failure_is_written_at_once_with_every_line(store) -> None:
-    task = new_task(store)
-    writes = Writes()
-
-    async def main(clock: trio.testing.MockClock) -> None:
-        progress = Progress(task, writes, store.set_progress)
-        await progress(0.1, "Start to parse a.txt.")
-        await progress(-1, "[Exception]: broken")
-        assert writes.count == 1
-
-    run(main)
-    row = store.get_task(task["id"])
-    assert row["progress"] == -1
-    assert "Start to parse a.txt." in row["progress_msg"]
-    assert row["progress_msg"].endswith("[Exception]: broken")
-
-
-def test_flush_writes_now_and_keeps_the_stored_fraction(store) -> None:
+@pytest.mark.parametrize(
+    ("call", "fraction", "last_line"),
+    [
+        ({"fraction": -1, "message": "[Exception]: broken"}, -1, "[Exception]: broken"),
+        ({"message": "Executor stopped.", "flush": True}, 0.3, "Executor stopped."),
+    ],
+    ids=["failure", "flush"],
+)
+def test_a_final_or_flushed_call_is_written_at_once(store, call, fraction, last_line) -> None:
+    """Every line goes with it; a call without a fraction keeps the stored one."""
     task = new_task(store)
     store.set_progress(task["id"], 0.3, task["progress_msg"])
     task = store.get_task(task["id"])
@@ -99,13 +91,15 @@ def test_flush_writes_now_and_keeps_the_stored_fraction(store) -> None:
 
     async def main(clock: trio.testing.MockClock) -> None:
         progress = Progress(task, writes, store.set_progress)
-        await progress(None, "Executor stopped.", flush=True)
+        await progress(None, "Start to parse a.txt.")
+        await progress(**call)
         assert writes.count == 1
 
     run(main)
     row = store.get_task(task["id"])
-    assert row["progress"] == pytest.approx(0.3)
-    assert row["progress_msg"].endswith("Executor stopped.")
+    assert row["progress"] == pytest.approx(fraction)
+    assert "Start to parse a.txt." in row["progress_msg"]
+    assert row["progress_msg"].endswith(last_line)
 
 
 def test_writes_resume_once_the_interval_has_passed(store) -> None:

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import peewee as pw
@@ -71,12 +73,13 @@ def test_a_thread_may_nest_its_turns_and_then_hand_over(tmp_path: Path) -> None:
     assert not other.is_alive()
 
 
-def test_no_turn_in_time_is_an_error(tmp_path: Path) -> None:
-    turns = WriteTurns(tmp_path / "x.db", timeout=0.2)
+@contextmanager
+def held_by_another_thread(turn: Callable[[], AbstractContextManager[None]]) -> Iterator[None]:
+    """While the body runs, another thread holds *turn*."""
     holding, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with turns():
+        with turn():
             holding.set()
             release.wait(10)
 
@@ -84,13 +87,19 @@ def test_no_turn_in_time_is_an_error(tmp_path: Path) -> None:
     holder.start()
     try:
         assert holding.wait(5)
+        yield
+    finally:
+        release.set()
+        holder.join(5)
+
+
+def test_no_turn_in_time_is_an_error(tmp_path: Path) -> None:
+    turns = WriteTurns(tmp_path / "x.db", timeout=0.2)
+    with held_by_another_thread(turns):
         started = time.monotonic()
         with pytest.raises(NoTurnToWrite, match="no turn to write"), turns():
             pass
         assert time.monotonic() - started < 5
-    finally:
-        release.set()
-        holder.join(5)
 
 
 def test_a_task_database_write_without_a_turn_is_an_outage(tmp_path: Path) -> None:
@@ -98,19 +107,8 @@ def test_a_task_database_write_without_a_turn_is_an_outage(tmp_path: Path) -> No
     store = TaskStore(pw.SqliteDatabase(tmp_path / "tasks.db"))
     store.init_schema()
     store._turns = WriteTurns(tmp_path / "tasks.db", timeout=0.2)
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with store.writing():
-            holding.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert holding.wait(5)
-        with pytest.raises(DatabaseUnavailable, match="no turn to write"):
-            store.create_document(kb_id="kb", name="a.txt", location="a.txt")
-    finally:
-        release.set()
-        holder.join(5)
+    with (
+        held_by_another_thread(store.writing),
+        pytest.raises(DatabaseUnavailable, match="no turn to write"),
+    ):
+        store.create_document(kb_id="kb", name="a.txt", location="a.txt")

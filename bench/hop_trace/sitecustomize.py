@@ -74,16 +74,21 @@ def _install() -> None:
 
     trio.to_thread.run_sync = traced
 
-    attempt = embedded.EmbeddedDocStore._attempt
+    def timing(name: str, fn):
+        @functools.wraps(fn)
+        def timed(*args):
+            start = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                record(name, time.perf_counter() - start)
 
-    def timed_attempt(work, connection):
-        start = time.perf_counter()
-        try:
-            return attempt(work, connection)
-        finally:
-            record("store: write transaction (lock held)", time.perf_counter() - start)
+        return timed
 
-    embedded.EmbeddedDocStore._attempt = staticmethod(timed_attempt)
+    store = embedded.EmbeddedDocStore
+    store._attempt = staticmethod(timing("store: write transaction (lock held)", store._attempt))
+    commit = group_commit.GroupCommit
+    commit.submit = timing("store: group-commit batch (wait + write)", commit.submit)
     turns = embedded.WriteTurns.__call__
 
     @contextlib.contextmanager
@@ -94,16 +99,6 @@ def _install() -> None:
             yield
 
     embedded.WriteTurns.__call__ = timed_turn
-    submit = group_commit.GroupCommit.submit
-
-    def timed_submit(self, batch):
-        start = time.perf_counter()
-        try:
-            return submit(self, batch)
-        finally:
-            record("store: group-commit batch (wait + write)", time.perf_counter() - start)
-
-    group_commit.GroupCommit.submit = timed_submit
 
 
 if PREFIX:
