@@ -23,6 +23,11 @@ def stamp(message: str, task: dict[str, Any], moment: datetime | None = None) ->
     return f"{prefix} {message}"
 
 
+def message_lines(progress_msg: str | None) -> list[str]:
+    """The lines of a task's ``progress_msg`` (none for an empty or missing one)."""
+    return [line for line in (progress_msg or "").split("\n") if line]
+
+
 WRITE_INTERVAL = 1.0
 """Seconds between progress writes of one task: a milestone reached sooner is kept in memory
 and goes out with the next write. The task's final state (done, failed, cancelled) is
@@ -53,8 +58,7 @@ class Progress:
         self._store_call = store_call
         self._set_progress = set_progress
         self.write_interval = write_interval
-        previous = (task.get("progress_msg") or "").split("\n")
-        self.lines: list[str] = [line for line in previous if line]
+        self.lines: list[str] = message_lines(task.get("progress_msg"))
         self.fraction: float = float(task.get("progress") or 0)
         self._fraction_unwritten = False
         self._written_at = trio.current_time()

@@ -37,7 +37,7 @@ from .handlers import HandlerRegistry, TaskContext, TaskInputError
 from .memtrace import MemoryTracer
 from .metrics import Metrics, serve_metrics
 from .outage import DependencyUnavailable, Outage
-from .progress import Progress
+from .progress import Progress, message_lines, stamp
 from .sdnotify import Notifier, run_watchdog
 from .settings import Settings
 
@@ -362,7 +362,8 @@ class Worker:
             self.m_malformed.inc()
             await self._redis(self.broker.ack, delivery)
             return
-        task, cancelled = await self._db(self._look_up, message["id"])
+        deliveries = delivery.deliveries - self._outage_deliveries.get(delivery.entry_id, 0)
+        task, cancelled = await self._db(self._look_up, message["id"], deliveries)
         if reason := self._not_runnable(task, message["id"]):
             self.log.warning("acking entry %s without running it: %s", delivery.entry_id, reason)
             if task is None:
@@ -370,19 +371,32 @@ class Worker:
             await self._redis(self.broker.ack, delivery)
             return
         assert task is not None
-        deliveries = delivery.deliveries - self._outage_deliveries.get(delivery.entry_id, 0)
         if deliveries > self.config.max_deliveries:
             await self._dead_letter(delivery, task)
         elif cancelled:
             await self._record_cancelled(Progress(task, self._db, self.store.set_progress))
             await self._redis(self.broker.ack, delivery)
         else:
-            await self._run(delivery, task, retries=deliveries - 1)
+            await self._run(delivery, task)
 
-    def _look_up(self, task_id: str) -> tuple[dict[str, Any] | None, bool]:
-        """In a thread: the task's row and whether its cancel flag is set (one hop, not two)."""
+    def _look_up(self, task_id: str, deliveries: int) -> tuple[dict[str, Any] | None, bool]:
+        """In a thread: the task's row and whether its cancel flag is set. A task that is
+        going to run is begun here too (begin_at, retry count, its "received" line): one
+        hop, not three."""
         task = self.store.get_task(task_id)
-        return task, bool(task and self.broker.cancelled([task_id]))
+        cancelled = bool(task and self.broker.cancelled([task_id]))
+        if task and not cancelled and self._will_run(task, deliveries):
+            received = stamp("Task has been received.", task)
+            task["progress_msg"] = "\n".join([*message_lines(task["progress_msg"]), received])
+            self.store.begin_task(task_id, deliveries - 1, task["progress_msg"])
+        return task, cancelled
+
+    def _will_run(self, task: dict[str, Any], deliveries: int) -> bool:
+        return (
+            self._not_runnable(task, task["id"]) is None
+            and deliveries <= self.config.max_deliveries
+            and self.registry.get(task.get("task_type") or "") is not None
+        )
 
     def _not_runnable(self, task: dict[str, Any] | None, task_id: str) -> str | None:
         if task is None:
@@ -393,7 +407,8 @@ class Worker:
             return f"task {task_id} has already failed or been cancelled"
         return None
 
-    async def _run(self, delivery: Delivery, task: dict[str, Any], retries: int) -> None:
+    async def _run(self, delivery: Delivery, task: dict[str, Any]) -> None:
+        """Run a task that :meth:`_look_up` has begun (or fail it: no handler)."""
         task_id = task["id"]
         progress = Progress(task, self._db, self.store.set_progress)
         handler = self.registry.get(task.get("task_type") or "")
@@ -413,8 +428,6 @@ class Worker:
         self.running[task_id] = running
         self.m_in_flight.set(len(self.running))
         try:
-            received = progress.note("Task has been received.")
-            await self._db(self.store.begin_task, task_id, retries, received)
             with running.scope:
                 await handler(TaskContext(task, progress, self.settings))
         except trio.Cancelled:
