@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +42,7 @@ class WriteTurns:
         self._mutex = threading.Lock()
         self._held = threading.local()
         self._fd, self._fd_pid = -1, -1
+        self._closer: weakref.finalize | None = None
 
     @contextmanager
     def __call__(self) -> Iterator[None]:
@@ -84,11 +86,12 @@ class WriteTurns:
         if self._fd_pid != os.getpid():
             flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
             self._fd, self._fd_pid = os.open(self.lock_path, flags, 0o644), os.getpid()
+            self._closer = weakref.finalize(self, os.close, self._fd)  # no leak when dropped
         return self._fd
 
     def close(self) -> None:
         """Close this process's descriptor (the next turn opens it again)."""
         with self._mutex:
-            if self._fd_pid == os.getpid():
-                os.close(self._fd)
+            if self._fd_pid == os.getpid() and self._closer is not None:
+                self._closer()
             self._fd, self._fd_pid = -1, -1

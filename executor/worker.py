@@ -382,7 +382,7 @@ class Worker:
     def _look_up(self, task_id: str, deliveries: int) -> tuple[dict[str, Any] | None, bool]:
         """In a thread: the task's row and whether its cancel flag is set. A task that is
         going to run is begun here too (begin_at, retry count, its "received" line): one
-        hop, not three."""
+        hop, not two."""
         task = self.store.get_task(task_id)
         cancelled = bool(task and self.broker.cancelled([task_id]))
         if task and not cancelled and self._will_run(task, deliveries):

@@ -6,6 +6,8 @@ of a shared counter file with a pause in between, so two holders at once lose an
 
 from __future__ import annotations
 
+import gc
+import os
 import subprocess
 import sys
 import threading
@@ -71,6 +73,23 @@ def test_a_thread_may_nest_its_turns_and_then_hand_over(tmp_path: Path) -> None:
     other.start()
     other.join(5)
     assert not other.is_alive()
+
+
+def test_a_dropped_turns_object_closes_its_lock_file(tmp_path: Path) -> None:
+    """Every TaskStore and store has one; a process that makes many must not run out of
+    descriptors."""
+
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_descriptors()
+    for n in range(50):
+        turns = WriteTurns(tmp_path / f"{n}.db", timeout=5)
+        with turns():
+            pass
+    del turns
+    gc.collect()
+    assert open_descriptors() <= before
 
 
 @contextmanager
