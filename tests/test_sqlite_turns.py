@@ -20,6 +20,8 @@ import peewee as pw
 import pytest
 
 from executor.db import DatabaseUnavailable, TaskStore
+from executor.ingest.docstore.embedded import EmbeddedDocStore
+from executor.ingest.types import Chunk
 from executor.sqlite_turns import NoTurnToWrite, WriteTurns
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,3 +133,14 @@ def test_a_task_database_write_without_a_turn_is_an_outage(tmp_path: Path) -> No
         pytest.raises(DatabaseUnavailable, match="no turn to write"),
     ):
         store.create_document(kb_id="kb", name="a.txt", location="a.txt")
+
+
+def test_a_store_write_without_a_turn_is_an_outage_too(tmp_path: Path) -> None:
+    """The pipeline turns a ConnectionError from the store into a retry, not a failure."""
+    with EmbeddedDocStore(tmp_path / "docstore.db", lock_timeout=0.2) as store:
+        chunk = Chunk("c1", "d1", "kb1", "d1.txt", "hello", ["hello"])
+        with (
+            held_by_another_thread(store.write_turns.thread_turn),
+            pytest.raises(ConnectionError, match="no turn to write"),
+        ):
+            store.upsert("ragflow_t", [chunk])
