@@ -42,7 +42,9 @@ transactions of at most ``batch_size`` chunks, each after its turn to write
 (:mod:`executor.sqlite_turns`: ``<path>.lock`` sits next to the file); SQLITE_BUSY beyond
 ``busy_timeout`` is retried with jittered exponential back-off until ``lock_timeout``. An
 ``upsert`` of many chunks is therefore several transactions: a crash keeps the batches
-already committed.
+already committed. Batches without vectors that a process's threads queue at the same time
+share one transaction, still of at most ``batch_size`` rows (:mod:`.group_commit`); their
+rows go in as JSON arrays, two statements a transaction.
 """
 
 from __future__ import annotations
