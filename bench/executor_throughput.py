@@ -69,7 +69,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -88,9 +87,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 import redis  # noqa: E402
+import run_facts  # noqa: E402
 import trio  # noqa: E402
 
 from executor import wire  # noqa: E402
@@ -633,16 +633,7 @@ def machine_facts() -> list[str]:
     redis_version = subprocess.run(
         ["redis-server", "--version"], capture_output=True, text=True
     ).stdout.strip()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    return [
-        f"date: {datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"nproc: {os.cpu_count()}; load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
-        f"python: {platform.python_version()} ({platform.platform()})",
-        f"redis: {redis_version}",
-        f"commit: {commit} (working tree may differ)",
-    ]
+    return run_facts.machine_facts(extra=[f"redis: {redis_version}"])
 
 
 def throughput_table(results: list[Result]) -> list[str]:

@@ -57,7 +57,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import platform
 import re
 import shutil
 import signal
@@ -78,6 +77,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 import numpy as np  # noqa: E402
+import run_facts  # noqa: E402
 from docstore_bulk import VOCABULARY, vocabulary  # noqa: E402
 
 from executor.ingest.catalog import DEFAULT_PARSER_CONFIG, DEFAULT_TENANT  # noqa: E402
@@ -602,16 +602,7 @@ def classify(frames: list[str]) -> str:
 
 
 def machine_facts() -> list[str]:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    return [
-        f"date: {datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"nproc: {os.cpu_count()}; load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
-        f"python: {platform.python_version()}; SQLite {sqlite3.sqlite_version} "
-        f"({platform.platform()})",
-        f"commit: {commit} (working tree may differ)",
-    ]
+    return run_facts.machine_facts(f"; SQLite {sqlite3.sqlite_version}")
 
 
 def table(results: list[Result], raw: float) -> list[str]:
