@@ -22,6 +22,7 @@ from typing import Any
 import peewee as pw
 from playhouse.migrate import SchemaMigrator, migrate
 
+from .keyed_rows import KeyedRows
 from .sqlite_turns import NoTurnToWrite, WriteTurns
 
 
@@ -178,6 +179,10 @@ class TaskStore:
         self.Document = _bound(Document, database)
         self.Task = _bound(Task, database)
         self.models = (self.Knowledgebase, self.Document, self.Task)
+        # The statements every task runs, compiled once (see executor.keyed_rows).
+        self.task_rows = KeyedRows(self.Task)
+        self.document_rows = KeyedRows(self.Document)
+        self.knowledge_base_rows = KeyedRows(self.Knowledgebase)
         self._turns = _write_turns(database)
 
     @contextmanager
@@ -206,6 +211,13 @@ class TaskStore:
                 yield
         except NoTurnToWrite as exc:
             raise DatabaseUnavailable(str(exc)) from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """:meth:`writing` in one transaction; nested, a savepoint (SQLite's turns are
+        re-entrant, so a transaction may call the store's other writers)."""
+        with self.writing(), self.database.atomic():
+            yield
 
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers."""
@@ -246,7 +258,7 @@ class TaskStore:
             {"id": new_id(), **stamp_fields("create"), **stamp_fields("update"), **row}
             for row in rows
         ]
-        with self.writing(), self.database.atomic():
+        with self.transaction():
             for start in range(0, len(stamped), 500):
                 self.Task.insert_many(stamped[start : start + 500]).execute()
         return stamped
@@ -255,20 +267,21 @@ class TaskStore:
 
     def get_task(self, task_id: str) -> dict[str, Any] | None:
         with self.session():
-            row = self.Task.select().where(self.Task.id == task_id).dicts().first()
+            row = self.task_rows.get(task_id)
         if row and row.get("payload"):
             row["payload"] = json.loads(row["payload"])
         return row
 
     def begin_task(self, task_id: str, retry_count: int, progress_msg: str) -> None:
         """Mark the task started: begin_at, retry_count and its first progress line at once."""
+        fields = {
+            "begin_at": datetime.now(),
+            "retry_count": retry_count,
+            "progress_msg": progress_msg,
+            **stamp_fields("update"),
+        }
         with self.writing():
-            self.Task.update(
-                begin_at=datetime.now(),
-                retry_count=retry_count,
-                progress_msg=progress_msg,
-                **stamp_fields("update"),
-            ).where(self.Task.id == task_id).execute()
+            self.task_rows.update(task_id, fields)
 
     def set_progress(
         self, task_id: str, progress: float | None, progress_msg: str, **extra: Any
@@ -277,7 +290,7 @@ class TaskStore:
         if progress is not None:
             fields["progress"] = progress
         with self.writing():
-            self.Task.update(**fields).where(self.Task.id == task_id).execute()
+            self.task_rows.update(task_id, fields)
 
     # -- operators ---------------------------------------------------------------------------
 

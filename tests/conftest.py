@@ -118,3 +118,22 @@ def sql_fleet(request, tmp_path, redis_client, redis_server):
     yield sql
     sql.fleet.close()
     server.start()
+
+
+@pytest.fixture(params=["sqlite", "mariadb", "postgres"])
+def task_store(request, tmp_path):
+    """A TaskStore with its schema on each of the three databases (one test run each)."""
+    from executors import mysql_database, postgres_database, sqlite_database
+
+    from executor.db import TaskStore, open_database
+
+    if request.param == "sqlite":
+        config = sqlite_database(tmp_path)
+    else:
+        server = request.getfixturevalue(f"{request.param}_server")
+        server.start()
+        config = (mysql_database if request.param == "mariadb" else postgres_database)(server)
+    store = TaskStore(open_database(config))
+    store.init_schema()
+    yield store
+    store.database.close()

@@ -1,0 +1,88 @@
+"""Reads and writes of single rows by primary key, in SQL compiled once.
+
+peewee compiles a query's SQL anew on every call: about 150-300 us of Python here for a
+one-row read or update, while the database itself needs 10 us (SQLite) or one round trip
+(MariaDB). An ingestion task runs a dozen such statements, so compiling was a tenth of its
+CPU. :class:`KeyedRows` sends the same SQL, built once per model and set of columns, with
+values converted by the model's own fields (``db_value`` / ``python_value``), as peewee does.
+
+It runs inside the caller's connection and transaction handling (``TaskStore.session`` /
+``writing``, ``database.atomic``); it never opens or commits anything itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import peewee as pw
+
+
+class KeyedRows:
+    """One model's rows, addressed by primary key."""
+
+    def __init__(self, model: type[pw.Model]) -> None:
+        meta = model._meta
+        self._database: pw.Database = meta.database
+        self._fields: dict[str, pw.Field] = dict(meta.fields)
+        self._table = self._quote(meta.table_name)
+        self._key = self._quote(meta.primary_key.column_name)
+        self._param = self._database.param
+        self._compiled: dict[tuple[Any, ...], str] = {}
+        self._locks = not isinstance(self._database, pw.SqliteDatabase)
+
+    def get(
+        self, key: Any, columns: Iterable[str] | None = None, *, for_update: bool = False
+    ) -> dict[str, Any] | None:
+        """The row as a dict of *columns* (all by default), or None. *for_update* locks it
+        until the transaction ends where the database locks rows (not SQLite, whose writers
+        are serialised anyway)."""
+        names = tuple(columns or self._fields)
+        rows = self._select(names, self._key, key, for_update=for_update and self._locks)
+        return rows[0] if rows else None
+
+    def where_equal(self, column: str, value: Any, columns: Iterable[str]) -> list[dict[str, Any]]:
+        """Every row whose *column* equals *value*, as dicts of *columns*."""
+        return self._select(tuple(columns), self._column(column), value, for_update=False)
+
+    def update(
+        self, key: Any, values: dict[str, Any], increments: dict[str, int] | None = None
+    ) -> int:
+        """Set *values* and add *increments* (``col = col + n``, atomic in the database) on
+        the row *key*; returns the number of rows changed."""
+        added = increments or {}
+        shape = ("update", tuple(values), tuple(added))
+        sql = self._compiled.get(shape)
+        if sql is None:
+            sets = [f"{self._column(n)} = {self._param}" for n in values]
+            sets += [f"{self._column(n)} = {self._column(n)} + {self._param}" for n in added]
+            sql = f"UPDATE {self._table} SET {', '.join(sets)} WHERE {self._key} = {self._param}"
+            self._compiled[shape] = sql
+        params = [self._fields[n].db_value(v) for n, v in values.items()]
+        params += [int(n) for n in added.values()]
+        cursor = self._database.execute_sql(sql, [*params, key])
+        return cursor.rowcount
+
+    def _select(
+        self, names: tuple[str, ...], where: str, value: Any, *, for_update: bool
+    ) -> list[dict[str, Any]]:
+        shape = ("select", names, where, for_update)
+        sql = self._compiled.get(shape)
+        if sql is None:
+            columns = ", ".join(self._column(n) for n in names)
+            sql = f"SELECT {columns} FROM {self._table} WHERE {where} = {self._param}"
+            sql += " FOR UPDATE" if for_update else ""
+            self._compiled[shape] = sql
+        fields = [self._fields[n] for n in names]
+        cursor = self._database.execute_sql(sql, [value])
+        return [
+            {f.name: f.python_value(v) for f, v in zip(fields, row, strict=True)}
+            for row in cursor.fetchall()
+        ]
+
+    def _column(self, field_name: str) -> str:
+        return self._quote(self._fields[field_name].column_name)
+
+    def _quote(self, name: str) -> str:
+        start, end = self._database.quote
+        return f"{start}{name}{end}"
