@@ -164,12 +164,14 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [
     ("parse", re.compile(r"ingest/parsers\.py:")),
     ("chunk, tokenize, hash (chunking.py, _chunks_of)", re.compile(r"ingest/chunking\.py:")),
     ("blob read (storage)", re.compile(r"ingest/storage\.py:")),
-    ("progress writes (TaskStore.set_progress)", re.compile(r"^TaskStore\.set_progress \(")),
-    ("Catalog.record_chunks", re.compile(r"^Catalog\.record_chunks \(")),
-    ("Catalog.refresh_document_progress", re.compile(r"^Catalog\.refresh_document_progress \(")),
+    (
+        "progress and done writes (TaskStore.set_progress)",
+        re.compile(r"^TaskStore\.set_progress \("),
+    ),
+    ("Catalog.settle_document (recount)", re.compile(r"^Catalog\.settle_document \(")),
     (
         "other task database (doc/kb reads, get/begin task)",
-        re.compile(r"executor/db\.py:|ingest/catalog\.py:|\(peewee\.py:"),
+        re.compile(r"executor/(?:db|keyed_rows)\.py:|ingest/catalog\.py:|\(peewee\.py:"),
     ),
     ("queue (redis, broker)", re.compile(r"\(redis/|executor/broker\.py:")),
     ("trio: thread hops, scheduling", re.compile(r"\(trio/")),

@@ -39,7 +39,7 @@ def build_registry(settings: Settings, store: TaskStore) -> HandlerRegistry:
         registry.register(
             INGEST_TASK_TYPE,
             ingest_handler(services),
-            on_settled=lambda task: services.catalog.refresh_document_progress(task["doc_id"]),
+            on_settled=lambda task: services.catalog.settle_document(task["doc_id"]),
         )
     else:
         logging.getLogger("ragfleet").warning(

@@ -27,6 +27,9 @@ class TaskContext:
     progress: Progress
     settings: Settings
     services: dict[str, Any] = field(default_factory=dict)
+    done_fields: dict[str, Any] = field(default_factory=dict)
+    """Task columns the handler sets on success (ingestion: ``chunk_ids``, ``token_num``):
+    written with the task's done state, in the transaction that runs its on_settled hook."""
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -57,8 +60,11 @@ class HandlerRegistry:
     def register(
         self, task_type: str, handler: Handler, *, on_settled: SettledHook | None = None
     ) -> None:
-        """Serve *task_type* with *handler*; *on_settled(task_row)* runs (in a thread) once
-        the task's final state is recorded: done, failed or cancelled."""
+        """Serve *task_type* with *handler*; *on_settled(task_row)* runs (in a thread) when
+        the task's final state is recorded: done (in the same transaction), failed or
+        cancelled (right after). A hook that writes does so in ``store.transaction()``,
+        a savepoint inside the done transaction, so that its failure undoes only its own
+        writes: it is logged, and the task stays done."""
         if task_type in self._handlers:
             raise ValueError(f"task type {task_type!r} already has a handler")
         self._handlers[task_type] = handler

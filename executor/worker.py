@@ -427,9 +427,10 @@ class Worker:
         running = Running(delivery, task)
         self.running[task_id] = running
         self.m_in_flight.set(len(self.running))
+        ctx = TaskContext(task, progress, self.settings)
         try:
             with running.scope:
-                await handler(TaskContext(task, progress, self.settings))
+                await handler(ctx)
         except trio.Cancelled:
             await self._note_interrupted(progress)
             raise
@@ -448,24 +449,33 @@ class Worker:
             return
         seconds = time.monotonic() - running.started
         done = progress.note(f"Task done ({seconds:.2f}s)")
-        await self._db(self._finish, task, done, seconds, delivery)
+        fields = {**ctx.done_fields, "process_duration": seconds}
+        await self._db(self._finish, task, fields, done, delivery)
         self.dep_outage.recovered()
         self.counters.done += 1
         self.m_done.inc()
         self.m_duration.observe(seconds)
 
     def _finish(
-        self, task: dict[str, Any], progress_msg: str, seconds: float, delivery: Delivery
+        self, task: dict[str, Any], fields: dict[str, Any], progress_msg: str, delivery: Delivery
     ) -> None:
-        """In a thread: record the task done, ack its entry, run its on_settled hook (one
-        hop, not three: a short task's cost is mostly these round trips).
+        """In a thread: record the task done with *fields* and run its on_settled hook in
+        one transaction, then ack its entry (one hop, not three: a short task's cost is
+        mostly these round trips).
 
         If the ack fails, the entry is delivered again and acked without a re-run, since
         the task is already done.
         """
-        self.store.set_progress(task["id"], 1.0, progress_msg, process_duration=seconds)
+        record_done = functools.partial(
+            self.store.set_progress, task["id"], 1.0, progress_msg, **fields
+        )
+        if self.registry.on_settled(task.get("task_type") or "") is None:
+            record_done()
+        else:
+            with self.store.transaction():
+                record_done()
+                self._run_settled_hook(task)
         self.broker.ack(delivery)
-        self._run_settled_hook(task)
 
     async def _settled(self, task: dict[str, Any]) -> None:
         if self.registry.on_settled(task.get("task_type") or "") is not None:

@@ -10,8 +10,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import peewee as pw
-
 from ..db import TaskStore, new_id, stamp_fields
 
 DEFAULT_TENANT = "ragfleet"
@@ -21,6 +19,10 @@ DEFAULT_PARSER_CONFIG = {
     "overlap_percent": 0,
     "pages_per_task": 12,  # upstream splits PDFs into tasks of 12 pages
 }
+
+
+DOCUMENT_TOTALS = ("kb_id", "chunk_num", "token_num")
+TASK_TOTALS = ("chunk_ids", "token_num", "progress")
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,15 @@ class Catalog:
         self.kb = store.Knowledgebase
         self.doc = store.Document
         self.task = store.Task
+        self.knowledge_bases = store.knowledge_base_rows
+        self.documents = store.document_rows
+        self.tasks = store.task_rows
 
     # -- knowledge bases ---------------------------------------------------------------------
 
     def knowledge_base(self, kb_id: str) -> KnowledgeBase | None:
         with self.store.session():
-            row = self.kb.select().where(self.kb.id == kb_id).dicts().first()
+            row = self.knowledge_bases.get(kb_id)
         return _kb(row) if row else None
 
     def knowledge_base_named(self, name: str) -> KnowledgeBase | None:
@@ -85,7 +90,7 @@ class Catalog:
 
     def document(self, doc_id: str) -> dict[str, Any] | None:
         with self.store.session():
-            return self.doc.select().where(self.doc.id == doc_id).dicts().first()
+            return self.documents.get(doc_id)
 
     def add_document(self, kb: KnowledgeBase, **fields: Any) -> dict[str, Any]:
         row = self.store.create_document(kb_id=kb.id, **fields)
@@ -93,51 +98,42 @@ class Catalog:
             self.kb.update(doc_num=self.kb.doc_num + 1).where(self.kb.id == kb.id).execute()
         return row
 
-    def record_chunks(
-        self, task_id: str, doc_id: str, chunk_ids: list[str], token_num: int
-    ) -> None:
-        """Store the task's chunks, recount its document from its tasks, and move the
+    def settle_document(self, doc_id: str) -> None:
+        """Recount the document from its tasks (chunks, tokens, progress) and move its
         knowledge base's totals by the document's change, in one transaction: totals stay
-        exact however often a task runs, at a cost that does not grow with the base."""
-        with self.store.writing(), self.store.database.atomic():
-            self.task.update(
-                chunk_ids=" ".join(chunk_ids), token_num=token_num, **stamp_fields("update")
-            ).where(self.task.id == task_id).execute()
-            doc = self._locked_document(doc_id)
-            tasks = self.task.select(self.task.chunk_ids, self.task.token_num).where(
-                self.task.doc_id == doc.id
-            )
-            chunks = sum(len((t.chunk_ids or "").split()) for t in tasks)
-            tokens = sum(t.token_num or 0 for t in tasks)
-            self.doc.update(chunk_num=chunks, token_num=tokens, **stamp_fields("update")).where(
-                self.doc.id == doc.id
-            ).execute()
-            self.kb.update(
-                chunk_num=self.kb.chunk_num + (chunks - doc.chunk_num),
-                token_num=self.kb.token_num + (tokens - doc.token_num),
-                **stamp_fields("update"),
-            ).where(self.kb.id == doc.kb_id).execute()
+        exact however often a task runs, at a cost that does not grow with the base.
 
-    def _locked_document(self, doc_id: str):
-        """The document row, locked until the transaction ends where the database can lock
-        a row (MySQL, PostgreSQL): two tasks of one PDF finishing at once must not both
-        add their change to the knowledge base's totals. SQLite already serialises writers."""
-        query = self.doc.select().where(self.doc.id == doc_id)
-        if not isinstance(self.store.database, pw.SqliteDatabase):
-            query = query.for_update()
-        return query.get()
-
-    def refresh_document_progress(self, doc_id: str) -> None:
-        """Document progress = its tasks' (1 when all done, -1 if any failed), as the UI shows."""
-        with self.store.writing():
-            query = self.task.select(self.task.progress).where(self.task.doc_id == doc_id)
-            values = [row.progress for row in query]
-            if not values:
+        Document progress is its tasks' (1 when all are done, -1 if any failed), as the UI
+        shows it. The worker calls this when a task settles, in the transaction that records
+        a done task's state and chunk ids."""
+        with self.store.transaction():
+            doc = self.documents.get(doc_id, DOCUMENT_TOTALS, for_update=True)
+            if doc is None:
                 return
+            tasks = self.tasks.where_equal("doc_id", doc_id, TASK_TOTALS)
+            chunks = sum(len((t["chunk_ids"] or "").split()) for t in tasks)
+            tokens = sum(t["token_num"] or 0 for t in tasks)
+            values = [t["progress"] for t in tasks] or [0.0]
             progress = -1.0 if min(values) < 0 else sum(values) / len(values)
-            self.doc.update(
-                progress=progress, run="1" if 0 <= progress < 1 else "0", **stamp_fields("update")
-            ).where(self.doc.id == doc_id).execute()
+            updated = stamp_fields("update")
+            self.documents.update(
+                doc_id,
+                {
+                    "chunk_num": chunks,
+                    "token_num": tokens,
+                    "progress": progress,
+                    "run": "1" if 0 <= progress < 1 else "0",
+                    **updated,
+                },
+            )
+            self.knowledge_bases.update(
+                doc["kb_id"],
+                updated,
+                increments={
+                    "chunk_num": chunks - doc["chunk_num"],
+                    "token_num": tokens - doc["token_num"],
+                },
+            )
 
 
 def _kb(row: dict[str, Any]) -> KnowledgeBase:

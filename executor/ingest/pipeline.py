@@ -1,7 +1,8 @@
 """The ingestion handler: one task = one document (or one page range of a PDF) turned into
 indexed chunks, with upstream's progress milestones and no duplicates on a re-run.
 
-    fetch bytes -> parse -> chunk -> embed (optional) -> index -> record chunk ids
+    fetch bytes -> parse -> chunk -> embed (optional) -> index
+    -> (the worker) record chunk ids with the done state, recount document and base
 
 CPU-heavy steps (parsing, chunking) run in threads under ``max_concurrent_chunk_builders``;
 every step is a cancellation point, and a cancelled task removes the chunks it had
@@ -164,7 +165,9 @@ class Ingestion:
         await self.progress(0.7, f"Embedding chunks ({time.monotonic() - started:.2f}s).")
 
     async def _index(self, kb: KnowledgeBase, chunks: list[Chunk]) -> None:
-        """Replace this task's previous chunks with *chunks*, then record them."""
+        """Replace this task's previous chunks with *chunks*; their ids are recorded with
+        the task's done state (``ctx.done_fields``), so a task that does not finish leaves
+        none of its new chunks behind."""
         started = time.monotonic()
         old_ids = set((self.task.get("chunk_ids") or "").split())
         new_ids = [c.id for c in chunks]
@@ -179,13 +182,12 @@ class Ingestion:
                     await self._store_call(self.services.doc_store.upsert, kb.index, part)
                 written += [c.id for c in part]
                 await self.progress(0.8 + 0.1 * len(written) / max(len(chunks), 1))
+            await self.progress(0.9, f"Indexing done ({time.monotonic() - started:.2f}s).")
         except BaseException:
             await self._forget(kb, [i for i in written if i not in old_ids])
             raise
         tokens = sum(len(c.tokens) for c in chunks)
-        record = self.services.catalog.record_chunks
-        await self._thread(record, self.task["id"], self.task["doc_id"], new_ids, tokens)
-        await self.progress(0.9, f"Indexing done ({time.monotonic() - started:.2f}s).")
+        self.ctx.done_fields.update(chunk_ids=" ".join(new_ids), token_num=tokens)
 
     def _prepare_and_write(self, index: str, stale: list[str], first: list[Chunk]) -> None:
         """In a thread: create the index, remove the chunks a previous run left that this one
