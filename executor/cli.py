@@ -27,6 +27,7 @@ from . import __version__, wire
 from .broker import REDIS_UNAVAILABLE, connect
 from .db import TASK_STATES, DatabaseUnavailable, TaskStore, open_database, task_state
 from .fleet import dead_letters, fleet_status, requeue_dead_letter
+from .ingest.docstore import DocStoreUnavailable
 from .producer import enqueue, queued_task_ids, task_message
 from .settings import Settings, SettingsError, load_settings
 
@@ -64,6 +65,9 @@ def _errors_to_exit_codes() -> Iterator[None]:
         sys.exit(EXIT_UNAVAILABLE)
     except DatabaseUnavailable as exc:
         click.echo(f"ragfleet: database unreachable: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    except DocStoreUnavailable as exc:
+        click.echo(f"ragfleet: document store unavailable: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
 
 

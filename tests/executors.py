@@ -65,6 +65,7 @@ def write_config(
     *,
     models: dict[str, Any] | None = None,
     storage: dict[str, Any] | None = None,
+    doc_store: dict[str, Any] | None = None,
     **executor: Any,
 ) -> Path:
     """A runtime config as configc compiles it, pointing at the test servers: documents on
@@ -79,7 +80,7 @@ def write_config(
             "password": redis_server.password,
         },
         "database": database,
-        "doc_store": {"engine": "embedded", "path": str(tmp_path / "docstore.db")},
+        "doc_store": doc_store or {"engine": "embedded", "path": str(tmp_path / "docstore.db")},
         "storage": storage or {"backend": "local", "path": str(tmp_path / "files")},
         "models": models or {},
     }

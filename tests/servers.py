@@ -1,4 +1,5 @@
-"""Real ``redis-server``, MariaDB and PostgreSQL servers for the test suite (no mocks).
+"""Real ``redis-server``, MariaDB and PostgreSQL servers, and the ``osmem-server`` ES/OpenSearch
+API emulator, for the test suite (no mocks).
 
 A plain module: the fixtures are in conftest.py. Each server is a child process of the test
 process, on a free loopback port, with all its files (config, data, logs, socket) in the
@@ -39,6 +40,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
@@ -47,6 +49,7 @@ from typing import Any, Self
 import psycopg2
 import pymysql
 import redis
+from osmem_server import resolve_binary
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -967,3 +970,37 @@ def child_pids(pid: int) -> list[int]:
         if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
             found.append(int(entry.name))
     return found
+
+
+class EmulatorServer(_Server):
+    """``osmem-server`` (the binary of the osmem-server wheel) on a free loopback port."""
+
+    name = "osmem"
+    start_timeout = 30.0
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_path  # it logs to stdout/stderr only
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _prepare(self) -> None:
+        self.binary = resolve_binary()
+
+    def _command(self) -> list[str]:
+        # stdin is /dev/null, so --no-stdin-watch; --parent-pid ends it with the test process
+        return [
+            self.binary,
+            "--addr",
+            f"{self.host}:{self.port}",
+            "--no-ja",
+            "--no-stdin-watch",
+            "--parent-pid",
+            str(os.getpid()),
+        ]
+
+    def _probe(self) -> bool:
+        with urllib.request.urlopen(self.url, timeout=1) as response:
+            return bool(response.status == 200)

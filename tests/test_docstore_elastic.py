@@ -21,21 +21,21 @@ Elasticsearch and OpenSearch cannot run on these machines (../shared/notes/doc-s
 
 from __future__ import annotations
 
+import http.server
 import itertools
-import os
-import urllib.request
+import json
+import socket
+import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from elastic_transport import Urllib3HttpNode
 from elasticsearch import Elasticsearch
 from opensearchpy import OpenSearch
-from osmem_server import resolve_binary
-from servers import _Server
+from servers import EmulatorServer
 
-from executor.ingest.docstore import DocStoreError, open_doc_store
+from executor.ingest.docstore import DocStoreError, DocStoreUnavailable, open_doc_store
 from executor.ingest.docstore.elastic import (
     ElasticDocStore,
     bulk_actions,
@@ -261,6 +261,78 @@ def test_open_doc_store_rejects_bad_elastic_configs() -> None:
         open_doc_store({"engine": "opensearch", "hosts": ["http://h:9200"], "api_key": "k"})
 
 
+# --- outages: a refused port and a real HTTP server that says "not now" --------------------
+
+
+class StatusServer:
+    """A real HTTP server on loopback answering every request with one status and an
+    Elasticsearch-style error body (the product header included, as ES sends it)."""
+
+    def __init__(self, status: int) -> None:
+        body = json.dumps({"error": {"type": "x", "reason": f"status {status}"}, "status": status})
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("X-Elastic-Product", "Elasticsearch")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("flavor", ["elasticsearch", "opensearch"])
+def test_an_unreachable_cluster_is_an_outage_not_a_task_error(flavor: Any) -> None:
+    store = open_doc_store({"engine": flavor, "hosts": [closed_port_url()]})
+    for call in (
+        lambda: store.create_index("ragflow_t", None),
+        lambda: store.upsert("ragflow_t", [golden_chunk()]),
+        lambda: store.search("ragflow_t", "hello", kb_ids=["kb1"]),
+    ):
+        with pytest.raises(DocStoreUnavailable, match=f"{flavor} unreachable"):
+            call()
+    assert issubclass(DocStoreUnavailable, ConnectionError)  # what the pipeline retries
+    store.close()
+
+
+@pytest.mark.parametrize("flavor", ["elasticsearch", "opensearch"])
+@pytest.mark.parametrize(("status", "outage"), [(503, True), (429, True), (400, False)])
+def test_not_now_statuses_are_outages_and_other_errors_are_not(
+    flavor: Any, status: int, outage: bool
+) -> None:
+    server = StatusServer(status)
+    store = open_doc_store({"engine": flavor, "hosts": [server.url]})
+    try:
+        with pytest.raises(Exception) as caught:
+            store.upsert("ragflow_t", [golden_chunk()])
+        assert isinstance(caught.value, DocStoreUnavailable) is outage
+        if outage:
+            assert f"{flavor} answered {status}" in str(caught.value)
+    finally:
+        store.close()
+        server.close()
+
+
 # --- the emulator ----------------------------------------------------------------------------
 
 
@@ -281,40 +353,6 @@ class PlainJsonNode(Urllib3HttpNode):
                 if value:
                     headers[name] = value.replace("vnd.elasticsearch+", "").split(";")[0]
         return super().perform_request(method, target, body=body, headers=headers, **kw)
-
-
-class EmulatorServer(_Server):
-    """``osmem-server`` (the binary of the osmem-server wheel) on a free loopback port."""
-
-    name = "osmem"
-    start_timeout = 30.0
-
-    @property
-    def log_path(self) -> Path:
-        return self.out_path  # it logs to stdout/stderr only
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def _prepare(self) -> None:
-        self.binary = resolve_binary()
-
-    def _command(self) -> list[str]:
-        # stdin is /dev/null, so --no-stdin-watch; --parent-pid ends it with the test process
-        return [
-            self.binary,
-            "--addr",
-            f"{self.host}:{self.port}",
-            "--no-ja",
-            "--no-stdin-watch",
-            "--parent-pid",
-            str(os.getpid()),
-        ]
-
-    def _probe(self) -> bool:
-        with urllib.request.urlopen(self.url, timeout=1) as response:
-            return bool(response.status == 200)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from executor.ingest.docstore import open_doc_store
+from executor.ingest.docstore import DocStoreUnavailable, open_doc_store
 from executor.ingest.docstore.embedded import (
     EmbeddedDocStore,
     cosine_to_blobs,
@@ -471,3 +471,28 @@ def test_a_group_keeps_the_order_of_writes_to_one_chunk_id(store: EmbeddedDocSto
     assert sizes == [2, 1]  # the second write of "same" waited for the next group
     assert store.search(INDEX, "version", kb_ids=["kb1"], top_k=5)[0].content == "second version"
     assert store.count(INDEX) == 2
+
+
+def test_a_lock_held_past_lock_timeout_is_an_outage_not_a_task_error(tmp_path: Path) -> None:
+    store = EmbeddedDocStore(tmp_path / "chunks.db", busy_timeout=0.05, lock_timeout=0.3)
+    store.create_index(INDEX, None)
+    sizes = count_group_writes(store)
+    # A writer outside the executor's turns (an operator's sqlite3 shell, say) holds the lock.
+    holder = sqlite3.connect(tmp_path / "chunks.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    calls = [(INDEX, [make_chunk(f"c{n}", f"hello {n}")]) for n in range(3)]
+    outcomes = queue_while_the_turn_is_held(store, calls)
+    assert time.monotonic() - started >= 0.3
+    # The writer of the group waited out the lock; the others, queued behind it for the
+    # turn, may give up first (NoTurnToWrite). Both are ConnectionErrors: outages, which
+    # the pipeline retries, not task errors.
+    assert all(isinstance(outcome, ConnectionError) for outcome in outcomes), outcomes
+    locked = [o for o in outcomes if isinstance(o, DocStoreUnavailable)]
+    assert locked and "still locked after 0.3 s" in str(locked[0])
+    assert sizes == [3]  # one wait for the whole group, not one more per batch
+    holder.execute("ROLLBACK")
+    store.upsert(INDEX, [make_chunk("c1", "hello world")])
+    assert [h.chunk_id for h in store.search(INDEX, "hello", kb_ids=["kb1"])] == ["c1"]
+    holder.close()
+    store.close()

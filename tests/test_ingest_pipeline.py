@@ -4,11 +4,13 @@ store, `ragfleet search`. Real Redis; task database SQLite (and MariaDB in one t
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 from executors import Fleet, mysql_database, wait_for, write_config
 from fake_openai import DIM, FakeOpenAI, serve_fake_openai
+from servers import EmulatorServer
 
 from executor.ingest.catalog import Catalog
 from executor.ingest.docstore import open_doc_store
@@ -150,6 +152,30 @@ def test_embeddings_from_an_openai_compatible_endpoint(make_fleet):
         assert store.count(kb.index, kb_id=kb.id) > 0
         hits = store.search(kb.index, "rabbit", kb_ids=[kb.id], top_k=1, vector=[0.1] * DIM)
         assert hits, "hybrid search over stored vectors of the endpoint's dimension"
+
+
+def test_an_unreachable_document_store_pauses_ingestion_and_loses_nothing(make_fleet, tmp_path):
+    """OpenSearch through opensearch-py, against the osmem-server EMULATOR (no OpenSearch
+    runs here). The store is down when the tasks run: they wait as an outage, never failed;
+    once the store answers, they are indexed and searchable."""
+    emulator = EmulatorServer(tmp_path / "osmem")  # not started yet: its port refuses
+    try:
+        fleet = make_fleet(doc_store={"engine": "opensearch", "hosts": [emulator.url]})
+        files = [CORPUS / "declaration-of-independence.txt", CORPUS / "gettysburg-address.pdf"]
+        ids = submit(fleet, *files)
+        executor = fleet.start()
+        executor.wait_log(r"a task dependency unavailable: document store: opensearch unreachable")
+        time.sleep(1)  # a few retries while it is down
+        assert {fleet.task(i)["progress"] for i in ids} == {0.0}, "no task failed or finished"
+        emulator.start()
+        rows = fleet.wait_done(ids, timeout=90)
+        assert [r["progress"] for r in rows] == [1, 1], [r["progress_msg"] for r in rows]
+        assert "[Exception]" not in "".join(r["progress_msg"] for r in rows)
+        executor.wait_log(r"a task dependency available again after")
+        assert search(fleet, "four score")[0]["doc_name"] == "gettysburg-address.pdf"
+        assert executor.process.poll() is None
+    finally:
+        emulator.close()
 
 
 def test_four_worker_processes_write_the_embedded_store_at_once(make_fleet, tmp_path):

@@ -26,6 +26,12 @@ class DocStoreError(RuntimeError):
     """The document store refused or failed an operation; the message says which and why."""
 
 
+class DocStoreUnavailable(ConnectionError):
+    """The document store cannot take the operation now: unreachable, timed out, answering
+    429/502/503/504, or (embedded) its file locked past ``lock_timeout``. An outage, not the
+    task's fault: the executor pauses and runs the task again later instead of failing it."""
+
+
 def open_doc_store(config: Mapping[str, Any]) -> DocStore:
     """Open the store a ``doc_store`` config section names.
 
@@ -56,4 +62,4 @@ def _open_embedded(config: Mapping[str, Any]) -> DocStore:
     return EmbeddedDocStore(path)
 
 
-__all__ = ["ENGINES", "DocStoreError", "open_doc_store"]
+__all__ = ["ENGINES", "DocStoreError", "DocStoreUnavailable", "open_doc_store"]

@@ -22,19 +22,25 @@ rag/utils/es_conn.py, rag/utils/opensearch_conn.py):
   OpenSearch has no top-level knn, so the BM25 ``match`` (boost 0.05) and a ``knn`` query are
   two ``should`` clauses of one bool query. Either way the engine adds the two scores; unlike
   upstream there is no Python re-rank afterwards, so ``Hit.score`` is the engine's ``_score``.
+
+A cluster that gives no answer (refused, reset, timed out) or says "not now" (429, 502, 503,
+504) raises :class:`DocStoreUnavailable`: the executor waits the outage out and runs the task
+again, where upstream fails it.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ..types import Chunk, Hit
-from . import DocStoreError
+from . import DocStoreError, DocStoreUnavailable
 from .embedded import default_tokenizer
 
+T = TypeVar("T")
 Flavor = Literal["elasticsearch", "opensearch"]
 FLAVORS: tuple[Flavor, ...] = ("elasticsearch", "opensearch")
 
@@ -251,6 +257,39 @@ def _api_error(flavor: Flavor) -> type[Exception]:
     return TransportError
 
 
+def _unreachable(flavor: Flavor) -> tuple[type[Exception], ...]:
+    """What a client raises when no response came: refused, reset, timed out, TLS failed."""
+    if flavor == "elasticsearch":
+        from elastic_transport import ConnectionError, ConnectionTimeout
+
+        return (ConnectionError, ConnectionTimeout)
+    from opensearchpy import ConnectionError
+
+    return (ConnectionError,)  # its ConnectionTimeout and SSLError are ConnectionErrors
+
+
+RETRY_LATER = frozenset({429, 502, 503, 504})
+"""Statuses that say "not now" (rejected for load, no master, a proxy without a backend)."""
+
+
+def _outage_aware(method: Callable[..., T]) -> Callable[..., T]:
+    """Raise DocStoreUnavailable where the cluster gave no answer or said "not now", so the
+    executor waits the outage out instead of failing the task."""
+
+    @functools.wraps(method)
+    def call(self: ElasticDocStore, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except self._unreachable as exc:
+            raise DocStoreUnavailable(f"{self.flavor} unreachable: {exc}") from exc
+        except self._api_error as exc:
+            if _status(exc) in RETRY_LATER:
+                raise DocStoreUnavailable(f"{self.flavor} answered {_status(exc)}: {exc}") from exc
+            raise
+
+    return call
+
+
 def _status(exc: BaseException) -> int | None:
     status = getattr(getattr(exc, "meta", None), "status", None)  # elasticsearch-py 8
     if not isinstance(status, int):
@@ -294,6 +333,7 @@ class ElasticDocStore:
         self.bulk_size = bulk_size
         self._tokenize = tokenizer or default_tokenizer()
         self._api_error = _api_error(flavor)
+        self._unreachable = _unreachable(flavor)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ElasticDocStore:
@@ -306,6 +346,7 @@ class ElasticDocStore:
 
     # -- DocStore ---------------------------------------------------------------------------
 
+    @_outage_aware
     def create_index(self, index: str, vector_dim: int | None) -> None:
         """Create the index if missing; on an existing one, add ``q_<dim>_vec`` if needed."""
         try:
@@ -318,6 +359,7 @@ class ElasticDocStore:
             mapping = {vector_field(vector_dim): vector_mapping(vector_dim, self.flavor)}
             self.client.indices.put_mapping(index=index, body={"properties": mapping})
 
+    @_outage_aware
     def upsert(self, index: str, chunks: Sequence[Chunk]) -> None:
         """Bulk index by id, ``bulk_size`` chunks per request; raises on any item error."""
         now = time.time()
@@ -332,6 +374,7 @@ class ElasticDocStore:
                     + "; ".join(errors[:3])
                 )
 
+    @_outage_aware
     def delete(self, index: str, chunk_ids: Sequence[str]) -> int:
         """Delete chunks by id; returns how many existed (missing ids and index count 0)."""
         actions = delete_actions(index, chunk_ids)
@@ -350,6 +393,7 @@ class ElasticDocStore:
             )
         return deleted
 
+    @_outage_aware
     def delete_doc(self, index: str, doc_id: str) -> int:
         """delete_by_query on ``doc_id``; returns how many chunks went."""
         try:
@@ -365,6 +409,7 @@ class ElasticDocStore:
             raise
         return int(response.get("deleted", 0))
 
+    @_outage_aware
     def search(
         self,
         index: str,
@@ -393,6 +438,7 @@ class ElasticDocStore:
 
     # -- helpers beyond the protocol ----------------------------------------------------------
 
+    @_outage_aware
     def count(self, index: str, *, kb_id: str | None = None, doc_id: str | None = None) -> int:
         """How many chunks the index holds (of one knowledge base and/or document)."""
         filters = [{"term": {k: v}} for k, v in (("kb_id", kb_id), ("doc_id", doc_id)) if v]

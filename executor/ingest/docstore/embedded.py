@@ -40,7 +40,8 @@ Concurrency: one connection per thread (the executor calls from a thread pool) a
 process (a connection is never used across ``fork``). Writes run in ``BEGIN IMMEDIATE``
 transactions of at most ``batch_size`` chunks, each after its turn to write
 (:mod:`executor.sqlite_turns`: ``<path>.lock`` sits next to the file); SQLITE_BUSY beyond
-``busy_timeout`` is retried with jittered exponential back-off until ``lock_timeout``. An
+``busy_timeout`` is retried with jittered exponential back-off until ``lock_timeout``, then
+raised as :class:`DocStoreUnavailable` (an outage: the task is retried, not failed). An
 ``upsert`` of many chunks is therefore several transactions: a crash keeps the batches
 already committed. Batches without vectors that a process's threads queue at the same time
 share one transaction, still of at most ``batch_size`` rows (:mod:`.group_commit`); their
@@ -65,7 +66,7 @@ import numpy as np
 from ...sqlite_turns import WriteTurns
 from ..chunking import tokenize
 from ..types import Chunk, Hit
-from . import DocStoreError
+from . import DocStoreError, DocStoreUnavailable
 from .group_commit import Batch, GroupCommit
 
 T = TypeVar("T")
@@ -319,8 +320,13 @@ class EmbeddedDocStore:
             try:
                 return op()
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() >= deadline:
+                if not _is_busy(exc):
                     raise
+                if time.monotonic() >= deadline:
+                    raise DocStoreUnavailable(
+                        f"embedded doc store {self.path}: still locked after "
+                        f"{self.lock_timeout:g} s ({exc})"
+                    ) from exc
             time.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, 0.5)
 

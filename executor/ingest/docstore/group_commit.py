@@ -9,7 +9,9 @@ the thread that gets it writes every queued batch for the same index (up to ``ma
 rows) in one transaction, and the threads whose batches went with it find them written.
 
 A batch that fails in a group is not blamed on the others: the group is written again
-batch by batch, and each thread gets its own batch's outcome.
+batch by batch, and each thread gets its own batch's outcome. An outage (a ConnectionError:
+the file stayed locked, no turn in time) is every batch's outcome at once; writing the
+batches again one by one would only wait it out once per batch.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class GroupCommit:
         if len(group) > 1:
             try:
                 self.write(group)
+            except ConnectionError:
+                raise  # the store is unavailable, whichever batch it is
             except Exception:
                 pass  # one bad batch must not fail the others: write them one by one
             else:
