@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -46,25 +47,43 @@ _TOKEN = re.compile(
 
 
 # On ASCII text _TOKEN means exactly this (no CJK, no marks, one apostrophe), and this runs
-# about 2.5 times faster; most text is ASCII, so tokenizing takes one of these passes.
+# about 2.5 times faster; most text is ASCII.
 _ASCII_TOKEN = re.compile(r"\d+(?:[.,]\d+)+|[A-Za-z0-9]+(?:'[A-Za-z0-9]+)*")
 
 # Characters a token can contain. A boundary with any other character on either side
 # cannot be inside a token, so tokens found on both sides of it are the tokens of the whole.
 _TOKEN_CHAR = re.compile(rf"[\w{_MARKS}.,'\u2019]")
 
+# Lowercased ASCII with every character that no token contains made a space: the words
+# split() then finds hold whole tokens, separated by at most . , ' inside.
+_ASCII_KEPT = frozenset(string.ascii_lowercase + string.digits + ".,'")
+_ASCII_BLANKS = str.maketrans({c: " " for c in map(chr, range(128)) if c not in _ASCII_KEPT})
+
+
+def _ascii_tokens(text: str) -> list[str]:
+    """:func:`tokenize` of ASCII text, about twice as fast as ``_ASCII_TOKEN.findall``: most
+    words are letters and digits only, and only the others need the pattern."""
+    tokens: list[str] = []
+    for word in text.lower().translate(_ASCII_BLANKS).split():
+        word = word.strip(".,'")  # a separator at either end joins nothing
+        if word.isalnum():
+            tokens.append(word)
+        elif word:
+            tokens += _ASCII_TOKEN.findall(word)
+    return tokens
+
 
 def tokenize(text: str) -> list[str]:
     """Lowercase search tokens: words (letters and digits, inner apostrophes kept), numbers with
     separators, and single CJK characters. Punctuation and whitespace are not tokens."""
     if text.isascii():
-        return _ASCII_TOKEN.findall(text.lower())
+        return _ascii_tokens(text)
     return [token.lower() for token in _TOKEN.findall(text)]
 
 
 def count_tokens(text: str) -> int:
     """How many tokens :func:`tokenize` finds: the unit of ``chunk_token_num``."""
-    return len((_ASCII_TOKEN if text.isascii() else _TOKEN).findall(text))
+    return len(_ascii_tokens(text) if text.isascii() else _TOKEN.findall(text))
 
 
 def _token_starts(text: str) -> list[int]:
