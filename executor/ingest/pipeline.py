@@ -165,9 +165,10 @@ class Ingestion:
         await self.progress(0.7, f"Embedding chunks ({time.monotonic() - started:.2f}s).")
 
     async def _index(self, kb: KnowledgeBase, chunks: list[Chunk]) -> None:
-        """Replace this task's previous chunks with *chunks*; their ids are recorded with
-        the task's done state (``ctx.done_fields``), so a task that does not finish leaves
-        none of its new chunks behind."""
+        """Replace this task's previous chunks with *chunks*. Their ids are recorded with the
+        task's done state (``ctx.done_fields``), so a task cancelled or failed here first
+        removes the new chunks it wrote; if the done write itself fails, the task runs again
+        and writes the same ids."""
         started = time.monotonic()
         old_ids = set((self.task.get("chunk_ids") or "").split())
         new_ids = [c.id for c in chunks]
