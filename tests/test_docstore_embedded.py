@@ -137,6 +137,29 @@ def test_upsert_is_idempotent_and_replaces_content(store: EmbeddedDocStore) -> N
     assert store.integrity_check() == []
 
 
+def test_replacing_a_chunk_leaves_no_stale_index_entry(tmp_path: Path) -> None:
+    """A re-upsert replaces the row in one statement (INSERT OR REPLACE); the old row's FTS
+    entry must go with it, which needs SQLite's recursive_triggers."""
+    with EmbeddedDocStore(tmp_path / "docstore.db") as store:
+        store.create_index(INDEX, None)
+        store.upsert(INDEX, [make_chunk("c1", "alpha beta"), make_chunk("c2", "other")])
+        store.upsert(INDEX, [make_chunk("c1", "gamma delta")])
+        assert store.integrity_check() == []
+        raw = sqlite3.connect(tmp_path / "docstore.db")
+        stale = raw.execute("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH 'alpha'")
+        assert stale.fetchall() == []
+        # integrity_check itself finds such an entry
+        raw.execute("PRAGMA recursive_triggers = OFF")
+        raw.execute(
+            "INSERT OR REPLACE INTO chunks (idx, id, kb_id, doc_id, doc_name, content, tokens,"
+            " pages, create_time) VALUES (?, 'c2', 'kb1', 'd', 'd', 'x', 'x', '[]', 0)",
+            (INDEX,),
+        )
+        raw.commit()
+        raw.close()
+        assert store.integrity_check() == ["chunks_fts: 1 indexed rows have no chunk"]
+
+
 def test_duplicate_ids_in_one_upsert_keep_the_last(store: EmbeddedDocStore) -> None:
     store.upsert(INDEX, [make_chunk("d", "first version"), make_chunk("d", "second version")])
     assert store.count(INDEX) == 1

@@ -120,8 +120,10 @@ _INSERT = """INSERT INTO chunks
     (idx, id, kb_id, doc_id, doc_name, content, tokens, pages, vector, create_time)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 _VECTOR = 8  # the vector's place in a row (see _INSERT and _row)
-# The same for many rows at once, from one JSON array of rows (no vectors: NULL).
-_INSERT_JSON = """INSERT INTO chunks
+# Insert-or-replace many rows at once, from one JSON array of rows (no vectors: NULL). The
+# row an id already has is deleted first (UNIQUE (idx, id)), and with recursive_triggers on
+# (see _open) its delete trigger takes the old FTS entry out.
+_UPSERT_JSON = """INSERT OR REPLACE INTO chunks
     (idx, id, kb_id, doc_id, doc_name, content, tokens, pages, vector, create_time)
     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
            json_extract(value, '$[2]'), json_extract(value, '$[3]'),
@@ -129,7 +131,6 @@ _INSERT_JSON = """INSERT INTO chunks
            json_extract(value, '$[6]'), json_extract(value, '$[7]'),
            NULL, json_extract(value, '$[9]')
     FROM json_each(?)"""
-_DELETE_JSON = "DELETE FROM chunks WHERE idx = ? AND id IN (SELECT value FROM json_each(?))"
 
 
 # --- tokens and queries --------------------------------------------------------------------
@@ -298,6 +299,9 @@ class EmbeddedDocStore:
                 "several writer processes need it: put the file on a local file system"
             )
         conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; WAL stays valid
+        # A row that INSERT OR REPLACE deletes fires its delete trigger only with this on;
+        # without it the old row's FTS entry would stay behind (_UPSERT_JSON).
+        conn.execute("PRAGMA recursive_triggers = ON")
         return conn
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
@@ -387,11 +391,13 @@ class EmbeddedDocStore:
                 self._group_commit.submit(_json_batch(index, batch))
 
     def _write_group(self, group: Sequence[Batch]) -> None:
-        """One transaction for the batches of a group commit (rows without vectors)."""
-        ids = "[" + ",".join(batch.payload[0] for batch in group) + "]"
-        rows = "[" + ",".join(batch.payload[1] for batch in group) + "]"
-        work = functools.partial(_replace_json_rows, index=group[0].index, ids=ids, rows=rows)
-        self._retrying(functools.partial(self._attempt, work, self._conn()))
+        """The batches of a group commit (rows without vectors) in one statement, which is
+        its own transaction: the write lock is held for one call into SQLite, with no
+        hand-over of Python's GIL between BEGIN, the writes and COMMIT, each of which can
+        wait for another thread's turn on the GIL (up to 5 ms) while the file stays locked."""
+        rows = "[" + ",".join(str(batch.payload) for batch in group) + "]"
+        conn = self._conn()
+        self._retrying(lambda: conn.execute(_UPSERT_JSON, (rows,)))
 
     def delete(self, index: str, chunk_ids: Sequence[str]) -> int:
         """Delete chunks by id; returns how many existed."""
@@ -483,6 +489,18 @@ class EmbeddedDocStore:
             conn.execute("INSERT INTO chunks_fts (chunks_fts) VALUES ('integrity-check')")
         except sqlite3.DatabaseError as exc:
             problems.append(f"chunks_fts: {exc}")
+        # FTS5's check does not see index entries whose chunk row is gone (an external
+        # content table); they would skew BM25, and match a chunk that reuses the rowid.
+        conn.execute(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_fts_terms "
+            "USING fts5vocab(main, chunks_fts, instance)"
+        )
+        (orphans,) = conn.execute(
+            "SELECT count(DISTINCT doc) FROM temp.chunks_fts_terms "
+            "WHERE doc NOT IN (SELECT rid FROM chunks)"
+        ).fetchone()
+        if orphans:
+            problems.append(f"chunks_fts: {orphans} indexed rows have no chunk")
         return problems
 
     def __enter__(self) -> EmbeddedDocStore:
@@ -510,41 +528,28 @@ class EmbeddedDocStore:
 
 
 def _replace_rows(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Delete then insert (the delete trigger removes the old FTS entry): never a duplicate.
+    """Replace rows by id (the delete trigger removes the old FTS entry): never a duplicate.
 
-    Rows without vectors go in as one JSON array per statement: two statements a batch
-    instead of two per row. Each statement gives up Python's GIL and takes it back, and
-    with other threads running that hand-over, not SQLite, was most of the time the
-    write lock was held. A vector is bytes, which JSON cannot carry: those rows go one by
-    one. ``ensure_ascii=False`` keeps text as it is, so text that is not valid UTF-8 is
-    refused by the binding, as it is on the row-by-row path.
+    Rows without vectors go in as one JSON array in one statement, not two per row. Each
+    statement gives up Python's GIL and takes it back, and with other threads running that
+    hand-over, not SQLite, was most of the time the write lock was held. A vector is bytes,
+    which JSON cannot carry: those rows go one by one. ``ensure_ascii=False`` keeps text as
+    it is, so text that is not valid UTF-8 is refused by the binding, as it is on the
+    row-by-row path.
     """
     plain = [row for row in rows if row[_VECTOR] is None]
     if plain:
-        ids = json.dumps([row[1] for row in plain], ensure_ascii=False)
-        rows_json = json.dumps(plain, ensure_ascii=False)
-        _replace_json_rows(conn, index=plain[0][0], ids=ids, rows=rows_json)
+        conn.execute(_UPSERT_JSON, (json.dumps(plain, ensure_ascii=False),))
     vectors = [row for row in rows if row[_VECTOR] is not None]
     if vectors:
         conn.executemany("DELETE FROM chunks WHERE idx = ? AND id = ?", [r[:2] for r in vectors])
         conn.executemany(_INSERT, vectors)
 
 
-def _replace_json_rows(conn: sqlite3.Connection, *, index: str, ids: str, rows: str) -> None:
-    """:func:`_replace_rows` for rows given as JSON: the ids, then the rows themselves."""
-    conn.execute(_DELETE_JSON, (index, ids))
-    conn.execute(_INSERT_JSON, (rows,))
-
-
 def _json_batch(index: str, rows: Sequence[tuple[Any, ...]]) -> Batch:
-    """Rows without vectors as a group-commit batch: their ids and rows as JSON array
-    items, serialised here, before the write turn, so a group only joins strings."""
-    ids = [row[1] for row in rows]
-    payload = (
-        json.dumps(ids, ensure_ascii=False)[1:-1],
-        json.dumps(rows, ensure_ascii=False)[1:-1],
-    )
-    return Batch(index, ids, payload)
+    """Rows without vectors as a group-commit batch: the rows as JSON array items,
+    serialised here, before the write turn, so a group only joins strings."""
+    return Batch(index, [row[1] for row in rows], json.dumps(rows, ensure_ascii=False)[1:-1])
 
 
 def _hit(row: tuple[Any, ...], score: float) -> Hit:
