@@ -5,7 +5,8 @@ writes ``<prefix>.<pid>`` (rewritten every 200 hops, so a killed process leaves 
 table) with, per function run through ``trio.to_thread.run_sync``: calls, wall time per
 call from the await to the result (queueing for a thread and the GIL included), and time
 inside the function. It also times the embedded store's transactions (how long the
-write lock is held), its group-commit batches, and the waits for other write turns.
+write lock is held: explicit transactions, and group commits, one statement each), its
+group-commit batches, and the waits for other write turns.
 Nothing here is imported by ragfleet itself.
 
     PYTHONPATH=bench/hop_trace HOP_TRACE=/tmp/hops \\
@@ -87,6 +88,7 @@ def _install() -> None:
 
     store = embedded.EmbeddedDocStore
     store._attempt = staticmethod(timing("store: write transaction (lock held)", store._attempt))
+    store._write_group = timing("store: group write, one statement (lock held)", store._write_group)
     commit = group_commit.GroupCommit
     commit.submit = timing("store: group-commit batch (wait + write)", commit.submit)
     turns = embedded.WriteTurns.__call__
