@@ -46,7 +46,7 @@ hops, ...) and the top innermost frames; ``--profile-out FILE`` keeps the raw st
 ``--gil`` samples only the thread holding the GIL: where the executor's Python CPU goes
 (SQLite's own work, done without the GIL, then does not show).
 
-Run from the repository root (about 2.5 minutes with --profile on 2 CPUs):
+Run from the repository root (about 1.5 minutes with --profile on 2 CPUs):
 
     .venv/bin/python bench/ingest_throughput.py [--docs 600] [--embed-docs 12]
         [--paragraphs 40] [--words 100] [--procs 1,2] [--profile --py-spy PATH]

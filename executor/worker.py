@@ -33,7 +33,7 @@ import trio
 from . import wire
 from .broker import REDIS_UNAVAILABLE, Broker, Delivery
 from .db import CANCELLED_MESSAGE, DatabaseUnavailable, TaskStore
-from .handlers import HandlerRegistry, TaskContext, TaskInputError
+from .handlers import HandlerRegistry, SettledHook, TaskContext, TaskInputError
 from .memtrace import MemoryTracer
 from .metrics import Metrics, serve_metrics
 from .outage import DependencyUnavailable, Outage
@@ -469,24 +469,22 @@ class Worker:
         record_done = functools.partial(
             self.store.set_progress, task["id"], 1.0, progress_msg, **fields
         )
-        if self.registry.on_settled(task.get("task_type") or "") is None:
+        hook = self.registry.on_settled(task.get("task_type") or "")
+        if hook is None:
             record_done()
         else:
             with self.store.transaction():
                 record_done()
-                self._run_settled_hook(task)
+                self._run_settled_hook(hook, task)
         self.broker.ack(delivery)
 
     async def _settled(self, task: dict[str, Any]) -> None:
-        if self.registry.on_settled(task.get("task_type") or "") is not None:
-            await self._db(self._run_settled_hook, task)
+        if hook := self.registry.on_settled(task.get("task_type") or ""):
+            await self._db(self._run_settled_hook, hook, task)
 
-    def _run_settled_hook(self, task: dict[str, Any]) -> None:
-        """In a thread: the task type's on_settled hook; its failure is logged, never the
+    def _run_settled_hook(self, hook: SettledHook, task: dict[str, Any]) -> None:
+        """In a thread: the task type's on_settled *hook*; its failure is logged, never the
         task's."""
-        hook = self.registry.on_settled(task.get("task_type") or "")
-        if hook is None:
-            return
         try:
             hook(task)
         except Exception:

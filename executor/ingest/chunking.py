@@ -83,7 +83,7 @@ def tokenize(text: str) -> list[str]:
 
 def count_tokens(text: str) -> int:
     """How many tokens :func:`tokenize` finds: the unit of ``chunk_token_num``."""
-    return len(_ascii_tokens(text) if text.isascii() else _TOKEN.findall(text))
+    return len(tokenize(text))
 
 
 def _token_starts(text: str) -> list[int]:

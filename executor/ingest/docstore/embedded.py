@@ -1,7 +1,7 @@
 """The single-host document store: SQLite FTS5 in one database file.
 
 Why SQLite: it ships with Python, needs no server, and in WAL mode with a busy timeout and
-short ``BEGIN IMMEDIATE`` write transactions it takes several writer *processes* on one host
+short write transactions it takes several writer *processes* on one host
 (measured in ../shared/notes/doc-stores.md: 4 processes x 5k rows, no errors; kill -9 kept
 every committed batch). That is what several executor processes on one host need.
 
@@ -37,15 +37,16 @@ a vector of the query's dimension get cosine 0 (upstream uses a zero vector). A 
 shares no token with the query is not a candidate: there is no vector-only recall here.
 
 Concurrency: one connection per thread (the executor calls from a thread pool) and per
-process (a connection is never used across ``fork``). Writes run in ``BEGIN IMMEDIATE``
-transactions of at most ``batch_size`` chunks, each after its turn to write
-(:mod:`executor.sqlite_turns`: ``<path>.lock`` sits next to the file); SQLITE_BUSY beyond
-``busy_timeout`` is retried with jittered exponential back-off until ``lock_timeout``, then
-raised as :class:`DocStoreUnavailable` (an outage: the task is retried, not failed). An
-``upsert`` of many chunks is therefore several transactions: a crash keeps the batches
-already committed. Batches without vectors that a process's threads queue at the same time
-share one transaction, still of at most ``batch_size`` rows (:mod:`.group_commit`); their
-rows go in as JSON arrays, two statements a transaction.
+process (a connection is never used across ``fork``). Writes are transactions of at most
+``batch_size`` chunks, each after its turn to write (:mod:`executor.sqlite_turns`:
+``<path>.lock`` sits next to the file); SQLITE_BUSY beyond ``busy_timeout`` is retried with
+jittered exponential back-off until ``lock_timeout``, then raised as
+:class:`DocStoreUnavailable` (an outage: the task is retried, not failed). An ``upsert`` of
+many chunks is therefore several transactions: a crash keeps the batches already committed.
+Batches without vectors that a process's threads queue at the same time share one
+transaction, still of at most ``batch_size`` rows (:mod:`.group_commit`): a single
+``INSERT OR REPLACE`` over a JSON array of the rows. Rows with vectors go one by one inside
+``BEGIN IMMEDIATE`` ... ``COMMIT``.
 """
 
 from __future__ import annotations
