@@ -204,8 +204,15 @@ class Executor:
 
 
 def wait_for(
-    predicate: Callable[[], T], timeout: float, what: str, executor: Executor | None = None
+    predicate: Callable[[], T],
+    timeout: float,
+    what: str,
+    executor: Executor | None = None,
+    *,
+    interval: float = 0.05,
 ) -> T:
+    """Poll *predicate* every *interval* s until it returns something truthy (returned);
+    fail after *timeout* s, or at once if *executor* exits, with its log's tail."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -219,7 +226,7 @@ def wait_for(
                 f"executor exited ({executor.process.returncode}) while "
                 f"waiting for {what}\n{executor.log[-3000:]}"
             )
-        time.sleep(0.05)
+        time.sleep(interval)
 
 
 def postgres_database(server: PostgresServer) -> dict[str, Any]:

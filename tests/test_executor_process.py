@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import socket
+import subprocess
 import urllib.request
-from pathlib import Path
 
-from executors import wait_for
+from executors import RAGFLEET, wait_for
 from servers import free_port
 
 
@@ -63,10 +64,6 @@ def _get(url: str) -> str:
 def test_the_compiled_units_execstart_runs_an_executor(fleet, tmp_path):
     """The exact command line configc writes into ragfleet-executor@.service starts a worker
     (with only the install paths swapped for this checkout's)."""
-    import shlex
-    import subprocess
-    import sys
-
     from click.testing import CliRunner
     from confdirs import REPO
 
@@ -78,7 +75,7 @@ def test_the_compiled_units_execstart_runs_an_executor(fleet, tmp_path):
     (line,) = [x for x in unit.splitlines() if x.startswith("ExecStart=")]
     argv = shlex.split(line.removeprefix("ExecStart=").replace("%i", "1"))
     assert argv[0] == "/opt/ragfleet/venv/bin/ragfleet"
-    argv[0] = str(Path(sys.executable).with_name("ragfleet"))
+    argv[0] = str(RAGFLEET)
     argv[argv.index("/etc/ragfleet/ragfleet.yaml")] = str(fleet.config)
     log = (tmp_path / "unit.log").open("wb")
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)

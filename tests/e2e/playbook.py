@@ -116,7 +116,8 @@ def ansible_playbook(
     log_file: Path | None = None,
     timeout: float = 900,
 ) -> PlaybookRun:
-    """Run a playbook against the inventory; never raises on failure (see returncode)."""
+    """Run a playbook against the inventory; a failed run does not raise (see returncode),
+    only one over the 15-minute timeout does."""
     argv = [str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), *extra]
     started = time.monotonic()
     result = subprocess.run(

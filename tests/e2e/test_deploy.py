@@ -1,9 +1,9 @@
 """deploy/site.yml for real on five systemd-nspawn Debian 12 hosts over SSH.
 
 The module's fixture boots redis, db, es, exec1 and exec2 (testbed.py), compiles conf/ with
-conf/examples/five-hosts.yaml and tests/e2e/topology.yaml, runs site.yml twice (converge and
-idempotent re-run) and the document store stand-in's playbook; the tests then check the
-fleet. The tests run in file order: the last ones kill and stop executors.
+conf/examples/five-hosts.yaml and tests/e2e/topology.yaml, runs site.yml three times (a plan
+in check mode, converge, idempotent re-run) and the document store stand-in's playbook; the
+tests then check the fleet. The tests run in file order: the last ones kill and stop executors.
 
 Elasticsearch cannot be installed here: the es host runs osmem-server (an in-memory
 Elasticsearch API emulator from PyPI) as a stand-in, the real runs skip the elasticsearch
@@ -19,12 +19,13 @@ import json
 import secrets
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from executors import wait_for
 from playbook import (
     BIN,
     REPO,
@@ -123,7 +124,8 @@ def standin_wheelhouse() -> Path:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    """Boot the testbed, converge it with site.yml, run it again; torn down after the module."""
+    """Boot the testbed, plan (check mode), converge it with site.yml, run it again; torn
+    down after the module."""
     try:
         require_environment()
     except TestbedUnavailable as exc:
@@ -167,18 +169,6 @@ def converged(deployment: Deployment) -> Deployment:
     if run.returncode != 0 or run.total("failed") or run.total("unreachable"):
         pytest.fail(f"the converge failed: {run.describe()}", pytrace=False)
     return deployment
-
-
-def wait_until(what: str, probe: Callable[[], Any], timeout: float, interval: float = 1) -> Any:
-    """Poll *probe* until it returns something truthy; fail the test after *timeout* s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}", pytrace=False)
-        time.sleep(interval)
 
 
 def task_row(deployment: Deployment, task_id: str) -> dict[str, Any] | None:
@@ -309,7 +299,7 @@ def test_mariadb_accounts_are_least_privilege(deployment: Deployment) -> None:
 # -- the running fleet ----------------------------------------------------------------------
 
 
-def test_first_instance_active_on_every_executor_host(deployment: Deployment) -> None:
+def test_every_instance_active_on_every_executor_host(deployment: Deployment) -> None:
     for host, count in converged(deployment).instances().items():
         for n in range(1, count + 1):
             state = deployment.ssh(host, f"systemctl is-active ragfleet-executor@{n}", check=False)
@@ -376,29 +366,32 @@ def test_killed_instance_restarts_and_finishes_its_task(deployment: Deployment) 
         deployment.ssh("exec1", f"systemctl stop ragfleet-executor@{n}")
     try:
         task_id = submit_sleep(deployment, 20)
-        wait_until(
-            "the task to run on exec1",
+        wait_for(
             lambda: (row := task_row(deployment, task_id)) and row["state"] == "running",
-            timeout=60,
+            60,
+            "the task to run on exec1",
+            interval=1,
         )
         unit = "ragfleet-executor@1"
         restarts = int(unit_property(deployment, "exec1", unit, "NRestarts"))
         pid = unit_property(deployment, "exec1", unit, "MainPID")
         time.sleep(2)
         deployment.ssh("exec1", f"systemctl kill -s KILL {unit}")
-        wait_until(
-            "systemd to restart the killed instance",
+        wait_for(
             lambda: (
                 int(unit_property(deployment, "exec1", unit, "NRestarts")) > restarts
                 and unit_property(deployment, "exec1", unit, "ActiveState") == "active"
                 and unit_property(deployment, "exec1", unit, "MainPID") != pid
             ),
-            timeout=60,
+            60,
+            "systemd to restart the killed instance",
+            interval=1,
         )
-        row = wait_until(
-            "the task to complete after the restart",
+        row = wait_for(
             lambda: (row := task_row(deployment, task_id)) and row["progress"] >= 1 and row,
-            timeout=120,
+            120,
+            "the task to complete after the restart",
+            interval=1,
         )
         assert row["state"] == "done", row
     finally:
@@ -409,10 +402,11 @@ def test_killed_instance_restarts_and_finishes_its_task(deployment: Deployment) 
 def test_stopping_the_target_drains_cleanly(deployment: Deployment) -> None:
     converged(deployment)
     task_id = submit_sleep(deployment, 6)
-    wait_until(
-        "the task to run",
+    wait_for(
         lambda: (row := task_row(deployment, task_id)) and row["state"] == "running",
-        timeout=60,
+        60,
+        "the task to run",
+        interval=1,
     )
     for host in deployment.instances():
         stop = deployment.ssh(host, "systemctl stop ragfleet-executor.target", check=False)
@@ -422,14 +416,15 @@ def test_stopping_the_target_drains_cleanly(deployment: Deployment) -> None:
     for host, count in deployment.instances().items():
         for n in range(1, count + 1):
             unit = f"ragfleet-executor@{n}"
-            state = wait_until(
-                f"{host} {unit} to finish draining",
+            state = wait_for(
                 lambda host=host, unit=unit: (
                     (state := unit_property(deployment, host, unit, "ActiveState"))
                     not in ("active", "deactivating", "activating")
                     and state
                 ),
-                timeout=90,
+                90,
+                f"{host} {unit} to finish draining",
+                interval=1,
             )
             result = unit_property(deployment, host, unit, "Result")
             assert (state, result) == ("inactive", "success"), f"{host} {unit}: {state} {result}"

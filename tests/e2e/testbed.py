@@ -439,7 +439,6 @@ class Testbed:
     def __init__(self, specs: Sequence[HostSpec]) -> None:
         self.specs = list(specs)
         self.hosts: dict[str, Host] = {}
-        self.workdir = WORK_ROOT
         self.key = WORK_ROOT / "id_ed25519"
         self._stack = contextlib.ExitStack()
         self.timings: dict[str, float] = {}
