@@ -176,6 +176,16 @@ def task_row(deployment: Deployment, task_id: str) -> dict[str, Any] | None:
     return next((row for row in rows if row["id"] == task_id), None)
 
 
+def wait_running(deployment: Deployment, task_id: str) -> None:
+    """Wait (up to a minute) until an executor has begun the task."""
+    wait_for(
+        lambda: (row := task_row(deployment, task_id)) and row["state"] == "running",
+        60,
+        f"task {task_id} to run",
+        interval=1,
+    )
+
+
 def submit_sleep(deployment: Deployment, seconds: int) -> str:
     """Submit one sleep task from the control machine (the CLI runs on exec1) and return its id."""
     payload = json.dumps({"seconds": seconds})
@@ -366,12 +376,7 @@ def test_killed_instance_restarts_and_finishes_its_task(deployment: Deployment) 
         deployment.ssh("exec1", f"systemctl stop ragfleet-executor@{n}")
     try:
         task_id = submit_sleep(deployment, 20)
-        wait_for(
-            lambda: (row := task_row(deployment, task_id)) and row["state"] == "running",
-            60,
-            "the task to run on exec1",
-            interval=1,
-        )
+        wait_running(deployment, task_id)
         unit = "ragfleet-executor@1"
         restarts = int(unit_property(deployment, "exec1", unit, "NRestarts"))
         pid = unit_property(deployment, "exec1", unit, "MainPID")
@@ -402,12 +407,7 @@ def test_killed_instance_restarts_and_finishes_its_task(deployment: Deployment) 
 def test_stopping_the_target_drains_cleanly(deployment: Deployment) -> None:
     converged(deployment)
     task_id = submit_sleep(deployment, 6)
-    wait_for(
-        lambda: (row := task_row(deployment, task_id)) and row["state"] == "running",
-        60,
-        "the task to run",
-        interval=1,
-    )
+    wait_running(deployment, task_id)
     for host in deployment.instances():
         stop = deployment.ssh(host, "systemctl stop ragfleet-executor.target", check=False)
         assert stop.returncode == 0, f"{host}: {stop.stderr}"
