@@ -124,7 +124,7 @@ class Worker:
         """Run until stopped (SIGTERM/SIGINT or :meth:`stop`), then drain and return."""
         await self._connect()
         async with trio.open_nursery() as services:
-            services.start_soon(self._signals)
+            await services.start(self._signals)  # handlers in place before READY is sent
             services.start_soon(self._heartbeats)
             services.start_soon(self._cancel_watcher)
             services.start_soon(run_watchdog, self.notifier, self._alive)
@@ -196,9 +196,12 @@ class Worker:
         if self._drain_scope.cancelled_caught:
             self.log.warning("drain timed out; unfinished tasks will be delivered again")
 
-    async def _signals(self) -> None:
+    async def _signals(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         signals = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
         with trio.open_signal_receiver(*signals) as received:
+            task_status.started()
             async for signum in received:
                 if signum in (signal.SIGTERM, signal.SIGINT):
                     self.stop()

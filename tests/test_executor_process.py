@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import socket
 import subprocess
 import urllib.request
 
+import trio
 from executors import RAGFLEET, wait_for
 from servers import free_port
+
+from executor.app import build_worker
+from executor.sdnotify import Notifier
+from executor.settings import load_settings
 
 
 def test_sd_notify_ready_watchdog_and_stopping(fleet, tmp_path):
@@ -29,6 +35,33 @@ def test_sd_notify_ready_watchdog_and_stopping(fleet, tmp_path):
         assert worker.process.wait(15) == 0
     finally:
         sock.close()
+
+
+def test_sigterm_at_the_moment_of_ready_drains(fleet):
+    """systemd may stop a unit as soon as it reports READY=1, so the handlers must be in place
+    by then; otherwise SIGTERM kills the process instead of draining it. Run in-process with a
+    notifier that raises SIGTERM inside ready(): a signal that reaches the handler this test
+    installs first, instead of the worker's, is a signal the worker would have died of."""
+
+    class TermAtReady(Notifier):
+        def ready(self, status: str | None = None) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    missed: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: missed.append(signum))
+    try:
+        worker = build_worker(load_settings(fleet.config), 1)
+        worker.notifier = TermAtReady(None)
+
+        async def run_briefly() -> None:
+            with trio.move_on_after(15):
+                await worker.run()
+
+        trio.run(run_briefly)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert missed == []
+    assert worker.stopping
 
 
 def test_sigusr1_writes_a_tracemalloc_snapshot_and_sigusr2_stops(fleet):
