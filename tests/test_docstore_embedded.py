@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from executor.ingest.docstore.embedded import (
     default_tokenizer,
     fts_query,
     hybrid_scores,
+    max_rows_per_statement,
     vector_blob,
 )
 from executor.ingest.types import Chunk
@@ -158,6 +160,28 @@ def test_replacing_a_chunk_leaves_no_stale_index_entry(tmp_path: Path) -> None:
         raw.commit()
         raw.close()
         assert store.integrity_check() == ["chunks_fts: 1 indexed rows have no chunk"]
+
+
+def test_replacing_a_chunk_with_a_vector_replaces_the_vector_and_its_index_entry(
+    store: EmbeddedDocStore,
+) -> None:
+    """Rows with vectors take the same one-statement path: the blob is bound as it is."""
+    store.upsert(INDEX, [make_chunk("v", "alpha words", vector=[1.0, 0.0])])
+    store.upsert(INDEX, [make_chunk("v", "gamma words", vector=[0.0, 2.0]), make_chunk("p", "x")])
+    assert store.count(INDEX) == 2 and store.integrity_check() == []
+    assert store.search(INDEX, "alpha", kb_ids=["kb1"]) == []
+    with closing(sqlite3.connect(store.path)) as raw:
+        blob = raw.execute("SELECT vector FROM chunks WHERE id = 'v'").fetchone()[0]
+    assert blob == vector_blob([0.0, 2.0])
+
+
+def test_batch_size_is_bounded_by_what_one_statement_can_bind(tmp_path: Path) -> None:
+    most = max_rows_per_statement()
+    assert most >= 99  # 999 bound values (SQLite before 3.32) / 10 columns
+    with pytest.raises(ValueError, match=rf"batch_size must be within \[1, {most}\]"):
+        EmbeddedDocStore(tmp_path / "x.db", batch_size=most + 1)
+    with pytest.raises(ValueError, match="batch_size"):
+        EmbeddedDocStore(tmp_path / "x.db", batch_size=0)
 
 
 def test_duplicate_ids_in_one_upsert_keep_the_last(store: EmbeddedDocStore) -> None:

@@ -43,10 +43,9 @@ process (a connection is never used across ``fork``). Writes are transactions of
 jittered exponential back-off until ``lock_timeout``, then raised as
 :class:`DocStoreUnavailable` (an outage: the task is retried, not failed). An ``upsert`` of
 many chunks is therefore several transactions: a crash keeps the batches already committed.
-Batches without vectors that a process's threads queue at the same time share one
-transaction, still of at most ``batch_size`` rows (:mod:`.group_commit`): a single
-``INSERT OR REPLACE`` over a JSON array of the rows. Rows with vectors go one by one inside
-``BEGIN IMMEDIATE`` ... ``COMMIT``.
+Batches that a process's threads queue at the same time share one transaction, still of at
+most ``batch_size`` rows (:mod:`.group_commit`): a single ``INSERT OR REPLACE`` with one
+``VALUES`` row per chunk.
 """
 
 from __future__ import annotations
@@ -59,6 +58,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -117,21 +117,13 @@ _SCHEMA = (
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 
-_INSERT = """INSERT INTO chunks
-    (idx, id, kb_id, doc_id, doc_name, content, tokens, pages, vector, create_time)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
-_VECTOR = 8  # the vector's place in a row (see _INSERT and _row)
-# Insert-or-replace many rows at once, from one JSON array of rows (no vectors: NULL). The
-# row an id already has is deleted first (UNIQUE (idx, id)), and with recursive_triggers on
-# (see _open) its delete trigger takes the old FTS entry out.
-_UPSERT_JSON = """INSERT OR REPLACE INTO chunks
-    (idx, id, kb_id, doc_id, doc_name, content, tokens, pages, vector, create_time)
-    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-           json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-           json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-           json_extract(value, '$[6]'), json_extract(value, '$[7]'),
-           NULL, json_extract(value, '$[9]')
-    FROM json_each(?)"""
+# Insert-or-replace many rows in one statement: _UPSERT + one _ROW_VALUES per row (see _row).
+# The row an id already has is deleted first (UNIQUE (idx, id)), and with recursive_triggers
+# on (see _open) its delete trigger takes the old FTS entry out.
+_COLUMNS = ("idx", "id", "kb_id", "doc_id", "doc_name", "content", "tokens", "pages")
+_COLUMNS += ("vector", "create_time")
+_UPSERT = f"INSERT OR REPLACE INTO chunks ({', '.join(_COLUMNS)}) VALUES "
+_ROW_VALUES = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
 
 
 # --- tokens and queries --------------------------------------------------------------------
@@ -206,7 +198,15 @@ def _batches(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
         yield items[start : start + size]
 
 
+def max_rows_per_statement() -> int:
+    """How many rows one statement can insert: this SQLite's limit on bound values (a
+    compile-time setting: 250,000 on Debian 12, 32,766 by default, 999 before 3.32)."""
+    with closing(sqlite3.connect(":memory:")) as conn:
+        return conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(_COLUMNS)
+
+
 def _row(index: str, chunk: Chunk, now: float) -> tuple[Any, ...]:
+    """The values of *chunk*'s row, in _COLUMNS order."""
     return (
         index,
         chunk.id,
@@ -243,8 +243,9 @@ class EmbeddedDocStore:
         candidates: int = CANDIDATES,
         tokenizer: Callable[[str], Sequence[str] | str] | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+        most = max_rows_per_statement()
+        if not 1 <= batch_size <= most:
+            raise ValueError(f"batch_size must be within [1, {most}] with this SQLite")
         if not 0.0 <= vector_similarity_weight <= 1.0:
             raise ValueError("vector_similarity_weight must be within [0, 1]")
         self.path = Path(path)
@@ -301,7 +302,7 @@ class EmbeddedDocStore:
             )
         conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; WAL stays valid
         # A row that INSERT OR REPLACE deletes fires its delete trigger only with this on;
-        # without it the old row's FTS entry would stay behind (_UPSERT_JSON).
+        # without it the old row's FTS entry would stay behind (_UPSERT).
         conn.execute("PRAGMA recursive_triggers = ON")
         return conn
 
@@ -386,19 +387,19 @@ class EmbeddedDocStore:
         latest = {chunk.id: chunk for chunk in chunks}
         rows = [_row(index, chunk, now) for chunk in latest.values()]
         for batch in _batches(rows, self.batch_size):
-            if any(row[_VECTOR] is not None for row in batch):
-                self._transaction(lambda c, b=batch: _replace_rows(c, b))
-            else:
-                self._group_commit.submit(_json_batch(index, batch))
+            self._group_commit.submit(Batch(index, [row[1] for row in batch], batch))
 
     def _write_group(self, group: Sequence[Batch]) -> None:
-        """The batches of a group commit (rows without vectors) in one statement, which is
-        its own transaction: the write lock is held for one call into SQLite, with no
-        hand-over of Python's GIL between BEGIN, the writes and COMMIT, each of which can
-        wait for another thread's turn on the GIL (up to 5 ms) while the file stays locked."""
-        rows = "[" + ",".join(str(batch.payload) for batch in group) + "]"
+        """The batches of a group commit in one statement, which is its own transaction: the
+        write lock is held for one call into SQLite, with no hand-over of Python's GIL
+        between BEGIN, the writes and COMMIT, each of which can wait for another thread's
+        turn on the GIL (up to 5 ms) while the file stays locked. The values are bound as
+        they are (text, and vectors as blobs), so nothing is encoded or parsed on the way."""
+        rows = [row for batch in group for row in batch.rows]
+        sql = _UPSERT + ",".join([_ROW_VALUES] * len(rows))
+        params = [value for row in rows for value in row]
         conn = self._conn()
-        self._retrying(lambda: conn.execute(_UPSERT_JSON, (rows,)))
+        self._retrying(lambda: conn.execute(sql, params))
 
     def delete(self, index: str, chunk_ids: Sequence[str]) -> int:
         """Delete chunks by id; returns how many existed."""
@@ -526,31 +527,6 @@ class EmbeddedDocStore:
         params = [match, index, *kbs, limit]
         conn = self._conn()
         return self._retrying(lambda: conn.execute(sql, params).fetchall())
-
-
-def _replace_rows(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Replace rows by id (the delete trigger removes the old FTS entry): never a duplicate.
-
-    Rows without vectors go in as one JSON array in one statement, not two per row. Each
-    statement gives up Python's GIL and takes it back, and with other threads running that
-    hand-over, not SQLite, was most of the time the write lock was held. A vector is bytes,
-    which JSON cannot carry: those rows go one by one. ``ensure_ascii=False`` keeps text as
-    it is, so text that is not valid UTF-8 is refused by the binding, as it is on the
-    row-by-row path.
-    """
-    plain = [row for row in rows if row[_VECTOR] is None]
-    if plain:
-        conn.execute(_UPSERT_JSON, (json.dumps(plain, ensure_ascii=False),))
-    vectors = [row for row in rows if row[_VECTOR] is not None]
-    if vectors:
-        conn.executemany("DELETE FROM chunks WHERE idx = ? AND id = ?", [r[:2] for r in vectors])
-        conn.executemany(_INSERT, vectors)
-
-
-def _json_batch(index: str, rows: Sequence[tuple[Any, ...]]) -> Batch:
-    """Rows without vectors as a group-commit batch: the rows as JSON array items,
-    serialised here, before the write turn, so a group only joins strings."""
-    return Batch(index, [row[1] for row in rows], json.dumps(rows, ensure_ascii=False)[1:-1])
 
 
 def _hit(row: tuple[Any, ...], score: float) -> Hit:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ...sqlite_turns import WriteTurns
 
@@ -29,7 +30,7 @@ class Batch:
 
     index: str
     ids: list[str]
-    payload: object  # whatever the write function takes; opaque here
+    rows: Sequence[Any]  # as the write function takes them; opaque here
     done: bool = False
     error: BaseException | None = None
 
