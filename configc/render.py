@@ -91,7 +91,11 @@ class TreeRenderer:
             for role in ROLES
         }
         inventory = {
-            "all": {"hosts": {h["name"]: self.inventory_vars(h) for h in hosts}, "children": groups}
+            "all": {
+                "vars": self.fleet_vars(),
+                "hosts": {h["name"]: self.inventory_vars(h) for h in hosts},
+                "children": groups,
+            }
         }
         return self.yaml_file("inventory.yml", inventory, PUBLIC, "Ansible inventory.")
 
@@ -107,6 +111,16 @@ class TreeRenderer:
             "ragfleet_metrics_ports": [base + i for i in range(1, instances + 1)],
         }
 
+    def fleet_vars(self) -> dict[str, Any]:
+        """What the compiled units assume exists on every executor host: the roles create
+        the user and directories from these, so a change in conf/ reaches both."""
+        executor = self.doc["executor"]
+        return {
+            "ragfleet_user": executor["user"],
+            "ragfleet_install_dir": executor["install_dir"],
+            "ragfleet_state_dir": executor["state_dir"],
+        }
+
     def host_secrets(self, host: dict[str, Any]) -> dict[str, Any]:
         secrets: dict[str, Any] = {}
         if "redis" in host["roles"]:
@@ -116,6 +130,8 @@ class TreeRenderer:
             secrets["ragfleet_mysql_database"] = mysql["name"]
             secrets["ragfleet_mysql_user"] = mysql["user"]
             secrets["ragfleet_mysql_password"] = mysql["password"]
+        if "elasticsearch" in host["roles"]:
+            secrets["ragfleet_elasticsearch_password"] = self.doc["es"]["password"]
         return secrets
 
     def host_files(self, host: dict[str, Any]) -> list[OutputFile]:

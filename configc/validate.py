@@ -186,8 +186,11 @@ def _port_checks(doc: dict[str, Any], problem) -> Iterator[Problem]:
 
 
 def _secret_checks(doc: dict[str, Any], problem) -> Iterator[Problem]:
-    """A service reachable from other hosts must not run without a password."""
+    """A service reachable from other hosts must not run without a password, and a deployed
+    Elasticsearch (security on) needs the one password its role can set."""
     for host in doc["hosts"]:
+        if "elasticsearch" in host["roles"]:
+            yield from _elasticsearch_login_checks(doc.get("es") or {}, host, problem)
         if host["address"].startswith(_LOOPBACK):
             continue
         if "redis" in host["roles"] and not (doc.get("redis") or {}).get("password"):
@@ -196,6 +199,27 @@ def _secret_checks(doc: dict[str, Any], problem) -> Iterator[Problem]:
                 "redis",
                 "password",
             )
+
+
+def _elasticsearch_login_checks(
+    es: dict[str, Any], host: dict[str, Any], problem
+) -> Iterator[Problem]:
+    # The role puts es.password into the keystore as the built-in `elastic` user's bootstrap
+    # password; it creates no other user, so the executors must log in as `elastic`.
+    if not es.get("password"):
+        yield problem(
+            f"{host['name']} runs Elasticsearch with security on: set es.password",
+            "es",
+            "password",
+        )
+    if es.get("username", "elastic") != "elastic":
+        yield problem(
+            "the elasticsearch role sets only the built-in 'elastic' user's password; "
+            f"use username 'elastic' (got {es['username']!r}) or create that user yourself "
+            "and take the elasticsearch role off the hosts",
+            "es",
+            "username",
+        )
 
 
 def _azure_checks(azure: dict[str, Any], problem) -> Iterator[Problem]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from confdirs import REPO, shipped_conf, write
+from ruamel.yaml import YAML
 from systemd_checks import security_exposure, verify_units
 
 from configc.cli import main
@@ -31,6 +32,7 @@ VARIABLES = (
     "REDIS_PASSWORD",
     "LIGHTEN",
 )
+yaml_load = YAML(typ="safe", pure=True).load
 TOPOLOGIES = {"shipped": (), "five-hosts": ("conf/examples/five-hosts.yaml",)}
 
 
@@ -115,6 +117,29 @@ def test_rebuild_rewrites_only_changes_and_removes_stale_files(tmp_path):
     assert (out / "unrelated.txt").read_text() == "mine"  # never touches what it did not write
     result = configc("build", "conf", "-o", str(out))
     assert "0 written" in result.output and "0 removed" in result.output
+
+
+def test_inventory_carries_what_the_units_assume_from_conf(tmp_path):
+    """The roles create the user and directories the compiled units name: a user, install
+    dir or state dir changed in conf/ must reach both (the e2e test deploys such a conf)."""
+    local = """
+        executor:
+          user: rfexec
+          install_dir: /opt/rfleet
+          state_dir: /srv/rfleet
+    """
+    build(tmp_path / "out", conf=str(shipped_conf(tmp_path, local)))
+    out = tmp_path / "out"
+    fleet = yaml_load((out / "inventory.yml").read_text())["all"]["vars"]
+    assert fleet == {
+        "ragfleet_user": "rfexec",
+        "ragfleet_install_dir": "/opt/rfleet",
+        "ragfleet_state_dir": "/srv/rfleet",
+    }
+    unit = (out / "hosts/localhost/etc/systemd/system/ragfleet-executor@.service").read_text()
+    assert "User=rfexec\nGroup=rfexec\n" in unit
+    assert "ExecStart=/opt/rfleet/venv/bin/ragfleet run " in unit
+    assert "ReadWritePaths=/srv/rfleet\n" in unit
 
 
 def test_compiled_units_pass_systemd_analyze(tmp_path):

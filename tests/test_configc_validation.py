@@ -182,6 +182,25 @@ def test_redis_on_a_network_address_needs_a_password(tmp_path):
     ]
 
 
+def test_a_deployed_elasticsearch_needs_the_elastic_users_password(tmp_path):
+    """The role can set only the built-in elastic user's (bootstrap) password, and the
+    compiled elasticsearch.yml turns security on: the executors must log in as elastic."""
+    local = """
+    redis: {password: pw}
+    es: {username: ragflow, password: ''}
+    executor: {db_type: mysql, doc_engine: elasticsearch, storage: database}
+    hosts:
+      - {name: a, address: 10.0.0.1, roles: [redis, mysql, elasticsearch]}
+      - {name: b, address: 10.0.0.2, roles: [executor]}
+    """
+    assert problems(tmp_path, local) == [
+        f"{LOCAL}:2:6: es.username: the elasticsearch role sets only the built-in 'elastic' "
+        "user's password; use username 'elastic' (got 'ragflow') or create that user yourself "
+        "and take the elasticsearch role off the hosts",
+        f"{LOCAL}:2:25: es.password: a runs Elasticsearch with security on: set es.password",
+    ]
+
+
 @pytest.mark.parametrize(
     ("hosts", "expected"),
     [

@@ -55,7 +55,9 @@ OVERLAYS = (REPO / "conf/examples/five-hosts.yaml", Path(__file__).with_name("to
 SITE = REPO / "deploy" / "site.yml"
 STANDIN = Path(__file__).with_name("docstore-standin.yml")
 STANDIN_WHEELHOUSE = CACHE_DIR / "standin-wheels"
-RAGFLEET = "/opt/ragfleet/venv/bin/ragfleet"
+USER = "rfexec"  # executor.user in topology.yaml, like install_dir and state_dir below
+RAGFLEET = "/opt/rfleet/venv/bin/ragfleet"
+STATE_DIR = "/srv/rfleet"
 REAL_RUN = ("--skip-tags", "elasticsearch")
 
 
@@ -260,18 +262,15 @@ def test_compiled_files_have_the_manifest_modes(deployment: Deployment) -> None:
     converged(deployment)
     stat = "stat -c '%a %U %G'"
     for host in deployment.instances():
-        assert deployment.ssh(host, f"{stat} /etc/ragfleet").stdout.split() == [
-            "750",
-            "root",
-            "ragfleet",
-        ]
+        assert deployment.ssh(host, f"{stat} /etc/ragfleet").stdout.split() == ["750", "root", USER]
         config = deployment.ssh(host, f"{stat} /etc/ragfleet/ragfleet.yaml").stdout.split()
-        assert config == ["600", "ragfleet", "ragfleet"]
+        assert config == ["600", USER, USER]
+        assert deployment.ssh(host, f"{stat} {STATE_DIR}").stdout.split() == ["750", USER, USER]
     redis_host = deployment.group("redis")[0]
     fragment = deployment.ssh(redis_host, f"{stat} /etc/redis/ragfleet.conf").stdout.split()
     assert fragment == ["600", "redis", "redis"]
-    assert deployment.ssh(redis_host, "getent passwd ragfleet").stdout.endswith(
-        ":/usr/sbin/nologin\n"
+    assert deployment.ssh(redis_host, f"getent passwd {USER}").stdout.endswith(
+        f":{STATE_DIR}:/usr/sbin/nologin\n"
     )
 
 
