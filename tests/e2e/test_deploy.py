@@ -199,6 +199,12 @@ def unit_property(deployment: Deployment, host: str, unit: str, prop: str) -> st
     return deployment.ssh(host, f"systemctl show --property={prop} --value {unit}").stdout.strip()
 
 
+def main_pids(deployment: Deployment, host: str, instances: int) -> list[str]:
+    units = " ".join(f"ragfleet-executor@{n}" for n in range(1, instances + 1))
+    result = deployment.ssh(host, f"systemctl show --property=MainPID --value {units}")
+    return result.stdout.split()
+
+
 # -- the deployment -------------------------------------------------------------------------
 
 
@@ -363,6 +369,26 @@ def test_documents_indexed_and_searchable(deployment: Deployment) -> None:
 
 
 # -- failures and shutdown (these change the fleet: keep them last) ------------------------
+
+
+def test_a_config_change_restarts_the_instances_and_the_deploy_waits_for_them(
+    deployment: Deployment,
+) -> None:
+    """Rebuild with another log level and re-run the executor plays: the restart handler
+    restarts every instance, and the run ends only when each has heartbeated with its new
+    PID. (The fleet stays at DEBUG for the tests after this one.)"""
+    converged(deployment)
+    before = {host: main_pids(deployment, host, n) for host, n in deployment.instances().items()}
+    overlay = deployment.out.parent / "debug.yaml"
+    overlay.write_text("executor:\n  log_level: DEBUG\n")
+    configc_build((*OVERLAYS, overlay), deployment.out, deployment.secrets)
+    run = deployment.playbook("reconfigure", SITE, "--tags", "executor", *REAL_RUN)
+    assert run.returncode == 0 and not run.total("failed"), run.describe()
+    assert "RUNNING HANDLER [executor : Restart ragfleet executors]" in run.output
+    for host, n in deployment.instances().items():
+        after = main_pids(deployment, host, n)
+        assert "0" not in after and not set(after) & set(before[host]), (host, before, after)
+    assert not any(password in run.output for password in deployment.secrets.values())
 
 
 def test_killed_instance_restarts_and_finishes_its_task(deployment: Deployment) -> None:
