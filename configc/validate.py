@@ -188,9 +188,10 @@ def _port_checks(doc: dict[str, Any], problem) -> Iterator[Problem]:
 def _secret_checks(doc: dict[str, Any], problem) -> Iterator[Problem]:
     """A service reachable from other hosts must not run without a password, and a deployed
     Elasticsearch (security on) needs the one password its role can set."""
+    es_hosts = [host["name"] for host in doc["hosts"] if "elasticsearch" in host["roles"]]
+    if es_hosts:
+        yield from _elasticsearch_login_checks(doc.get("es") or {}, es_hosts, problem)
     for host in doc["hosts"]:
-        if "elasticsearch" in host["roles"]:
-            yield from _elasticsearch_login_checks(doc.get("es") or {}, host, problem)
         if host["address"].startswith(_LOOPBACK):
             continue
         if "redis" in host["roles"] and not (doc.get("redis") or {}).get("password"):
@@ -202,13 +203,13 @@ def _secret_checks(doc: dict[str, Any], problem) -> Iterator[Problem]:
 
 
 def _elasticsearch_login_checks(
-    es: dict[str, Any], host: dict[str, Any], problem
+    es: dict[str, Any], es_hosts: list[str], problem
 ) -> Iterator[Problem]:
     # The role puts es.password into the keystore as the built-in `elastic` user's bootstrap
     # password; it creates no other user, so the executors must log in as `elastic`.
     if not es.get("password"):
         yield problem(
-            f"{host['name']} runs Elasticsearch with security on: set es.password",
+            f"Elasticsearch on {', '.join(es_hosts)} runs with security on: set es.password",
             "es",
             "password",
         )
