@@ -48,18 +48,20 @@ def test_sigterm_at_the_moment_of_ready_drains(fleet):
             os.kill(os.getpid(), signal.SIGTERM)
 
     missed: list[int] = []
+    worker = build_worker(load_settings(fleet.config), 1)
+    worker.notifier = TermAtReady(None)
+
+    async def run_briefly() -> None:
+        with trio.move_on_after(15):
+            await worker.run()
+
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: missed.append(signum))
     try:
-        worker = build_worker(load_settings(fleet.config), 1)
-        worker.notifier = TermAtReady(None)
-
-        async def run_briefly() -> None:
-            with trio.move_on_after(15):
-                await worker.run()
-
         trio.run(run_briefly)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        worker.broker.client.close()
+        worker.store.database.close()
     assert missed == []
     assert worker.stopping
 
