@@ -43,8 +43,6 @@ class Catalog:
     def __init__(self, store: TaskStore) -> None:
         self.store = store
         self.kb = store.Knowledgebase
-        self.doc = store.Document
-        self.task = store.Task
         self.knowledge_bases = store.knowledge_base_rows
         self.documents = store.document_rows
         self.tasks = store.task_rows

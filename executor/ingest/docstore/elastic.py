@@ -283,8 +283,8 @@ def _outage_aware(method: Callable[..., T]) -> Callable[..., T]:
         except self._unreachable as exc:
             raise DocStoreUnavailable(f"{self.flavor} unreachable: {exc}") from exc
         except self._api_error as exc:
-            if _status(exc) in RETRY_LATER:
-                raise DocStoreUnavailable(f"{self.flavor} answered {_status(exc)}: {exc}") from exc
+            if (status := _status(exc)) in RETRY_LATER:
+                raise DocStoreUnavailable(f"{self.flavor} answered {status}: {exc}") from exc
             raise
 
     return call

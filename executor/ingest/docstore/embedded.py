@@ -120,8 +120,18 @@ _SCHEMA = (
 # Insert-or-replace many rows in one statement: _UPSERT + one _ROW_VALUES per row (see _row).
 # The row an id already has is deleted first (UNIQUE (idx, id)), and with recursive_triggers
 # on (see _open) its delete trigger takes the old FTS entry out.
-_COLUMNS = ("idx", "id", "kb_id", "doc_id", "doc_name", "content", "tokens", "pages")
-_COLUMNS += ("vector", "create_time")
+_COLUMNS = (
+    "idx",
+    "id",
+    "kb_id",
+    "doc_id",
+    "doc_name",
+    "content",
+    "tokens",
+    "pages",
+    "vector",
+    "create_time",
+)
 _UPSERT = f"INSERT OR REPLACE INTO chunks ({', '.join(_COLUMNS)}) VALUES "
 _ROW_VALUES = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
 
