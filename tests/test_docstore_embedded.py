@@ -147,18 +147,17 @@ def test_replacing_a_chunk_leaves_no_stale_index_entry(tmp_path: Path) -> None:
         store.upsert(INDEX, [make_chunk("c1", "alpha beta"), make_chunk("c2", "other")])
         store.upsert(INDEX, [make_chunk("c1", "gamma delta")])
         assert store.integrity_check() == []
-        raw = sqlite3.connect(tmp_path / "docstore.db")
-        stale = raw.execute("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH 'alpha'")
-        assert stale.fetchall() == []
-        # integrity_check itself finds such an entry
-        raw.execute("PRAGMA recursive_triggers = OFF")
-        raw.execute(
-            "INSERT OR REPLACE INTO chunks (idx, id, kb_id, doc_id, doc_name, content, tokens,"
-            " pages, create_time) VALUES (?, 'c2', 'kb1', 'd', 'd', 'x', 'x', '[]', 0)",
-            (INDEX,),
-        )
-        raw.commit()
-        raw.close()
+        with closing(sqlite3.connect(tmp_path / "docstore.db")) as raw:
+            stale = raw.execute("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH 'alpha'")
+            assert stale.fetchall() == []
+            # integrity_check itself finds such an entry
+            raw.execute("PRAGMA recursive_triggers = OFF")
+            raw.execute(
+                "INSERT OR REPLACE INTO chunks (idx, id, kb_id, doc_id, doc_name, content,"
+                " tokens, pages, create_time) VALUES (?, 'c2', 'kb1', 'd', 'd', 'x', 'x', '[]', 0)",
+                (INDEX,),
+            )
+            raw.commit()
         assert store.integrity_check() == ["chunks_fts: 1 indexed rows have no chunk"]
 
 
@@ -195,10 +194,9 @@ def test_create_index_is_idempotent(store: EmbeddedDocStore) -> None:
         store.create_index(INDEX, 384)
         store.create_index(INDEX, None)
     store.create_index(INDEX, 768)  # a second embedding model in the same tenant index
-    conn = sqlite3.connect(store.path)
-    rows = conn.execute("SELECT vector_dim FROM indexes WHERE name = ? ORDER BY 1", (INDEX,))
-    assert [r[0] for r in rows] == [0, 384, 768]
-    conn.close()
+    with closing(sqlite3.connect(store.path)) as conn:
+        rows = conn.execute("SELECT vector_dim FROM indexes WHERE name = ? ORDER BY 1", (INDEX,))
+        assert [r[0] for r in rows] == [0, 384, 768]
 
 
 def test_delete_doc_spans_several_batches(tmp_path: Path) -> None:

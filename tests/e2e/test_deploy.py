@@ -188,9 +188,10 @@ def wait_running(deployment: Deployment, task_id: str) -> None:
     )
 
 
-def submit_sleep(deployment: Deployment, seconds: int) -> str:
-    """Submit one sleep task from the control machine (the CLI runs on exec1) and return its id."""
-    payload = json.dumps({"seconds": seconds})
+def submit_sleep(deployment: Deployment, seconds: int, steps: int = 1) -> str:
+    """Submit one sleep task from the control machine (the CLI runs on exec1) and return its id.
+    It reports progress after each of its *steps*."""
+    payload = json.dumps({"seconds": seconds, "steps": steps})
     result = deployment.ssh("exec1", f"{RAGFLEET} submit -t sleep -p '{payload}'")
     return result.stdout.strip()
 
@@ -391,6 +392,52 @@ def test_a_config_change_restarts_the_instances_and_the_deploy_waits_for_them(
     assert not any(password in run.output for password in deployment.secrets.values())
 
 
+def test_an_instance_that_cannot_run_fails_the_deploy_by_name(deployment: Deployment) -> None:
+    """A runtime drop-in makes exec1's instance 2 exit at once: the executor plays must fail
+    on exec1 with a message that names that instance (and not the healthy one), not with
+    Ansible's retry count."""
+    converged(deployment)
+    dropin = "/run/systemd/system/ragfleet-executor@2.service.d"
+    deployment.ssh(
+        "exec1",
+        f"mkdir -p {dropin} && printf '[Service]\\nExecStart=\\nExecStart=/bin/false\\n' "
+        f"> {dropin}/broken.conf && systemctl daemon-reload && systemctl restart "
+        "ragfleet-executor@2",
+        check=False,  # the restart fails: that is the point
+    )
+    try:
+        run = deployment.playbook(
+            "broken_instance",
+            SITE,
+            "--tags",
+            "executor",
+            "-e",
+            "executor_health_retries=5",
+            *REAL_RUN,
+        )
+        assert run.returncode != 0 and run.recap["exec1"]["failed"] == 1, run.describe()
+        named = (
+            "ragfleet-executor@2.service on exec1: no main process",
+            "task_executor_exec1_2 with PID",  # if a check caught /bin/false's short life
+        )
+        assert any(message in run.output for message in named), run.describe()
+        assert "ragfleet-executor@1.service on exec1" not in run.output
+    finally:
+        deployment.ssh(
+            "exec1",
+            f"rm -rf {dropin} && systemctl daemon-reload && "
+            "systemctl reset-failed ragfleet-executor@2 && systemctl start ragfleet-executor@2",
+        )
+    wait_for(
+        lambda: (
+            unit_property(deployment, "exec1", "ragfleet-executor@2", "ActiveState") == "active"
+        ),
+        60,
+        "exec1's instance 2 to run again",
+        interval=1,
+    )
+
+
 def test_killed_instance_restarts_and_finishes_its_task(deployment: Deployment) -> None:
     """SIGKILL exec1's instance 1 mid-task: systemd restarts it and the task completes."""
     converged(deployment)
@@ -400,12 +447,17 @@ def test_killed_instance_restarts_and_finishes_its_task(deployment: Deployment) 
     for n in range(2, deployment.instances()["exec1"] + 1):
         deployment.ssh("exec1", f"systemctl stop ragfleet-executor@{n}")
     try:
-        task_id = submit_sleep(deployment, 20)
-        wait_running(deployment, task_id)
+        task_id = submit_sleep(deployment, 20, steps=10)
+        # Killed once it has reported progress: mid-task, with a progress write behind it.
+        wait_for(
+            lambda: (row := task_row(deployment, task_id)) and 0 < row["progress"] < 1,
+            60,
+            f"task {task_id} to report progress",
+            interval=0.5,
+        )
         unit = "ragfleet-executor@1"
         restarts = int(unit_property(deployment, "exec1", unit, "NRestarts"))
         pid = unit_property(deployment, "exec1", unit, "MainPID")
-        time.sleep(2)
         deployment.ssh("exec1", f"systemctl kill -s KILL {unit}")
         wait_for(
             lambda: (

@@ -208,6 +208,7 @@ def _batches(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
         yield items[start : start + size]
 
 
+@functools.cache
 def max_rows_per_statement() -> int:
     """How many rows one statement can insert: this SQLite's limit on bound values (a
     compile-time setting: 250,000 on Debian 12, 32,766 by default, 999 before 3.32)."""
