@@ -392,22 +392,40 @@ def test_a_config_change_restarts_the_instances_and_the_deploy_waits_for_them(
     assert not any(password in run.output for password in deployment.secrets.values())
 
 
-def test_an_instance_that_cannot_run_fails_the_deploy_by_name(deployment: Deployment) -> None:
-    """A runtime drop-in makes exec1's instance 2 exit at once: the executor plays must fail
-    on exec1 with a message that names that instance (and not the healthy one), not with
-    Ansible's retry count."""
+BROKEN_INSTANCES = {
+    # exits at once: no main process (or, if a check catches its short life, no heartbeat)
+    "exits": (
+        "ExecStart=\\nExecStart=/bin/false",
+        ("ragfleet-executor@2.service on exec1: no main process", "task_executor_exec1_2 with PID"),
+    ),
+    # runs, but is no executor: a main process and no heartbeat from it
+    "silent": (
+        "Type=simple\\nExecStart=\\nExecStart=/bin/sleep infinity",
+        ("task_executor_exec1_2 with PID",),
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", BROKEN_INSTANCES)
+def test_an_instance_that_does_not_come_up_fails_the_deploy_by_name(
+    deployment: Deployment, breakage: str
+) -> None:
+    """A runtime drop-in breaks exec1's instance 2: the executor plays must fail on exec1 with
+    a message that names that instance (and not the healthy one), not with Ansible's retry
+    count and the command's output."""
     converged(deployment)
-    dropin = "/run/systemd/system/ragfleet-executor@2.service.d"
+    service, messages = BROKEN_INSTANCES[breakage]
+    unit = "ragfleet-executor@2"
+    dropin = f"/run/systemd/system/{unit}.service.d"
     deployment.ssh(
         "exec1",
-        f"mkdir -p {dropin} && printf '[Service]\\nExecStart=\\nExecStart=/bin/false\\n' "
-        f"> {dropin}/broken.conf && systemctl daemon-reload && systemctl restart "
-        "ragfleet-executor@2",
-        check=False,  # the restart fails: that is the point
+        f"mkdir -p {dropin} && printf '[Service]\\n{service}\\n' > {dropin}/broken.conf && "
+        f"systemctl daemon-reload && systemctl restart {unit}",
+        check=False,  # /bin/false fails the restart: that is the point
     )
     try:
         run = deployment.playbook(
-            "broken_instance",
+            f"broken_instance_{breakage}",
             SITE,
             "--tags",
             "executor",
@@ -416,22 +434,17 @@ def test_an_instance_that_cannot_run_fails_the_deploy_by_name(deployment: Deploy
             *REAL_RUN,
         )
         assert run.returncode != 0 and run.recap["exec1"]["failed"] == 1, run.describe()
-        named = (
-            "ragfleet-executor@2.service on exec1: no main process",
-            "task_executor_exec1_2 with PID",  # if a check caught /bin/false's short life
-        )
-        assert any(message in run.output for message in named), run.describe()
-        assert "ragfleet-executor@1.service on exec1" not in run.output
+        assert any(message in run.output for message in messages), run.describe()
+        healthy = ("ragfleet-executor@1.service on exec1", "task_executor_exec1_1 with PID")
+        assert not any(message in run.output for message in healthy), run.describe()
     finally:
         deployment.ssh(
             "exec1",
             f"rm -rf {dropin} && systemctl daemon-reload && "
-            "systemctl reset-failed ragfleet-executor@2 && systemctl start ragfleet-executor@2",
+            f"(systemctl reset-failed {unit} || true) && systemctl restart {unit}",
         )
     wait_for(
-        lambda: (
-            unit_property(deployment, "exec1", "ragfleet-executor@2", "ActiveState") == "active"
-        ),
+        lambda: unit_property(deployment, "exec1", unit, "ActiveState") == "active",
         60,
         "exec1's instance 2 to run again",
         interval=1,
