@@ -266,6 +266,7 @@ def test_secrets_never_logged(deployment: Deployment) -> None:
 
 
 def test_compiled_files_have_the_manifest_modes(deployment: Deployment) -> None:
+    """Modes and owners of the compiled files and directories, and the executor account."""
     converged(deployment)
     stat = "stat -c '%a %U %G'"
     for host in deployment.instances():
@@ -273,12 +274,18 @@ def test_compiled_files_have_the_manifest_modes(deployment: Deployment) -> None:
         config = deployment.ssh(host, f"{stat} /etc/ragfleet/ragfleet.yaml").stdout.split()
         assert config == ["600", USER, USER]
         assert deployment.ssh(host, f"{stat} {STATE_DIR}").stdout.split() == ["750", USER, USER]
+        assert deployment.ssh(host, f"getent passwd {USER}").stdout.endswith(
+            f":{STATE_DIR}:/usr/sbin/nologin\n"
+        )
     redis_host = deployment.group("redis")[0]
     fragment = deployment.ssh(redis_host, f"{stat} /etc/redis/ragfleet.conf").stdout.split()
     assert fragment == ["600", "redis", "redis"]
-    assert deployment.ssh(redis_host, f"getent passwd {USER}").stdout.endswith(
-        f":{STATE_DIR}:/usr/sbin/nologin\n"
-    )
+    # The executors' account and directories exist only where executors run.
+    for host in {spec.name for spec in deployment.testbed.specs} - set(deployment.instances()):
+        absent = deployment.ssh(
+            host, f"getent passwd {USER}; ls -d /etc/ragfleet {STATE_DIR}", check=False
+        )
+        assert absent.stdout == "" and absent.returncode != 0, f"{host}: {absent.stdout}"
 
 
 def test_redis_requires_the_password(deployment: Deployment) -> None:
