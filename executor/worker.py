@@ -345,6 +345,8 @@ class Worker:
                 self._outage_deliveries.get(delivery.entry_id, 0) + 1
             )
             return
+        except Exception as exc:  # outside any handler: a bug of ours, not the task's
+            await self._set_aside(delivery, exc)
         finally:
             self._held.pop(delivery.entry_id, None)
             self._slots.release()
@@ -524,6 +526,31 @@ class Worker:
         await self._redis(self.broker.dead_letter, delivery, reason)
         self.counters.failed += 1
         self.m_dead.inc()
+
+    async def _set_aside(self, delivery: Delivery, exc: Exception) -> None:
+        """An error outside the task's handler that is no outage (a bug in the executor):
+        move the entry to the dead-letter stream with the error and fail the task, so this
+        worker and its other tasks carry on. ``ragfleet dlq retry`` runs it again once the
+        cause is fixed. If Redis refuses, the entry stays pending and comes back."""
+        reason = (
+            f"[ragfleet]: executor error: {type(exc).__name__}: {exc}; see `ragfleet dlq list`."
+        )
+        self.log.error(
+            "entry %s of %s set aside: %s", delivery.entry_id, delivery.queue, reason, exc_info=exc
+        )
+        try:
+            await self._redis(self.broker.dead_letter, delivery, reason)
+        except (*REDIS_UNAVAILABLE, redis.ResponseError) as error:
+            self.log.error("entry %s stays pending: %s", delivery.entry_id, error)
+            return
+        self.counters.failed += 1
+        self.m_dead.inc()
+        try:
+            task = await self._db(self.store.get_task, wire.decode_message(delivery.fields)["id"])
+            if task is not None and 0 <= task["progress"] < 1:  # not if it settled already
+                await Progress(task, self._db, self.store.set_progress)(-1, reason)
+        except Exception as error:  # the same bug may stop this too: the DLQ has the entry
+            self.log.error("task of entry %s not marked failed: %s", delivery.entry_id, error)
 
     async def _note_interrupted(self, progress: Progress) -> None:
         """The drain gave up on this task: say so in its log; it will be delivered again."""

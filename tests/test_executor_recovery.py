@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import time
 
+import trio
 from executors import wait_for
 
 from executor import wire
+from executor.app import build_worker
+from executor.settings import load_settings
 
 
 def started(fleet, task_id):
@@ -165,3 +168,45 @@ def test_db_init_is_idempotent_and_adds_missing_columns(sql_fleet):
     result = fleet.cli("db", "init")
     assert "added column task.payload" in result.stdout and "(1 changes)" in result.stdout
     assert fleet.cli("db", "init").stdout.strip().endswith("(0 changes)")
+
+
+def test_an_executor_bug_outside_the_handler_sets_the_task_aside_and_the_worker_goes_on(fleet):
+    """A fault injected into the worker's look-up for one task (standing in for a bug of ours:
+    no real input reaches that path with an error) must not take the worker down with its
+    other tasks: the entry goes to the dead-letter stream with the error, the task fails
+    with it, the others finish, and `ragfleet dlq retry` runs it once the bug is gone."""
+    ids = fleet.submit("noop", count=3)
+    bad = ids[1]
+    worker = build_worker(load_settings(fleet.config), 1)
+    look_up = worker._look_up
+
+    def buggy_look_up(task_id: str, deliveries: int):
+        if task_id == bad:
+            raise RuntimeError("injected look-up bug")
+        return look_up(task_id, deliveries)
+
+    worker._look_up = buggy_look_up  # type: ignore[method-assign]
+
+    async def run_until_settled() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.run)
+            with trio.fail_after(20):
+                while worker.counters.done + worker.counters.failed < 3:
+                    await trio.sleep(0.05)
+            worker.stop()
+
+    try:
+        trio.run(run_until_settled)  # returns: the worker drained, it did not crash
+    finally:
+        worker.broker.client.close()
+        worker.store.database.close()
+    assert (worker.counters.done, worker.counters.failed) == (2, 1)
+    rows = {task_id: fleet.task(task_id) for task_id in ids}
+    assert [rows[i]["progress"] for i in ids] == [1, -1, 1]
+    assert "executor error: RuntimeError: injected look-up bug" in rows[bad]["progress_msg"]
+    (entry,) = json.loads(fleet.cli("dlq", "list", "--json").stdout)
+    assert entry["task_id"] == bad and "injected look-up bug" in entry["reason"]
+    assert fleet.redis.xlen(wire.queue_name(0)) == 0
+    fleet.start(instance=2)  # the fixed executor
+    assert fleet.cli("dlq", "retry", entry["dlq_id"]).returncode == 0
+    assert fleet.wait_done([bad], timeout=15)[0]["progress"] == 1
