@@ -5,7 +5,8 @@ write: ``progress`` is 0..1, -1 means failed; ``progress_msg`` is a log of ``HH:
 lines. ragfleet adds ``task.payload`` (JSON parameters for task types that need them).
 
 Every method is synchronous (peewee): the worker calls them through ``trio.to_thread``.
-A lost or refused connection raises :class:`DatabaseUnavailable`, never a task failure.
+A lost or refused connection, or a lock conflict that a retry resolves (a deadlock, a lock
+wait timeout), raises :class:`DatabaseUnavailable`, never a task failure.
 """
 
 from __future__ import annotations
@@ -187,7 +188,8 @@ class TaskStore:
 
     @contextmanager
     def session(self) -> Iterator[None]:
-        """Map connection-level failures to DatabaseUnavailable and drop the broken connection."""
+        """Map connection-level failures to DatabaseUnavailable and drop the broken connection;
+        map lock conflicts that a retry resolves (deadlock, lock timeout) to it as well."""
         # Connections are per thread (peewee's default) and kept open between calls.
         try:
             yield
@@ -195,6 +197,8 @@ class TaskStore:
             if _is_connection_error(exc):
                 with suppress(pw.PeeweeException):
                     self.database.close()
+                raise DatabaseUnavailable(str(exc)) from exc
+            if _is_lock_conflict(exc):
                 raise DatabaseUnavailable(str(exc)) from exc
             raise
 
@@ -360,6 +364,20 @@ def _where_state(query: pw.ModelSelect, task: type[pw.Model], state: str | None)
 # MySQL/MariaDB client errors that mean "no usable connection" (CR_* codes), and the
 # server-side "shutdown in progress" family; anything else is a real SQL error.
 _MYSQL_CONNECTION_CODES = {1040, 1053, 1077, 1078, 1079, 1080, 2002, 2003, 2006, 2013, 2055}
+
+
+# Lock conflicts a retry resolves: MySQL/MariaDB's lock wait timeout and deadlock, and
+# PostgreSQL's serialization failure, deadlock and lock timeout (SQLSTATEs).
+_MYSQL_CONFLICT_CODES = {1205, 1213}
+_POSTGRES_CONFLICT_STATES = {"40001", "40P01", "55P03"}
+
+
+def _is_lock_conflict(exc: Exception) -> bool:
+    cause = exc.__cause__ or exc.__context__ or exc
+    if getattr(cause, "pgcode", None) in _POSTGRES_CONFLICT_STATES:
+        return True
+    args = getattr(exc, "args", ()) or getattr(cause, "args", ())
+    return bool(args) and isinstance(args[0], int) and args[0] in _MYSQL_CONFLICT_CODES
 
 
 def _is_connection_error(exc: Exception) -> bool:

@@ -1,0 +1,89 @@
+"""Lock conflicts on MariaDB and PostgreSQL that a retry resolves (a deadlock, a lock wait
+timeout) are outages of the moment, DatabaseUnavailable: the worker retries the task. Any
+other SQL error stays one (the worker then sets the task aside, see test_executor_recovery).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import peewee
+import pytest
+from executors import mysql_database, postgres_database
+
+from executor.db import DatabaseUnavailable, TaskStore, open_database
+
+
+@pytest.fixture(params=["mariadb", "postgres"])
+def stores(request) -> Iterator[tuple[str, TaskStore, TaskStore]]:
+    """Two stores (two connections) on one server database, with the schema and two tasks."""
+    server = request.getfixturevalue(f"{request.param}_server")
+    server.start()
+    config = (mysql_database if request.param == "mariadb" else postgres_database)(server)
+    first, second = (TaskStore(open_database(config)) for _ in range(2))
+    first.init_schema()
+    with first.writing():
+        first.Task.delete().execute()
+        first.Task.insert_many([{"id": "x"}, {"id": "y"}]).execute()
+    try:
+        yield request.param, first, second
+    finally:
+        first.database.close()
+        second.database.close()
+
+
+def touch(store: TaskStore, task_id: str) -> None:
+    store.Task.update(priority=store.Task.priority + 1).where(store.Task.id == task_id).execute()
+
+
+def test_a_deadlock_is_an_outage_of_the_moment(stores) -> None:
+    """Two transactions lock x and y in opposite orders: the server kills one of them."""
+    _, first, second = stores
+    both_hold_one = threading.Barrier(2, timeout=10)
+    outcomes: dict[str, BaseException | None] = {}
+
+    def transaction(store: TaskStore, name: str, order: tuple[str, str]) -> None:
+        try:
+            with store.transaction():
+                touch(store, order[0])
+                both_hold_one.wait()
+                touch(store, order[1])
+            outcomes[name] = None
+        except BaseException as exc:
+            outcomes[name] = exc
+
+    threads = [
+        threading.Thread(target=transaction, args=(first, "first", ("x", "y"))),
+        threading.Thread(target=transaction, args=(second, "second", ("y", "x"))),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    errors = [exc for exc in outcomes.values() if exc is not None]
+    assert len(outcomes) == 2 and len(errors) == 1, outcomes
+    assert isinstance(errors[0], DatabaseUnavailable), repr(errors[0])
+    assert "deadlock" in str(errors[0]).lower()
+    first.ping()
+    second.ping()  # both stores go on
+
+
+def test_a_lock_wait_timeout_is_an_outage_of_the_moment(stores) -> None:
+    kind, first, second = stores
+    if kind == "mariadb":
+        second.database.execute_sql("SET SESSION innodb_lock_wait_timeout = 1")
+    else:
+        second.database.execute_sql("SET lock_timeout = '1s'")
+    with first.transaction():
+        touch(first, "x")  # held until the other has given up
+        timed_out = pytest.raises(DatabaseUnavailable, match=r"(?i)lock wait timeout|lock timeout")
+        with timed_out, second.transaction():
+            touch(second, "x")
+    second.ping()
+
+
+def test_another_sql_error_stays_one(stores) -> None:
+    _, first, _ = stores
+    with pytest.raises(peewee.ProgrammingError), first.session():
+        first.database.execute_sql("SELECT * FROM no_such_table")
