@@ -1,9 +1,10 @@
 """The Redis Streams side of the executor: one synchronous method per protocol step.
 
 redis-py is synchronous, so the worker calls every method here through
-``trio.to_thread.run_sync``; nothing here knows about trio. Connection failures surface as
-``redis.ConnectionError`` / ``redis.TimeoutError`` (see :data:`REDIS_UNAVAILABLE`), which
-the worker treats as an outage: it backs off and acks nothing.
+``trio.to_thread.run_sync``; nothing here knows about trio. Redis failing to take commands
+(down, loading, out of memory, a read-only replica) surfaces as one of
+:data:`REDIS_UNAVAILABLE`, which the worker treats as an outage: it backs off and acks
+nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from .settings import RedisSettings
 
 _PEL_SCAN_LIMIT = 10_000
 
-REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+# Redis cannot take our commands for now: down or unreachable, loading its data, out of
+# memory (maxmemory with noeviction refuses writes), or a read-only replica (a failover).
+REDIS_UNAVAILABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    redis.OutOfMemoryError,
+    redis.ReadOnlyError,
+)
 
 # Compare-and-delete: release the cleanup lock only if we still hold it.
 _RELEASE_LOCK = """

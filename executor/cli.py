@@ -61,7 +61,7 @@ def _errors_to_exit_codes() -> Iterator[None]:
         click.echo(f"ragfleet: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     except REDIS_UNAVAILABLE as exc:
-        click.echo(f"ragfleet: Redis unreachable: {exc}", err=True)
+        click.echo(f"ragfleet: Redis unavailable: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
     except DatabaseUnavailable as exc:
         click.echo(f"ragfleet: database unreachable: {exc}", err=True)

@@ -216,4 +216,4 @@ def test_unreachable_redis_exits_3(fleet, redis_server):
         result = fleet.cli("status")
     finally:
         redis_server.start()
-    assert result.returncode == 3 and "Redis unreachable" in result.stderr
+    assert result.returncode == 3 and "Redis unavailable" in result.stderr

@@ -117,6 +117,28 @@ def test_redis_restart_mid_run_loses_no_task_and_fails_none(fleet, redis_server)
         assert worker.log.count("Redis unavailable") == 1  # logged once per outage
 
 
+def test_redis_out_of_memory_mid_run_pauses_and_loses_no_task(fleet):
+    """maxmemory with noeviction (as deployed) refuses writes once Redis is full: an outage
+    like Redis being down, not a crash, while the running tasks finish and ack (XACK and
+    XDEL free memory, so Redis takes them)."""
+    worker = fleet.start()
+    ids = fleet.submit("sleep", count=10, seconds=1, steps=2)
+    wait_for(lambda: any(fleet.task(i)["begin_at"] for i in ids), 20, "a task to begin")
+    fleet.redis.config_set("maxmemory", "1")  # below what it holds: every write is refused
+    try:
+        worker.wait_log(r"Redis unavailable: .*maxmemory")
+        time.sleep(2)  # heartbeats and probes fail meanwhile: the worker must outlive them
+        assert worker.process.poll() is None, worker.log[-3000:]
+        refused = fleet.cli("submit", "-t", "noop")
+        assert refused.returncode == 3 and "Redis unavailable" in refused.stderr
+    finally:
+        fleet.redis.config_set("maxmemory", "0")
+    rows = fleet.wait_done(ids, timeout=60)
+    assert [r["progress"] for r in rows] == [1] * 10
+    worker.wait_log(r"Redis available again")
+    assert worker.process.poll() is None
+
+
 def test_redis_losing_its_data_is_repaired_by_reconcile(fleet):
     ids = fleet.submit("noop", count=5)
     fleet.redis.flushall()  # Redis came back empty: the queue is gone, the DB says queued
