@@ -33,6 +33,17 @@ REDIS_UNAVAILABLE = (
     redis.ReadOnlyError,
 )
 
+
+def refuses_writes(exc: BaseException) -> bool:
+    """Redis answered MISCONF: it failed to persist (its AOF or its last save; a full disk,
+    say) and refuses writes until it can again. redis-py has no exception class for it, and
+    prefixes an error inside a pipeline with the command that met it."""
+    text = str(exc)
+    return isinstance(exc, redis.ResponseError) and (
+        text.startswith("MISCONF ") or "of pipeline caused error: MISCONF " in text
+    )
+
+
 # Compare-and-delete: release the cleanup lock only if we still hold it.
 _RELEASE_LOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end

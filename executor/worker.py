@@ -31,7 +31,7 @@ import redis
 import trio
 
 from . import wire
-from .broker import REDIS_UNAVAILABLE, Broker, Delivery
+from .broker import REDIS_UNAVAILABLE, Broker, Delivery, refuses_writes
 from .db import CANCELLED_MESSAGE, DatabaseUnavailable, TaskStore
 from .handlers import HandlerRegistry, SettledHook, TaskContext, TaskInputError
 from .memtrace import MemoryTracer
@@ -176,7 +176,7 @@ class Worker:
                 await self._redis(self.broker.ensure_groups)
                 self.ip_address = await trio.to_thread.run_sync(self._local_address)
                 return
-            except REDIS_UNAVAILABLE as exc:
+            except (*REDIS_UNAVAILABLE, redis.ResponseError) as exc:  # MISCONF, say
                 await self.redis_outage.back_off(exc)
 
     def _local_address(self) -> str:
@@ -311,14 +311,16 @@ class Worker:
         while self.redis_outage.down:
             try:
                 await self._redis(self.broker.ensure_groups)
-            except REDIS_UNAVAILABLE as exc:
+            except (*REDIS_UNAVAILABLE, redis.ResponseError) as exc:  # MISCONF, say
                 await trio.sleep(self.redis_outage.failed(exc))
             else:
                 self.redis_outage.recovered()
                 self._replay = True
 
     async def _recover_from(self, exc: redis.ResponseError) -> None:
-        if "NOGROUP" in str(exc):
+        if refuses_writes(exc):
+            self.redis_outage.failed(exc)  # the next round probes until it takes writes
+        elif "NOGROUP" in str(exc):
             # Redis lost its data (no persistence, or a new server): recreate the groups;
             # `ragfleet reconcile` re-enqueues what the database says is unfinished.
             self.log.error("consumer group missing (Redis lost its data?): recreating it")
@@ -333,24 +335,28 @@ class Worker:
         """Process one delivery and release its slot, whatever happens."""
         try:
             await self._process(delivery)
-        except (DatabaseUnavailable, DependencyUnavailable, *REDIS_UNAVAILABLE) as exc:
-            self._outage_of(exc).failed(exc)
-            if isinstance(exc, DatabaseUnavailable):
-                self.m_db_errors.inc()
-            elif not isinstance(exc, DependencyUnavailable):
-                self.m_redis_errors.inc()
-            self._replay = True  # the entry stays pending; replay it when the outage ends
-            # Its next delivery is the outage's doing, not the task's: do not count it.
-            self._outage_deliveries[delivery.entry_id] = (
-                self._outage_deliveries.get(delivery.entry_id, 0) + 1
-            )
-            return
-        except Exception as exc:  # outside any handler: a bug of ours, not the task's
-            await self._set_aside(delivery, exc)
+        except Exception as exc:
+            if _is_outage(exc):
+                self._note_outage(delivery, exc)
+                return
+            await self._set_aside(delivery, exc)  # outside any handler: a bug, not the task's
         finally:
             self._held.pop(delivery.entry_id, None)
             self._slots.release()
         self._outage_deliveries.pop(delivery.entry_id, None)
+
+    def _note_outage(self, delivery: Delivery, exc: Exception) -> None:
+        """The delivery met an outage: the entry stays pending and is replayed when it ends."""
+        self._outage_of(exc).failed(exc)
+        if isinstance(exc, DatabaseUnavailable):
+            self.m_db_errors.inc()
+        elif not isinstance(exc, DependencyUnavailable):
+            self.m_redis_errors.inc()
+        self._replay = True
+        # Its next delivery is the outage's doing, not the task's: do not count it.
+        self._outage_deliveries[delivery.entry_id] = (
+            self._outage_deliveries.get(delivery.entry_id, 0) + 1
+        )
 
     def _outage_of(self, exc: BaseException) -> Outage:
         if isinstance(exc, DatabaseUnavailable):
@@ -670,6 +676,13 @@ class Worker:
             self.m_db_errors,
         ):
             counter.inc(0)  # export zeros from the start, so rate() and absent() behave
+
+
+def _is_outage(exc: Exception) -> bool:
+    """Whether *exc* means a service is unavailable for now (retry the task later), rather
+    than something wrong with the task or the executor."""
+    outages = (DatabaseUnavailable, DependencyUnavailable, *REDIS_UNAVAILABLE)
+    return isinstance(exc, outages) or refuses_writes(exc)
 
 
 def metrics_port(settings: Settings, instance: int) -> int | None:

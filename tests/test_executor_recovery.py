@@ -7,10 +7,14 @@ max_deliveries 3, drain_timeout 5 s.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+from contextlib import suppress
 
+import pytest
 import trio
-from executors import wait_for
+from executors import Fleet, sqlite_database, wait_for, write_config
+from servers import RedisServer
 
 from executor import wire
 from executor.app import build_worker
@@ -137,6 +141,51 @@ def test_redis_out_of_memory_mid_run_pauses_and_loses_no_task(fleet):
     assert [r["progress"] for r in rows] == [1] * 10
     worker.wait_log(r"Redis available again")
     assert worker.process.poll() is None
+
+
+@pytest.fixture
+def redis_on_a_small_disk(tmp_path):
+    """A Redis of its own whose directory (AOF, RDB) is a 4 MiB tmpfs, so a test can fill
+    the disk under it for real."""
+    disk = tmp_path / "redis-disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+    server = RedisServer(disk)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+        subprocess.run(["umount", "--lazy", str(disk)], check=False)
+
+
+def test_redis_with_a_full_disk_pauses_and_loses_no_task(redis_on_a_small_disk, tmp_path):
+    """Redis that cannot write its AOF (or its last save failed) refuses writes with MISCONF
+    until it can again: the worker waits it out like an outage, and no task is lost."""
+    server = redis_on_a_small_disk
+    fleet = Fleet(write_config(tmp_path, server, sqlite_database(tmp_path)))
+    try:
+        worker = fleet.start()
+        ids = fleet.submit("sleep", count=10, seconds=1, steps=2)
+        wait_for(lambda: any(fleet.task(i)["begin_at"] for i in ids), 20, "a task to begin")
+        filler = server.workdir / "filler"
+        with suppress(OSError), filler.open("wb") as out:  # until the disk is full
+            while True:
+                out.write(b"\0" * 65536)
+        try:
+            worker.wait_log(r"Redis unavailable: MISCONF")
+            time.sleep(2)  # heartbeats and probes fail meanwhile: the worker must outlive them
+            assert worker.process.poll() is None, worker.log[-3000:]
+        finally:
+            filler.unlink()
+        rows = fleet.wait_done(ids, timeout=60)
+        assert [r["progress"] for r in rows] == [1] * 10
+        worker.wait_log(r"Redis available again")
+        assert worker.process.poll() is None
+        assert "set aside" not in worker.log  # an outage, not an executor error
+        assert fleet.redis.xlen(wire.DEAD_LETTER_STREAM) == 0
+    finally:
+        fleet.close()
 
 
 def test_redis_losing_its_data_is_repaired_by_reconcile(fleet):
