@@ -5,8 +5,9 @@ write: ``progress`` is 0..1, -1 means failed; ``progress_msg`` is a log of ``HH:
 lines. ragfleet adds ``task.payload`` (JSON parameters for task types that need them).
 
 Every method is synchronous (peewee): the worker calls them through ``trio.to_thread``.
-A lost or refused connection, or a lock conflict that a retry resolves (a deadlock, a lock
-wait timeout), raises :class:`DatabaseUnavailable`, never a task failure.
+A lost or refused connection, or a refusal that a retry resolves (a deadlock, a lock wait
+timeout, a read-only server, a full disk), raises :class:`DatabaseUnavailable`, never a
+task failure.
 """
 
 from __future__ import annotations
@@ -189,16 +190,17 @@ class TaskStore:
     @contextmanager
     def session(self) -> Iterator[None]:
         """Map connection-level failures to DatabaseUnavailable and drop the broken connection;
-        map lock conflicts that a retry resolves (deadlock, lock timeout) to it as well."""
+        map refusals that a retry resolves (a deadlock, a lock timeout, a read-only server, a
+        full disk) to it as well."""
         # Connections are per thread (peewee's default) and kept open between calls.
         try:
             yield
-        except (pw.OperationalError, pw.InterfaceError) as exc:
+        except (pw.OperationalError, pw.InterfaceError, pw.InternalError) as exc:
             if _is_connection_error(exc):
                 with suppress(pw.PeeweeException):
                     self.database.close()
                 raise DatabaseUnavailable(str(exc)) from exc
-            if _is_lock_conflict(exc):
+            if _is_passing_refusal(exc):
                 raise DatabaseUnavailable(str(exc)) from exc
             raise
 
@@ -366,18 +368,20 @@ def _where_state(query: pw.ModelSelect, task: type[pw.Model], state: str | None)
 _MYSQL_CONNECTION_CODES = {1040, 1053, 1077, 1078, 1079, 1080, 2002, 2003, 2006, 2013, 2055}
 
 
-# Lock conflicts a retry resolves: MySQL/MariaDB's lock wait timeout and deadlock, and
-# PostgreSQL's serialization failure, deadlock and lock timeout (SQLSTATEs).
-_MYSQL_CONFLICT_CODES = {1205, 1213}
-_POSTGRES_CONFLICT_STATES = {"40001", "40P01", "55P03"}
+# Refusals that pass, so the task is retried rather than failed: a lock wait timeout or a
+# deadlock, a server in read-only mode (a replica, a failover under way), a full disk.
+# MySQL/MariaDB error codes and PostgreSQL SQLSTATEs; tests/test_db_conflicts.py provokes
+# all but the full disk (1021, 53100), which are here from the servers' documentation.
+_MYSQL_PASSING_CODES = {1205, 1213, 1290, 1836, 1021}
+_POSTGRES_PASSING_STATES = {"40001", "40P01", "55P03", "25006", "53100"}
 
 
-def _is_lock_conflict(exc: Exception) -> bool:
+def _is_passing_refusal(exc: Exception) -> bool:
     cause = exc.__cause__ or exc.__context__ or exc
-    if getattr(cause, "pgcode", None) in _POSTGRES_CONFLICT_STATES:
+    if getattr(cause, "pgcode", None) in _POSTGRES_PASSING_STATES:
         return True
     args = getattr(exc, "args", ()) or getattr(cause, "args", ())
-    return bool(args) and isinstance(args[0], int) and args[0] in _MYSQL_CONFLICT_CODES
+    return bool(args) and isinstance(args[0], int) and args[0] in _MYSQL_PASSING_CODES
 
 
 def _is_connection_error(exc: Exception) -> bool:

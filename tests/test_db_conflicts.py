@@ -1,12 +1,14 @@
-"""Lock conflicts on MariaDB and PostgreSQL that a retry resolves (a deadlock, a lock wait
-timeout) are outages of the moment, DatabaseUnavailable: the worker retries the task. Any
-other SQL error stays one (the worker then sets the task aside, see test_executor_recovery).
+"""Refusals by MariaDB and PostgreSQL that a retry resolves (a deadlock, a lock wait
+timeout, a server in read-only mode) are outages of the moment, DatabaseUnavailable: the
+worker retries the task. Any other SQL error stays one (the worker then sets the task
+aside, see test_executor_recovery).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 
 import peewee
 import pytest
@@ -81,6 +83,31 @@ def test_a_lock_wait_timeout_is_an_outage_of_the_moment(stores) -> None:
         with timed_out, second.transaction():
             touch(second, "x")
     second.ping()
+
+
+@pytest.fixture
+def read_only(request, stores) -> Iterator[TaskStore]:
+    """The second store, on a server that refuses writes as a replica or a server put in
+    read-only mode would: MariaDB's global read_only (set as root), PostgreSQL's read-only
+    transactions (for the store's own session)."""
+    kind, _, second = stores
+    if kind == "postgres":
+        second.database.execute_sql("SET default_transaction_read_only = on")
+        yield second
+        return
+    server = request.getfixturevalue("mariadb_server")
+    with closing(server.connect(user="root", password=server.root_password)) as root:
+        root.cursor().execute("SET GLOBAL read_only = 1")
+        try:
+            yield second
+        finally:
+            root.cursor().execute("SET GLOBAL read_only = 0")
+
+
+def test_a_read_only_server_is_an_outage_of_the_moment(read_only: TaskStore) -> None:
+    with pytest.raises(DatabaseUnavailable, match=r"(?i)read.only"), read_only.transaction():
+        touch(read_only, "x")
+    read_only.ping()
 
 
 def test_another_sql_error_stays_one(stores) -> None:
