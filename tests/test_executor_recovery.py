@@ -14,7 +14,7 @@ from contextlib import suppress
 import pytest
 import trio
 from executors import Fleet, sqlite_database, wait_for, write_config
-from servers import RedisServer
+from servers import RedisServer, free_port
 
 from executor import wire
 from executor.app import build_worker
@@ -121,26 +121,47 @@ def test_redis_restart_mid_run_loses_no_task_and_fails_none(fleet, redis_server)
         assert worker.log.count("Redis unavailable") == 1  # logged once per outage
 
 
-def test_redis_out_of_memory_mid_run_pauses_and_loses_no_task(fleet):
-    """maxmemory with noeviction (as deployed) refuses writes once Redis is full: an outage
-    like Redis being down, not a crash, while the running tasks finish and ack (XACK and
-    XDEL free memory, so Redis takes them)."""
+# Ways a running Redis refuses writes: (break it, mend it, what the worker logs).
+REFUSING_WRITES = {
+    # maxmemory with noeviction (as deployed): full, it refuses writes; XACK and XDEL
+    # free memory, so it still takes acks
+    "out of memory": (
+        lambda r: r.config_set("maxmemory", "1"),
+        lambda r: r.config_set("maxmemory", "0"),
+        r"Redis unavailable: .*maxmemory",
+    ),
+    # a master turned replica (a failover): read-only until promoted; the master it is
+    # pointed at does not exist, so it keeps its data
+    "read-only replica": (
+        lambda r: r.replicaof("127.0.0.1", free_port()),
+        lambda r: r.replicaof("NO", "ONE"),
+        r"Redis unavailable: .*read only replica",
+    ),
+}
+
+
+@pytest.mark.parametrize("refusal", REFUSING_WRITES)
+def test_redis_refusing_writes_mid_run_pauses_and_loses_no_task(fleet, refusal):
+    """A Redis that answers but refuses writes is an outage like Redis being down, not a
+    crash of the worker; the CLI says it is unavailable (exit 3)."""
+    refuse, mend, logged = REFUSING_WRITES[refusal]
     worker = fleet.start()
     ids = fleet.submit("sleep", count=10, seconds=1, steps=2)
     wait_for(lambda: any(fleet.task(i)["begin_at"] for i in ids), 20, "a task to begin")
-    fleet.redis.config_set("maxmemory", "1")  # below what it holds: every write is refused
+    refuse(fleet.redis)
     try:
-        worker.wait_log(r"Redis unavailable: .*maxmemory")
+        worker.wait_log(logged)
         time.sleep(2)  # heartbeats and probes fail meanwhile: the worker must outlive them
         assert worker.process.poll() is None, worker.log[-3000:]
         refused = fleet.cli("submit", "-t", "noop")
         assert refused.returncode == 3 and "Redis unavailable" in refused.stderr
     finally:
-        fleet.redis.config_set("maxmemory", "0")
+        mend(fleet.redis)
     rows = fleet.wait_done(ids, timeout=60)
     assert [r["progress"] for r in rows] == [1] * 10
     worker.wait_log(r"Redis available again")
     assert worker.process.poll() is None
+    assert "set aside" not in worker.log  # an outage, not an executor error
 
 
 @pytest.fixture
