@@ -445,9 +445,9 @@ class Worker:
         except trio.Cancelled:
             await self._note_interrupted(progress)
             raise
-        except (DatabaseUnavailable, DependencyUnavailable, *REDIS_UNAVAILABLE):
-            raise
         except Exception as exc:
+            if _is_outage(exc):
+                raise  # not the task's fault: _settle leaves it for a retry
             await self._fail(delivery, progress, exc)
             return
         finally:
