@@ -24,7 +24,7 @@ import click
 import redis
 
 from . import __version__, wire
-from .broker import REDIS_UNAVAILABLE, connect
+from .broker import REDIS_UNAVAILABLE, connect, refuses_writes
 from .db import TASK_STATES, DatabaseUnavailable, TaskStore, open_database, task_state
 from .fleet import dead_letters, fleet_status, requeue_dead_letter
 from .ingest.docstore import DocStoreUnavailable
@@ -61,6 +61,11 @@ def _errors_to_exit_codes() -> Iterator[None]:
         click.echo(f"ragfleet: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     except REDIS_UNAVAILABLE as exc:
+        click.echo(f"ragfleet: Redis unavailable: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    except redis.ResponseError as exc:
+        if not refuses_writes(exc):
+            raise
         click.echo(f"ragfleet: Redis unavailable: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
     except DatabaseUnavailable as exc:

@@ -200,6 +200,9 @@ def test_redis_with_a_full_disk_pauses_and_loses_no_task(redis_on_a_small_disk, 
             worker.wait_log(r"Redis unavailable: MISCONF")
             time.sleep(2)  # heartbeats and probes fail meanwhile: the worker must outlive them
             assert worker.process.poll() is None, worker.log[-3000:]
+            refused = fleet.cli("submit", "-t", "noop")
+            assert refused.returncode == 3, refused.stderr
+            assert "Redis unavailable" in refused.stderr and "MISCONF" in refused.stderr
         finally:
             filler.unlink()
         rows = fleet.wait_done(ids, timeout=60)
