@@ -2,8 +2,8 @@
 
 Exit codes, for scripts: 0 success; 1 the answer is "no" (``status``: an executor is
 stale or none is alive; ``reconcile --check``: tasks are missing from the queues);
-2 usage or configuration error; 3 Redis or the database is unreachable; 4 a named task
-or entry does not exist.
+2 usage or configuration error; 3 Redis, the database or the document store is
+unavailable (down, unreachable, refusing writes); 4 a named task or entry does not exist.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _errors_to_exit_codes() -> Iterator[None]:
         click.echo(f"ragfleet: Redis unavailable: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
     except DatabaseUnavailable as exc:
-        click.echo(f"ragfleet: database unreachable: {exc}", err=True)
+        click.echo(f"ragfleet: database unavailable: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
     except DocStoreUnavailable as exc:
         click.echo(f"ragfleet: document store unavailable: {exc}", err=True)
@@ -102,7 +102,8 @@ def main(ctx: click.Context, config: str | None) -> None:
     """ragfleet: RAGFlow-compatible task executors, and the tools to operate them.
 
     Exit codes: 0 ok; 1 the answer is no (stale executors, missing tasks);
-    2 usage or configuration error; 3 Redis or database unreachable; 4 not found.
+    2 usage or configuration error; 3 Redis, database or document store unavailable;
+    4 not found.
     """
     ctx.obj = Env(config)
 
