@@ -9,7 +9,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,10 +19,12 @@ import redis
 from ruamel.yaml import YAML
 from servers import MariaDBServer, PostgresServer, RedisServer
 
+from executor.app import build_worker
 from executor.broker import connect
 from executor.db import DatabaseUnavailable, TaskStore, open_database
 from executor.producer import enqueue, task_message
 from executor.settings import ExecutorSettings, Settings, load_settings
+from executor.worker import Worker
 
 T = TypeVar("T")
 RAGFLEET = Path(sys.executable).with_name("ragfleet")
@@ -148,6 +151,17 @@ class Fleet:
             timeout=60,
             env={**os.environ, **(env or {})},
         )
+
+    @contextmanager
+    def in_process_worker(self, instance: int = 1) -> Iterator[Worker]:
+        """A worker built in this process, for a test that reaches into it or runs it under
+        its own trio.run; its Redis and database connections are closed afterwards."""
+        worker = build_worker(load_settings(self.config), instance)
+        try:
+            yield worker
+        finally:
+            worker.broker.client.close()
+            worker.store.database.close()
 
     def close(self) -> None:
         for process in self.processes:

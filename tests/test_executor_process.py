@@ -13,9 +13,7 @@ import trio
 from executors import RAGFLEET, wait_for
 from servers import free_port
 
-from executor.app import build_worker
 from executor.sdnotify import Notifier
-from executor.settings import load_settings
 
 
 def test_sd_notify_ready_watchdog_and_stopping(fleet, tmp_path):
@@ -48,20 +46,18 @@ def test_sigterm_at_the_moment_of_ready_drains(fleet):
             os.kill(os.getpid(), signal.SIGTERM)
 
     missed: list[int] = []
-    worker = build_worker(load_settings(fleet.config), 1)
-    worker.notifier = TermAtReady(None)
+    with fleet.in_process_worker() as worker:
+        worker.notifier = TermAtReady(None)
 
-    async def run_briefly() -> None:
-        with trio.move_on_after(15):
-            await worker.run()
+        async def run_briefly() -> None:
+            with trio.move_on_after(15):
+                await worker.run()
 
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: missed.append(signum))
-    try:
-        trio.run(run_briefly)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        worker.broker.client.close()
-        worker.store.database.close()
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: missed.append(signum))
+        try:
+            trio.run(run_briefly)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     assert missed == []
     assert worker.stopping
 

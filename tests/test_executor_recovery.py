@@ -17,8 +17,6 @@ from executors import Fleet, sqlite_database, wait_for, write_config
 from servers import RedisServer, free_port
 
 from executor import wire
-from executor.app import build_worker
-from executor.settings import load_settings
 
 
 def started(fleet, task_id):
@@ -275,29 +273,25 @@ def test_an_executor_bug_outside_the_handler_sets_the_task_aside_and_the_worker_
     with it, the others finish, and `ragfleet dlq retry` runs it once the bug is gone."""
     ids = fleet.submit("noop", count=3)
     bad = ids[1]
-    worker = build_worker(load_settings(fleet.config), 1)
-    look_up = worker._look_up
+    with fleet.in_process_worker() as worker:
+        look_up = worker._look_up
 
-    def buggy_look_up(task_id: str, deliveries: int):
-        if task_id == bad:
-            raise RuntimeError("injected look-up bug")
-        return look_up(task_id, deliveries)
+        def buggy_look_up(task_id: str, deliveries: int):
+            if task_id == bad:
+                raise RuntimeError("injected look-up bug")
+            return look_up(task_id, deliveries)
 
-    worker._look_up = buggy_look_up  # type: ignore[method-assign]
+        worker._look_up = buggy_look_up  # type: ignore[method-assign]
 
-    async def run_until_settled() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(worker.run)
-            with trio.fail_after(20):
-                while worker.counters.done + worker.counters.failed < 3:
-                    await trio.sleep(0.05)
-            worker.stop()
+        async def run_until_settled() -> None:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(worker.run)
+                with trio.fail_after(20):
+                    while worker.counters.done + worker.counters.failed < 3:
+                        await trio.sleep(0.05)
+                worker.stop()
 
-    try:
         trio.run(run_until_settled)  # returns: the worker drained, it did not crash
-    finally:
-        worker.broker.client.close()
-        worker.store.database.close()
     assert (worker.counters.done, worker.counters.failed) == (2, 1)
     rows = {task_id: fleet.task(task_id) for task_id in ids}
     assert [rows[i]["progress"] for i in ids] == [1, -1, 1]
