@@ -46,6 +46,15 @@ class Outage:
         self.retry_at = time.monotonic() + self._delay
         return self._delay
 
+    def holds(self) -> bool:
+        """Whether work that needs the dependency should wait: it is down and the back-off
+        before the next try has not run out."""
+        return self.down and time.monotonic() < self.retry_at
+
+    def until_retry(self) -> float:
+        """Seconds until the next try is due (0 if it is)."""
+        return max(0.0, self.retry_at - time.monotonic())
+
     def recovered(self) -> None:
         if self._since is not None:
             lasted = time.monotonic() - self._since

@@ -215,7 +215,7 @@ class Worker:
         while True:
             await self._until_healthy()
             slots = await self._take_slots()
-            if self.redis_outage.down or self.db_outage.down:  # began while we waited
+            if self.redis_outage.down or self.db_outage.holds():  # began while we waited
                 self._give_back(slots)
                 continue
             try:
@@ -230,6 +230,8 @@ class Worker:
                 await self._recover_from(exc)
                 continue
             self.redis_outage.recovered()
+            if not batch and not self._held:  # nothing to try the database with; it answers
+                self.db_outage.recovered()
             for _ in range(len(batch) - slots):
                 await self._slots.acquire()  # a woken read may return one more than asked
             self._start(batch)
@@ -297,17 +299,23 @@ class Worker:
 
         Fetching during an outage would only redeliver entries and count deliveries that
         never had a chance to run.
+
+        A database outage ends when a task's statements get through again, not when the
+        probe does: a read-only server or a full disk answers ``SELECT 1`` and still
+        refuses every write. Once the probe answers, fetching resumes at the outage's
+        back-off pace, and the first look-up that gets through ends the outage.
         """
         while self.db_outage.down:
+            await trio.sleep(self.db_outage.until_retry())
             try:
                 await self._db(self.store.ping)
             except DatabaseUnavailable as exc:
-                await trio.sleep(self.db_outage.failed(exc))
+                self.db_outage.failed(exc)
             else:
-                self.db_outage.recovered()
                 self._replay = True
-        while self.dep_outage.down and time.monotonic() < self.dep_outage.retry_at:
-            await trio.sleep(self.dep_outage.retry_at - time.monotonic())
+                break
+        while self.dep_outage.holds():
+            await trio.sleep(self.dep_outage.until_retry())
         while self.redis_outage.down:
             try:
                 await self._redis(self.broker.ensure_groups)
@@ -375,6 +383,7 @@ class Worker:
             return
         deliveries = delivery.deliveries - self._outage_deliveries.get(delivery.entry_id, 0)
         task, cancelled = await self._db(self._look_up, message["id"], deliveries)
+        self.db_outage.recovered()
         if reason := self._not_runnable(task, message["id"]):
             self.log.warning("acking entry %s without running it: %s", delivery.entry_id, reason)
             if task is None:

@@ -9,8 +9,11 @@ A missing binary fails the tests that need it, never skips them.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -102,6 +105,22 @@ class SqlFleet:
         if self.kind == "postgres":
             connection.commit()
 
+    def read_only(self, on: bool) -> None:
+        """Make the server refuse writes, as a replica or a failover does, or take them
+        again: MariaDB's global read_only (set as root, whom it does not bind), PostgreSQL's
+        default_transaction_read_only for every session (ALTER SYSTEM, then a reload)."""
+        if self.kind == "mariadb":
+            root = self.server.connect(user="root", password=self.server.root_password)
+            with closing(root), root.cursor() as cursor:
+                cursor.execute(f"SET GLOBAL read_only = {int(on)}")
+            return
+        admin = self.server.admin_connect()
+        admin.autocommit = True  # ALTER SYSTEM cannot run in a transaction
+        with closing(admin), admin.cursor() as cursor:
+            setting = "on" if on else "off"
+            cursor.execute(f"ALTER SYSTEM SET default_transaction_read_only = {setting}")
+            cursor.execute("SELECT pg_reload_conf()")
+
 
 @pytest.fixture(params=["mariadb", "postgres"])
 def sql_fleet(request, tmp_path, redis_client, redis_server):
@@ -137,3 +156,17 @@ def task_store(request, tmp_path):
     store.init_schema()
     yield store
     store.database.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A directory on a tmpfs of its own, 8 MiB, so a test can fill the disk under a server
+    or an executor for real (not with an injected ENOSPC)."""
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)]
+    mounted = subprocess.run(mount, capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:  # CI runs as root; elsewhere say why
+        pytest.fail(f"this test mounts a tmpfs (needs root): {mounted.stderr}", pytrace=False)
+    yield disk
+    subprocess.run(["umount", "--lazy", str(disk)], check=False)

@@ -243,6 +243,20 @@ def wait_for(
         time.sleep(interval)
 
 
+def fill_disk(directory: Path) -> Path:
+    """Write a file in *directory* until its file system is full; the file is returned, to
+    be removed when the test frees the disk."""
+    filler = directory / "filler"
+    with filler.open("wb", buffering=0) as out:  # unbuffered: close() has nothing to write
+        block = b"\0" * 65536
+        try:
+            while True:
+                out.write(block)
+        except OSError:  # ENOSPC
+            pass
+    return filler
+
+
 def postgres_database(server: PostgresServer) -> dict[str, Any]:
     """The runtime config's ``database`` section for the test PostgreSQL server."""
     return {

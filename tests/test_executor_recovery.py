@@ -7,13 +7,11 @@ max_deliveries 3, drain_timeout 5 s.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
-from contextlib import suppress
 
 import pytest
 import trio
-from executors import Fleet, sqlite_database, wait_for, write_config
+from executors import Fleet, fill_disk, sqlite_database, wait_for, write_config
 from servers import RedisServer, free_port
 
 from executor import wire
@@ -163,22 +161,15 @@ def test_redis_refusing_writes_mid_run_pauses_and_loses_no_task(fleet, refusal):
 
 
 @pytest.fixture
-def redis_on_a_small_disk(tmp_path):
-    """A Redis of its own whose directory (AOF, RDB) is a 4 MiB tmpfs, so a test can fill
+def redis_on_a_small_disk(small_disk):
+    """A Redis of its own whose directory (AOF, RDB) is a small tmpfs, so a test can fill
     the disk under it for real."""
-    disk = tmp_path / "redis-disk"
-    disk.mkdir()
-    mount = ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)]
-    mounted = subprocess.run(mount, capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:  # CI runs as root; elsewhere say why
-        pytest.fail(f"this test mounts a tmpfs (needs root): {mounted.stderr}", pytrace=False)
-    server = RedisServer(disk)
+    server = RedisServer(small_disk)
     try:
         server.start()
         yield server
     finally:
         server.close()
-        subprocess.run(["umount", "--lazy", str(disk)], check=False)
 
 
 def test_redis_with_a_full_disk_pauses_and_loses_no_task(redis_on_a_small_disk, tmp_path):
@@ -190,10 +181,7 @@ def test_redis_with_a_full_disk_pauses_and_loses_no_task(redis_on_a_small_disk, 
         worker = fleet.start()
         ids = fleet.submit("sleep", count=10, seconds=1, steps=2)
         wait_for(lambda: any(fleet.task(i)["begin_at"] for i in ids), 20, "a task to begin")
-        filler = server.workdir / "filler"
-        with suppress(OSError), filler.open("wb") as out:  # until the disk is full
-            while True:
-                out.write(b"\0" * 65536)
+        filler = fill_disk(server.workdir)
         try:
             worker.wait_log(r"Redis unavailable: MISCONF")
             time.sleep(2)  # heartbeats and probes fail meanwhile: the worker must outlive them
@@ -248,6 +236,31 @@ def test_database_down_loses_no_task_and_fails_none(sql_fleet):
         # 5 s (the back-off cap) after the database is back.
         worker.wait_log("database available again", timeout=15)
         assert worker.log.count("database unavailable") == 1, worker.log[-3000:]  # once each
+
+
+def test_a_database_refusing_writes_pauses_and_loses_no_task(sql_fleet):
+    """A server that answers and refuses writes (read-only: a replica, a failover) is an
+    outage until a task's writes get through again, not until a probe's SELECT 1 does: it
+    is logged once and retried at the outage's pace, not in a loop; no task fails."""
+    fleet = sql_fleet.fleet
+    worker = fleet.start()
+    ids = fleet.submit("sleep", count=12, seconds=0.5, steps=2)
+    wait_for(lambda: sum(fleet.task(i)["progress"] == 1 for i in ids) >= 2, 20, "some progress")
+    sql_fleet.read_only(True)
+    try:
+        worker.wait_log(r"database unavailable: .*read.only")
+        time.sleep(3)  # the worker retries meanwhile
+        assert worker.process.poll() is None
+        assert worker.log.count("database unavailable") == 1, worker.log[-3000:]
+        assert all(fleet.task(i)["progress"] >= 0 for i in ids)
+    finally:
+        sql_fleet.read_only(False)
+    rows = fleet.wait_done(ids, timeout=60)
+    assert [r["progress"] for r in rows] == [1] * 12, [r["progress_msg"] for r in rows]
+    worker.wait_log("database available again", timeout=15)
+    assert worker.log.count("database unavailable") == 1, worker.log[-3000:]
+    assert "set aside" not in worker.log
+    assert fleet.redis.xlen(wire.DEAD_LETTER_STREAM) == 0
 
 
 def test_tasks_run_on_the_database(sql_fleet):
