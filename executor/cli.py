@@ -28,6 +28,7 @@ from .broker import REDIS_UNAVAILABLE, connect, refuses_writes
 from .db import TASK_STATES, DatabaseUnavailable, TaskStore, open_database, task_state
 from .fleet import dead_letters, fleet_status, requeue_dead_letter
 from .ingest.docstore import DocStoreUnavailable
+from .ingest.storage import StorageUnavailable
 from .producer import enqueue, queued_task_ids, task_message
 from .settings import Settings, SettingsError, load_settings
 
@@ -73,6 +74,9 @@ def _errors_to_exit_codes() -> Iterator[None]:
         sys.exit(EXIT_UNAVAILABLE)
     except DocStoreUnavailable as exc:
         click.echo(f"ragfleet: document store unavailable: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    except StorageUnavailable as exc:
+        click.echo(f"ragfleet: document storage unavailable: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
 
 
@@ -219,7 +223,9 @@ def submit(
 
     Prints the new task ids, one per line (unless --quiet); a progress bar on stderr
     for many. A file that cannot be taken in (too large, unreadable) is reported and
-    the others are still submitted; the exit code is then 1.
+    the others are still submitted; the exit code is then 1. An outage (storage,
+    database or Redis unavailable, a full disk) stops the submit with exit 3; a
+    document is recorded whole (bytes, rows, tasks) or not at all.
     """
     if files:
         if not kb_name:
@@ -261,23 +267,27 @@ def _submit_files(env: Env, files: list[Path], kb_name: str, quiet: bool) -> tup
     intake = Intake(
         env.store, open_blob_storage(env.settings.storage, database=env.store.database), env.redis
     )
-    failed = 0
+    submitted = failed = 0
     task_ids: list[str] = []
-    with _progress(len(files), quiet, threshold=20) as bar:
-        for result in intake.submit(kb, files):
-            bar.update(1)
-            task_ids += result.task_ids
-            if result.error:
-                failed += 1
-                click.echo(f"ragfleet: {result.path}: not submitted: {result.error}", err=True)
-            elif not quiet:
-                for task_id in result.task_ids:
-                    click.echo(task_id)
-    click.echo(
-        f"ragfleet: {len(files) - failed} of {len(files)} documents submitted to "
-        f"knowledge base {kb_name!r}",
-        err=True,
-    )
+    try:
+        with _progress(len(files), quiet, threshold=20) as bar:
+            for result in intake.submit(kb, files):
+                bar.update(1)
+                task_ids += result.task_ids
+                if result.error:
+                    failed += 1
+                    click.echo(f"ragfleet: {result.path}: not submitted: {result.error}", err=True)
+                    continue
+                submitted += 1
+                if not quiet:
+                    for task_id in result.task_ids:
+                        click.echo(task_id)
+    finally:  # an outage ends the loop: say how far it got before its error
+        click.echo(
+            f"ragfleet: {submitted} of {len(files)} documents submitted to "
+            f"knowledge base {kb_name!r}",
+            err=True,
+        )
     return task_ids, failed
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import peewee as pw
 from playhouse.migrate import SchemaMigrator, migrate
 
+from . import sqlite_codes
 from .keyed_rows import KeyedRows
 from .sqlite_turns import NoTurnToWrite, WriteTurns
 
@@ -196,12 +197,13 @@ class TaskStore:
         try:
             yield
         except (pw.OperationalError, pw.InterfaceError, pw.InternalError) as exc:
-            if _is_connection_error(exc):
+            error = _failed_commit(exc) or exc
+            if _is_connection_error(error):
                 with suppress(pw.PeeweeException):
                     self.database.close()
-                raise DatabaseUnavailable(str(exc)) from exc
-            if _is_passing_refusal(exc):
-                raise DatabaseUnavailable(str(exc)) from exc
+                raise DatabaseUnavailable(str(error)) from error
+            if _is_passing_refusal(error):
+                raise DatabaseUnavailable(str(error)) from error
             raise
 
     @contextmanager
@@ -370,8 +372,9 @@ _MYSQL_CONNECTION_CODES = {1040, 1053, 1077, 1078, 1079, 1080, 2002, 2003, 2006,
 
 # Refusals that pass, so the task is retried rather than failed: a lock wait timeout or a
 # deadlock, a server in read-only mode (a replica, a failover under way), a full disk.
-# MySQL/MariaDB error codes and PostgreSQL SQLSTATEs; tests/test_db_conflicts.py provokes
-# all but the full disk (1021, 53100), which are here from the servers' documentation.
+# MySQL/MariaDB error codes, PostgreSQL SQLSTATEs and SQLite's SQLITE_FULL;
+# tests/test_db_conflicts.py provokes all but the servers' full disk (1021, 53100), which
+# are here from their documentation; a test fills SQLite's disk (test_ingest_pipeline.py).
 _MYSQL_PASSING_CODES = {1205, 1213, 1290, 1836, 1021}
 _POSTGRES_PASSING_STATES = {"40001", "40P01", "55P03", "25006", "53100"}
 
@@ -380,8 +383,24 @@ def _is_passing_refusal(exc: Exception) -> bool:
     cause = exc.__cause__ or exc.__context__ or exc
     if getattr(cause, "pgcode", None) in _POSTGRES_PASSING_STATES:
         return True
+    if sqlite_codes.primary_code(cause) == sqlite_codes.FULL:
+        return True
     args = getattr(exc, "args", ()) or getattr(cause, "args", ())
     return bool(args) and isinstance(args[0], int) and args[0] in _MYSQL_PASSING_CODES
+
+
+def _failed_commit(exc: Exception) -> Exception | None:
+    """The COMMIT's error behind peewee's failed ROLLBACK: SQLite rolls a transaction back
+    itself when its COMMIT fails for a full disk, so the ROLLBACK that peewee then sends
+    fails with "no transaction is active" and would hide why."""
+    if "no transaction is active" not in str(exc):
+        return None
+    cause = exc.__context__
+    while cause is not None:  # peewee's error, SQLite's error, then the COMMIT's
+        if isinstance(cause, pw.PeeweeException) and "no transaction is active" not in str(cause):
+            return cause
+        cause = cause.__context__
+    return None
 
 
 def _is_connection_error(exc: Exception) -> bool:

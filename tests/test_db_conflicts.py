@@ -1,7 +1,7 @@
 """Refusals by MariaDB and PostgreSQL that a retry resolves (a deadlock, a lock wait
-timeout, a server in read-only mode) are outages of the moment, DatabaseUnavailable: the
-worker retries the task. Any other SQL error stays one (the worker then sets the task
-aside, see test_executor_recovery).
+timeout, a server in read-only mode), and SQLite's full disk, are outages of the moment,
+DatabaseUnavailable: the worker retries the task. Any other SQL error stays one (the worker
+then sets the task aside, see test_executor_recovery).
 """
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import closing
+from pathlib import Path
 
 import peewee
 import pytest
-from executors import mysql_database, postgres_database
+from executors import fill_disk, mysql_database, postgres_database, sqlite_database
 
 from executor.db import DatabaseUnavailable, TaskStore, open_database
 
@@ -114,3 +115,26 @@ def test_another_sql_error_stays_one(stores) -> None:
     _, first, _ = stores
     with pytest.raises(peewee.ProgrammingError), first.session():
         first.database.execute_sql("SELECT * FROM no_such_table")
+
+
+def test_a_full_disk_under_sqlite_is_an_outage_of_the_moment(small_disk: Path) -> None:
+    """SQLite refuses a write on a full disk, at the statement or at COMMIT (after which it
+    has rolled the transaction back itself, and peewee's ROLLBACK fails with "no transaction
+    is active", which must not hide the cause). Nothing of the transaction is kept."""
+    store = TaskStore(open_database(sqlite_database(small_disk)))
+    try:
+        store.init_schema()
+        store.create_tasks([{"task_type": "noop"}])
+        filler = fill_disk(small_disk)
+        try:
+            rows = [{"task_type": "noop", "payload": "x" * 4096}] * 200
+            with pytest.raises(DatabaseUnavailable, match="database or disk is full"):
+                store.create_tasks(rows)
+            store.ping()
+        finally:
+            filler.unlink()
+        with store.session():
+            assert store.Task.select().count() == 1
+        assert len(store.create_tasks(rows)) == 200
+    finally:
+        store.database.close()

@@ -15,6 +15,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from executors import fill_disk
 
 from executor.ingest.docstore import DocStoreUnavailable, open_doc_store
 from executor.ingest.docstore.embedded import (
@@ -541,3 +542,23 @@ def test_a_lock_held_past_lock_timeout_is_an_outage_not_a_task_error(tmp_path: P
     assert [h.chunk_id for h in store.search(INDEX, "hello", kb_ids=["kb1"])] == ["c1"]
     holder.close()
     store.close()
+
+
+def test_a_full_disk_is_an_outage_and_writes_nothing(small_disk: Path) -> None:
+    """SQLite refuses a write on a full disk (SQLITE_FULL) and keeps the file whole: the
+    store says unavailable (the executor waits it out), and writes again once space is
+    freed."""
+    with EmbeddedDocStore(small_disk / "docstore.db") as store:
+        store.upsert(INDEX, [make_chunk("a", "alpha beta")])
+        filler = fill_disk(small_disk)
+        try:
+            words = [f"word{random.randrange(10**9)}" for _ in range(20_000)]
+            big = [make_chunk(f"b{i}", " ".join(words[i::50])) for i in range(50)]
+            with pytest.raises(DocStoreUnavailable, match="full"):
+                store.upsert(INDEX, big)
+            assert store.count(INDEX) == 1
+        finally:
+            filler.unlink()
+        store.upsert(INDEX, big)
+        assert store.count(INDEX) == 51
+        assert store.integrity_check() == []

@@ -4,13 +4,17 @@ store, `ragfleet search`. Real Redis; task database SQLite (and MariaDB in one t
 from __future__ import annotations
 
 import json
+import re
+import signal
+import time
 from pathlib import Path
 
 import pytest
-from executors import Fleet, mysql_database, wait_for, write_config
+from executors import Fleet, fill_disk, mysql_database, sqlite_database, wait_for, write_config
 from fake_openai import DIM, FakeOpenAI, serve_fake_openai
 from servers import EmulatorServer
 
+from executor import wire
 from executor.ingest.catalog import Catalog
 from executor.ingest.docstore import open_doc_store
 
@@ -253,3 +257,84 @@ def test_submit_without_kb_and_search_of_unknown_kb(fleet):
     assert result.returncode == 2 and "--kb NAME is required" in result.stderr
     result = fleet.cli("search", "x", "--kb", "nope")
     assert result.returncode == 4 and "no knowledge base named 'nope'" in result.stderr
+
+
+def test_a_full_disk_pauses_ingestion_and_loses_nothing(
+    tmp_path, small_disk, redis_client, redis_server
+):
+    """The single-host default keeps the task database, the documents and the embedded store
+    on one disk. While it is full, `ragfleet submit` says so (exit 3) and stores nothing,
+    and tasks wait as an outage, logged once (none failed or dead-lettered); once space is
+    freed they finish, and the executor lived through it."""
+    config = write_config(
+        tmp_path,  # the config and the executor's log stay off the small disk
+        redis_server,
+        sqlite_database(small_disk),
+        doc_store={"engine": "embedded", "path": str(small_disk / "docstore.db")},
+        storage={"backend": "local", "path": str(small_disk / "files")},
+    )
+    fleet = Fleet(config)
+    try:
+        executor = fleet.start()
+        executor.signal(signal.SIGSTOP)  # the tasks wait for the disk to be full
+        ids = submit(fleet, *sorted(CORPUS.iterdir()))
+        stored = sorted((small_disk / "files").rglob("*"))
+        filler = fill_disk(small_disk)
+        try:
+            refused = fleet.cli("submit", str(CORPUS / "gettysburg-address.pdf"), "--kb", "samples")
+            assert refused.returncode == 3, refused.stderr
+            assert "unavailable" in refused.stderr and "full" in refused.stderr, refused.stderr
+            assert "0 of 1 documents submitted" in refused.stderr
+            assert sorted((small_disk / "files").rglob("*")) == stored  # no bytes left behind
+            executor.signal(signal.SIGCONT)
+            executor.wait_log(r"unavailable: .*full")
+            time.sleep(3)  # tasks are retried meanwhile, at the outage's pace
+            assert executor.process.poll() is None, executor.log[-3000:]
+            assert len(re.findall(r"unavailable: ", executor.log)) == 1, executor.log[-3000:]
+            assert all(fleet.task(i)["progress"] >= 0 for i in ids)
+        finally:
+            filler.unlink()
+        rows = fleet.wait_done(ids, timeout=60)
+        assert [r["progress"] for r in rows] == [1.0] * len(ids), [r["progress_msg"] for r in rows]
+        executor.wait_log(r"available again after")
+        assert "set aside" not in executor.log
+        assert fleet.redis.xlen(wire.DEAD_LETTER_STREAM) == 0
+        documents = len(ids) - 1  # the PDF is two tasks
+        assert fleet.store.Document.select().count() == documents  # none of the refused one
+        kb = Catalog(fleet.store).knowledge_base_named("samples")
+        store = doc_store(fleet)
+        chunks = sum(len(r["chunk_ids"].split()) for r in rows)
+        assert store.count(kb.index, kb_id=kb.id) == chunks
+        assert store.integrity_check() == []
+        assert executor.process.poll() is None
+    finally:
+        fleet.close()
+
+
+def test_a_submit_meeting_a_full_database_leaves_nothing_behind(
+    tmp_path, small_disk, redis_client, redis_server
+):
+    """The file is stored, then recording its document fails (the task database's disk is
+    full): the bytes are removed again, no document or task is left, and the exit code says
+    unavailable (3), not refused (1)."""
+    fleet = Fleet(write_config(tmp_path, redis_server, sqlite_database(small_disk)))
+    try:
+        submit(fleet, CORPUS / "gettysburg-address.pdf")
+        files = sorted((tmp_path / "files").rglob("*"))
+        tasks = fleet.store.Task.select().count()
+        filler = fill_disk(small_disk)
+        try:
+            refused = fleet.cli(
+                "submit", str(CORPUS / "analects-book-1-excerpt.txt"), "--kb", "samples"
+            )
+        finally:
+            filler.unlink()
+        assert refused.returncode == 3, refused.stderr
+        assert "database unavailable: database or disk is full" in refused.stderr
+        assert sorted((tmp_path / "files").rglob("*")) == files
+        assert (fleet.store.Document.select().count(), fleet.store.Task.select().count()) == (
+            1,
+            tasks,
+        )
+    finally:
+        fleet.close()

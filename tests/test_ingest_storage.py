@@ -22,6 +22,7 @@ from pathlib import Path
 import boto3
 import peewee as pw
 import pytest
+from executors import fill_disk
 from servers import MariaDBServer, free_port
 
 from executor.db import DatabaseUnavailable, open_database
@@ -117,6 +118,19 @@ def test_local_failed_write_keeps_the_old_file(local: LocalBlobStorage, local_ro
         local.put("kb1", "a.txt", object())  # type: ignore[arg-type]  # fails mid-write
     assert local.get("kb1", "a.txt") == b"old"
     assert sorted(p.name for p in (local_root / "kb1").iterdir()) == ["a.txt"]
+
+
+def test_local_full_disk_is_an_outage_and_keeps_the_old_file(small_disk: Path) -> None:
+    local = LocalBlobStorage(small_disk)
+    local.put("kb1", "a.txt", b"old")
+    filler = fill_disk(small_disk)
+    try:
+        with pytest.raises(StorageUnavailable, match="No space left"):
+            local.put("kb1", "a.txt", b"new" * 100_000)
+    finally:
+        filler.unlink()
+    assert local.get("kb1", "a.txt") == b"old"
+    assert sorted(p.name for p in (small_disk / "kb1").iterdir()) == ["a.txt"]  # no temp file
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)

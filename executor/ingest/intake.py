@@ -7,6 +7,7 @@ rows written before anything is enqueued, so a task never points at a missing do
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,14 @@ class Intake:
         self.limit = limit
 
     def submit(self, kb: KnowledgeBase, paths: list[Path]) -> Iterator[Submitted]:
-        """Submit each file; a file that cannot be taken in is reported, not raised."""
+        """Submit each file; a file that cannot be taken in is reported, not raised. An
+        outage (the database, the storage or Redis unavailable, a full disk) is raised:
+        every file after it would meet it too."""
         for path in paths:
             try:
                 yield self._submit_one(kb, path)
+            except ConnectionError:
+                raise  # DatabaseUnavailable, StorageUnavailable: before OSError, their base
             except (DocumentError, OSError) as exc:
                 yield Submitted(path, error=str(exc))
 
@@ -73,24 +78,32 @@ class Intake:
         data = path.read_bytes()
         doc_id = new_id()
         location = f"{doc_id}{path.suffix.lower()}"
-        self.blobs.put(kb.id, location, data)
-        self.catalog.add_document(
-            kb,
-            id=doc_id,
-            name=path.name,
-            location=location,
-            size=size,
-            suffix=path.suffix.lower().lstrip("."),
-            type=_doc_type(path.suffix),
-            parser_id="naive",
-            parser_config="{}",
-        )
         ranges = page_ranges(data, path.name, int(kb.parser_config["pages_per_task"]))
         rows: list[dict[str, Any]] = [
             {"doc_id": doc_id, "from_page": a, "to_page": b, "task_type": INGEST_TASK_TYPE}
             for a, b in ranges
         ]
-        tasks = self.store.create_tasks(rows)
+        self.blobs.put(kb.id, location, data)
+        try:
+            with self.store.transaction():  # the document with its tasks, or neither
+                self.catalog.add_document(
+                    kb,
+                    id=doc_id,
+                    name=path.name,
+                    location=location,
+                    size=size,
+                    suffix=path.suffix.lower().lstrip("."),
+                    type=_doc_type(path.suffix),
+                    parser_id="naive",
+                    parser_config="{}",
+                )
+                tasks = self.store.create_tasks(rows)
+        except BaseException:
+            with suppress(Exception):  # no row points at the bytes: do not leave them behind
+                self.blobs.delete(kb.id, location)
+            raise
+        # Tasks recorded but not enqueued (Redis unavailable) are what `ragfleet reconcile`
+        # puts back on their queues.
         enqueue(self.client, (task_message(t) for t in tasks))
         return Submitted(path, doc_id, tuple(t["id"] for t in tasks))
 

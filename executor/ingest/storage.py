@@ -138,6 +138,13 @@ class LocalBlobStorage:
             _write_atomically(target, data)
         except (NotADirectoryError, IsADirectoryError, FileExistsError) as exc:
             raise DocumentError(f"cannot store {bucket}/{name}: {exc.strerror}") from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # Nothing of the file is left behind (_write_atomically); room may be made.
+            raise StorageUnavailable(
+                f"cannot store {bucket}/{name} in {self.root}: {exc.strerror}"
+            ) from exc
 
     def get(self, bucket: str, name: str) -> bytes:
         try:

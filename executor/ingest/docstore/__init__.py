@@ -28,8 +28,9 @@ class DocStoreError(RuntimeError):
 
 class DocStoreUnavailable(ConnectionError):
     """The document store cannot take the operation now: unreachable, timed out, answering
-    429/502/503/504, or (embedded) its file locked past ``lock_timeout``. An outage, not the
-    task's fault: the executor pauses and runs the task again later instead of failing it."""
+    429/502/503/504, or (embedded) its file locked past ``lock_timeout`` or its disk full.
+    An outage, not the task's fault: the executor pauses and runs the task again later
+    instead of failing it."""
 
 
 def open_doc_store(config: Mapping[str, Any]) -> DocStore:

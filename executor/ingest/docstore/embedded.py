@@ -64,6 +64,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ... import sqlite_codes
 from ...sqlite_turns import WriteTurns
 from ..chunking import tokenize
 from ..types import Chunk, Hit
@@ -78,9 +79,6 @@ DEFAULT_BUSY_TIMEOUT = 5.0  # seconds SQLite itself waits for a lock
 DEFAULT_LOCK_TIMEOUT = 120.0  # seconds we keep retrying after that
 VECTOR_SIMILARITY_WEIGHT = 0.3  # upstream Dealer.retrieval's default (see module docstring)
 CANDIDATES = 1024  # BM25 candidates re-scored in hybrid search (upstream's topk default)
-
-_SQLITE_BUSY = 5
-_SQLITE_LOCKED = 6
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS indexes (
@@ -196,9 +194,9 @@ def hybrid_scores(bm25: np.ndarray, cosine: np.ndarray, weight: float) -> np.nda
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
+    code = sqlite_codes.primary_code(exc)
     if code is not None:
-        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+        return code in (sqlite_codes.BUSY, sqlite_codes.LOCKED)
     text = str(exc)
     return "locked" in text or "busy" in text
 
@@ -330,13 +328,17 @@ class EmbeddedDocStore:
     # -- transactions -----------------------------------------------------------------------
 
     def _retrying(self, op: Callable[[], T]) -> T:
-        """Run ``op``; while SQLite says busy/locked, retry with jittered back-off."""
+        """Run ``op``; while SQLite says busy/locked, retry with jittered back-off. A full disk
+        raises DocStoreUnavailable at once: an outage, which the executor waits out."""
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.005
         while True:
             try:
                 return op()
             except sqlite3.OperationalError as exc:
+                if sqlite_codes.primary_code(exc) == sqlite_codes.FULL:
+                    # SQLite wrote nothing; the write succeeds once space is freed.
+                    raise DocStoreUnavailable(f"embedded doc store {self.path}: {exc}") from exc
                 if not _is_busy(exc):
                     raise
                 if time.monotonic() >= deadline:

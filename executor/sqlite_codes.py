@@ -1,0 +1,14 @@
+"""SQLite's primary result codes, read from the ``sqlite3`` error that carries them."""
+
+from __future__ import annotations
+
+BUSY = 5  # another connection holds the lock
+LOCKED = 6  # a table is locked by this connection's own statement
+FULL = 13  # the disk (or the file's size limit) is full: nothing is written
+
+
+def primary_code(exc: BaseException) -> int | None:
+    """The primary result code of a ``sqlite3`` error (extended codes keep it in their low
+    byte), or None when *exc* carries none, such as peewee's wrapper of one."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
