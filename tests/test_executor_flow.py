@@ -174,11 +174,13 @@ def test_sigterm_drains_running_tasks_then_exits_0(fleet):
     (task_id,) = fleet.submit("sleep", seconds=2, steps=4)
     wait_for(lambda: fleet.task(task_id)["begin_at"], 10, "the task to start")
     worker.signal(signal.SIGTERM)
-    later = fleet.submit("noop")  # submitted after the stop: not taken
+    # Submitted once the worker has taken the signal (before that, a read under way could
+    # still return it): not taken.
+    worker.wait_log("stopping: no new tasks; 1 running")
+    later = fleet.submit("noop")
     assert worker.process.wait(20) == 0
     assert fleet.task(task_id)["progress"] == 1
     assert fleet.task(later[0])["begin_at"] is None
-    assert "stopping: no new tasks; 1 running" in worker.log
 
 
 def test_drain_timeout_leaves_the_task_for_redelivery(fleet):
