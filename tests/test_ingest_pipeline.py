@@ -292,6 +292,9 @@ def test_a_full_disk_pauses_ingestion_and_loses_nothing(
             assert executor.process.poll() is None, executor.log[-3000:]
             assert len(re.findall(r"unavailable: ", executor.log)) == 1, executor.log[-3000:]
             assert all(fleet.task(i)["progress"] >= 0 for i in ids)
+            assert executor.terminate() == 0  # an operator restarts it, the disk still full
+            executor = fleet.start()
+            executor.wait_log(r"unavailable: .*full")
         finally:
             filler.unlink()
         rows = fleet.wait_done(ids, timeout=60)
