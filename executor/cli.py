@@ -138,6 +138,9 @@ def run(env: Env, instance: int, run_config: str | None) -> None:
     Consumes as task_executor_<host_id>_<N>. SIGTERM drains: no new tasks, running ones
     get drain_timeout seconds, then are left for redelivery. SIGUSR1 starts tracemalloc
     and writes a snapshot under the state dir; SIGUSR2 stops it.
+
+    Exit 2 at start if the task database or document store the config names cannot be
+    opened (a bad path, a refused login); a server that is down is waited for.
     """
     from .app import run_executor
 

@@ -164,6 +164,14 @@ def open_database(config: dict[str, Any]) -> pw.Database:
     raise ValueError(f"unknown database type {kind!r}")
 
 
+def database_location(config: dict[str, Any]) -> str:
+    """Where the ``database`` section points, for messages: the file, or user@host:port/name
+    (never the password)."""
+    if config["type"] == "sqlite":
+        return str(config["path"])
+    return f"{config['type']} {config['user']}@{config['host']}:{config['port']}/{config['name']}"
+
+
 @dataclass(frozen=True)
 class Migration:
     action: str
@@ -409,7 +417,18 @@ def _is_connection_error(exc: Exception) -> bool:
     if args and isinstance(args[0], int):
         return args[0] in _MYSQL_CONNECTION_CODES
     text = str(exc).lower()
+    if any(refusal in text for refusal in _POSTGRES_LOGIN_REFUSALS):
+        return False  # the server answered: wrong credentials or names, as MariaDB's 1045
     return isinstance(exc, pw.InterfaceError) or any(
         marker in text
         for marker in ("connection", "server closed", "could not connect", "database is locked")
     )
+
+
+# PostgreSQL refusing a login, in its messages (the connection has no SQLSTATE yet): the
+# config's to fix, not an outage to wait out. The wording of libpq 15 and server 15.
+_POSTGRES_LOGIN_REFUSALS = (
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "does not exist",  # role or database
+)

@@ -8,18 +8,40 @@ ad-hoc runs on a machine whose compiled name differs).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import peewee as pw
 from ruamel.yaml import YAML
 
 DEFAULT_CONFIG = Path("/etc/ragfleet/ragfleet.yaml")
 
 
 class SettingsError(ValueError):
-    """The runtime config file is missing or not what configc writes."""
+    """The runtime config file is missing or not what configc writes, or names something
+    that cannot be used."""
+
+
+@contextmanager
+def opening(what: str, where: object) -> Iterator[None]:
+    """Open *what* at *where* (a path, a URL) as the config names it: a failure is a
+    SettingsError that says which (``ragfleet`` exits 2), except one that says the thing
+    is unavailable for now (a ConnectionError), which stays what it is."""
+    try:
+        yield
+    except ConnectionError:
+        raise
+    except _CANNOT_OPEN as exc:
+        raise SettingsError(f"cannot open {what} ({where}): {exc}") from exc
+
+
+# A path that cannot be made or opened, a file that is no database, a refused login, a
+# store's or storage's own refusal (RuntimeError), a malformed section (ValueError).
+_CANNOT_OPEN = (OSError, sqlite3.Error, pw.PeeweeException, RuntimeError, ValueError)
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,26 @@
-"""The executor as systemd sees it: sd_notify, signals, tracemalloc, metrics endpoint."""
+"""The executor as systemd sees it: sd_notify, signals, tracemalloc, metrics endpoint, and
+how it stops when the config names something it cannot open."""
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import socket
 import subprocess
 import urllib.request
 
+import pytest
 import trio
-from executors import RAGFLEET, wait_for
+from executors import (
+    RAGFLEET,
+    mysql_database,
+    postgres_database,
+    sqlite_database,
+    wait_for,
+    write_config,
+)
 from servers import free_port
 
 from executor.sdnotify import Notifier
@@ -121,3 +131,54 @@ def test_the_compiled_units_execstart_runs_an_executor(fleet, tmp_path):
     finally:
         process.kill()
         log.close()
+
+
+def _run_briefly(config) -> subprocess.CompletedProcess:
+    argv = [str(RAGFLEET), "--config", str(config), "run", "--instance", "1"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (
+            "database",
+            r"cannot open the task database \(.*/not-a-dir/ragfleet\.db\): unable to open",
+        ),
+        ("doc_store", r"cannot open the document store \(.*/not-a-dir/docstore\.db\): .*Errno"),
+    ],
+)
+def test_a_path_that_cannot_be_opened_stops_the_executor_with_exit_2(
+    tmp_path, redis_client, redis_server, setting, message
+):
+    """A config naming a task database or an embedded store under a regular file: the
+    executor stops at once, in one line that names what and where (exit 2, configuration),
+    instead of a traceback or failing every task."""
+    (tmp_path / "not-a-dir").write_text("a file")
+    sections = {
+        "database": sqlite_database(tmp_path / "not-a-dir"),
+        "doc_store": {"engine": "embedded", "path": str(tmp_path / "not-a-dir/docstore.db")},
+    }
+    database = sections["database"] if setting == "database" else sqlite_database(tmp_path)
+    doc_store = sections["doc_store"] if setting == "doc_store" else None
+    result = _run_briefly(write_config(tmp_path, redis_server, database, doc_store=doc_store))
+    assert result.returncode == 2, result.stderr
+    assert re.fullmatch(f"ragfleet: {message}.*\n", result.stderr), result.stderr
+
+
+@pytest.mark.parametrize("server", ["mariadb", "postgres"])
+def test_a_refused_database_login_stops_the_executor_with_exit_2(
+    request, tmp_path, redis_client, redis_server, server
+):
+    """A wrong password is the config's to fix, on both servers: exit 2 with the server's
+    words, not an outage waited out forever (PostgreSQL's refusal mentions a "connection")
+    nor every task dead-lettered."""
+    sql = request.getfixturevalue(f"{server}_server")
+    sql.start()
+    database = (mysql_database if server == "mariadb" else postgres_database)(sql)
+    result = _run_briefly(write_config(tmp_path, redis_server, {**database, "password": "wrong"}))
+    assert result.returncode == 2, result.stderr
+    refusal = "Access denied" if server == "mariadb" else "password authentication failed"
+    where = f"{database['type']} {sql.user}@{sql.host}:{sql.port}/{sql.database}"
+    assert result.stderr.startswith(f"ragfleet: cannot open the task database ({where}): ")
+    assert refusal in result.stderr and "Traceback" not in result.stderr

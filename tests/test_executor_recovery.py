@@ -238,6 +238,27 @@ def test_database_down_loses_no_task_and_fails_none(sql_fleet):
         assert worker.log.count("database unavailable") == 1, worker.log[-3000:]  # once each
 
 
+def test_a_database_down_at_start_is_waited_for(sql_fleet):
+    """The executor starts without its database (a host booting before the database host):
+    it says so once, fetches nothing meanwhile, and runs the tasks once the server is up."""
+    fleet = sql_fleet.fleet
+    ids = fleet.submit("noop", count=5)
+    sql_fleet.server.stop()
+    try:
+        worker = fleet.start()
+        worker.wait_log("database unavailable")
+        time.sleep(2)  # probes fail meanwhile
+        assert worker.process.poll() is None
+        pending = fleet.redis.xpending(wire.queue_name(0), wire.GROUP)["pending"]
+        assert pending == 0  # nothing fetched while the database is down
+    finally:
+        sql_fleet.server.start()
+    rows = fleet.wait_done(ids, timeout=60)
+    assert [r["progress"] for r in rows] == [1] * 5
+    worker.wait_log("database available again", timeout=15)
+    assert worker.log.count("database unavailable") == 1, worker.log[-3000:]
+
+
 def test_a_database_refusing_writes_pauses_and_loses_no_task(sql_fleet):
     """A server that answers and refuses writes (read-only: a replica, a failover) is an
     outage until a task's writes get through again, not until a probe's SELECT 1 does: it

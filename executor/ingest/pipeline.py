@@ -27,7 +27,7 @@ import trio
 from ..db import DatabaseUnavailable, TaskStore
 from ..handlers import TaskContext, TaskInputError
 from ..outage import DependencyUnavailable
-from ..settings import Settings
+from ..settings import Settings, opening
 from .catalog import Catalog, KnowledgeBase
 from .chunking import chunk, chunk_id
 from .docstore import open_doc_store
@@ -56,12 +56,20 @@ class IngestServices:
 
     @classmethod
     def from_settings(cls, settings: Settings, store: TaskStore) -> IngestServices:
+        """Open the storage and the document store the config names (a SettingsError says
+        which cannot be opened)."""
+        storage, doc_store = settings.storage, settings.doc_store
+        where = storage.get("path") or storage.get("backend")
+        with opening("the document storage", where):
+            blobs = open_blob_storage(storage, database=store.database)
+        with opening("the document store", doc_store.get("path") or doc_store.get("hosts")):
+            docs = open_doc_store(doc_store)
         return cls(
             settings=settings,
             store=store,
             catalog=Catalog(store),
-            blobs=open_blob_storage(settings.storage, database=store.database),
-            doc_store=open_doc_store(settings.doc_store),
+            blobs=blobs,
+            doc_store=docs,
             chunk_builders=trio.CapacityLimiter(settings.executor.max_concurrent_chunk_builders),
         )
 
