@@ -10,7 +10,7 @@ import trio
 
 from . import wire
 from .broker import Broker, connect
-from .db import DatabaseUnavailable, TaskStore, database_location, open_database
+from .db import TaskStore, check_database, database_location, open_database
 from .handlers import INGEST_TASK_TYPE, HandlerRegistry, default_registry
 from .sdnotify import Notifier
 from .settings import Settings, opening
@@ -68,20 +68,6 @@ def build_worker(
     if unavailable is not None:  # no fetching until it answers
         worker.db_outage.failed(unavailable)
     return worker
-
-
-def check_database(store: TaskStore) -> DatabaseUnavailable | None:
-    """Ask the task database once, so that one the config names wrongly (a file that cannot
-    be opened, a refused login) stops the executor now, in plain words, instead of failing
-    every task. Unavailable (a server down) is returned, not raised: the worker waits for
-    it like any outage."""
-    try:
-        store.ping()
-    except DatabaseUnavailable as exc:
-        return exc
-    finally:
-        store.database.close()  # this thread's; the worker's threads open their own
-    return None
 
 
 def run_executor(settings: Settings, instance: int) -> int:

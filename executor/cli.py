@@ -2,7 +2,8 @@
 
 Exit codes, for scripts: 0 success; 1 the answer is "no" (``status``: an executor is
 stale or none is alive; ``reconcile --check``: tasks are missing from the queues);
-2 usage or configuration error; 3 Redis, the database or the document store is
+2 usage or configuration error (also: a task database or store the config names that cannot
+be opened, a database without its tables); 3 Redis, the database or the document store is
 unavailable (down, unreachable, refusing writes); 4 a named task or entry does not exist.
 """
 
@@ -21,16 +22,25 @@ from pathlib import Path
 from typing import Any
 
 import click
+import peewee as pw
 import redis
 
 from . import __version__, wire
 from .broker import REDIS_UNAVAILABLE, connect, refuses_writes
-from .db import TASK_STATES, DatabaseUnavailable, TaskStore, open_database, task_state
+from .db import (
+    TASK_STATES,
+    DatabaseUnavailable,
+    TaskStore,
+    check_database,
+    database_location,
+    open_database,
+    task_state,
+)
 from .fleet import dead_letters, fleet_status, requeue_dead_letter
 from .ingest.docstore import DocStoreUnavailable
 from .ingest.storage import StorageUnavailable
 from .producer import enqueue, queued_task_ids, task_message
-from .settings import Settings, SettingsError, load_settings
+from .settings import Settings, SettingsError, load_settings, opening
 
 EXIT_NO, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 1, 2, 3, 4
 
@@ -51,7 +61,14 @@ class Env:
 
     @cached_property
     def store(self) -> TaskStore:
-        return TaskStore(open_database(self.settings.database))
+        """The task database, asked once: one the config names wrongly is a SettingsError
+        (exit 2), one that is down is DatabaseUnavailable (exit 3)."""
+        store = TaskStore(open_database(self.settings.database))
+        with opening("the task database", database_location(self.settings.database)):
+            unavailable = check_database(store)
+        if unavailable is not None:
+            raise unavailable
+        return store
 
 
 @contextmanager
@@ -78,6 +95,10 @@ def _errors_to_exit_codes() -> Iterator[None]:
     except StorageUnavailable as exc:
         click.echo(f"ragfleet: document storage unavailable: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
+    except pw.DatabaseError as exc:  # the database answers and refuses: no tables, say
+        hint = " (run `ragfleet db init`)" if "no such table" in str(exc).lower() else ""
+        click.echo(f"ragfleet: task database: {exc}{hint}", err=True)
+        sys.exit(EXIT_USAGE)
 
 
 def operator_command(func: Callable) -> Callable:

@@ -172,6 +172,20 @@ def database_location(config: dict[str, Any]) -> str:
     return f"{config['type']} {config['user']}@{config['host']}:{config['port']}/{config['name']}"
 
 
+def check_database(store: TaskStore) -> DatabaseUnavailable | None:
+    """Ask the task database once, so that one the config names wrongly (a file that cannot
+    be opened, a refused login) stops the executor now, in plain words, instead of failing
+    every task. Unavailable (a server down) is returned, not raised: the worker waits for
+    it like any outage."""
+    try:
+        store.ping()
+    except DatabaseUnavailable as exc:
+        return exc
+    finally:
+        store.database.close()  # this thread's; the worker's threads open their own
+    return None
+
+
 @dataclass(frozen=True)
 class Migration:
     action: str

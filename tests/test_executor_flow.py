@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
 import time
 
-from executors import wait_for
+from executors import RAGFLEET, sqlite_database, wait_for, write_config
 
 from executor import wire
 
@@ -219,3 +220,32 @@ def test_unreachable_redis_exits_3(fleet, redis_server):
     finally:
         redis_server.start()
     assert result.returncode == 3 and "Redis unavailable" in result.stderr
+
+
+def test_operator_commands_say_what_is_wrong_with_the_database(
+    tmp_path, redis_client, redis_server
+):
+    """No traceback for a database the config names wrongly or one without its tables:
+    one line, exit 2 (configuration)."""
+
+    def ragfleet(config, *args):
+        argv = [str(RAGFLEET), "--config", str(config), *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+    (tmp_path / "not-a-dir").write_text("a file")
+    for name in ("bad", "empty"):
+        (tmp_path / name).mkdir()
+        database = sqlite_database(tmp_path / ("not-a-dir" if name == "bad" else name))
+        config = write_config(tmp_path / name, redis_server, database)
+        for command in (["tasks"], ["submit", "-t", "noop"], ["cancel", "x"]):
+            result = ragfleet(config, *command)
+            assert result.returncode == 2, (command, result.stderr)
+            assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+            if name == "bad":
+                assert result.stderr.startswith("ragfleet: cannot open the task database (")
+            else:
+                assert result.stderr == (
+                    "ragfleet: task database: no such table: task (run `ragfleet db init`)\n"
+                )
+    assert ragfleet(config, "db", "init").returncode == 0
+    assert ragfleet(config, "tasks").returncode == 0
