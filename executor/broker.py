@@ -59,6 +59,12 @@ class Delivery:
     entry_id: str
     fields: dict[bytes, bytes] | None
     deliveries: int = 1
+    outage_deliveries: int = 0  # of those, cut short by an outage (see note_outage)
+
+    @property
+    def key(self) -> str:
+        """The entry's field in wire.OUTAGE_DELIVERIES."""
+        return f"{self.queue} {self.entry_id}"
 
     @property
     def priority(self) -> int:
@@ -167,7 +173,12 @@ class Broker:
         return self.with_delivery_counts(claimed)
 
     def with_delivery_counts(self, deliveries: list[Delivery]) -> list[Delivery]:
-        """Fill in times-delivered from the PEL (XPENDING), for replayed or claimed entries."""
+        """Fill in times-delivered from the PEL (XPENDING), and how many of those deliveries
+        an outage cut short, for replayed or claimed entries."""
+        if not deliveries:
+            return []
+        keys = [d.key for d in deliveries]
+        outages = dict(zip(keys, self.client.hmget(wire.OUTAGE_DELIVERIES, keys), strict=True))
         counted = []
         for queue in self.queues:
             mine = [d for d in deliveries if d.queue == queue]
@@ -184,7 +195,14 @@ class Broker:
             )
             times = {_text(p["message_id"]): p["times_delivered"] for p in pending}
             counted += [
-                Delivery(d.queue, d.entry_id, d.fields, times.get(d.entry_id, 1)) for d in mine
+                Delivery(
+                    d.queue,
+                    d.entry_id,
+                    d.fields,
+                    times.get(d.entry_id, 1),
+                    int(outages[d.key] or 0),
+                )
+                for d in mine
             ]
         return self._ordered(counted)
 
@@ -194,11 +212,17 @@ class Broker:
 
     # -- settling ----------------------------------------------------------------------------
 
+    def note_outage(self, delivery: Delivery) -> None:
+        """Record that an outage cut this delivery short, so that the next one does not count
+        against max_deliveries, even in an executor started since."""
+        self.client.hincrby(wire.OUTAGE_DELIVERIES, delivery.key, 1)
+
     def ack(self, delivery: Delivery) -> None:
         """Acknowledge and delete the entry, so the stream holds only unfinished work."""
         pipe = self.client.pipeline(transaction=True)
         pipe.xack(delivery.queue, wire.GROUP, delivery.entry_id)
         pipe.xdel(delivery.queue, delivery.entry_id)
+        pipe.hdel(wire.OUTAGE_DELIVERIES, delivery.key)
         pipe.execute()
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
@@ -217,6 +241,7 @@ class Broker:
         pipe.xadd(wire.DEAD_LETTER_STREAM, record)
         pipe.xack(delivery.queue, wire.GROUP, delivery.entry_id)
         pipe.xdel(delivery.queue, delivery.entry_id)
+        pipe.hdel(wire.OUTAGE_DELIVERIES, delivery.key)
         pipe.execute()
 
     def keep_alive(self, deliveries: Iterable[Delivery]) -> None:

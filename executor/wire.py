@@ -1,7 +1,8 @@
 """Names and formats shared with upstream RAGFlow (v0.21.1): keep these byte-compatible.
 
 RAGFlow-format producers, status pages and tools read and write these keys, so none of
-them may change. Our additions (the dead-letter stream) use names upstream never reads.
+them may change. Our additions (the dead-letter stream, the outage deliveries) use names
+upstream never reads.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ HEARTBEAT_RETENTION = 30 * 60
 """Heartbeats older than this are trimmed from an executor's sorted set (upstream: 30 min)."""
 CANCEL_TTL = 60 * 60
 DEAD_LETTER_STREAM = "ragfleet_dead_letter"
+OUTAGE_DELIVERIES = "ragfleet_outage_deliveries"
+"""Hash of ``"<queue> <entry id>"`` -> how many of the entry's deliveries an outage cut
+short: those do not count against max_deliveries, whichever executor delivers it next."""
 PRIORITIES = (1, 0)
 """Priorities in the order consumers read them: 1 before 0, as upstream."""
 

@@ -23,6 +23,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -345,7 +346,7 @@ class Worker:
             await self._process(delivery)
         except Exception as exc:
             if _is_outage(exc):
-                self._note_outage(delivery, exc)
+                await self._note_outage(delivery, exc)
                 return
             await self._set_aside(delivery, exc)  # outside any handler: a bug, not the task's
         finally:
@@ -353,18 +354,26 @@ class Worker:
             self._slots.release()
         self._outage_deliveries.pop(delivery.entry_id, None)
 
-    def _note_outage(self, delivery: Delivery, exc: Exception) -> None:
-        """The delivery met an outage: the entry stays pending and is replayed when it ends."""
+    async def _note_outage(self, delivery: Delivery, exc: Exception) -> None:
+        """The delivery met an outage: the entry stays pending and is replayed when it ends.
+
+        Its next delivery is the outage's doing, not the task's: it must not count against
+        max_deliveries. This process remembers that, and so does Redis (for an executor
+        started before the entry comes back, or another that reclaims it) unless Redis is
+        the outage."""
         self._outage_of(exc).failed(exc)
         if isinstance(exc, DatabaseUnavailable):
             self.m_db_errors.inc()
         elif not isinstance(exc, DependencyUnavailable):
             self.m_redis_errors.inc()
         self._replay = True
-        # Its next delivery is the outage's doing, not the task's: do not count it.
-        self._outage_deliveries[delivery.entry_id] = (
-            self._outage_deliveries.get(delivery.entry_id, 0) + 1
-        )
+        self._outage_deliveries[delivery.entry_id] = self._outage_count(delivery) + 1
+        with suppress(*REDIS_UNAVAILABLE, redis.ResponseError):
+            await self._redis(self.broker.note_outage, delivery)
+
+    def _outage_count(self, delivery: Delivery) -> int:
+        """How many of the entry's deliveries an outage cut short, as far as we know."""
+        return max(delivery.outage_deliveries, self._outage_deliveries.get(delivery.entry_id, 0))
 
     def _outage_of(self, exc: BaseException) -> Outage:
         if isinstance(exc, DatabaseUnavailable):
@@ -381,7 +390,7 @@ class Worker:
             self.m_malformed.inc()
             await self._redis(self.broker.ack, delivery)
             return
-        deliveries = delivery.deliveries - self._outage_deliveries.get(delivery.entry_id, 0)
+        deliveries = delivery.deliveries - self._outage_count(delivery)
         task, cancelled = await self._db(self._look_up, message["id"], deliveries)
         self.db_outage.recovered()
         if reason := self._not_runnable(task, message["id"]):

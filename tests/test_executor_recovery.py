@@ -284,6 +284,33 @@ def test_a_database_refusing_writes_pauses_and_loses_no_task(sql_fleet):
     assert fleet.redis.xlen(wire.DEAD_LETTER_STREAM) == 0
 
 
+def test_a_restart_during_a_long_outage_dead_letters_nothing(sql_fleet):
+    """Every retry during an outage is a delivery in Redis. A worker restarted while the
+    outage lasts must still know those were the outage's, not the tasks' (it dead-lettered
+    them all when only its memory knew): after many retries and a restart, the tasks run,
+    none dead-lettered."""
+    fleet = sql_fleet.fleet
+    worker = fleet.start()
+    ids = fleet.submit("sleep", count=4, seconds=0.5, steps=2)
+    wait_for(lambda: all(fleet.task(i)["begin_at"] for i in ids), 20, "the tasks to begin")
+    sql_fleet.read_only(True)
+    try:
+        deliveries = lambda: min(  # noqa: E731
+            e["times_delivered"]
+            for e in fleet.redis.xpending_range(wire.queue_name(0), wire.GROUP, "-", "+", 10)
+        )
+        wait_for(lambda: deliveries() > 4, 60, "more retries than max_deliveries (3)", worker)
+        assert worker.terminate() == 0
+        worker = fleet.start()
+    finally:
+        sql_fleet.read_only(False)
+    rows = fleet.wait_done(ids, timeout=60)
+    assert [r["progress"] for r in rows] == [1] * 4, [r["progress_msg"] for r in rows]
+    assert [r["retry_count"] for r in rows] == [0] * 4  # no delivery was the task's doing
+    assert fleet.redis.xlen(wire.DEAD_LETTER_STREAM) == 0
+    assert fleet.redis.hlen(wire.OUTAGE_DELIVERIES) == 0  # forgotten once acked
+
+
 def test_tasks_run_on_the_database(sql_fleet):
     ids = sql_fleet.fleet.submit("noop", count=10)
     sql_fleet.fleet.start()
