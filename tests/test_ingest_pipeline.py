@@ -341,3 +341,22 @@ def test_a_submit_meeting_a_full_database_leaves_nothing_behind(
         )
     finally:
         fleet.close()
+
+
+def test_cancel_during_a_long_parse_lands_within_a_second(fleet, tmp_path):
+    """Parsing and chunking a large document take seconds in a builder thread; a cancel
+    must not wait for them (they have no side effects: the thread's result is dropped)."""
+    big = tmp_path / "big.csv"
+    with big.open("w") as out:  # 16 MB, 300,000 rows: about 3 s of parsing and chunking
+        out.write("id,name,value,note\n")
+        out.writelines(f"{i},name {i},{i * 3.14},some text here {i}\n" for i in range(300_000))
+    (task_id,) = submit(fleet, big, kb="big")
+    executor = fleet.start()
+    wait_for(lambda: fleet.task(task_id)["begin_at"], 30, "the task to begin", executor)
+    time.sleep(0.5)  # the bytes are read; parsing and chunking are under way
+    assert fleet.cli("cancel", task_id).returncode == 0
+    requested = time.monotonic()
+    row = wait_for(lambda: (r := fleet.task(task_id))["progress"] < 0 and r, 30, "cancellation")
+    took = time.monotonic() - requested
+    assert row["progress_msg"].endswith("Task has been canceled."), row["progress_msg"]
+    assert took < 1.0, took

@@ -217,8 +217,12 @@ class Ingestion:
             await self._store_call(self.services.doc_store.delete, kb.index, chunk_ids)
 
     async def _build(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run CPU work (parsing, chunking) in a builder thread. It has no side effects, so a
+        cancelled task does not wait for it: the thread runs on, keeping its builder slot
+        until it ends, and its result is dropped (a large document takes seconds)."""
         call = functools.partial(fn, *args, **kwargs)
-        return await trio.to_thread.run_sync(call, limiter=self.services.chunk_builders)
+        limiter = self.services.chunk_builders
+        return await trio.to_thread.run_sync(call, limiter=limiter, abandon_on_cancel=True)
 
     async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await trio.to_thread.run_sync(functools.partial(fn, *args))
