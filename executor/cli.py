@@ -306,6 +306,13 @@ def _submit_files(env: Env, files: list[Path], kb_name: str, quiet: bool) -> tup
                 if not quiet:
                     for task_id in result.task_ids:
                         click.echo(task_id)
+    except (*REDIS_UNAVAILABLE, redis.ResponseError):  # met enqueuing, after the recording
+        click.echo(
+            f"ragfleet: {files[submitted + failed]}: recorded but not queued; "
+            "`ragfleet reconcile` queues its tasks once Redis takes writes again",
+            err=True,
+        )
+        raise
     finally:  # an outage ends the loop: say how far it got before its error
         click.echo(
             f"ragfleet: {submitted} of {len(files)} documents submitted to "

@@ -360,3 +360,25 @@ def test_cancel_during_a_long_parse_lands_within_a_second(fleet, tmp_path):
     took = time.monotonic() - requested
     assert row["progress_msg"].endswith("Task has been canceled."), row["progress_msg"]
     assert took < 1.0, took
+
+
+def test_a_submit_meeting_redis_down_says_what_reconcile_will_queue(fleet, redis_server):
+    """The document and its tasks are recorded before they are enqueued: with Redis down the
+    submit says which document is recorded but not queued (exit 3), and `ragfleet
+    reconcile` queues it once Redis is back, without submitting it twice."""
+    redis_server.stop()
+    try:
+        result = fleet.cli("submit", str(CORPUS / "gettysburg-address.pdf"), "--kb", "samples")
+    finally:
+        redis_server.start()
+    assert result.returncode == 3, result.stderr
+    assert "gettysburg-address.pdf: recorded but not queued; `ragfleet reconcile`" in (
+        result.stderr
+    )
+    assert "Redis unavailable" in result.stderr
+    reconciled = fleet.cli("reconcile")
+    assert "re-enqueued 1 of 1 unfinished tasks" in reconciled.stdout, reconciled.stderr
+    fleet.start()
+    (task,) = fleet.store.Task.select().dicts()
+    assert [r["progress"] for r in fleet.wait_done([task["id"]])] == [1.0]
+    assert search(fleet, "four score")[0]["doc_name"] == "gettysburg-address.pdf"
