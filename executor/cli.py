@@ -95,10 +95,19 @@ def _errors_to_exit_codes() -> Iterator[None]:
     except StorageUnavailable as exc:
         click.echo(f"ragfleet: document storage unavailable: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
-    except pw.DatabaseError as exc:  # the database answers and refuses: no tables, say
-        hint = " (run `ragfleet db init`)" if "no such table" in str(exc).lower() else ""
+    except (pw.OperationalError, pw.ProgrammingError) as exc:  # it answers and refuses
+        hint = " (run `ragfleet db init`)" if _missing_table(exc) else ""
         click.echo(f"ragfleet: task database: {exc}{hint}", err=True)
         sys.exit(EXIT_USAGE)
+
+
+def _missing_table(exc: Exception) -> bool:
+    """SQLite's, MariaDB's and PostgreSQL's words for a table that is not there."""
+    text = str(exc).lower()
+    return "no such table" in text or (
+        ("table" in text or "relation" in text)
+        and ("doesn't exist" in text or "does not exist" in text)
+    )
 
 
 def operator_command(func: Callable) -> Callable:

@@ -317,6 +317,14 @@ def test_tasks_run_on_the_database(sql_fleet):
     assert [r["progress"] for r in sql_fleet.fleet.wait_done(ids)] == [1] * 10
 
 
+def test_a_database_without_its_tables_says_run_db_init(sql_fleet):
+    sql_fleet.execute("DROP TABLE IF EXISTS task, document, knowledgebase")
+    result = sql_fleet.fleet.cli("tasks")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("ragfleet: task database: ")
+    assert result.stderr.endswith(" (run `ragfleet db init`)\n"), result.stderr
+
+
 def test_db_init_is_idempotent_and_adds_missing_columns(sql_fleet):
     fleet = sql_fleet.fleet
     result = fleet.cli("db", "init")
