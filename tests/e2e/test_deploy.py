@@ -458,6 +458,43 @@ def test_an_instance_that_does_not_come_up_fails_the_deploy_by_name(
     )
 
 
+def test_a_configuration_error_fails_the_instance_without_a_restart_loop(
+    deployment: Deployment,
+) -> None:
+    """Exit 2 is a configuration error (RestartPreventExitStatus=2): systemd leaves the
+    instance failed, with ragfleet's one line in the journal, instead of restarting it
+    every RestartSec for as long as the config stays wrong."""
+    converged(deployment)
+    unit = "ragfleet-executor@2"
+    dropin = f"/run/systemd/system/{unit}.service.d"
+    run = "/opt/ragfleet/venv/bin/ragfleet run --config /etc/ragfleet/missing.yaml --instance %%i"
+    deployment.ssh(
+        "exec1",
+        f"mkdir -p {dropin} && printf '[Service]\\nExecStart=\\nExecStart={run}\\n' "
+        f"> {dropin}/misconfigured.conf && systemctl daemon-reload && "
+        f"systemctl reset-failed {unit}; systemctl restart {unit}",
+        check=False,  # the start fails: that is the point
+    )
+    try:
+        time.sleep(5)  # two RestartSec=2s periods
+        assert unit_property(deployment, "exec1", unit, "ActiveState") == "failed"
+        assert unit_property(deployment, "exec1", unit, "NRestarts") == "0"
+        journal = deployment.ssh("exec1", f"journalctl -u {unit} -n 20 --no-pager").stdout
+        assert "ragfleet: cannot read /etc/ragfleet/missing.yaml" in journal, journal
+    finally:
+        deployment.ssh(
+            "exec1",
+            f"rm -rf {dropin} && systemctl daemon-reload && "
+            f"(systemctl reset-failed {unit} || true) && systemctl restart {unit}",
+        )
+    wait_for(
+        lambda: unit_property(deployment, "exec1", unit, "ActiveState") == "active",
+        60,
+        "exec1's instance 2 to run again",
+        interval=1,
+    )
+
+
 def test_killed_instance_restarts_and_finishes_its_task(deployment: Deployment) -> None:
     """SIGKILL exec1's instance 1 mid-task: systemd restarts it and the task completes."""
     converged(deployment)
