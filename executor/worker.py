@@ -361,13 +361,16 @@ class Worker:
         max_deliveries. This process remembers that, and so does Redis (for an executor
         started before the entry comes back, or another that reclaims it) unless Redis is
         the outage."""
-        self._outage_of(exc).failed(exc)
+        outage = self._outage_of(exc)
+        outage.failed(exc)
         if isinstance(exc, DatabaseUnavailable):
             self.m_db_errors.inc()
         elif not isinstance(exc, DependencyUnavailable):
             self.m_redis_errors.inc()
         self._replay = True
         self._outage_deliveries[delivery.entry_id] = self._outage_count(delivery) + 1
+        if outage is self.redis_outage:
+            return  # no use trying (a partitioned Redis would hold the slot for a timeout)
         with suppress(*REDIS_UNAVAILABLE, redis.ResponseError):
             await self._redis(self.broker.note_outage, delivery)
 

@@ -467,7 +467,7 @@ def test_a_configuration_error_fails_the_instance_without_a_restart_loop(
     converged(deployment)
     unit = "ragfleet-executor@2"
     dropin = f"/run/systemd/system/{unit}.service.d"
-    run = "/opt/ragfleet/venv/bin/ragfleet run --config /etc/ragfleet/missing.yaml --instance %%i"
+    run = f"{RAGFLEET} run --config /etc/ragfleet/missing.yaml --instance %%i"
     deployment.ssh(
         "exec1",
         f"mkdir -p {dropin} && printf '[Service]\\nExecStart=\\nExecStart={run}\\n' "
