@@ -20,6 +20,7 @@ import secrets
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -413,6 +414,35 @@ BROKEN_INSTANCES = {
 }
 
 
+@contextmanager
+def exec1_instance_2_with(deployment: Deployment, service: str) -> Iterator[str]:
+    """exec1's instance 2 restarted with a runtime drop-in of *service* (``[Service]`` lines,
+    as printf writes them); yields the unit. Afterwards the drop-in is gone and the
+    instance runs again."""
+    unit = "ragfleet-executor@2"
+    dropin = f"/run/systemd/system/{unit}.service.d"
+    deployment.ssh(
+        "exec1",
+        f"mkdir -p {dropin} && printf '[Service]\\n{service}\\n' > {dropin}/test.conf && "
+        f"systemctl daemon-reload && systemctl restart {unit}",
+        check=False,  # a broken instance fails its restart: that is the point
+    )
+    try:
+        yield unit
+    finally:
+        deployment.ssh(
+            "exec1",
+            f"rm -rf {dropin} && systemctl daemon-reload && "
+            f"(systemctl reset-failed {unit} || true) && systemctl restart {unit}",
+        )
+    wait_for(
+        lambda: unit_property(deployment, "exec1", unit, "ActiveState") == "active",
+        60,
+        "exec1's instance 2 to run again",
+        interval=1,
+    )
+
+
 @pytest.mark.parametrize("breakage", BROKEN_INSTANCES)
 def test_an_instance_that_does_not_come_up_fails_the_deploy_by_name(
     deployment: Deployment, breakage: str
@@ -422,15 +452,7 @@ def test_an_instance_that_does_not_come_up_fails_the_deploy_by_name(
     count and the command's output."""
     converged(deployment)
     service, messages = BROKEN_INSTANCES[breakage]
-    unit = "ragfleet-executor@2"
-    dropin = f"/run/systemd/system/{unit}.service.d"
-    deployment.ssh(
-        "exec1",
-        f"mkdir -p {dropin} && printf '[Service]\\n{service}\\n' > {dropin}/broken.conf && "
-        f"systemctl daemon-reload && systemctl restart {unit}",
-        check=False,  # /bin/false fails the restart: that is the point
-    )
-    try:
+    with exec1_instance_2_with(deployment, service):
         run = deployment.playbook(
             f"broken_instance_{breakage}",
             SITE,
@@ -444,18 +466,6 @@ def test_an_instance_that_does_not_come_up_fails_the_deploy_by_name(
         assert any(message in run.output for message in messages), run.describe()
         healthy = ("ragfleet-executor@1.service on exec1", "task_executor_exec1_1 with PID")
         assert not any(message in run.output for message in healthy), run.describe()
-    finally:
-        deployment.ssh(
-            "exec1",
-            f"rm -rf {dropin} && systemctl daemon-reload && "
-            f"(systemctl reset-failed {unit} || true) && systemctl restart {unit}",
-        )
-    wait_for(
-        lambda: unit_property(deployment, "exec1", unit, "ActiveState") == "active",
-        60,
-        "exec1's instance 2 to run again",
-        interval=1,
-    )
 
 
 def test_a_configuration_error_fails_the_instance_without_a_restart_loop(
@@ -465,34 +475,13 @@ def test_a_configuration_error_fails_the_instance_without_a_restart_loop(
     instance failed, with ragfleet's one line in the journal, instead of restarting it
     every RestartSec for as long as the config stays wrong."""
     converged(deployment)
-    unit = "ragfleet-executor@2"
-    dropin = f"/run/systemd/system/{unit}.service.d"
     run = f"{RAGFLEET} run --config /etc/ragfleet/missing.yaml --instance %%i"
-    deployment.ssh(
-        "exec1",
-        f"mkdir -p {dropin} && printf '[Service]\\nExecStart=\\nExecStart={run}\\n' "
-        f"> {dropin}/misconfigured.conf && systemctl daemon-reload && "
-        f"systemctl reset-failed {unit}; systemctl restart {unit}",
-        check=False,  # the start fails: that is the point
-    )
-    try:
+    with exec1_instance_2_with(deployment, f"ExecStart=\\nExecStart={run}") as unit:
         time.sleep(5)  # two RestartSec=2s periods
         assert unit_property(deployment, "exec1", unit, "ActiveState") == "failed"
         assert unit_property(deployment, "exec1", unit, "NRestarts") == "0"
         journal = deployment.ssh("exec1", f"journalctl -u {unit} -n 20 --no-pager").stdout
         assert "ragfleet: cannot read /etc/ragfleet/missing.yaml" in journal, journal
-    finally:
-        deployment.ssh(
-            "exec1",
-            f"rm -rf {dropin} && systemctl daemon-reload && "
-            f"(systemctl reset-failed {unit} || true) && systemctl restart {unit}",
-        )
-    wait_for(
-        lambda: unit_property(deployment, "exec1", unit, "ActiveState") == "active",
-        60,
-        "exec1's instance 2 to run again",
-        interval=1,
-    )
 
 
 def test_killed_instance_restarts_and_finishes_its_task(deployment: Deployment) -> None:
