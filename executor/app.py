@@ -10,10 +10,10 @@ import trio
 
 from . import wire
 from .broker import Broker, connect
-from .db import TaskStore, check_database, database_location, open_database
+from .db import TaskStore, open_task_store
 from .handlers import INGEST_TASK_TYPE, HandlerRegistry, default_registry
 from .sdnotify import Notifier
-from .settings import Settings, opening
+from .settings import Settings
 from .worker import Worker, metrics_port
 
 
@@ -53,9 +53,8 @@ def build_worker(
     settings: Settings, instance: int, registry: HandlerRegistry | None = None
 ) -> Worker:
     consumer = wire.consumer_name(settings.host_id, instance)
-    store = TaskStore(open_database(settings.database))
-    with opening("the task database", database_location(settings.database)):
-        unavailable = check_database(store)
+    store, unavailable = open_task_store(settings.database)
+    store.database.close()  # this thread's connection; the worker's threads open their own
     worker = Worker(
         settings,
         instance,

@@ -34,6 +34,11 @@ REDIS_UNAVAILABLE = (
 )
 
 
+REDIS_REFUSED = (*REDIS_UNAVAILABLE, redis.ResponseError)
+"""Redis unavailable, or answering an error (MISCONF among them): what a probe or a
+best-effort call takes as "not now" rather than a failure of its own."""
+
+
 def refuses_writes(exc: BaseException) -> bool:
     """Redis answered MISCONF: it failed to persist (its AOF or its last save; a full disk,
     say) and refuses writes until it can again. redis-py has no exception class for it, and

@@ -26,21 +26,13 @@ import peewee as pw
 import redis
 
 from . import __version__, wire
-from .broker import REDIS_UNAVAILABLE, connect, refuses_writes
-from .db import (
-    TASK_STATES,
-    DatabaseUnavailable,
-    TaskStore,
-    check_database,
-    database_location,
-    open_database,
-    task_state,
-)
+from .broker import REDIS_REFUSED, REDIS_UNAVAILABLE, connect, refuses_writes
+from .db import TASK_STATES, DatabaseUnavailable, TaskStore, open_task_store, task_state
 from .fleet import dead_letters, fleet_status, requeue_dead_letter
 from .ingest.docstore import DocStoreUnavailable
 from .ingest.storage import StorageUnavailable
 from .producer import enqueue, queued_task_ids, task_message
-from .settings import Settings, SettingsError, load_settings, opening
+from .settings import Settings, SettingsError, load_settings
 
 EXIT_NO, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 1, 2, 3, 4
 
@@ -63,9 +55,7 @@ class Env:
     def store(self) -> TaskStore:
         """The task database, asked once: one the config names wrongly is a SettingsError
         (exit 2), one that is down is DatabaseUnavailable (exit 3)."""
-        store = TaskStore(open_database(self.settings.database))
-        with opening("the task database", database_location(self.settings.database)):
-            unavailable = check_database(store)
+        store, unavailable = open_task_store(self.settings.database)
         if unavailable is not None:
             raise unavailable
         return store
@@ -315,7 +305,7 @@ def _submit_files(env: Env, files: list[Path], kb_name: str, quiet: bool) -> tup
                 if not quiet:
                     for task_id in result.task_ids:
                         click.echo(task_id)
-    except (*REDIS_UNAVAILABLE, redis.ResponseError):  # met enqueuing, after the recording
+    except REDIS_REFUSED:  # met enqueuing, after the recording
         click.echo(
             f"ragfleet: {files[submitted + failed]}: recorded but not queued; "
             "`ragfleet reconcile` queues its tasks once Redis takes writes again",

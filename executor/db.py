@@ -26,6 +26,7 @@ from playhouse.migrate import SchemaMigrator, migrate
 
 from . import sqlite_codes
 from .keyed_rows import KeyedRows
+from .settings import opening
 from .sqlite_turns import NoTurnToWrite, WriteTurns
 
 
@@ -172,18 +173,19 @@ def database_location(config: dict[str, Any]) -> str:
     return f"{config['type']} {config['user']}@{config['host']}:{config['port']}/{config['name']}"
 
 
-def check_database(store: TaskStore) -> DatabaseUnavailable | None:
-    """Ask the task database once, so that one the config names wrongly (a file that cannot
-    be opened, a refused login) stops the executor now, in plain words, instead of failing
-    every task. Unavailable (a server down) is returned, not raised: the worker waits for
-    it like any outage."""
-    try:
-        store.ping()
-    except DatabaseUnavailable as exc:
-        return exc
-    finally:
-        store.database.close()  # this thread's; the worker's threads open their own
-    return None
+def open_task_store(config: dict[str, Any]) -> tuple[TaskStore, DatabaseUnavailable | None]:
+    """The task store of the ``database`` section, asked once, so that a database the config
+    names wrongly (a file that cannot be opened, a refused login) is a SettingsError that
+    says which, now, instead of every task failing later. One that is only unavailable (a
+    server down) is returned with the store, not raised: the caller decides whether to
+    wait for it. The asking thread's connection stays open."""
+    store = TaskStore(open_database(config))
+    with opening("the task database", database_location(config)):
+        try:
+            store.ping()
+        except DatabaseUnavailable as exc:
+            return store, exc
+    return store, None
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import redis
 import trio
 
 from . import wire
-from .broker import REDIS_UNAVAILABLE, Broker, Delivery, refuses_writes
+from .broker import REDIS_REFUSED, REDIS_UNAVAILABLE, Broker, Delivery, refuses_writes
 from .db import CANCELLED_MESSAGE, DatabaseUnavailable, TaskStore
 from .handlers import HandlerRegistry, SettledHook, TaskContext, TaskInputError
 from .memtrace import MemoryTracer
@@ -177,7 +177,7 @@ class Worker:
                 await self._redis(self.broker.ensure_groups)
                 self.ip_address = await trio.to_thread.run_sync(self._local_address)
                 return
-            except (*REDIS_UNAVAILABLE, redis.ResponseError) as exc:  # MISCONF, say
+            except REDIS_REFUSED as exc:  # MISCONF, say
                 await self.redis_outage.back_off(exc)
 
     def _local_address(self) -> str:
@@ -320,7 +320,7 @@ class Worker:
         while self.redis_outage.down:
             try:
                 await self._redis(self.broker.ensure_groups)
-            except (*REDIS_UNAVAILABLE, redis.ResponseError) as exc:  # MISCONF, say
+            except REDIS_REFUSED as exc:  # MISCONF, say
                 await trio.sleep(self.redis_outage.failed(exc))
             else:
                 self.redis_outage.recovered()
@@ -371,7 +371,7 @@ class Worker:
         self._outage_deliveries[delivery.entry_id] = self._outage_count(delivery) + 1
         if outage is self.redis_outage:
             return  # no use trying (a partitioned Redis would hold the slot for a timeout)
-        with suppress(*REDIS_UNAVAILABLE, redis.ResponseError):
+        with suppress(*REDIS_REFUSED):
             await self._redis(self.broker.note_outage, delivery)
 
     def _outage_count(self, delivery: Delivery) -> int:
@@ -567,7 +567,7 @@ class Worker:
         )
         try:
             await self._redis(self.broker.dead_letter, delivery, reason)
-        except (*REDIS_UNAVAILABLE, redis.ResponseError) as error:
+        except REDIS_REFUSED as error:
             self.log.error("entry %s stays pending: %s", delivery.entry_id, error)
             return
         self.counters.failed += 1
@@ -610,7 +610,7 @@ class Worker:
                 entries = list(self._held.values())
                 await self._redis(self._beat, self._heartbeat(), entries)
                 self.redis_outage.recovered()
-            except (*REDIS_UNAVAILABLE, redis.ResponseError) as exc:
+            except REDIS_REFUSED as exc:
                 self.redis_outage.failed(exc)
             await trio.sleep(self.config.heartbeat_interval)
 
