@@ -126,9 +126,11 @@ def test_expired_executor_is_removed_under_the_cleanup_lock(fleet):
     fleet.redis.zadd(ghost, {json.dumps({"name": ghost}): time.time() - 600})
     worker = fleet.start()
     wait_for(lambda: not fleet.redis.sismember(wire.EXECUTORS_SET, ghost), 10, "ghost removal")
+    # Logged once the cleanup is over (its heartbeats deleted, the lock released); checked
+    # before, those could still be under way.
+    worker.wait_log(f"removed executor {ghost}")
     assert not fleet.redis.exists(ghost)
     assert not fleet.redis.exists(wire.CLEANUP_LOCK)  # released (compare-and-delete)
-    assert f"removed executor {ghost}" in worker.log
 
 
 def test_cleanup_lock_held_by_another_executor_is_respected(fleet):
