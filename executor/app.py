@@ -9,11 +9,11 @@ import sys
 import trio
 
 from . import wire
-from .broker import Broker, connect
+from .broker import REDIS_DENIED, REDIS_REFUSED, Broker, connect, redis_location
 from .db import TaskStore, open_task_store
 from .handlers import INGEST_TASK_TYPE, HandlerRegistry, default_registry
 from .sdnotify import Notifier
-from .settings import Settings
+from .settings import Settings, SettingsError
 from .worker import Worker, metrics_port
 
 
@@ -55,10 +55,12 @@ def build_worker(
     consumer = wire.consumer_name(settings.host_id, instance)
     store, unavailable = open_task_store(settings.database)
     store.database.close()  # this thread's connection; the worker's threads open their own
+    broker = Broker(connect(settings.redis), consumer)
+    check_redis_access(broker, settings)
     worker = Worker(
         settings,
         instance,
-        Broker(connect(settings.redis), consumer),
+        broker,
         store,
         registry or build_registry(settings, store),
         notifier=Notifier.from_environ(os.environ),
@@ -67,6 +69,19 @@ def build_worker(
     if unavailable is not None:  # no fetching until it answers
         worker.db_outage.failed(unavailable)
     return worker
+
+
+def check_redis_access(broker: Broker, settings: Settings) -> None:
+    """Create the consumer groups once before the worker starts: Redis refusing our login
+    or commands is a SettingsError (exit 2, no restart); Redis down, loading or refusing
+    writes is left to the worker, which waits for it."""
+    try:
+        broker.ensure_groups()
+    except REDIS_DENIED as exc:
+        where = redis_location(settings.redis)
+        raise SettingsError(f"cannot use Redis ({where}): {exc}") from exc
+    except REDIS_REFUSED:
+        pass
 
 
 def run_executor(settings: Settings, instance: int) -> int:

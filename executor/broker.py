@@ -9,6 +9,7 @@ nothing.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,30 @@ REDIS_UNAVAILABLE = (
 REDIS_REFUSED = (*REDIS_UNAVAILABLE, redis.ResponseError)
 """Redis unavailable, or answering an error (MISCONF among them): what a probe or a
 best-effort call takes as "not now" rather than a failure of its own."""
+
+REDIS_DENIED = (
+    redis.AuthenticationError,
+    redis.exceptions.AuthorizationError,
+    redis.exceptions.NoPermissionError,
+)
+"""Redis answers and refuses us: a wrong password, an unknown or disabled user, an ACL
+without our commands or keys. The config's or the ACL's to fix, not an outage to wait out
+(redis-py makes a refused login a ConnectionError: test for this first)."""
+
+
+def redis_error_text(exc: BaseException) -> str:
+    """Redis's own words: redis-py prefixes an error met inside a pipeline with the command
+    (an XADD with its whole message), which says nothing an operator needs."""
+    return _PIPELINE_PREFIX.sub("", str(exc))
+
+
+_PIPELINE_PREFIX = re.compile(r"^Command # \d+ \(.*\) of pipeline caused error: ", re.DOTALL)
+
+
+def redis_location(settings: RedisSettings) -> str:
+    """Where the config points, for messages: ``user@host:port/db``."""
+    user = f"{settings.username}@" if settings.username else ""
+    return f"{user}{settings.host}:{settings.port}/{settings.db}"
 
 
 def refuses_writes(exc: BaseException) -> bool:

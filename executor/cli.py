@@ -3,8 +3,9 @@
 Exit codes, for scripts: 0 success; 1 the answer is "no" (``status``: an executor is
 stale or none is alive; ``reconcile --check``: tasks are missing from the queues);
 2 usage or configuration error (also: a task database or store the config names that cannot
-be opened, a database without its tables); 3 Redis, the database or the document store is
-unavailable (down, unreachable, refusing writes); 4 a named task or entry does not exist.
+be opened, a database without its tables, Redis refusing the login or a command); 3 Redis,
+the database or the document store is unavailable (down, unreachable, refusing writes);
+4 a named task or entry does not exist.
 """
 
 from __future__ import annotations
@@ -26,7 +27,15 @@ import peewee as pw
 import redis
 
 from . import __version__, wire
-from .broker import REDIS_REFUSED, REDIS_UNAVAILABLE, connect, refuses_writes
+from .broker import (
+    REDIS_DENIED,
+    REDIS_REFUSED,
+    REDIS_UNAVAILABLE,
+    connect,
+    redis_error_text,
+    redis_location,
+    refuses_writes,
+)
 from .db import TASK_STATES, DatabaseUnavailable, TaskStore, open_task_store, task_state
 from .fleet import dead_letters, fleet_status, requeue_dead_letter
 from .ingest.docstore import DocStoreUnavailable
@@ -62,19 +71,20 @@ class Env:
 
 
 @contextmanager
-def _errors_to_exit_codes() -> Iterator[None]:
+def _errors_to_exit_codes(env: Env) -> Iterator[None]:
     try:
         yield
     except SettingsError as exc:
         click.echo(f"ragfleet: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    except REDIS_UNAVAILABLE as exc:
-        click.echo(f"ragfleet: Redis unavailable: {exc}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
-    except redis.ResponseError as exc:
-        if not refuses_writes(exc):
+    except REDIS_DENIED as exc:  # before REDIS_UNAVAILABLE: a refused login is one of those
+        where = redis_location(env.settings.redis)
+        click.echo(f"ragfleet: Redis ({where}) refused: {redis_error_text(exc)}", err=True)
+        sys.exit(EXIT_USAGE)
+    except (*REDIS_UNAVAILABLE, redis.ResponseError) as exc:
+        if not isinstance(exc, REDIS_UNAVAILABLE) and not refuses_writes(exc):
             raise
-        click.echo(f"ragfleet: Redis unavailable: {exc}", err=True)
+        click.echo(f"ragfleet: Redis unavailable: {redis_error_text(exc)}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
     except DatabaseUnavailable as exc:
         click.echo(f"ragfleet: database unavailable: {exc}", err=True)
@@ -105,8 +115,9 @@ def operator_command(func: Callable) -> Callable:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _errors_to_exit_codes():
-            return func(click.get_current_context().obj, *args, **kwargs)
+        env = click.get_current_context().obj
+        with _errors_to_exit_codes(env):
+            return func(env, *args, **kwargs)
 
     return wrapper
 
@@ -126,8 +137,8 @@ def main(ctx: click.Context, config: str | None) -> None:
     """ragfleet: RAGFlow-compatible task executors, and the tools to operate them.
 
     Exit codes: 0 ok; 1 the answer is no (stale executors, missing tasks);
-    2 usage or configuration error; 3 Redis, database or document store unavailable;
-    4 not found.
+    2 usage or configuration error (a refused login included); 3 Redis, database or
+    document store unavailable; 4 not found.
     """
     ctx.obj = Env(config)
 
@@ -160,7 +171,8 @@ def run(env: Env, instance: int, run_config: str | None) -> None:
     and writes a snapshot under the state dir; SIGUSR2 stops it.
 
     Exit 2 at start if the task database or document store the config names cannot be
-    opened (a bad path, a refused login); a server that is down is waited for.
+    opened (a bad path, a refused login), or if Redis refuses the login or the commands
+    (its ACL); a server that is down is waited for.
     """
     from .app import run_executor
 
@@ -250,6 +262,7 @@ def submit(
     database or Redis unavailable, a full disk) stops the submit with exit 3; a
     document is recorded whole (bytes, rows, tasks) or not at all.
     """
+    env.redis.ping()  # Redis down or refusing the login: stop before recording anything
     if files:
         if not kb_name:
             raise click.UsageError("--kb NAME is required with FILES")
@@ -269,7 +282,16 @@ def submit(
     with _progress(count, quiet) as bar:
         for start in range(0, count, 1000):
             batch = env.store.create_tasks([row] * min(1000, count - start))
-            enqueue(env.redis, (task_message(t) for t in batch))
+            try:
+                enqueue(env.redis, (task_message(t) for t in batch))
+            except REDIS_REFUSED:
+                click.echo(
+                    f"ragfleet: {len(created)} of {count} tasks queued; {len(batch)} more are "
+                    "recorded but not queued: `ragfleet reconcile` queues them once Redis "
+                    "takes them",
+                    err=True,
+                )
+                raise
             created += batch
             bar.update(len(batch))
     if not quiet:
@@ -308,7 +330,7 @@ def _submit_files(env: Env, files: list[Path], kb_name: str, quiet: bool) -> tup
     except REDIS_REFUSED:  # met enqueuing, after the recording
         click.echo(
             f"ragfleet: {files[submitted + failed]}: recorded but not queued; "
-            "`ragfleet reconcile` queues its tasks once Redis takes writes again",
+            "`ragfleet reconcile` queues its tasks once Redis takes them",
             err=True,
         )
         raise

@@ -98,6 +98,7 @@ class Worker:
         # Services only some tasks need (document store, embedding endpoint): nothing to
         # probe, so tasks are retried after a back-off until one gets through.
         self.dep_outage = Outage("a task dependency", self.log, cap=30.0)
+        self.refused_reads = Outage("Redis reads", self.log, first=1.0, cap=30.0)
         self.counters = Counters()
         self.boot_at = wire.iso_now()
         self.pid = os.getpid()
@@ -231,6 +232,7 @@ class Worker:
                 await self._recover_from(exc)
                 continue
             self.redis_outage.recovered()
+            self.refused_reads.recovered()
             if not batch and not self._held:  # nothing to try the database with; it answers
                 self.db_outage.recovered()
             for _ in range(len(batch) - slots):
@@ -334,9 +336,8 @@ class Worker:
             # `ragfleet reconcile` re-enqueues what the database says is unfinished.
             self.log.error("consumer group missing (Redis lost its data?): recreating it")
             await self._redis(self.broker.ensure_groups)
-        else:
-            self.log.error("Redis refused a read: %s", exc)
-            await trio.sleep(1)
+        else:  # NOPERM (an ACL changed under us), say: the operator's to fix; logged once
+            await self.refused_reads.back_off(exc)
 
     # -- running one delivery ----------------------------------------------------------------
 

@@ -8,8 +8,10 @@ import re
 import shlex
 import signal
 import socket
+import sqlite3
 import subprocess
 import urllib.request
+from contextlib import closing
 
 import pytest
 import trio
@@ -21,6 +23,7 @@ from executors import (
     wait_for,
     write_config,
 )
+from ruamel.yaml import YAML
 from servers import free_port
 
 from executor.sdnotify import Notifier
@@ -182,3 +185,76 @@ def test_a_refused_database_login_stops_the_executor_with_exit_2(
     where = f"{database['type']} {sql.user}@{sql.host}:{sql.port}/{sql.database}"
     assert result.stderr.startswith(f"ragfleet: cannot open the task database ({where}): ")
     assert refusal in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def redis_reader(redis_client):
+    """An ACL user of the session's Redis that may read and nothing else."""
+    redis_client.acl_setuser(
+        "reader", enabled=True, passwords=["+reader-pw"], keys=["*"], commands=["+@read"]
+    )
+    yield {"username": "reader", "password": "reader-pw"}
+    redis_client.acl_deluser("reader")
+
+
+@pytest.mark.parametrize(
+    ("credentials", "refusal"),
+    [
+        ({"password": "wrong"}, "invalid username-password pair or user is disabled."),
+        ("redis_reader", "this user has no permissions to run the 'xgroup|create' command"),
+    ],
+    ids=["wrong password", "ACL without the stream commands"],
+)
+def test_redis_refusing_the_executor_stops_it_with_exit_2(
+    request, tmp_path, redis_client, redis_server, credentials, refusal
+):
+    """A refused login or an ACL without our commands is the config's (or the ACL's) to
+    fix: the executor stops at start with Redis's words and exit 2, so the unit does not
+    restart it, instead of waiting for Redis "to come back" forever."""
+    if isinstance(credentials, str):
+        credentials = request.getfixturevalue(credentials)
+    config = write_config(tmp_path, redis_server, sqlite_database(tmp_path))
+    _set_redis_credentials(config, credentials)
+    result = _run_briefly(config)
+    assert result.returncode == 2, result.stderr
+    user = f"{credentials['username']}@" if "username" in credentials else ""
+    where = f"{user}{redis_server.host}:{redis_server.port}/0"
+    assert result.stderr.startswith(f"ragfleet: cannot use Redis ({where}): {refusal}")
+    assert "Traceback" not in result.stderr
+
+
+def test_operator_commands_name_a_refused_redis_login_and_record_nothing(
+    tmp_path, redis_client, redis_server
+):
+    """The CLI says Redis refused (exit 2, not "unavailable", 3), and a submit asks Redis
+    before it records anything: no knowledge base, document, task or file is left."""
+    config = write_config(tmp_path, redis_server, sqlite_database(tmp_path))
+    assert _ragfleet(config, "db", "init").returncode == 0
+    _set_redis_credentials(config, {"password": "wrong"})
+    refused = "refused: invalid username-password pair or user is disabled.\n"
+    status = _ragfleet(config, "status")
+    assert status.returncode == 2 and status.stderr.endswith(refused), status.stderr
+    sample = tmp_path / "sample.txt"
+    sample.write_text("Nothing of this may be recorded.")
+    submit = _ragfleet(config, "submit", str(sample), "--kb", "kb")
+    assert submit.returncode == 2 and submit.stderr.endswith(refused), submit.stderr
+    with closing(sqlite3.connect(tmp_path / "ragfleet.db")) as db:
+        counts = [db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES]
+    assert counts == [0, 0, 0]
+    assert not (tmp_path / "files").exists() or not any((tmp_path / "files").iterdir())
+
+
+TABLES = ("knowledgebase", "document", "task")
+
+
+def _ragfleet(config, *args: str) -> subprocess.CompletedProcess:
+    argv = [str(RAGFLEET), "--config", str(config), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+
+def _set_redis_credentials(config, credentials: dict[str, str]) -> None:
+    yaml = YAML(typ="safe", pure=True)
+    data = yaml.load(config.read_text())
+    data["redis"].update(credentials)
+    with config.open("w") as stream:
+        yaml.dump(data, stream)

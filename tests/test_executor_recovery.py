@@ -151,6 +151,7 @@ def test_redis_refusing_writes_mid_run_pauses_and_loses_no_task(fleet, refusal):
         assert worker.process.poll() is None, worker.log[-3000:]
         refused = fleet.cli("submit", "-t", "noop")
         assert refused.returncode == 3 and "Redis unavailable" in refused.stderr
+        assert "1 more are recorded but not queued: `ragfleet reconcile`" in refused.stderr
     finally:
         mend(fleet.redis)
     rows = fleet.wait_done(ids, timeout=60)
@@ -158,6 +159,25 @@ def test_redis_refusing_writes_mid_run_pauses_and_loses_no_task(fleet, refusal):
     worker.wait_log(r"Redis available again")
     assert worker.process.poll() is None
     assert "set aside" not in worker.log  # an outage, not an executor error
+
+
+def test_an_acl_taking_away_reads_mid_run_is_logged_once_and_loses_no_task(fleet):
+    """Redis refusing XREADGROUP (NOPERM: an ACL changed under a running executor) is the
+    operator's to fix: logged once with Redis's words, retried at a slowing pace (it was
+    a line a second), and fetching resumes when the ACL is mended."""
+    worker = fleet.start()
+    fleet.redis.execute_command("ACL", "SETUSER", "default", "-xreadgroup")
+    try:
+        worker.wait_log(r"Redis reads unavailable: .*no permissions to run the 'xreadgroup'")
+        ids = fleet.submit("noop", count=3)
+        time.sleep(4)
+        assert [fleet.task(i)["progress"] for i in ids] == [0, 0, 0]
+    finally:
+        fleet.redis.execute_command("ACL", "SETUSER", "default", "+xreadgroup")
+    assert [r["progress"] for r in fleet.wait_done(ids, timeout=40)] == [1, 1, 1]
+    worker.wait_log(r"Redis reads available again after")
+    assert worker.log.count("Redis reads unavailable") == 1, worker.log[-3000:]
+    assert worker.process.poll() is None
 
 
 @pytest.fixture

@@ -362,20 +362,37 @@ def test_cancel_during_a_long_parse_lands_within_a_second(fleet, tmp_path):
     assert took < 1.0, took
 
 
-def test_a_submit_meeting_redis_down_says_what_reconcile_will_queue(fleet, redis_server):
-    """The document and its tasks are recorded before they are enqueued: with Redis down the
-    submit says which document is recorded but not queued (exit 3), and `ragfleet
-    reconcile` queues it once Redis is back, without submitting it twice."""
+def test_a_submit_with_redis_down_records_nothing(fleet, redis_server):
+    """Redis is asked before anything is recorded: down, the submit stops at once (exit 3)
+    and leaves no document, task or stored file behind to reconcile."""
     redis_server.stop()
     try:
         result = fleet.cli("submit", str(CORPUS / "gettysburg-address.pdf"), "--kb", "samples")
     finally:
         redis_server.start()
     assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith("ragfleet: Redis unavailable: "), result.stderr
+    assert (fleet.store.Document.select().count(), fleet.store.Task.select().count()) == (0, 0)
+    assert not list((fleet.config.parent / "files").rglob("*.*"))
+
+
+def test_a_submit_meeting_a_redis_refusal_says_what_reconcile_will_queue(fleet):
+    """The document and its tasks are recorded before they are enqueued: when Redis answers
+    and then refuses the enqueue (full: maxmemory), the submit says which document is
+    recorded but not queued (exit 3), and `ragfleet reconcile` queues it once Redis takes
+    writes again, without submitting it twice."""
+    fleet.redis.config_set("maxmemory", "1")
+    try:
+        result = fleet.cli("submit", str(CORPUS / "gettysburg-address.pdf"), "--kb", "samples")
+    finally:
+        fleet.redis.config_set("maxmemory", "0")
+    assert result.returncode == 3, result.stderr
     assert "gettysburg-address.pdf: recorded but not queued; `ragfleet reconcile`" in (
         result.stderr
     )
-    assert "Redis unavailable" in result.stderr
+    assert "Redis unavailable: command not allowed when used memory > 'maxmemory'" in (
+        result.stderr
+    )
     reconciled = fleet.cli("reconcile")
     assert "re-enqueued 1 of 1 unfinished tasks" in reconciled.stdout, reconciled.stderr
     fleet.start()
