@@ -7,6 +7,7 @@ ad-hoc runs on a machine whose compiled name differs).
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from collections.abc import Iterator, Mapping
@@ -17,6 +18,8 @@ from typing import Any
 
 import peewee as pw
 from ruamel.yaml import YAML
+
+from . import sqlite_codes
 
 DEFAULT_CONFIG = Path("/etc/ragfleet/ragfleet.yaml")
 
@@ -29,19 +32,62 @@ class SettingsError(ValueError):
 @contextmanager
 def opening(what: str, where: object) -> Iterator[None]:
     """Open *what* at *where* (a path, a URL) as the config names it: a failure is a
-    SettingsError that says which (``ragfleet`` exits 2), except one that says the thing
-    is unavailable for now (a ConnectionError), which stays what it is."""
+    SettingsError that says which (``ragfleet`` exits 2, and systemd does not restart it),
+    except one that says the thing is unavailable for now (a ConnectionError) or that the
+    machine is short of something (descriptors, memory; an I/O error), which stays what it
+    is, so that a restart can mend it."""
     try:
         yield
     except ConnectionError:
         raise
     except _CANNOT_OPEN as exc:
+        if not _names_the_config(exc):
+            raise
         raise SettingsError(f"cannot open {what} ({where}): {exc}") from exc
 
 
 # A path that cannot be made or opened, a file that is no database, a refused login, a
 # store's or storage's own refusal (RuntimeError), a malformed section (ValueError).
 _CANNOT_OPEN = (OSError, sqlite3.Error, pw.PeeweeException, RuntimeError, ValueError)
+
+# What a path the config names can get wrong: missing, a file where a directory should be
+# (or the reverse), no permission, a read-only file system, a name too long or looping.
+_PATH_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+        errno.EEXIST,
+    }
+)
+# SQLite refusing for now: another connection's lock, memory, an I/O error, an interrupt,
+# a full disk.
+_SQLITE_PASSING = frozenset(
+    {
+        sqlite_codes.BUSY,
+        sqlite_codes.LOCKED,
+        sqlite_codes.NOMEM,
+        sqlite_codes.INTERRUPT,
+        sqlite_codes.IOERR,
+        sqlite_codes.FULL,
+        sqlite_codes.PROTOCOL,
+    }
+)
+
+
+def _names_the_config(exc: BaseException) -> bool:
+    """Whether *exc*, met opening something the config names, is the config's to fix."""
+    for error in (exc, exc.__cause__ or exc.__context__):
+        if isinstance(error, OSError) and error.errno is not None:
+            return error.errno in _PATH_ERRNOS
+        if (code := sqlite_codes.primary_code(error)) is not None:
+            return code not in _SQLITE_PASSING
+    return True
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 BUSY = 5  # another connection holds the lock
 LOCKED = 6  # a table is locked by this connection's own statement
+NOMEM = 7  # a memory allocation failed
+INTERRUPT = 9  # the statement was interrupted
+IOERR = 10  # the operating system reported an I/O error
 FULL = 13  # the disk (or the file's size limit) is full: nothing is written
+PROTOCOL = 15  # a locking protocol error (a race on the WAL's shared memory)
 
 
 def primary_code(exc: BaseException) -> int | None:
