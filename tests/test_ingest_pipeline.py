@@ -3,13 +3,16 @@ store, `ragfleet search`. Real Redis; task database SQLite (and MariaDB in one t
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import signal
 import time
 from pathlib import Path
 
+import docx
 import pytest
+import zip_bombs
 from executors import Fleet, fill_disk, mysql_database, sqlite_database, wait_for, write_config
 from fake_openai import DIM, FakeOpenAI, serve_fake_openai
 from servers import EmulatorServer
@@ -95,14 +98,20 @@ def test_bad_documents_fail_their_task_readably_and_the_rest_goes_on(fleet, tmp_
     unsupported.write_bytes(b"MZ\x90\x00")
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    bomb = tmp_path / "bomb.docx"  # 0.4 MiB: 4 GiB of memory in 10 s when it was parsed
+    document = io.BytesIO()
+    docx.Document().save(document)
+    bomb.write_bytes(zip_bombs.padded(document.getvalue(), "DOCX", 257))
     good = CORPUS / "gettysburg-address.pdf"
-    ids = submit(fleet, corrupt, unsupported, latin1, good)
+    ids = submit(fleet, corrupt, unsupported, latin1, bomb, good)
     worker = fleet.start()
     rows = fleet.wait_done(ids, timeout=60)
-    assert [r["progress"] for r in rows] == [-1, -1, -1, 1]
+    assert [r["progress"] for r in rows] == [-1, -1, -1, -1, 1]
     assert "[Exception]: broken.pdf: " in rows[0]["progress_msg"]
     assert "[Exception]: program.exe: " in rows[1]["progress_msg"]
     assert "not UTF-8 text" in rows[2]["progress_msg"]
+    assert "[Exception]: bomb.docx: its XML unpacks to 25" in rows[3]["progress_msg"]
+    assert "MiB, more than the 64 MiB a DOCX may (a zip bomb" in rows[3]["progress_msg"]
     assert "Traceback" not in "".join(r["progress_msg"] for r in rows)
     assert worker.process.poll() is None
     assert search(fleet, "four score and seven years")[0]["doc_name"] == good.name

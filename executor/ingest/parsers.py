@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import re
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, time
@@ -35,6 +36,13 @@ stays small enough to be a precise search hit even with a large token budget."""
 
 _NO_TEXT_LAYER = "no text layer (scanned PDF?); OCR is not supported"
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # legacy .doc/.xls and encrypted OOXML files
+
+MAX_UNPACKED_XML = {"DOCX": 64 * 2**20, "XLSX": 256 * 2**20}
+"""The most a DOCX's or XLSX's XML may unpack to, so that a small file unpacking to
+gigabytes (a zip bomb) fails its task instead of taking its executor's and the host's
+memory. python-docx builds the whole tree: about four times the XML in memory for prose,
+up to twenty for dense markup (16 MiB of empty paragraphs: 677 MiB, 43 s). openpyxl
+streams rows, so a spreadsheet may be larger."""
 _MAX_REASON = 200
 # "file '<_io.BytesIO object at 0x7f..>' is not a Word file": an address helps no operator
 _OBJECT_REPR = re.compile(r"\s*'?<[\w.]+ object at 0x[0-9a-fA-F]+>'?")
@@ -476,7 +484,8 @@ def parse_csv(
 
 
 def _require_zip(data: bytes, filename: str, kind: str) -> None:
-    """DOCX and XLSX are zip archives; say which common mistake it is when they are not."""
+    """DOCX and XLSX are zip archives; say which common mistake it is when they are not,
+    and refuse one whose XML unpacks to more than MAX_UNPACKED_XML."""
     if data.startswith(_OLE_MAGIC):
         raise _error(
             filename,
@@ -486,6 +495,16 @@ def _require_zip(data: bytes, filename: str, kind: str) -> None:
     if not data.startswith(b"PK"):
         raise _error(
             filename, f"not a valid {kind} file (not a zip archive: corrupt or another format)"
+        )
+    with _reading(filename, kind), zipfile.ZipFile(io.BytesIO(data)) as archive:
+        # The sizes the archive declares; zipfile never unpacks more than that.
+        parts = [i for i in archive.infolist() if i.filename.endswith((".xml", ".rels"))]
+        unpacked = sum(part.file_size for part in parts)
+    if unpacked > (limit := MAX_UNPACKED_XML[kind]):
+        raise _error(
+            filename,
+            f"its XML unpacks to {unpacked / 2**20:,.0f} MiB, more than the "
+            f"{limit // 2**20} MiB a {kind} may (a zip bomb, or too large: split it)",
         )
 
 
