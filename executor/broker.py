@@ -240,6 +240,18 @@ class Broker:
         rank = {queue: index for index, queue in enumerate(self.queues)}
         return sorted(deliveries, key=lambda d: (rank[d.queue], _id_key(d.entry_id)))
 
+    def note_clean_stop(self) -> None:
+        """Record that this consumer drained and stopped: nothing it holds killed it."""
+        self.client.hset(wire.CLEAN_STOPS, self.consumer, wire.iso_now())
+
+    def take_clean_stop(self) -> bool:
+        """Whether this consumer's last run stopped cleanly; forgets it, for the next run."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hget(wire.CLEAN_STOPS, self.consumer)
+        pipe.hdel(wire.CLEAN_STOPS, self.consumer)
+        stopped_at, _ = pipe.execute()
+        return stopped_at is not None
+
     # -- settling ----------------------------------------------------------------------------
 
     def note_outage(self, delivery: Delivery) -> None:

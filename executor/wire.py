@@ -24,6 +24,10 @@ DEAD_LETTER_STREAM = "ragfleet_dead_letter"
 OUTAGE_DELIVERIES = "ragfleet_outage_deliveries"
 """Hash of ``"<queue> <entry id>"`` -> how many of the entry's deliveries an outage cut
 short: those do not count against max_deliveries, whichever executor delivers it next."""
+CLEAN_STOPS = "ragfleet_clean_stops"
+"""Hash of consumer -> when it last stopped cleanly (drained). A consumer that starts and
+finds no entry of its own here died (or was killed) holding its entries, so it replays
+them one at a time, each alone: see Worker._fetch."""
 PRIORITIES = (1, 0)
 """Priorities in the order consumers read them: 1 before 0, as upstream."""
 

@@ -7,6 +7,7 @@ Structure (all in :meth:`Worker.run`)::
         └── tasks nursery: one child per running task, at most max_concurrent_tasks
             └── fetch scope (cancelled on SIGTERM): the collector, which replays this
                 consumer's unacked entries, reclaims idle ones, then reads new ones
+                (entries whose consumer died holding them: one at a time, each alone)
 
 Every Redis and database call is synchronous and runs in a worker thread
 (``trio.to_thread.run_sync``), never on the event loop. An outage of either never fails or
@@ -108,6 +109,7 @@ class Worker:
         self._held: dict[str, Delivery] = {}  # fetched and not yet settled, by entry id
         self._outage_deliveries: dict[str, int] = {}  # redeliveries caused by outages
         self._replay = True  # replay own unacked entries before reading new ones
+        self._after_crash = False  # the last run died holding entries: replay them alone
         self._slots = trio.Semaphore(self.config.max_concurrent_tasks)
         self._fetch_scope = trio.CancelScope()
         self._drain_scope = trio.CancelScope()
@@ -143,6 +145,7 @@ class Worker:
             )
             task_status.started()
             await self._work()
+            await self._note_clean_stop()
             services.cancel_scope.cancel()
         self.log.info(
             "stopped: %d done, %d failed since %s",
@@ -171,11 +174,21 @@ class Worker:
         self._fetch_scope.cancel()
         self._drain_scope.deadline = trio.current_time() + self.config.drain_timeout
 
+    async def _note_clean_stop(self) -> None:
+        """Drained (or gave up on the drain): what this worker leaves pending did not kill
+        it, so the next run may replay it all at once. Not if Redis is out of reach: the
+        next run then replays one entry at a time, which is slower, never wrong."""
+        if self.redis_outage.down:
+            return
+        with suppress(*REDIS_REFUSED):
+            await self._redis(self.broker.note_clean_stop)
+
     async def _connect(self) -> None:
         """Create the consumer groups, waiting for Redis if it is not up yet."""
         while True:
             try:
                 await self._redis(self.broker.ensure_groups)
+                self._after_crash = not await self._redis(self.broker.take_clean_stop)
                 self.ip_address = await trio.to_thread.run_sync(self._local_address)
                 return
             except REDIS_REFUSED as exc:  # MISCONF, say
@@ -221,7 +234,7 @@ class Worker:
                 self._give_back(slots)
                 continue
             try:
-                batch = await self._fetch(slots)
+                batch, alone = await self._fetch(slots)
             except REDIS_UNAVAILABLE as exc:
                 self._give_back(slots)
                 self.redis_outage.failed(exc)
@@ -235,43 +248,66 @@ class Worker:
             self.refused_reads.recovered()
             if not batch and not self._held:  # nothing to try the database with; it answers
                 self.db_outage.recovered()
+            if alone and batch:
+                (delivery,) = batch
+                self._start_alone(delivery, await self._take_every_slot(slots))
+                continue
             for _ in range(len(batch) - slots):
                 await self._slots.acquire()  # a woken read may return one more than asked
             self._start(batch)
             self._give_back(slots - len(batch))
 
-    async def _fetch(self, slots: int) -> list[Delivery]:
+    async def _fetch(self, slots: int) -> tuple[list[Delivery], bool]:
+        """Up to *slots* deliveries, and whether the one fetched must run alone.
+
+        Entries whose consumer died holding them (this consumer's last run, if it did not
+        stop cleanly, or another consumer's, reclaimed) may hold the task that killed it.
+        They are fetched one at a time and run alone: if one kills this worker too, the
+        delivery it costs is charged to it, not to every entry the worker held, so
+        max_deliveries dead-letters the poison task and nothing beside it.
+        """
         if self._replay:
-            batch = await self._redis(self.broker.replay_own, set(self._held), slots)
-            if len(batch) < slots:
-                self._replay = False
+            alone = self._after_crash
+            want = 1 if alone else slots
+            batch = await self._redis(self.broker.replay_own, set(self._held), want)
+            if len(batch) < want:
+                self._replay = self._after_crash = False
             if batch:
-                self.log.info("replaying %d unacknowledged entries of %s", len(batch), self.name)
-                return batch
-        if reclaimed := await self._reclaim_due(slots):
-            return reclaimed
+                self.log.info(
+                    "replaying %s unacknowledged entries of %s",
+                    "one of the" if alone else len(batch),
+                    self.name + (" alone (its last run did not stop cleanly)" if alone else ""),
+                )
+                return batch, alone
+        if reclaimed := await self._reclaim_due():
+            return reclaimed, True
         # Abandoned on cancel: a stop must not wait for the blocking read to time out.
         read = functools.partial(self.broker.read_new, slots, IDLE_BLOCK_MS)
-        return await trio.to_thread.run_sync(read, abandon_on_cancel=True)
+        return await trio.to_thread.run_sync(read, abandon_on_cancel=True), False
 
-    async def _reclaim_due(self, slots: int) -> list[Delivery]:
-        """Every reclaim period: take over entries that dead or stuck consumers left idle
-        for ``reclaim_idle`` (XAUTOCLAIM). Entries this worker holds are kept fresh by its
-        heartbeats, so they are never idle that long while it lives."""
+    async def _reclaim_due(self) -> list[Delivery]:
+        """Every reclaim period: take over an entry that a dead or stuck consumer left idle
+        for ``reclaim_idle`` (XAUTOCLAIM), one at a time (see _fetch); while there are
+        such entries, the next is taken as soon as this one is started. Entries this
+        worker holds are kept fresh by its heartbeats, so they are never idle that long
+        while it lives."""
         now = trio.current_time()
         if now < self._next_reclaim:
             return []
         self._next_reclaim = now + self._reclaim_period
         idle_ms = int(self.config.reclaim_idle * 1000)
-        batch = await self._redis(self.broker.reclaim, idle_ms, slots)
+        batch = await self._redis(self.broker.reclaim, idle_ms, 1)
         fresh = [d for d in batch if d.entry_id not in self._held]
         if fresh:
             self.log.warning(
-                "reclaimed %d entries idle for over %.0f s (their consumer died or hung)",
-                len(fresh),
+                "reclaimed entry %s of %s, idle for over %.0f s (its consumer died or hung): "
+                "running it alone",
+                fresh[0].entry_id,
+                fresh[0].queue,
                 self.config.reclaim_idle,
             )
             self.m_reclaimed.inc(len(fresh))
+            self._next_reclaim = now  # there may be more
         return fresh
 
     async def _take_slots(self) -> int:
@@ -287,6 +323,18 @@ class Worker:
                 return taken
             taken += 1
 
+    async def _take_every_slot(self, held: int) -> int:
+        """Wait until no task runs: the *held* slots and every other one."""
+        taken = 0
+        try:
+            for _ in range(self.config.max_concurrent_tasks - held):
+                await self._slots.acquire()
+                taken += 1
+        except BaseException:
+            self._give_back(held + taken)
+            raise
+        return held + taken
+
     def _give_back(self, slots: int) -> None:
         for _ in range(slots):
             self._slots.release()
@@ -296,6 +344,12 @@ class Worker:
         for delivery in batch:
             self._held[delivery.entry_id] = delivery
             self._tasks.start_soon(self._settle, delivery)
+
+    def _start_alone(self, delivery: Delivery, slots: int) -> None:
+        """Run *delivery* holding all *slots*: nothing else starts until it settles."""
+        assert self._tasks is not None
+        self._held[delivery.entry_id] = delivery
+        self._tasks.start_soon(self._settle, delivery, slots)
 
     async def _until_healthy(self) -> None:
         """While Redis or the database is down, probe it instead of fetching tasks.
@@ -341,8 +395,8 @@ class Worker:
 
     # -- running one delivery ----------------------------------------------------------------
 
-    async def _settle(self, delivery: Delivery) -> None:
-        """Process one delivery and release its slot, whatever happens."""
+    async def _settle(self, delivery: Delivery, slots: int = 1) -> None:
+        """Process one delivery and release its slots, whatever happens."""
         try:
             await self._process(delivery)
         except Exception as exc:
@@ -352,7 +406,7 @@ class Worker:
             await self._set_aside(delivery, exc)  # outside any handler: a bug, not the task's
         finally:
             self._held.pop(delivery.entry_id, None)
-            self._slots.release()
+            self._give_back(slots)
         self._outage_deliveries.pop(delivery.entry_id, None)
 
     async def _note_outage(self, delivery: Delivery, exc: Exception) -> None:

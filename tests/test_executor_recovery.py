@@ -6,8 +6,11 @@ max_deliveries 3, drain_timeout 5 s.
 
 from __future__ import annotations
 
+import itertools
 import json
+import signal
 import time
+from datetime import timedelta
 
 import pytest
 import trio
@@ -30,7 +33,7 @@ def test_killed_workers_task_is_reclaimed_by_another_worker(fleet):
     row = fleet.wait_done([task_id], timeout=30)[0]
     assert row["progress"] == 1
     assert row["retry_count"] == 1  # second delivery
-    assert "reclaimed 1 entries" in survivor.log
+    assert "reclaimed entry " in survivor.log
     # The dead consumer leaves the group once its entries are claimed and it is expired.
     wait_for(
         lambda: (
@@ -54,7 +57,72 @@ def test_restart_under_the_same_name_replays_its_own_pending_entries_first(fleet
     restarted = fleet.start(instance=1)
     row = fleet.wait_done([task_id], timeout=10)[0]  # well before reclaim_idle would matter
     assert row["progress"] == 1 and row["retry_count"] == 1
-    assert "replaying 1 unacknowledged entries" in restarted.log
+    assert "replaying one of the unacknowledged entries of task_executor_test_1 alone" in (
+        restarted.log
+    )
+
+
+def test_after_a_clean_stop_the_entries_left_are_replayed_together(fleet):
+    """A drain that timed out leaves its tasks pending; they did not kill the worker, so
+    the next run replays them all at once, not one at a time as after a crash."""
+    worker = fleet.start(instance=1)
+    ids = fleet.submit("sleep", count=2, seconds=60, steps=60)
+    for task_id in ids:
+        started(fleet, task_id)
+    worker.signal(signal.SIGTERM)
+    assert worker.process.wait(20) == 0  # drain_timeout is 5 s in these tests
+    assert fleet.redis.hget(wire.CLEAN_STOPS, "task_executor_test_1")
+    fleet.store.Task.update(payload=json.dumps({"seconds": 0})).execute()
+    restarted = fleet.start(instance=1)
+    rows = fleet.wait_done(ids, timeout=10)
+    assert [r["progress"] for r in rows] == [1, 1]
+    assert "replaying 2 unacknowledged entries of task_executor_test_1\n" in restarted.log
+    assert fleet.redis.hget(wire.CLEAN_STOPS, "task_executor_test_1") is None  # taken
+
+
+def test_a_task_that_kills_its_worker_takes_no_other_task_with_it(fleet):
+    """A poison task (here: the worker is killed whenever it runs) is dead-lettered after
+    max_deliveries; the tasks that ran beside it when it first struck are not. After a
+    crash, the worker's unacknowledged entries are replayed one at a time, each alone, so
+    the next crash is charged to the task that ran, not to every entry the worker held."""
+    (poison,) = fleet.submit("sleep", seconds=30, steps=30)
+    bystanders = fleet.submit("sleep", count=3, seconds=4, steps=4)
+    for _ in range(3):  # max_deliveries
+        worker = fleet.start(instance=1)
+        wait_for(
+            lambda: "Task has been received." in (fleet.task(poison)["progress_msg"] or ""),
+            15,
+            "the poison task to run",
+            worker,
+        )
+        worker.kill()
+        fleet.store.set_progress(poison, None, "")  # forget the marker for the next round
+    worker = fleet.start(instance=1)
+    rows = fleet.wait_done([poison, *bystanders], timeout=60)
+    assert [r["progress"] for r in rows] == [-1, 1, 1, 1], worker.log[-3000:]
+    assert "Task is abandoned after 3 deliveries" in rows[0]["progress_msg"]
+    dead = json.loads(fleet.cli("dlq", "list", "--json").stdout)
+    assert [entry["task_id"] for entry in dead] == [poison]
+
+
+def test_entries_reclaimed_from_a_dead_worker_run_one_at_a_time(fleet):
+    """What a dead worker held may include the task that killed it: another worker takes
+    those entries over one at a time and runs each alone (see Worker._fetch)."""
+    victim = fleet.start(instance=1)
+    ids = fleet.submit("sleep", count=3, seconds=1, steps=1)
+    ids += fleet.submit("sleep", seconds=30, steps=30)  # holds a slot until the kill
+    wait_for(lambda: all(fleet.task(i)["begin_at"] for i in ids), 15, "all four to start")
+    victim.kill()
+    fleet.store.Task.update(payload=json.dumps({"seconds": 1, "steps": 1})).execute()
+    survivor = fleet.start(instance=2)
+    rows = fleet.wait_done(ids, timeout=40)
+    assert [r["progress"] for r in rows] == [1] * 4
+    assert survivor.log.count("reclaimed entry ") == 4
+    spans = sorted(
+        (r["begin_at"], r["begin_at"] + timedelta(seconds=r["process_duration"])) for r in rows
+    )
+    for (_, end), (begin, _) in itertools.pairwise(spans):
+        assert begin >= end - timedelta(milliseconds=50), spans  # one after another
 
 
 def test_a_long_task_is_never_stolen_while_its_worker_lives(fleet):
