@@ -110,6 +110,7 @@ class Worker:
         self._outage_deliveries: dict[str, int] = {}  # redeliveries caused by outages
         self._replay = True  # replay own unacked entries before reading new ones
         self._after_crash = False  # the last run died holding entries: replay them alone
+        self._alone: set[str] = set()  # entries running alone (suspects), by entry id
         self._slots = trio.Semaphore(self.config.max_concurrent_tasks)
         self._fetch_scope = trio.CancelScope()
         self._drain_scope = trio.CancelScope()
@@ -176,9 +177,11 @@ class Worker:
 
     async def _note_clean_stop(self) -> None:
         """Drained (or gave up on the drain): what this worker leaves pending did not kill
-        it, so the next run may replay it all at once. Not if Redis is out of reach: the
-        next run then replays one entry at a time, which is slower, never wrong."""
-        if self.redis_outage.down:
+        it, so the next run may replay it all at once. Not while entries it was to run
+        alone are left (the crash replay was not over, or a reclaimed entry was cut
+        short), nor if Redis is out of reach: the next run then replays one entry at a
+        time, which is slower, never wrong."""
+        if self._after_crash or self._alone or self.redis_outage.down:
             return
         with suppress(*REDIS_REFUSED):
             await self._redis(self.broker.note_clean_stop)
@@ -349,6 +352,7 @@ class Worker:
         """Run *delivery* holding all *slots*: nothing else starts until it settles."""
         assert self._tasks is not None
         self._held[delivery.entry_id] = delivery
+        self._alone.add(delivery.entry_id)
         self._tasks.start_soon(self._settle, delivery, slots)
 
     async def _until_healthy(self) -> None:
@@ -407,6 +411,7 @@ class Worker:
         finally:
             self._held.pop(delivery.entry_id, None)
             self._give_back(slots)
+        self._alone.discard(delivery.entry_id)  # settled: not left pending
         self._outage_deliveries.pop(delivery.entry_id, None)
 
     async def _note_outage(self, delivery: Delivery, exc: Exception) -> None:

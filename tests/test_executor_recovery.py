@@ -105,6 +105,23 @@ def test_a_task_that_kills_its_worker_takes_no_other_task_with_it(fleet):
     assert [entry["task_id"] for entry in dead] == [poison]
 
 
+def test_a_stop_before_the_crash_replay_is_over_keeps_the_next_replay_one_at_a_time(fleet):
+    """Stopped (cleanly) while it still replays a crash's entries one by one, a worker
+    leaves no clean-stop mark: the entries not yet run alone may hold the poison task."""
+    worker = fleet.start(instance=1)
+    ids = fleet.submit("sleep", count=2, seconds=60, steps=60)
+    for task_id in ids:
+        started(fleet, task_id)
+    worker.kill()
+    restarted = fleet.start(instance=1)
+    restarted.wait_log("replaying one of the unacknowledged entries")
+    restarted.signal(signal.SIGTERM)
+    assert restarted.process.wait(20) == 0  # drain_timeout is 5 s in these tests
+    assert fleet.redis.hget(wire.CLEAN_STOPS, "task_executor_test_1") is None
+    again = fleet.start(instance=1)
+    again.wait_log("replaying one of the unacknowledged entries of task_executor_test_1 alone")
+
+
 def test_entries_reclaimed_from_a_dead_worker_run_one_at_a_time(fleet):
     """What a dead worker held may include the task that killed it: another worker takes
     those entries over one at a time and runs each alone (see Worker._fetch)."""

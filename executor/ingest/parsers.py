@@ -43,6 +43,7 @@ gigabytes (a zip bomb) fails its task instead of taking its executor's and the h
 memory. python-docx builds the whole tree: about four times the XML in memory for prose,
 up to twenty for dense markup (16 MiB of empty paragraphs: 677 MiB, 43 s). openpyxl
 streams rows, so a spreadsheet may be larger."""
+
 _MAX_REASON = 200
 # "file '<_io.BytesIO object at 0x7f..>' is not a Word file": an address helps no operator
 _OBJECT_REPR = re.compile(r"\s*'?<[\w.]+ object at 0x[0-9a-fA-F]+>'?")
