@@ -330,6 +330,20 @@ def test_every_instance_active_on_every_executor_host(deployment: Deployment) ->
             assert state.stdout.strip() == "active", f"{host} ragfleet-executor@{n}: {state.stdout}"
 
 
+def test_the_oom_killer_takes_an_executor_before_redis_or_mariadb(deployment: Deployment) -> None:
+    """The running processes' own oom_score_adj, as the kernel reads it."""
+    converged(deployment)
+    unit = "ragfleet-executor@1"
+    pid = unit_property(deployment, "exec1", unit, "MainPID")
+    score = deployment.ssh("exec1", f"cat /proc/{pid}/oom_score_adj").stdout.strip()
+    assert score == "500"
+    for group, service in (("redis", "redis-server"), ("mysql", "mariadb")):
+        host = deployment.group(group)[0]
+        pid = unit_property(deployment, host, service, "MainPID")
+        score = deployment.ssh(host, f"cat /proc/{pid}/oom_score_adj").stdout.strip()
+        assert int(score) < 500, f"{service} on {host}: {score}"
+
+
 def test_status_lists_every_instance_alive(deployment: Deployment) -> None:
     expected = {
         f"task_executor_{host}_{n}"
