@@ -56,7 +56,7 @@ def build_worker(
     store, unavailable = open_task_store(settings.database)
     store.database.close()  # this thread's connection; the worker's threads open their own
     broker = Broker(connect(settings.redis), consumer)
-    check_redis_access(broker, settings)
+    queues_lost = check_redis_access(broker, settings)
     worker = Worker(
         settings,
         instance,
@@ -68,20 +68,22 @@ def build_worker(
     )
     if unavailable is not None:  # no fetching until it answers
         worker.db_outage.failed(unavailable)
+    if queues_lost:
+        worker.note_queues_lost()
     return worker
 
 
-def check_redis_access(broker: Broker, settings: Settings) -> None:
-    """Create the consumer groups once before the worker starts: Redis refusing our login
-    or commands is a SettingsError (exit 2, no restart); Redis down, loading or refusing
-    writes is left to the worker, which waits for it."""
+def check_redis_access(broker: Broker, settings: Settings) -> bool:
+    """Create the consumer groups once before the worker starts; whether one was missing.
+    Redis refusing our login or commands is a SettingsError (exit 2, no restart); Redis
+    down, loading or refusing writes is left to the worker, which waits for it."""
     try:
-        broker.ensure_groups()
+        return bool(broker.ensure_groups())
     except REDIS_DENIED as exc:
         where = redis_location(settings.redis)
         raise SettingsError(f"cannot use Redis ({where}): {exc}") from exc
     except REDIS_REFUSED:
-        pass
+        return False
 
 
 def run_executor(settings: Settings, instance: int) -> int:

@@ -131,14 +131,26 @@ class Broker:
 
     # -- setup -------------------------------------------------------------------------------
 
-    def ensure_groups(self) -> None:
-        """Create each stream's consumer group if missing (also after Redis lost its data)."""
+    def ensure_groups(self) -> list[str]:
+        """Create each stream's consumer group if missing (also after Redis lost its data);
+        returns the queues whose group had to be created."""
+        created = []
         for queue in self.queues:
             try:
                 self.client.xgroup_create(queue, wire.GROUP, id="0", mkstream=True)
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+            else:
+                created.append(queue)
+        return created
+
+    def take_requeue_turn(self) -> bool:
+        """Take the fleet's turn to re-enqueue lost tasks, if free (held a minute at most)."""
+        return bool(self.client.set(wire.REQUEUE_LOCK, self.consumer, nx=True, ex=60))
+
+    def give_back_requeue_turn(self) -> None:
+        self.client.eval(_RELEASE_LOCK, 1, wire.REQUEUE_LOCK, self.consumer)
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -37,10 +37,16 @@ from .broker import (
     refuses_writes,
 )
 from .db import TASK_STATES, DatabaseUnavailable, TaskStore, open_task_store, task_state
-from .fleet import dead_letters, fleet_status, requeue_dead_letter
+from .fleet import (
+    dead_letters,
+    fleet_status,
+    requeue_dead_letter,
+    requeue_lost,
+    tasks_in_no_queue,
+)
 from .ingest.docstore import DocStoreUnavailable
 from .ingest.storage import StorageUnavailable
-from .producer import enqueue, queued_task_ids, task_message
+from .producer import enqueue, task_message
 from .settings import Settings, SettingsError, load_settings
 
 EXIT_NO, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 1, 2, 3, 4
@@ -493,16 +499,14 @@ def reconcile(env: Env, check: bool) -> None:
 
     Idempotent: a task already in a stream is left alone.
     """
-    unfinished = env.store.unfinished_tasks()
-    queued = queued_task_ids(env.redis)
-    missing = [t for t in unfinished if t["id"] not in queued]
     if check:
-        click.echo(f"ragfleet: {len(missing)} of {len(unfinished)} unfinished tasks in no queue")
+        missing, unfinished = tasks_in_no_queue(env.redis, env.store)
+        click.echo(f"ragfleet: {len(missing)} of {unfinished} unfinished tasks in no queue")
         sys.exit(EXIT_NO if missing else 0)
-    enqueue(env.redis, (task_message(t) for t in missing))
+    requeued, unfinished = requeue_lost(env.redis, env.store)
     click.echo(
-        f"ragfleet: re-enqueued {len(missing)} of {len(unfinished)} unfinished tasks "
-        f"({len(unfinished) - len(missing)} already queued)"
+        f"ragfleet: re-enqueued {requeued} of {unfinished} unfinished tasks "
+        f"({unfinished - requeued} already queued)"
     )
 
 

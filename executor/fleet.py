@@ -1,9 +1,11 @@
-"""Operator views of the fleet in Redis: executors' heartbeats and the dead-letter stream."""
+"""Operator views of the fleet in Redis: executors' heartbeats, the dead-letter stream, and
+unfinished tasks that no queue holds."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Set
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +13,7 @@ import redis
 
 from . import wire
 from .db import TaskStore
-from .producer import enqueue, scan_stream, task_message
+from .producer import enqueue, queued_task_ids, scan_stream, task_message
 
 
 def latest_heartbeat(client: redis.Redis, name: str) -> tuple[float, dict[str, Any]] | None:
@@ -67,3 +69,38 @@ def requeue_dead_letter(client: redis.Redis, store: TaskStore, entry: dict[str, 
     if task is not None:
         enqueue(client, [task_message(task)])
     client.xdel(wire.DEAD_LETTER_STREAM, entry["dlq_id"])
+
+
+def tasks_in_no_queue(client: redis.Redis, store: TaskStore) -> tuple[list[dict], int]:
+    """Unfinished tasks (by the database) that no queue stream holds, and how many tasks
+    are unfinished in all."""
+    unfinished = store.unfinished_tasks()
+    queued = queued_task_ids(client)
+    return [t for t in unfinished if t["id"] not in queued], len(unfinished)
+
+
+def requeue_lost(
+    client: redis.Redis,
+    store: TaskStore,
+    created_before_ms: int | None = None,
+    running: Set[str] = frozenset(),
+) -> tuple[int, int]:
+    """Re-enqueue the unfinished tasks that no queue holds (Redis lost its data), except
+    *running* ones and, if given, those recorded since *created_before_ms*; returns how
+    many, and how many tasks are unfinished. Idempotent: a task already in a stream is
+    left alone."""
+    missing, unfinished = tasks_in_no_queue(client, store)
+    missing = [
+        t
+        for t in missing
+        if t["id"] not in running
+        and (created_before_ms is None or (t["create_time"] or 0) < created_before_ms)
+    ]
+    enqueue(client, (task_message(t) for t in missing))
+    return len(missing), unfinished
+
+
+def running_task_ids(client: redis.Redis, timeout: float) -> set[str]:
+    """The tasks that live executors (a heartbeat within *timeout*) say they are running."""
+    rows = fleet_status(client, timeout)
+    return {task_id for row in rows if row["state"] == "alive" for task_id in row["current"]}

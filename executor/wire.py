@@ -17,6 +17,9 @@ GROUP = "rag_flow_svr_task_broker"
 EXECUTORS_SET = "TASKEXE"
 CLEANUP_LOCK = "clean_task_executor"
 CLEANUP_LOCK_TTL = 60
+REQUEUE_LOCK = "ragfleet_requeue_lost"
+"""Held by an executor while it re-enqueues the unfinished tasks of queues Redis lost, so
+that two never do it at once (see Worker._requeue_lost)."""
 HEARTBEAT_RETENTION = 30 * 60
 """Heartbeats older than this are trimmed from an executor's sorted set (upstream: 30 min)."""
 CANCEL_TTL = 60 * 60

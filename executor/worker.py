@@ -35,6 +35,7 @@ import trio
 from . import wire
 from .broker import REDIS_REFUSED, REDIS_UNAVAILABLE, Broker, Delivery, refuses_writes
 from .db import CANCELLED_MESSAGE, DatabaseUnavailable, TaskStore
+from .fleet import requeue_lost, running_task_ids
 from .handlers import HandlerRegistry, SettledHook, TaskContext, TaskInputError
 from .memtrace import MemoryTracer
 from .metrics import Metrics, serve_metrics
@@ -47,6 +48,13 @@ T = TypeVar("T")
 
 CANCEL_POLL_SECONDS = 0.2
 """How often running tasks' cancel flags are checked: cancellation lands within ~0.3 s."""
+REQUEUE_GRACE = 5.0
+"""Seconds a producer may take between recording a task and enqueuing it: the tasks
+recorded before Redis lost its queues are re-enqueued no sooner than this after the loss
+is seen (and no sooner than 1.5 heartbeats, so that every live executor has said again
+which tasks it runs)."""
+REQUEUE_TURN_WAIT = 10.0
+"""Seconds to wait for another executor's re-enqueue pass to end before giving up."""
 IDLE_BLOCK_MS = 1000
 """XREADGROUP BLOCK when idle: a new entry wakes the read at once, so this bounds only how
 long a stop waits for the read to return."""
@@ -115,6 +123,8 @@ class Worker:
         self._fetch_scope = trio.CancelScope()
         self._drain_scope = trio.CancelScope()
         self._tasks: trio.Nursery | None = None
+        self._services: trio.Nursery | None = None
+        self._queues_lost_at: int | None = None  # ms; set when Redis had no groups
         self._last_beat = time.monotonic()
         c = self.config
         self._reclaim_period = max(0.5, min(c.heartbeat_interval, c.reclaim_idle / 2))
@@ -129,6 +139,9 @@ class Worker:
         """Run until stopped (SIGTERM/SIGINT or :meth:`stop`), then drain and return."""
         await self._connect()
         async with trio.open_nursery() as services:
+            self._services = services
+            if self._queues_lost_at is not None:
+                services.start_soon(self._requeue_lost, self._queues_lost_at)
             await services.start(self._signals)  # handlers in place before READY is sent
             services.start_soon(self._heartbeats)
             services.start_soon(self._cancel_watcher)
@@ -190,7 +203,8 @@ class Worker:
         """Create the consumer groups, waiting for Redis if it is not up yet."""
         while True:
             try:
-                await self._redis(self.broker.ensure_groups)
+                if await self._redis(self.broker.ensure_groups):
+                    self.note_queues_lost()
                 self._after_crash = not await self._redis(self.broker.take_clean_stop)
                 self.ip_address = await trio.to_thread.run_sync(self._local_address)
                 return
@@ -379,21 +393,67 @@ class Worker:
             await trio.sleep(self.dep_outage.until_retry())
         while self.redis_outage.down:
             try:
-                await self._redis(self.broker.ensure_groups)
+                created = await self._redis(self.broker.ensure_groups)
             except REDIS_REFUSED as exc:  # MISCONF, say
                 await trio.sleep(self.redis_outage.failed(exc))
             else:
                 self.redis_outage.recovered()
                 self._replay = True
+                if created:  # it came back without its data
+                    self.note_queues_lost()
+
+    def note_queues_lost(self) -> None:
+        """Redis had no consumer group: it lost its data (a restart without persistence, a
+        FLUSHALL) or is new. The groups are back; the tasks it held are re-enqueued from
+        the database once producers have had REQUEUE_GRACE seconds to enqueue what they
+        were recording (by one executor of the fleet: see _requeue_lost)."""
+        self._queues_lost_at = int(time.time() * 1000)
+        self.log.warning(
+            "Redis had no consumer groups (it lost its data, or is new): created them; "
+            "unfinished tasks that no queue holds are re-enqueued in %.0f s",
+            self._requeue_delay(),
+        )
+        if self._services is not None:
+            self._services.start_soon(self._requeue_lost, self._queues_lost_at)
+
+    def _requeue_delay(self) -> float:
+        return max(REQUEUE_GRACE, 1.5 * self.config.heartbeat_interval)
+
+    async def _requeue_lost(self, lost_at_ms: int) -> None:
+        """Re-enqueue the unfinished tasks recorded before *lost_at_ms* that no queue holds
+        and no live executor runs. Each executor that saw the loss makes this pass, one at
+        a time (the later ones find nothing left to do)."""
+        await trio.sleep(self._requeue_delay())
+        try:
+            counts = await self._db(self._requeue_in_turn, lost_at_ms)
+        except (DatabaseUnavailable, TimeoutError, *REDIS_REFUSED) as exc:
+            self.log.error(
+                "could not re-enqueue the tasks Redis lost (%s): run `ragfleet reconcile`", exc
+            )
+            return
+        self.log.warning("re-enqueued %d of %d unfinished tasks that no queue held", *counts)
+
+    def _requeue_in_turn(self, lost_at_ms: int) -> tuple[int, int]:
+        """In a thread: requeue_lost, in the fleet's turn (two passes at once could both
+        find a task missing and enqueue it twice)."""
+        deadline = time.monotonic() + REQUEUE_TURN_WAIT
+        while not self.broker.take_requeue_turn():
+            if time.monotonic() > deadline:
+                raise TimeoutError("another executor kept the turn to re-enqueue")
+            time.sleep(0.2)  # a worker thread, not the event loop
+        try:
+            client = self.broker.client
+            running = running_task_ids(client, self.config.worker_heartbeat_timeout)
+            return requeue_lost(client, self.store, lost_at_ms, running)
+        finally:
+            self.broker.give_back_requeue_turn()
 
     async def _recover_from(self, exc: redis.ResponseError) -> None:
         if refuses_writes(exc):
             self.redis_outage.failed(exc)  # the next round probes until it takes writes
-        elif "NOGROUP" in str(exc):
-            # Redis lost its data (no persistence, or a new server): recreate the groups;
-            # `ragfleet reconcile` re-enqueues what the database says is unfinished.
-            self.log.error("consumer group missing (Redis lost its data?): recreating it")
-            await self._redis(self.broker.ensure_groups)
+        elif "NOGROUP" in str(exc):  # Redis lost its data under us (FLUSHALL, say)
+            if await self._redis(self.broker.ensure_groups):
+                self.note_queues_lost()
         else:  # NOPERM (an ACL changed under us), say: the operator's to fix; logged once
             await self.refused_reads.back_off(exc)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
+import shutil
 import signal
 import time
 from datetime import timedelta
@@ -322,6 +324,65 @@ def test_redis_losing_its_data_is_repaired_by_reconcile(fleet):
     assert fleet.cli("reconcile", "--check").returncode == 0
     fleet.start()
     assert [r["progress"] for r in fleet.wait_done(ids)] == [1] * 5
+
+
+def _restart_without_its_data(server) -> None:
+    server.stop()
+    shutil.rmtree(server.workdir / "appendonlydir", ignore_errors=True)
+    server.start()
+
+
+# Ways Redis loses its queues: under a running worker, or before one starts.
+LOSING_THE_QUEUES = {
+    "FLUSHALL under a running worker": lambda fleet, server: fleet.redis.flushall(),
+    "restarted without its data": lambda fleet, server: _restart_without_its_data(server),
+}
+
+
+@pytest.mark.parametrize("loss", LOSING_THE_QUEUES)
+def test_redis_losing_its_queues_is_repaired_by_the_executors(make_fleet, redis_server, loss):
+    """Redis comes back without its data (no persistence, a FLUSHALL): the executors see
+    their consumer groups gone, recreate them and, a grace period later, re-enqueue what
+    the database says is unfinished and no live executor runs. No operator step, no task
+    lost, none run twice."""
+    fleet = make_fleet(max_concurrent_tasks=2)
+    workers = [fleet.start(instance=1), fleet.start(instance=2)]
+    ids = fleet.submit("sleep", count=30, seconds=0.2)
+    wait_for(lambda: sum(fleet.task(i)["progress"] == 1 for i in ids) >= 4, 20, "some progress")
+    LOSING_THE_QUEUES[loss](fleet, redis_server)
+    rows = fleet.wait_done(ids, timeout=60)
+    assert [r["progress"] for r in rows] == [1] * 30
+    passes = "\n".join(w.log for w in workers)
+    assert re.search(r"re-enqueued [1-9]\d* of \d+ unfinished tasks that no queue held", passes)
+    assert all(r["progress_msg"].count("Task has been received.") == 1 for r in rows), [
+        r["progress_msg"] for r in rows
+    ]
+    for worker in workers:
+        assert worker.process.poll() is None
+
+
+def test_a_task_running_when_redis_loses_its_queues_is_not_run_again(fleet):
+    """Its entry is gone with the rest, but its executor's heartbeat says it runs it: the
+    re-enqueue pass leaves it alone, and it finishes once."""
+    worker = fleet.start()
+    (task_id,) = fleet.submit("sleep", seconds=8, steps=8)
+    started(fleet, task_id)
+    fleet.redis.flushall()
+    worker.wait_log("re-enqueued 0 of 1 unfinished tasks that no queue held", timeout=20)
+    row = fleet.wait_done([task_id], timeout=20)[0]
+    assert row["progress"] == 1
+    assert row["progress_msg"].count("Task has been received.") == 1
+    assert fleet.redis.xlen(wire.queue_name(0)) == 0
+
+
+def test_an_executor_started_on_an_empty_redis_enqueues_the_unfinished_tasks(fleet):
+    """A new Redis (or one that lost its data while no executor ran) and a database with
+    unfinished tasks: the first executor to start enqueues them."""
+    ids = fleet.submit("noop", count=5)
+    fleet.redis.flushall()
+    worker = fleet.start()
+    assert [r["progress"] for r in fleet.wait_done(ids, timeout=20)] == [1] * 5
+    assert "re-enqueued 5 of 5 unfinished tasks that no queue held" in worker.log
 
 
 OUTAGE_SECONDS = {"mariadb": 20, "postgres": 10}
