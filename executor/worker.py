@@ -405,8 +405,7 @@ class Worker:
     def note_queues_lost(self) -> None:
         """Redis had no consumer group: it lost its data (a restart without persistence, a
         FLUSHALL) or is new. The groups are back; the tasks it held are re-enqueued from
-        the database once producers have had REQUEUE_GRACE seconds to enqueue what they
-        were recording (by one executor of the fleet: see _requeue_lost)."""
+        the database after a grace period (see _requeue_lost)."""
         self._queues_lost_at = int(time.time() * 1000)
         self.log.warning(
             "Redis had no consumer groups (it lost its data, or is new): created them; "
@@ -426,9 +425,11 @@ class Worker:
         await trio.sleep(self._requeue_delay())
         try:
             counts = await self._db(self._requeue_in_turn, lost_at_ms)
-        except (DatabaseUnavailable, TimeoutError, *REDIS_REFUSED) as exc:
+        except Exception as exc:  # an outage, or worse: the worker goes on either way
             self.log.error(
-                "could not re-enqueue the tasks Redis lost (%s): run `ragfleet reconcile`", exc
+                "could not re-enqueue the tasks Redis lost (%s): run `ragfleet reconcile`",
+                exc,
+                exc_info=not isinstance(exc, (DatabaseUnavailable, TimeoutError, *REDIS_REFUSED)),
             )
             return
         self.log.warning("re-enqueued %d of %d unfinished tasks that no queue held", *counts)
