@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import trio
 
@@ -19,15 +20,34 @@ class Outage:
     ``failed()`` logs only the first failure of an outage and returns the back-off delay;
     ``recovered()`` logs the end of the outage with its length. Nothing here marks a task
     failed: an outage is the infrastructure's problem, not the task's.
+
+    A dependency that comes and goes (a failover flapping, a disk full for some writes and
+    not others) would log both lines at every turn and, with the back-off starting over
+    each time, be retried at the shortest pace. A failure within *settle* seconds of the
+    last recovery is therefore a relapse of the same outage: its back-off goes on growing,
+    the first relapse is logged, the next ones are not, and the end is logged once the
+    dependency has held for *settle* seconds (seen at the first ``recovered()`` after that).
     """
 
-    def __init__(self, name: str, log: logging.Logger, first: float = 0.2, cap: float = 5.0):
+    def __init__(
+        self,
+        name: str,
+        log: logging.Logger,
+        first: float = 0.2,
+        cap: float = 5.0,
+        settle: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.name = name
         self.log = log
         self.first = first
         self.cap = cap
+        self.settle = settle
         self.errors = 0
-        self._since: float | None = None
+        self._clock = clock
+        self._since: float | None = None  # the current outage began
+        self._up_at: float | None = None  # the last outage ended
+        self._relapses = 0  # since the last outage whose end was logged
         self._delay = first
         self.retry_at = 0.0  # monotonic time before which a retry is pointless
 
@@ -37,29 +57,62 @@ class Outage:
 
     def failed(self, exc: BaseException) -> float:
         self.errors += 1
-        if self._since is None:
-            self._since = time.monotonic()
+        now = self._clock()
+        if self._since is not None:
+            self._delay = min(self.cap, self._delay * 2)
+        elif self._up_at is not None and now - self._up_at < self.settle:
+            self._relapse(exc, now - self._up_at)
+            self._since = now
+        else:
+            self._log_held(now)  # if the end of a relapsing outage went unlogged
             self._delay = self.first
             self.log.warning("%s unavailable: %s; retrying until it is back", self.name, exc)
-        else:
-            self._delay = min(self.cap, self._delay * 2)
-        self.retry_at = time.monotonic() + self._delay
+            self._since = now
+        self.retry_at = now + self._delay
         return self._delay
+
+    def _relapse(self, exc: BaseException, up_for: float) -> None:
+        self._relapses += 1
+        self._delay = min(self.cap, self._delay * 2)
+        if self._relapses == 1:
+            self.log.warning(
+                "%s unavailable again %.1f s after it came back: %s; it comes and goes: "
+                "logged again once it has held for %.0f s",
+                self.name,
+                up_for,
+                exc,
+                self.settle,
+            )
 
     def holds(self) -> bool:
         """Whether work that needs the dependency should wait: it is down and the back-off
         before the next try has not run out."""
-        return self.down and time.monotonic() < self.retry_at
+        return self.down and self._clock() < self.retry_at
 
     def until_retry(self) -> float:
         """Seconds until the next try is due (0 if it is)."""
-        return max(0.0, self.retry_at - time.monotonic())
+        return max(0.0, self.retry_at - self._clock())
 
     def recovered(self) -> None:
+        now = self._clock()
         if self._since is not None:
-            lasted = time.monotonic() - self._since
-            self.log.warning("%s available again after %.1f s", self.name, lasted)
+            if not self._relapses:
+                self.log.warning("%s available again after %.1f s", self.name, now - self._since)
             self._since = None
+            self._up_at = now
+        elif self._up_at is not None and now - self._up_at >= self.settle:
+            self._log_held(now)
+
+    def _log_held(self, now: float) -> None:
+        """Log the end of a relapsing outage (its recoveries were not logged), if any."""
+        if self._relapses and self._up_at is not None:
+            self.log.warning(
+                "%s available again: it has held for %.0f s, after %d relapses",
+                self.name,
+                now - self._up_at,
+                self._relapses,
+            )
+        self._relapses = 0
 
     async def back_off(self, exc: BaseException) -> None:
         await trio.sleep(self.failed(exc))

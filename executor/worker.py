@@ -102,12 +102,14 @@ class Worker:
         self.notifier = notifier or Notifier.from_environ({})
         self.metrics_port = metrics_port
         self.log = log or logging.getLogger(f"ragfleet.{self.name}")
-        self.redis_outage = Outage("Redis", self.log)
-        self.db_outage = Outage("database", self.log)
+        # An outage is over once the dependency has held for two heartbeats (see Outage).
+        settle = 2 * self.config.heartbeat_interval
+        self.redis_outage = Outage("Redis", self.log, settle=settle)
+        self.db_outage = Outage("database", self.log, settle=settle)
         # Services only some tasks need (document store, embedding endpoint): nothing to
         # probe, so tasks are retried after a back-off until one gets through.
-        self.dep_outage = Outage("a task dependency", self.log, cap=30.0)
-        self.refused_reads = Outage("Redis reads", self.log, first=1.0, cap=30.0)
+        self.dep_outage = Outage("a task dependency", self.log, cap=30.0, settle=settle)
+        self.refused_reads = Outage("Redis reads", self.log, first=1.0, cap=30.0, settle=settle)
         self.counters = Counters()
         self.boot_at = wire.iso_now()
         self.pid = os.getpid()
@@ -392,10 +394,12 @@ class Worker:
         while self.dep_outage.holds():
             await trio.sleep(self.dep_outage.until_retry())
         while self.redis_outage.down:
+            # Paced also when the probe answers and the fetch after it fails (a relapse).
+            await trio.sleep(self.redis_outage.until_retry())
             try:
                 created = await self._redis(self.broker.ensure_groups)
             except REDIS_REFUSED as exc:  # MISCONF, say
-                await trio.sleep(self.redis_outage.failed(exc))
+                self.redis_outage.failed(exc)
             else:
                 self.redis_outage.recovered()
                 self._replay = True

@@ -450,6 +450,37 @@ def test_a_database_refusing_writes_pauses_and_loses_no_task(sql_fleet):
     assert fleet.redis.xlen(wire.DEAD_LETTER_STREAM) == 0
 
 
+def test_a_database_that_comes_and_goes_is_logged_as_one_outage(sql_fleet):
+    """A failover flapping (read-only for 0.6 s, then writable for 1.5 s, four times): a
+    relapse soon after the outage ended is the same outage, so the log says it once and
+    that it comes and goes (it was two lines at every turn), and the back-off keeps
+    growing across the turns; no task fails."""
+    fleet = sql_fleet.fleet
+    worker = fleet.start()
+    ids = fleet.submit("sleep", count=60, seconds=0.2)
+    wait_for(lambda: sum(fleet.task(i)["progress"] == 1 for i in ids) >= 2, 20, "some progress")
+    try:
+        for _ in range(4):
+            sql_fleet.read_only(True)
+            time.sleep(0.6)
+            sql_fleet.read_only(False)
+            time.sleep(1.5)
+    finally:
+        sql_fleet.read_only(False)
+    rows = fleet.wait_done(ids, timeout=60)
+    assert [r["progress"] for r in rows] == [1] * 60, [r["progress_msg"] for r in rows]
+
+    def outage_lines() -> list[str]:
+        said = ("database unavailable", "database available again")
+        return [line for line in worker.log.splitlines() if any(s in line for s in said)]
+
+    # The end is logged once the database has held for two heartbeats (1 s in these tests).
+    wait_for(lambda: "available again" in outage_lines()[-1], 10, "the end of the outage")
+    assert len(outage_lines()) <= 4, outage_lines()  # it was two lines at every turn
+    assert worker.log.count("database unavailable") <= 2, worker.log[-4000:]
+    assert "set aside" not in worker.log
+
+
 def test_a_restart_during_a_long_outage_dead_letters_nothing(sql_fleet):
     """Every retry during an outage is a delivery in Redis. A worker restarted while the
     outage lasts must still know those were the outage's, not the tasks' (it dead-lettered
