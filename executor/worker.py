@@ -120,7 +120,7 @@ class Worker:
         self._outage_deliveries: dict[str, int] = {}  # redeliveries caused by outages
         self._replay = True  # replay own unacked entries before reading new ones
         self._after_crash = False  # the last run died holding entries: replay them alone
-        self._alone: set[str] = set()  # entries running alone (suspects), by entry id
+        self._alone: set[str] = set()  # entries fetched to run alone, not settled (suspects)
         self._slots = trio.Semaphore(self.config.max_concurrent_tasks)
         self._fetch_scope = trio.CancelScope()
         self._drain_scope = trio.CancelScope()
@@ -269,6 +269,7 @@ class Worker:
                 self.db_outage.recovered()
             if alone and batch:
                 (delivery,) = batch
+                self._alone.add(delivery.entry_id)  # from now: a stop writes no clean mark
                 self._start_alone(delivery, await self._take_every_slot(slots))
                 continue
             for _ in range(len(batch) - slots):
@@ -368,7 +369,6 @@ class Worker:
         """Run *delivery* holding all *slots*: nothing else starts until it settles."""
         assert self._tasks is not None
         self._held[delivery.entry_id] = delivery
-        self._alone.add(delivery.entry_id)
         self._tasks.start_soon(self._settle, delivery, slots)
 
     async def _until_healthy(self) -> None:
