@@ -147,10 +147,18 @@ class Broker:
 
     def take_requeue_turn(self) -> bool:
         """Take the fleet's turn to re-enqueue lost tasks, if free (held a minute at most)."""
-        return bool(self.client.set(wire.REQUEUE_LOCK, self.consumer, nx=True, ex=60))
+        return self._take_lock(wire.REQUEUE_LOCK, 60)
 
     def give_back_requeue_turn(self) -> None:
-        self.client.eval(_RELEASE_LOCK, 1, wire.REQUEUE_LOCK, self.consumer)
+        self._release_lock(wire.REQUEUE_LOCK)
+
+    def _take_lock(self, key: str, ttl: int) -> bool:
+        """A fleet-wide lock held by this consumer, if free; it expires after *ttl* seconds."""
+        return bool(self.client.set(key, self.consumer, nx=True, ex=ttl))
+
+    def _release_lock(self, key: str) -> None:
+        """Release *key* if this consumer still holds it (it may have expired meanwhile)."""
+        self.client.eval(_RELEASE_LOCK, 1, key, self.consumer)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -345,7 +353,7 @@ class Broker:
         its tasks are reclaimed first, never dropped.
         """
         now = time.time() if now is None else now
-        if not self.client.set(wire.CLEANUP_LOCK, self.consumer, nx=True, ex=wire.CLEANUP_LOCK_TTL):
+        if not self._take_lock(wire.CLEANUP_LOCK, wire.CLEANUP_LOCK_TTL):
             return []
         removed = []
         try:
@@ -359,7 +367,7 @@ class Broker:
                 removed.append(member)
             self._delete_drained_consumers()
         finally:
-            self.client.eval(_RELEASE_LOCK, 1, wire.CLEANUP_LOCK, self.consumer)
+            self._release_lock(wire.CLEANUP_LOCK)
         return removed
 
     def _delete_drained_consumers(self) -> None:

@@ -87,7 +87,7 @@ def _errors_to_exit_codes(env: Env) -> Iterator[None]:
         where = redis_location(env.settings.redis)
         click.echo(f"ragfleet: Redis ({where}) refused: {redis_error_text(exc)}", err=True)
         sys.exit(EXIT_USAGE)
-    except (*REDIS_UNAVAILABLE, redis.ResponseError) as exc:
+    except REDIS_REFUSED as exc:
         if not isinstance(exc, REDIS_UNAVAILABLE) and not refuses_writes(exc):
             raise
         click.echo(f"ragfleet: Redis unavailable: {redis_error_text(exc)}", err=True)

@@ -137,8 +137,7 @@ def test_the_compiled_units_execstart_runs_an_executor(fleet, tmp_path):
 
 
 def _run_briefly(config) -> subprocess.CompletedProcess:
-    argv = [str(RAGFLEET), "--config", str(config), "run", "--instance", "1"]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    return _ragfleet(config, "run", "--instance", "1")
 
 
 @pytest.mark.parametrize(
