@@ -20,6 +20,7 @@ EXECUTOR_KEYS = (
     "reclaim_idle",
     "max_deliveries",
     "drain_timeout",
+    "lost_task_sweep",
     "state_dir",
     "log_level",
     "metrics_port_base",

@@ -286,6 +286,7 @@ SCHEMA: dict[str, Any] = {
             "reclaim_idle": _int(1, 300),
             "max_deliveries": _int(1, 3, 100),
             "drain_timeout": _int(0, 60, 3600),
+            "lost_task_sweep": _int(0, 600, 86400),
             "doc_engine": {"type": "string", "allowed": list(DOC_ENGINES), "default": "embedded"},
             "db_type": {"type": "string", "allowed": list(DB_TYPES), "default": "sqlite"},
             "storage": {"type": "string", "allowed": list(STORAGE_BACKENDS), "default": "local"},

@@ -125,6 +125,10 @@ def _topology_checks(doc: dict[str, Any], problem) -> Iterator[Problem]:
             yield problem("a role is listed twice", "hosts", index, "roles")
 
 
+MIN_SWEEP = 60
+"""Seconds: the shortest period between lost-task sweeps configc accepts."""
+
+
 def _timing_checks(executor: dict[str, Any], problem) -> Iterator[Problem]:
     beat = executor["heartbeat_interval"]
     if executor["worker_heartbeat_timeout"] <= 2 * beat:
@@ -140,6 +144,13 @@ def _timing_checks(executor: dict[str, Any], problem) -> Iterator[Problem]:
             "its running tasks' entries once per heartbeat, and must not lose them to a reclaim",
             "executor",
             "reclaim_idle",
+        )
+    if 0 < executor["lost_task_sweep"] < MIN_SWEEP:
+        yield problem(
+            f"must be 0 (off) or at least {MIN_SWEEP}: each sweep reads every unfinished "
+            "task and every queue entry",
+            "executor",
+            "lost_task_sweep",
         )
 
 

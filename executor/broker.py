@@ -152,6 +152,11 @@ class Broker:
     def give_back_requeue_turn(self) -> None:
         self._release_lock(wire.REQUEUE_LOCK)
 
+    def take_sweep_turn(self, period: int) -> bool:
+        """Whether this consumer is the fleet's to sweep for lost tasks now: no other has in
+        the last *period* seconds (the key is never released, only left to expire)."""
+        return self._take_lock(wire.SWEEP_LOCK, period)
+
     def _take_lock(self, key: str, ttl: int) -> bool:
         """A fleet-wide lock held by this consumer, if free; it expires after *ttl* seconds."""
         return bool(self.client.set(key, self.consumer, nx=True, ex=ttl))

@@ -38,10 +38,12 @@ from .broker import (
 )
 from .db import TASK_STATES, DatabaseUnavailable, TaskStore, open_task_store, task_state
 from .fleet import (
+    LostTaskFilter,
     dead_letters,
     fleet_status,
     requeue_dead_letter,
     requeue_lost,
+    running_task_ids,
     tasks_in_no_queue,
 )
 from .ingest.docstore import DocStoreUnavailable
@@ -293,8 +295,8 @@ def submit(
             except REDIS_REFUSED:
                 click.echo(
                     f"ragfleet: {len(created)} of {count} tasks queued; {len(batch)} more are "
-                    "recorded but not queued: `ragfleet reconcile` queues them once Redis "
-                    "takes them",
+                    "recorded but not queued: the executors' lost-task sweep queues them "
+                    "once Redis takes them (or `ragfleet reconcile`); do not submit them again",
                     err=True,
                 )
                 raise
@@ -335,8 +337,9 @@ def _submit_files(env: Env, files: list[Path], kb_name: str, quiet: bool) -> tup
                         click.echo(task_id)
     except REDIS_REFUSED:  # met enqueuing, after the recording
         click.echo(
-            f"ragfleet: {files[submitted + failed]}: recorded but not queued; "
-            "`ragfleet reconcile` queues its tasks once Redis takes them",
+            f"ragfleet: {files[submitted + failed]}: recorded but not queued; the executors' "
+            "lost-task sweep queues its tasks once Redis takes them (or `ragfleet reconcile`); "
+            "do not submit it again",
             err=True,
         )
         raise
@@ -497,16 +500,22 @@ def cancel(env: Env, task_ids: tuple[str, ...], doc_id: str | None) -> None:
 def reconcile(env: Env, check: bool) -> None:
     """Re-enqueue unfinished tasks that no queue holds (after Redis lost its data).
 
-    Idempotent: a task already in a stream is left alone.
+    Leaves alone the tasks a live executor's heartbeat says it runs (Redis lost their
+    entries while they ran; they finish where they are) and dead-lettered ones (`ragfleet
+    dlq`). The executors do the same by themselves: after they see Redis lose its queues,
+    and in their periodic sweep (executor.lost_task_sweep). Idempotent: a task already in
+    a stream is left alone.
     """
+    timeout = env.settings.executor.worker_heartbeat_timeout
+    lost = LostTaskFilter(running=running_task_ids(env.redis, timeout))
     if check:
-        missing, unfinished = tasks_in_no_queue(env.redis, env.store)
+        missing, unfinished = tasks_in_no_queue(env.redis, env.store, lost)
         click.echo(f"ragfleet: {len(missing)} of {unfinished} unfinished tasks in no queue")
         sys.exit(EXIT_NO if missing else 0)
-    requeued, unfinished = requeue_lost(env.redis, env.store)
+    requeued, unfinished = requeue_lost(env.redis, env.store, lost)
     click.echo(
-        f"ragfleet: re-enqueued {requeued} of {unfinished} unfinished tasks "
-        f"({unfinished - requeued} already queued)"
+        f"ragfleet: re-enqueued {len(requeued)} of {unfinished} unfinished tasks "
+        f"({unfinished - len(requeued)} queued, running or dead-lettered)"
     )
 
 

@@ -38,6 +38,10 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+_IDS_PER_QUERY = 500
+"""Ids bound into one IN (...) list: well under every engine's limit on parameters."""
+
+
 def stamp_fields(prefix: str) -> dict[str, Any]:
     return {f"{prefix}_time": int(time.time() * 1000), f"{prefix}_date": datetime.now()}
 
@@ -338,9 +342,26 @@ class TaskStore:
         rows = [r for r in rows if state is None or task_state(r) == state]
         return rows[:limit]
 
-    def unfinished_tasks(self) -> list[dict[str, Any]]:
-        """Tasks a queue still owes work: progress in [0, 1)."""
-        query = self.Task.select().where((self.Task.progress >= 0) & (self.Task.progress < 1))
+    def unfinished_tasks(self, among: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Tasks a queue still owes work (progress in [0, 1)), oldest first; if given, only
+        those *among* these ids."""
+        if among is None:
+            return self._unfinished(self.Task.select())
+        ids = list(among)
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            batch = ids[start : start + _IDS_PER_QUERY]
+            rows += self._unfinished(self.Task.select().where(self.Task.id.in_(batch)))
+        return sorted(rows, key=lambda row: row["create_time"] or 0)
+
+    def unfinished_task_stamps(self) -> list[dict[str, Any]]:
+        """Id, create_time and update_time of every unfinished task: what a sweep needs to
+        pick candidates without loading every row's progress log."""
+        task = self.Task
+        return self._unfinished(task.select(task.id, task.create_time, task.update_time))
+
+    def _unfinished(self, query: pw.ModelSelect) -> list[dict[str, Any]]:
+        query = query.where((self.Task.progress >= 0) & (self.Task.progress < 1))
         with self.session():
             return list(query.order_by(self.Task.create_time).dicts())
 

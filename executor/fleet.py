@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Set
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -71,33 +72,57 @@ def requeue_dead_letter(client: redis.Redis, store: TaskStore, entry: dict[str, 
     client.xdel(wire.DEAD_LETTER_STREAM, entry["dlq_id"])
 
 
-def tasks_in_no_queue(client: redis.Redis, store: TaskStore) -> tuple[list[dict], int]:
-    """Unfinished tasks (by the database) that no queue stream holds, and how many tasks
-    are unfinished in all."""
-    unfinished = store.unfinished_tasks()
-    queued = queued_task_ids(client)
-    return [t for t in unfinished if t["id"] not in queued], len(unfinished)
+@dataclass(frozen=True)
+class LostTaskFilter:
+    """Which unfinished tasks that no queue holds are lost, beyond that.
+
+    *running*: ids a live executor's heartbeat names (Redis lost their entries while they
+    ran: they finish where they are). *created_before_ms*: only tasks recorded before then
+    (a producer records a task, then enqueues it). *unchanged_since_ms*: only tasks whose
+    row has not changed since then (a task just recorded or reset is about to be enqueued).
+    """
+
+    running: Set[str] = frozenset()
+    created_before_ms: int | None = None
+    unchanged_since_ms: int | None = None
+
+    def keeps(self, row: dict[str, Any]) -> bool:
+        if row["id"] in self.running:
+            return False
+        if (
+            self.created_before_ms is not None
+            and (row["create_time"] or 0) >= self.created_before_ms
+        ):
+            return False
+        changed = row["update_time"] or row["create_time"] or 0
+        return self.unchanged_since_ms is None or changed < self.unchanged_since_ms
+
+
+def tasks_in_no_queue(
+    client: redis.Redis, store: TaskStore, lost: LostTaskFilter = LostTaskFilter()
+) -> tuple[list[dict], int]:
+    """Unfinished tasks (by the database) that no queue stream and no dead-letter entry
+    holds and *lost* keeps, and how many tasks are unfinished in all.
+
+    A dead-lettered task the database still calls unfinished (its failure could not be
+    written) is the operator's: `ragfleet dlq retry` puts it back.
+    """
+    stamps = store.unfinished_task_stamps()
+    held = queued_task_ids(client) | {entry["task_id"] for entry in dead_letters(client)}
+    candidates = [row["id"] for row in stamps if row["id"] not in held and lost.keeps(row)]
+    # Read again: a task that finished (its entry deleted) between the two reads is not lost.
+    missing = [row for row in store.unfinished_tasks(among=candidates) if lost.keeps(row)]
+    return missing, len(stamps)
 
 
 def requeue_lost(
-    client: redis.Redis,
-    store: TaskStore,
-    created_before_ms: int | None = None,
-    running: Set[str] = frozenset(),
-) -> tuple[int, int]:
-    """Re-enqueue the unfinished tasks that no queue holds (Redis lost its data), except
-    *running* ones and, if given, those recorded since *created_before_ms*; returns how
-    many, and how many tasks are unfinished. Idempotent: a task already in a stream is
-    left alone."""
-    missing, unfinished = tasks_in_no_queue(client, store)
-    missing = [
-        t
-        for t in missing
-        if t["id"] not in running
-        and (created_before_ms is None or (t["create_time"] or 0) < created_before_ms)
-    ]
+    client: redis.Redis, store: TaskStore, lost: LostTaskFilter = LostTaskFilter()
+) -> tuple[list[str], int]:
+    """Re-enqueue the tasks :func:`tasks_in_no_queue` finds; returns their ids, and how many
+    tasks are unfinished. Idempotent: a task already in a stream is left alone."""
+    missing, unfinished = tasks_in_no_queue(client, store, lost)
     enqueue(client, (task_message(t) for t in missing))
-    return len(missing), unfinished
+    return [t["id"] for t in missing], unfinished
 
 
 def running_task_ids(client: redis.Redis, timeout: float) -> set[str]:

@@ -99,6 +99,7 @@ class ExecutorSettings:
     reclaim_idle: float = 300
     max_deliveries: int = 3
     drain_timeout: float = 60
+    lost_task_sweep: int = 600
     state_dir: str = "/var/lib/ragfleet"
     log_level: str = "INFO"
     metrics_port_base: int = 9470

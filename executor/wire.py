@@ -18,8 +18,11 @@ EXECUTORS_SET = "TASKEXE"
 CLEANUP_LOCK = "clean_task_executor"
 CLEANUP_LOCK_TTL = 60
 REQUEUE_LOCK = "ragfleet_requeue_lost"
-"""Held by an executor while it re-enqueues the unfinished tasks of queues Redis lost, so
-that two never do it at once (see Worker._requeue_lost)."""
+"""Held by an executor while it re-enqueues unfinished tasks that no queue holds, so that
+two never do it at once (see executor.lost_tasks)."""
+SWEEP_LOCK = "ragfleet_lost_task_sweep"
+"""Set, to expire after ``lost_task_sweep`` seconds, by the executor that sweeps for lost
+tasks: the others skip their sweep while it exists."""
 HEARTBEAT_RETENTION = 30 * 60
 """Heartbeats older than this are trimmed from an executor's sorted set (upstream: 30 min)."""
 CANCEL_TTL = 60 * 60

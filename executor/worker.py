@@ -2,7 +2,8 @@
 
 Structure (all in :meth:`Worker.run`)::
 
-    services nursery: signals, heartbeats, cancel watcher, watchdog, metrics endpoint
+    services nursery: signals, heartbeats, cancel watcher, watchdog, metrics endpoint,
+                      lost-task passes (executor.lost_tasks)
     └── drain scope (deadline set on SIGTERM)
         └── tasks nursery: one child per running task, at most max_concurrent_tasks
             └── fetch scope (cancelled on SIGTERM): the collector, which replays this
@@ -35,8 +36,8 @@ import trio
 from . import wire
 from .broker import REDIS_REFUSED, REDIS_UNAVAILABLE, Broker, Delivery, refuses_writes
 from .db import CANCELLED_MESSAGE, DatabaseUnavailable, TaskStore
-from .fleet import requeue_lost, running_task_ids
 from .handlers import HandlerRegistry, SettledHook, TaskContext, TaskInputError
+from .lost_tasks import LostTasks
 from .memtrace import MemoryTracer
 from .metrics import Metrics, serve_metrics
 from .outage import DependencyUnavailable, Outage
@@ -48,13 +49,6 @@ T = TypeVar("T")
 
 CANCEL_POLL_SECONDS = 0.2
 """How often running tasks' cancel flags are checked: cancellation lands within ~0.3 s."""
-REQUEUE_GRACE = 5.0
-"""Seconds a producer may take between recording a task and enqueuing it: the tasks
-recorded before Redis lost its queues are re-enqueued no sooner than this after the loss
-is seen (and no sooner than 1.5 heartbeats, so that every live executor has said again
-which tasks it runs)."""
-REQUEUE_TURN_WAIT = 10.0
-"""Seconds to wait for another executor's re-enqueue pass to end before giving up."""
 IDLE_BLOCK_MS = 1000
 """XREADGROUP BLOCK when idle: a new entry wakes the read at once, so this bounds only how
 long a stop waits for the read to return."""
@@ -134,6 +128,7 @@ class Worker:
         self.memory = MemoryTracer(Path(self.config.state_dir) / "tracemalloc", self.log)
         self.metrics = Metrics()
         self._define_metrics()
+        self.lost_tasks = LostTasks(self.broker, self.store, c, self.log, self.m_requeued.inc)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -143,7 +138,8 @@ class Worker:
         async with trio.open_nursery() as services:
             self._services = services
             if self._queues_lost_at is not None:
-                services.start_soon(self._requeue_lost, self._queues_lost_at)
+                services.start_soon(self.lost_tasks.after_loss, self._queues_lost_at)
+            services.start_soon(self.lost_tasks.sweep)
             await services.start(self._signals)  # handlers in place before READY is sent
             services.start_soon(self._heartbeats)
             services.start_soon(self._cancel_watcher)
@@ -409,49 +405,15 @@ class Worker:
     def note_queues_lost(self) -> None:
         """Redis had no consumer group: it lost its data (a restart without persistence, a
         FLUSHALL) or is new. The groups are back; the tasks it held are re-enqueued from
-        the database after a grace period (see _requeue_lost)."""
+        the database after a grace period (see LostTasks.after_loss)."""
         self._queues_lost_at = int(time.time() * 1000)
         self.log.warning(
             "Redis had no consumer groups (it lost its data, or is new): created them; "
             "unfinished tasks that no queue holds are re-enqueued in %.0f s",
-            self._requeue_delay(),
+            self.lost_tasks.delay_after_loss,
         )
         if self._services is not None:
-            self._services.start_soon(self._requeue_lost, self._queues_lost_at)
-
-    def _requeue_delay(self) -> float:
-        return max(REQUEUE_GRACE, 1.5 * self.config.heartbeat_interval)
-
-    async def _requeue_lost(self, lost_at_ms: int) -> None:
-        """Re-enqueue the unfinished tasks recorded before *lost_at_ms* that no queue holds
-        and no live executor runs. Each executor that saw the loss makes this pass, one at
-        a time (the later ones find nothing left to do)."""
-        await trio.sleep(self._requeue_delay())
-        try:
-            counts = await self._db(self._requeue_in_turn, lost_at_ms)
-        except Exception as exc:  # an outage, or worse: the worker goes on either way
-            self.log.error(
-                "could not re-enqueue the tasks Redis lost (%s): run `ragfleet reconcile`",
-                exc,
-                exc_info=not isinstance(exc, (DatabaseUnavailable, TimeoutError, *REDIS_REFUSED)),
-            )
-            return
-        self.log.warning("re-enqueued %d of %d unfinished tasks that no queue held", *counts)
-
-    def _requeue_in_turn(self, lost_at_ms: int) -> tuple[int, int]:
-        """In a thread: requeue_lost, in the fleet's turn (two passes at once could both
-        find a task missing and enqueue it twice)."""
-        deadline = time.monotonic() + REQUEUE_TURN_WAIT
-        while not self.broker.take_requeue_turn():
-            if time.monotonic() > deadline:
-                raise TimeoutError("another executor kept the turn to re-enqueue")
-            time.sleep(0.2)  # a worker thread, not the event loop
-        try:
-            client = self.broker.client
-            running = running_task_ids(client, self.config.worker_heartbeat_timeout)
-            return requeue_lost(client, self.store, lost_at_ms, running)
-        finally:
-            self.broker.give_back_requeue_turn()
+            self._services.start_soon(self.lost_tasks.after_loss, self._queues_lost_at)
 
     async def _recover_from(self, exc: redis.ResponseError) -> None:
         if refuses_writes(exc):
@@ -806,6 +768,9 @@ class Worker:
         self.m_cancelled = m.counter("ragfleet_tasks_cancelled_total", "Tasks cancelled.")
         self.m_dead = m.counter("ragfleet_tasks_dead_lettered_total", "Tasks dead-lettered.")
         self.m_reclaimed = m.counter("ragfleet_reclaimed_total", "Entries reclaimed from others.")
+        self.m_requeued = m.counter(
+            "ragfleet_lost_tasks_requeued_total", "Unfinished tasks no queue held, re-enqueued."
+        )
         self.m_malformed = m.counter("ragfleet_malformed_messages_total", "Entries dropped.")
         self.m_redis_errors = m.counter("ragfleet_redis_errors_total", "Redis call failures.")
         self.m_db_errors = m.counter("ragfleet_db_errors_total", "Database call failures.")
@@ -817,6 +782,7 @@ class Worker:
             self.m_cancelled,
             self.m_dead,
             self.m_reclaimed,
+            self.m_requeued,
             self.m_malformed,
             self.m_redis_errors,
             self.m_db_errors,

@@ -154,6 +154,9 @@ def task_store(request, tmp_path):
         config = (mysql_database if request.param == "mariadb" else postgres_database)(server)
     store = TaskStore(open_database(config))
     store.init_schema()
+    with store.session():  # the server's database outlives the test: start it empty
+        for model in store.models:
+            model.delete().execute()
     yield store
     store.database.close()
 

@@ -121,6 +121,11 @@ def test_schema_rule(tmp_path, local, expected):
             " and must not lose them to a reclaim",
         ),
         (
+            "executor:\n  lost_task_sweep: 5\n",
+            f"{LOCAL}:2:3: executor.lost_task_sweep: must be 0 (off) or at least 60: each "
+            "sweep reads every unfinished task and every queue entry",
+        ),
+        (
             "executor:\n  worker_heartbeat_timeout: 60\n",
             f"{LOCAL}:2:3: executor.worker_heartbeat_timeout: must be more than twice "
             "heartbeat_interval (30 s), or a live worker whose heartbeat is a little late is "

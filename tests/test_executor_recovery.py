@@ -20,6 +20,7 @@ from executors import Fleet, fill_disk, sqlite_database, wait_for, write_config
 from servers import RedisServer, free_port
 
 from executor import wire
+from executor.fleet import running_task_ids
 
 
 def started(fleet, task_id):
@@ -238,7 +239,9 @@ def test_redis_refusing_writes_mid_run_pauses_and_loses_no_task(fleet, refusal):
         assert worker.process.poll() is None, worker.log[-3000:]
         refused = fleet.cli("submit", "-t", "noop")
         assert refused.returncode == 3 and "Redis unavailable" in refused.stderr
-        assert "1 more are recorded but not queued: `ragfleet reconcile`" in refused.stderr
+        assert "1 more are recorded but not queued: the executors' lost-task sweep" in (
+            refused.stderr
+        )
     finally:
         mend(fleet.redis)
     rows = fleet.wait_done(ids, timeout=60)
@@ -315,15 +318,34 @@ def test_redis_losing_its_data_is_repaired_by_reconcile(fleet):
     assert result.returncode == 1 and "5 of 5 unfinished tasks in no queue" in result.stdout
     assert (
         fleet.cli("reconcile").stdout.strip()
-        == "ragfleet: re-enqueued 5 of 5 unfinished tasks (0 already queued)"
+        == "ragfleet: re-enqueued 5 of 5 unfinished tasks (0 queued, running or dead-lettered)"
     )
     assert (
         fleet.cli("reconcile").stdout.strip()
-        == "ragfleet: re-enqueued 0 of 5 unfinished tasks (5 already queued)"
+        == "ragfleet: re-enqueued 0 of 5 unfinished tasks (5 queued, running or dead-lettered)"
     )  # idempotent
     assert fleet.cli("reconcile", "--check").returncode == 0
     fleet.start()
     assert [r["progress"] for r in fleet.wait_done(ids)] == [1] * 5
+
+
+def test_reconcile_leaves_a_task_that_runs_where_it_is(fleet):
+    """Redis lost the entry of a running task: its executor's heartbeat names it, so
+    `reconcile` does not enqueue it again (that would run it twice at once)."""
+    fleet.start()
+    (task_id,) = fleet.submit("sleep", seconds=6)
+    started(fleet, task_id)
+    fleet.redis.flushall()  # the heartbeats too: wait for the next one to name the task
+    wait_for(lambda: task_id in running_task_ids(fleet.redis, 3), 5, "a heartbeat naming it")
+    check = fleet.cli("reconcile", "--check")
+    assert (check.returncode, check.stdout) == (
+        0,
+        "ragfleet: 0 of 1 unfinished tasks in no queue\n",
+    )
+    assert fleet.cli("reconcile").stdout.startswith("ragfleet: re-enqueued 0 of 1 ")
+    assert fleet.redis.xlen(wire.queue_name(0)) == 0
+    row = fleet.wait_done([task_id], timeout=20)[0]
+    assert row["progress"] == 1 and row["progress_msg"].count("Task has been received.") == 1
 
 
 def _restart_without_its_data(server) -> None:

@@ -388,15 +388,15 @@ def test_a_submit_with_redis_down_records_nothing(fleet, redis_server):
 def test_a_submit_meeting_a_redis_refusal_says_what_reconcile_will_queue(fleet):
     """The document and its tasks are recorded before they are enqueued: when Redis answers
     and then refuses the enqueue (full: maxmemory), the submit says which document is
-    recorded but not queued (exit 3), and `ragfleet reconcile` queues it once Redis takes
-    writes again, without submitting it twice."""
+    recorded but not queued (exit 3), and `ragfleet reconcile` (or the executors' sweep)
+    queues it once Redis takes writes again, without submitting it twice."""
     fleet.redis.config_set("maxmemory", "1")
     try:
         result = fleet.cli("submit", str(CORPUS / "gettysburg-address.pdf"), "--kb", "samples")
     finally:
         fleet.redis.config_set("maxmemory", "0")
     assert result.returncode == 3, result.stderr
-    assert "gettysburg-address.pdf: recorded but not queued; `ragfleet reconcile`" in (
+    assert "gettysburg-address.pdf: recorded but not queued; the executors' lost-task" in (
         result.stderr
     )
     assert "Redis unavailable: command not allowed when used memory > 'maxmemory'" in (
