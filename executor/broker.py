@@ -337,7 +337,13 @@ class Broker:
         """(pending, lag) of the group summed over the queues, as the heartbeat reports them."""
         pending = lag = 0
         for queue in self.queues:
-            for group in self.client.xinfo_groups(queue):
+            try:
+                groups = self.client.xinfo_groups(queue)
+            except redis.ResponseError as exc:
+                if "no such key" not in str(exc):
+                    raise
+                continue  # Redis lost the stream: no reason to go without a heartbeat
+            for group in groups:
                 if _text(group["name"]) == wire.GROUP:
                     pending += group.get("pending") or 0
                     lag += group.get("lag") or 0

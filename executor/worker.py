@@ -24,8 +24,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -263,15 +263,16 @@ class Worker:
             self.refused_reads.recovered()
             if not batch and not self._held:  # nothing to try the database with; it answers
                 self.db_outage.recovered()
-            if alone and batch:
-                (delivery,) = batch
-                self._alone.add(delivery.entry_id)  # from now: a stop writes no clean mark
-                self._start_alone(delivery, await self._take_every_slot(slots))
-                continue
-            for _ in range(len(batch) - slots):
-                await self._slots.acquire()  # a woken read may return one more than asked
-            self._start(batch)
-            self._give_back(slots - len(batch))
+            with self._holding(batch):
+                if alone and batch:
+                    (delivery,) = batch
+                    self._alone.add(delivery.entry_id)  # from now: a stop writes no clean mark
+                    self._start_alone(delivery, await self._take_every_slot(slots))
+                    continue
+                for _ in range(len(batch) - slots):
+                    await self._slots.acquire()  # a woken read may return one more than asked
+                self._start(batch)
+                self._give_back(slots - len(batch))
 
     async def _fetch(self, slots: int) -> tuple[list[Delivery], bool]:
         """Up to *slots* deliveries, and whether the one fetched must run alone.
@@ -355,16 +356,30 @@ class Worker:
         for _ in range(slots):
             self._slots.release()
 
+    @contextmanager
+    def _holding(self, batch: list[Delivery]) -> Iterator[None]:
+        """Hold *batch* from its fetch until it settles: the heartbeats keep held entries
+        fresh and name their tasks. A delivery can wait a long time for its slots (one
+        to run alone waits for every running task to finish); without that, another
+        worker would take its entry over meanwhile, and both would run it. A wait cut
+        short (a stop) lets go of the batch, which is delivered again."""
+        for delivery in batch:
+            self._held[delivery.entry_id] = delivery
+        try:
+            yield
+        except BaseException:
+            for delivery in batch:
+                self._held.pop(delivery.entry_id, None)
+            raise
+
     def _start(self, batch: list[Delivery]) -> None:
         assert self._tasks is not None
         for delivery in batch:
-            self._held[delivery.entry_id] = delivery
             self._tasks.start_soon(self._settle, delivery)
 
     def _start_alone(self, delivery: Delivery, slots: int) -> None:
         """Run *delivery* holding all *slots*: nothing else starts until it settles."""
         assert self._tasks is not None
-        self._held[delivery.entry_id] = delivery
         self._tasks.start_soon(self._settle, delivery, slots)
 
     async def _until_healthy(self) -> None:
@@ -725,10 +740,23 @@ class Worker:
             "lag": 0,
             "done": self.counters.done,
             "failed": self.counters.failed,
-            "current": {task_id: r.task for task_id, r in self.running.items()},
+            "current": self._current_tasks(),
             "ip_address": self.ip_address,
             "pid": self.pid,
         }
+
+    def _current_tasks(self) -> dict[str, Any]:
+        """The tasks this executor holds: those running, and those fetched that wait for
+        their slots (an entry taken over, to run alone once the running tasks finish). A
+        pass re-enqueuing the tasks Redis lost spares what a heartbeat names, and must
+        spare these too, or they would run twice (see executor.lost_tasks)."""
+        current: dict[str, Any] = {}
+        for delivery in self._held.values():
+            with suppress(wire.MalformedMessage):
+                message = wire.decode_message(delivery.fields)
+                current[message["id"]] = message
+        current.update((task_id, r.task) for task_id, r in self.running.items())
+        return current
 
     async def _cancel_watcher(self) -> None:
         while True:

@@ -145,6 +145,25 @@ def test_entries_reclaimed_from_a_dead_worker_run_one_at_a_time(fleet):
         assert begin >= end - timedelta(milliseconds=50), spans  # one after another
 
 
+def test_an_entry_taken_over_stays_with_its_taker_while_it_waits_to_run_alone(fleet):
+    """A worker that takes over a dead worker's entry runs it once its own running task
+    has finished: meanwhile it keeps the entry fresh, so that another worker does not take
+    it over too (both would run it)."""
+    dead = fleet.start(instance=3)
+    (taken_over,) = fleet.submit("sleep", seconds=6, steps=6)
+    started(fleet, taken_over)
+    dead.kill()
+    taker = fleet.start(instance=1)
+    (own,) = fleet.submit("sleep", seconds=10, steps=10)  # far longer than reclaim_idle (3 s)
+    started(fleet, own)
+    taker.wait_log(r"reclaimed entry .* running it alone")
+    other = fleet.start(instance=2)  # idle: it reclaims any entry idle for 3 s
+    rows = {r["id"]: r for r in fleet.wait_done([own, taken_over], timeout=40)}
+    received = {i: rows[i]["progress_msg"].count("Task has been received.") for i in rows}
+    assert received == {own: 1, taken_over: 2}  # the dead worker's delivery, and the taker's
+    assert "reclaimed" not in other.log
+
+
 def test_a_long_task_is_never_stolen_while_its_worker_lives(fleet):
     fleet.start(instance=1)
     (task_id,) = fleet.submit("sleep", seconds=8, steps=8)  # far longer than reclaim_idle (3 s)
