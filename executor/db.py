@@ -232,6 +232,10 @@ class TaskStore:
                 raise DatabaseUnavailable(str(error)) from error
             if _is_passing_refusal(error):
                 raise DatabaseUnavailable(str(error)) from error
+            _raise_if_damaged(self.database, error)
+            raise
+        except pw.DatabaseError as exc:  # SQLite's CORRUPT and NOTADB come as this
+            _raise_if_damaged(self.database, exc)
             raise
 
     @contextmanager
@@ -432,6 +436,21 @@ def _is_passing_refusal(exc: Exception) -> bool:
         return True
     args = getattr(exc, "args", ()) or getattr(cause, "args", ())
     return bool(args) and isinstance(args[0], int) and args[0] in _MYSQL_PASSING_CODES
+
+
+def _raise_if_damaged(database: pw.Database, exc: Exception) -> None:
+    """A SQLite file that is damaged or fails to read is an outage, not each task's fault:
+    failing (or dead-lettering) every task that meets it would empty the queue. The
+    connection is dropped, so that a file restored in place is read afresh."""
+    cause = exc.__cause__ or exc.__context__ or exc
+    if sqlite_codes.primary_code(cause) not in sqlite_codes.DAMAGED:
+        return
+    with suppress(pw.PeeweeException):
+        database.close()
+    raise DatabaseUnavailable(
+        f"{exc} (the file {database.database} or its disk is failing: restore it from a "
+        "backup or mend it; tasks wait, none is failed)"
+    ) from exc
 
 
 def _failed_commit(exc: Exception) -> Exception | None:

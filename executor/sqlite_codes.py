@@ -7,8 +7,14 @@ LOCKED = 6  # a table is locked by this connection's own statement
 NOMEM = 7  # a memory allocation failed
 INTERRUPT = 9  # the statement was interrupted
 IOERR = 10  # the operating system reported an I/O error
+CORRUPT = 11  # the file is damaged ("database disk image is malformed")
 FULL = 13  # the disk (or the file's size limit) is full: nothing is written
+NOTADB = 26  # the file is not a database (overwritten, truncated, the wrong file)
 PROTOCOL = 15  # a locking protocol error (a race on the WAL's shared memory)
+
+DAMAGED = frozenset({IOERR, CORRUPT, NOTADB})
+"""The file, or the disk under it, failing: no task's fault. An executor treats these as
+an outage (every task would meet them) until the file is mended or restored."""
 
 
 def primary_code(exc: BaseException) -> int | None:

@@ -335,11 +335,17 @@ class EmbeddedDocStore:
         while True:
             try:
                 return op()
-            except sqlite3.OperationalError as exc:
-                if sqlite_codes.primary_code(exc) == sqlite_codes.FULL:
+            except sqlite3.DatabaseError as exc:
+                code = sqlite_codes.primary_code(exc)
+                if code == sqlite_codes.FULL:
                     # SQLite wrote nothing; the write succeeds once space is freed.
                     raise DocStoreUnavailable(f"embedded doc store {self.path}: {exc}") from exc
-                if not _is_busy(exc):
+                if code in sqlite_codes.DAMAGED:  # every task would meet it: wait, fail none
+                    raise DocStoreUnavailable(
+                        f"embedded doc store {self.path}: {exc} (the file or its disk is "
+                        "failing: restore it from a backup or rebuild it)"
+                    ) from exc
+                if not (isinstance(exc, sqlite3.OperationalError) and _is_busy(exc)):
                     raise
                 if time.monotonic() >= deadline:
                     raise DocStoreUnavailable(
