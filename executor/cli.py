@@ -541,19 +541,32 @@ def dlq_list(env: Env, as_json: bool) -> None:
 @click.option("--all", "retry_all", is_flag=True, help="Every dead-lettered task.")
 @operator_command
 def dlq_retry(env: Env, dlq_ids: tuple[str, ...], retry_all: bool) -> None:
-    """Reset dead-lettered tasks and put them back on their queue."""
+    """Reset dead-lettered tasks and put them back on their queue.
+
+    An entry whose task the database does not have (restored from an older backup, say)
+    is kept, and named; the exit code is then 4, as for a DLQ_ID that does not exist.
+    """
     entries = {e["dlq_id"]: e for e in dead_letters(env.redis)}
     chosen = list(entries) if retry_all else list(dlq_ids)
     if not chosen:
         raise click.UsageError("name DLQ_IDs (see `ragfleet dlq list`), or --all")
     missing = [i for i in chosen if i not in entries]
-    for dlq_id in chosen:
-        if dlq_id in entries:
-            requeue_dead_letter(env.redis, env.store, entries[dlq_id])
-    click.echo(f"ragfleet: re-enqueued {len(chosen) - len(missing)} task(s)")
+    taskless = [
+        i
+        for i in chosen
+        if i in entries and not requeue_dead_letter(env.redis, env.store, entries[i])
+    ]
+    click.echo(f"ragfleet: re-enqueued {len(chosen) - len(missing) - len(taskless)} task(s)")
     for dlq_id in missing:
         click.echo(f"ragfleet: no dead-letter entry {dlq_id}", err=True)
-    if missing:
+    for dlq_id in taskless:
+        task = entries[dlq_id]["task_id"] or "(none named)"
+        click.echo(
+            f"ragfleet: {dlq_id}: the database has no task {task}; the entry is kept "
+            "(`ragfleet dlq list --json` shows its message)",
+            err=True,
+        )
+    if missing or taskless:
         sys.exit(EXIT_NOT_FOUND)
 
 

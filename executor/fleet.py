@@ -63,13 +63,17 @@ def dead_letters(client: redis.Redis) -> list[dict[str, Any]]:
     return entries
 
 
-def requeue_dead_letter(client: redis.Redis, store: TaskStore, entry: dict[str, Any]) -> None:
-    """Reset the entry's task, put it back on its queue, and drop the dead-letter entry."""
+def requeue_dead_letter(client: redis.Redis, store: TaskStore, entry: dict[str, Any]) -> bool:
+    """Reset the entry's task, put it back on its queue, and drop the dead-letter entry;
+    False (the entry kept) if the database has no such task: a database restored from a
+    backup older than the task, say, or an entry that names none."""
     note = f"{datetime.now():%H:%M:%S} Re-enqueued from the dead-letter stream by an operator."
     task = store.reset_task(entry["task_id"], note) if entry["task_id"] else None
-    if task is not None:
-        enqueue(client, [task_message(task)])
+    if task is None:
+        return False
+    enqueue(client, [task_message(task)])
     client.xdel(wire.DEAD_LETTER_STREAM, entry["dlq_id"])
+    return True
 
 
 @dataclass(frozen=True)

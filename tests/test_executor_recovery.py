@@ -21,6 +21,7 @@ from servers import RedisServer, free_port
 
 from executor import wire
 from executor.fleet import running_task_ids
+from executor.producer import task_message
 
 
 def started(fleet, task_id):
@@ -207,6 +208,25 @@ def test_poison_task_is_dead_lettered_after_max_deliveries_and_can_be_retried(fl
     assert row["progress"] == 1
     assert json.loads(fleet.cli("dlq", "list", "--json").stdout) == []
     assert worker.process.poll() is None
+
+
+def test_a_dead_letter_whose_task_the_database_lacks_is_kept_by_retry(fleet):
+    """The database was restored from a backup older than the task: `dlq retry` cannot
+    reset it, so it keeps the entry (its message holds the task) and says so, exit 4."""
+    kept, gone = (fleet.store.create_tasks([{"task_type": "noop"}])[0] for _ in range(2))
+    for task in (kept, gone):
+        message = wire.encode_message(task_message(task))
+        fleet.redis.xadd(wire.DEAD_LETTER_STREAM, {**message, "reason": "test"})
+    fleet.store.Task.delete().where(fleet.store.Task.id == gone["id"]).execute()
+
+    result = fleet.cli("dlq", "retry", "--all")
+
+    assert result.returncode == 4
+    assert result.stdout == "ragfleet: re-enqueued 1 task(s)\n"
+    assert f"the database has no task {gone['id']}; the entry is kept" in result.stderr
+    (left,) = json.loads(fleet.cli("dlq", "list", "--json").stdout)
+    assert left["task_id"] == gone["id"]
+    assert fleet.redis.xlen(wire.queue_name(0)) == 1
 
 
 def test_redis_restart_mid_run_loses_no_task_and_fails_none(fleet, redis_server):
