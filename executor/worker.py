@@ -49,6 +49,10 @@ T = TypeVar("T")
 
 CANCEL_POLL_SECONDS = 0.2
 """How often running tasks' cancel flags are checked: cancellation lands within ~0.3 s."""
+SET_ASIDE_STREAK = 3
+"""Entries set aside in a row (executor errors, no task settled between them) after which
+the error is taken for the executor's own, not the tasks': fetching slows down to one
+task at a time, after a growing pause, until one settles (see Worker._settle)."""
 IDLE_BLOCK_MS = 1000
 """XREADGROUP BLOCK when idle: a new entry wakes the read at once, so this bounds only how
 long a stop waits for the read to return."""
@@ -104,6 +108,12 @@ class Worker:
         # probe, so tasks are retried after a back-off until one gets through.
         self.dep_outage = Outage("a task dependency", self.log, cap=30.0, settle=settle)
         self.refused_reads = Outage("Redis reads", self.log, first=1.0, cap=30.0, settle=settle)
+        # Executor errors on task after task: the executor's bug, or something it depends
+        # on that fails in a way not known as an outage (see _settle).
+        self.executor_errors = Outage(
+            "task processing", self.log, first=1.0, cap=60.0, settle=settle
+        )
+        self._set_aside_streak = 0
         self.counters = Counters()
         self.boot_at = wire.iso_now()
         self.pid = os.getpid()
@@ -245,11 +255,12 @@ class Worker:
         while True:
             await self._until_healthy()
             slots = await self._take_slots()
+            probing = self.executor_errors.down
             if self.redis_outage.down or self.db_outage.holds():  # began while we waited
                 self._give_back(slots)
                 continue
             try:
-                batch, alone = await self._fetch(slots)
+                batch, alone = await self._fetch(1 if probing else slots)
             except REDIS_UNAVAILABLE as exc:
                 self._give_back(slots)
                 self.redis_outage.failed(exc)
@@ -264,9 +275,10 @@ class Worker:
             if not batch and not self._held:  # nothing to try the database with; it answers
                 self.db_outage.recovered()
             with self._holding(batch):
-                if alone and batch:
+                if (alone or probing) and len(batch) == 1:
                     (delivery,) = batch
-                    self._alone.add(delivery.entry_id)  # from now: a stop writes no clean mark
+                    if alone:  # from now: a stop writes no clean mark
+                        self._alone.add(delivery.entry_id)
                     self._start_alone(delivery, await self._take_every_slot(slots))
                     continue
                 for _ in range(len(batch) - slots):
@@ -328,7 +340,11 @@ class Worker:
         return fresh
 
     async def _take_slots(self) -> int:
+        """Every free slot, once one is. While executor errors hold, every slot, once no
+        task runs: the next task is a probe, run alone (see _note_set_aside)."""
         await self._slots.acquire()
+        if self.executor_errors.down:
+            return await self._take_every_slot(1)
         return 1 + self._take_free_slots()
 
     def _take_free_slots(self) -> int:
@@ -402,8 +418,9 @@ class Worker:
             else:
                 self._replay = True
                 break
-        while self.dep_outage.holds():
-            await trio.sleep(self.dep_outage.until_retry())
+        for outage in (self.dep_outage, self.executor_errors):
+            while outage.holds():
+                await trio.sleep(outage.until_retry())
         while self.redis_outage.down:
             # Paced also when the probe answers and the fetch after it fails (a relapse).
             await trio.sleep(self.redis_outage.until_retry())
@@ -450,11 +467,31 @@ class Worker:
                 await self._note_outage(delivery, exc)
                 return
             await self._set_aside(delivery, exc)  # outside any handler: a bug, not the task's
+            self._note_set_aside(exc)
+        else:
+            self._set_aside_streak = 0
+            self.executor_errors.recovered()
         finally:
             self._held.pop(delivery.entry_id, None)
             self._give_back(slots)
         self._alone.discard(delivery.entry_id)  # settled: not left pending
         self._outage_deliveries.pop(delivery.entry_id, None)
+
+    def _note_set_aside(self, exc: Exception) -> None:
+        """Entries set aside one after another mean an error every task meets: setting
+        each aside at full speed would move the whole queue to the dead-letter stream.
+        From the SET_ASIDE_STREAK-th on, fetching pauses (1 s, doubling with each entry
+        set aside, up to a minute) and then runs one task alone, until one settles. The
+        tasks already running when it trips meet the error too: up to SET_ASIDE_STREAK +
+        max_concurrent_tasks - 1 are set aside before the pause."""
+        self._set_aside_streak += 1
+        if self._set_aside_streak >= SET_ASIDE_STREAK:
+            self.executor_errors.failed(
+                RuntimeError(
+                    f"{self._set_aside_streak} tasks in a row set aside by executor errors, "
+                    f"the last {type(exc).__name__}: {exc}; one task at a time from now"
+                )
+            )
 
     async def _note_outage(self, delivery: Delivery, exc: Exception) -> None:
         """The delivery met an outage: the entry stays pending and is replayed when it ends.
@@ -784,7 +821,7 @@ class Worker:
     def _health(self) -> tuple[bool, str]:
         if self.stopping:
             return False, "stopping"
-        for outage in (self.redis_outage, self.db_outage):
+        for outage in (self.redis_outage, self.db_outage, self.executor_errors):
             if outage.down:
                 return False, f"{outage.name} unavailable"
         return True, "ok"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import re
 import shutil
 import signal
@@ -632,3 +633,47 @@ def test_an_executor_bug_outside_the_handler_sets_the_task_aside_and_the_worker_
     fleet.start(instance=2)  # the fixed executor
     assert fleet.cli("dlq", "retry", entry["dlq_id"]).returncode == 0
     assert fleet.wait_done([bad], timeout=15)[0]["progress"] == 1
+
+
+def test_executor_errors_on_task_after_task_slow_fetching_to_one_task(fleet, caplog):
+    """The same injected look-up bug, now for every task (standing in for a bug of ours, or
+    a failure not known as an outage): after three tasks set aside in a row, the worker
+    pauses and takes one task at a time, pausing longer after each, instead of moving the
+    whole queue to the dead-letter stream. Once the bug is gone, one task settles and the
+    rest run at full speed."""
+    ids = fleet.submit("noop", count=20)
+    broken = True
+    with fleet.in_process_worker() as worker:
+        look_up = worker._look_up
+
+        def buggy_look_up(task_id: str, deliveries: int):
+            if broken:
+                raise RuntimeError("injected look-up bug")
+            return look_up(task_id, deliveries)
+
+        worker._look_up = buggy_look_up  # type: ignore[method-assign]
+
+        async def run() -> int:
+            nonlocal broken
+            async with trio.open_nursery() as nursery:
+                await nursery.start(worker.run)
+                await trio.sleep(4)
+                set_aside, broken = worker.counters.failed, False
+                with trio.fail_after(30):
+                    while worker.counters.done + worker.counters.failed < 20:
+                        await trio.sleep(0.05)
+                worker.stop()
+            return set_aside
+
+        with caplog.at_level(logging.WARNING):
+            set_aside_while_broken = trio.run(run)
+    # 3 in a row, with the 3 others running (4 slots) when it trips; the pause after them
+    # is 8 s, so at most one probe within the 4 s (the old code: all 20)
+    assert 3 <= set_aside_while_broken <= 7, caplog.text
+    assert worker.counters.failed == set_aside_while_broken
+    progress = sorted(fleet.task(i)["progress"] for i in ids)
+    assert progress == [-1] * set_aside_while_broken + [1] * (20 - set_aside_while_broken)
+    assert fleet.redis.xlen(wire.DEAD_LETTER_STREAM) == set_aside_while_broken
+    logged = caplog.text
+    assert logged.count("task processing unavailable: 3 tasks in a row set aside") == 1
+    assert "task processing available again" in logged
