@@ -78,7 +78,7 @@ def requeue_dead_letter(client: redis.Redis, store: TaskStore, entry: dict[str, 
 
 @dataclass(frozen=True)
 class LostTaskFilter:
-    """Which unfinished tasks that no queue holds are lost, beyond that.
+    """Which of the unfinished tasks that no queue holds count as lost.
 
     *running*: ids a live executor's heartbeat names (Redis lost their entries while they
     ran: they finish where they are). *created_before_ms*: only tasks recorded before then
