@@ -9,7 +9,14 @@ import sys
 import trio
 
 from . import wire
-from .broker import REDIS_DENIED, REDIS_REFUSED, Broker, connect, redis_location
+from .broker import (
+    REDIS_DENIED,
+    REDIS_REFUSED,
+    Broker,
+    connect,
+    redis_error_text,
+    redis_location,
+)
 from .db import TaskStore, open_task_store
 from .handlers import INGEST_TASK_TYPE, HandlerRegistry, default_registry
 from .sdnotify import Notifier
@@ -80,15 +87,22 @@ def check_redis_access(broker: Broker, settings: Settings) -> bool:
     try:
         return bool(broker.ensure_groups())
     except REDIS_DENIED as exc:
-        where = redis_location(settings.redis)
-        raise SettingsError(f"cannot use Redis ({where}): {exc}") from exc
+        raise _refused(settings, exc) from exc
     except REDIS_REFUSED:
         return False
+
+
+def _refused(settings: Settings, exc: Exception) -> SettingsError:
+    where = redis_location(settings.redis)
+    return SettingsError(f"cannot use Redis ({where}): {redis_error_text(exc)}")
 
 
 def run_executor(settings: Settings, instance: int) -> int:
     """Run until stopped; 0 after a clean drain."""
     configure_logging(settings.executor.log_level)
     worker = build_worker(settings, instance)
-    trio.run(worker.run)
+    try:
+        trio.run(worker.run)
+    except REDIS_DENIED as exc:  # refused in the worker's first round of commands
+        raise _refused(settings, exc) from exc
     return 0

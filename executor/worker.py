@@ -34,7 +34,14 @@ import redis
 import trio
 
 from . import wire
-from .broker import REDIS_REFUSED, REDIS_UNAVAILABLE, Broker, Delivery, refuses_writes
+from .broker import (
+    REDIS_DENIED,
+    REDIS_REFUSED,
+    REDIS_UNAVAILABLE,
+    Broker,
+    Delivery,
+    refuses_writes,
+)
 from .db import CANCELLED_MESSAGE, DatabaseUnavailable, TaskStore
 from .handlers import HandlerRegistry, SettledHook, TaskContext, TaskInputError
 from .lost_tasks import LostTasks
@@ -208,14 +215,25 @@ class Worker:
             await self._redis(self.broker.note_clean_stop)
 
     async def _connect(self) -> None:
-        """Create the consumer groups, waiting for Redis if it is not up yet."""
+        """Create the consumer groups, send the first heartbeat, ask for cancels and read
+        this consumer's clean-stop mark, waiting for Redis if it is not up yet.
+
+        That is every kind of Redis command the worker uses (streams, sets, sorted sets,
+        strings, scripts, hashes): Redis refusing one of them (an ACL without it) is
+        raised, for the executor to stop with exit 2, and not waited out as an outage
+        that would never end.
+        """
         while True:
             try:
                 if await self._redis(self.broker.ensure_groups):
                     self.note_queues_lost()
-                self._after_crash = not await self._redis(self.broker.take_clean_stop)
                 self.ip_address = await trio.to_thread.run_sync(self._local_address)
+                await self._redis(self._beat, self._heartbeat(), [])
+                await self._redis(self.broker.cancelled, ["-"])
+                self._after_crash = not await self._redis(self.broker.take_clean_stop)
                 return
+            except REDIS_DENIED:
+                raise
             except REDIS_REFUSED as exc:  # MISCONF, say
                 await self.redis_outage.back_off(exc)
 

@@ -186,14 +186,30 @@ def test_a_refused_database_login_stops_the_executor_with_exit_2(
     assert refusal in result.stderr and "Traceback" not in result.stderr
 
 
+def _acl_user(client, name: str, commands: list[str]) -> dict[str, str]:
+    client.acl_setuser(name, enabled=True, passwords=[f"+{name}-pw"], keys=["*"], commands=commands)
+    return {"username": name, "password": f"{name}-pw"}
+
+
 @pytest.fixture
 def redis_reader(redis_client):
     """An ACL user of the session's Redis that may read and nothing else."""
-    redis_client.acl_setuser(
-        "reader", enabled=True, passwords=["+reader-pw"], keys=["*"], commands=["+@read"]
-    )
-    yield {"username": "reader", "password": "reader-pw"}
+    yield _acl_user(redis_client, "reader", ["+@read"])
     redis_client.acl_deluser("reader")
+
+
+@pytest.fixture
+def redis_without_sorted_sets(redis_client):
+    """An ACL user with every command but the sorted sets' (which heartbeats use)."""
+    yield _acl_user(redis_client, "nozset", ["+@all", "-@sortedset"])
+    redis_client.acl_deluser("nozset")
+
+
+@pytest.fixture
+def redis_without_hashes(redis_client):
+    """An ACL user with every command but the hashes' (clean-stop marks, outage counts)."""
+    yield _acl_user(redis_client, "nohash", ["+@all", "-@hash"])
+    redis_client.acl_deluser("nohash")
 
 
 @pytest.mark.parametrize(
@@ -201,8 +217,15 @@ def redis_reader(redis_client):
     [
         ({"password": "wrong"}, "invalid username-password pair or user is disabled."),
         ("redis_reader", "this user has no permissions to run the 'xgroup|create' command"),
+        ("redis_without_sorted_sets", "this user has no permissions to run the 'zadd' command"),
+        ("redis_without_hashes", "this user has no permissions to run the 'hget' command"),
     ],
-    ids=["wrong password", "ACL without the stream commands"],
+    ids=[
+        "wrong password",
+        "ACL without the stream commands",
+        "ACL without the sorted set commands",
+        "ACL without the hash commands",
+    ],
 )
 def test_redis_refusing_the_executor_stops_it_with_exit_2(
     request, tmp_path, redis_client, redis_server, credentials, refusal
@@ -218,7 +241,8 @@ def test_redis_refusing_the_executor_stops_it_with_exit_2(
     assert result.returncode == 2, result.stderr
     user = f"{credentials['username']}@" if "username" in credentials else ""
     where = f"{user}{redis_server.host}:{redis_server.port}/0"
-    assert result.stderr.startswith(f"ragfleet: cannot use Redis ({where}): {refusal}")
+    last = result.stderr.splitlines()[-1]  # after the worker's log, if it got that far
+    assert last.startswith(f"ragfleet: cannot use Redis ({where}): {refusal}")
     assert "Traceback" not in result.stderr
 
 
