@@ -59,7 +59,7 @@ CANCEL_POLL_SECONDS = 0.2
 SET_ASIDE_STREAK = 3
 """Entries set aside in a row (executor errors, no task settled between them) after which
 the error is taken for the executor's own, not the tasks': fetching slows down to one
-task at a time, after a growing pause, until one settles (see Worker._settle)."""
+task at a time, after a growing pause, until one settles (see Worker._note_set_aside)."""
 IDLE_BLOCK_MS = 1000
 """XREADGROUP BLOCK when idle: a new entry wakes the read at once, so this bounds only how
 long a stop waits for the read to return."""
