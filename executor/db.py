@@ -359,10 +359,11 @@ class TaskStore:
         return sorted(rows, key=lambda row: row["create_time"] or 0)
 
     def unfinished_task_stamps(self) -> list[dict[str, Any]]:
-        """Id, create_time and update_time of every unfinished task: what a sweep needs to
-        pick candidates without loading every row's progress log."""
+        """Id, priority, create_time and update_time of every unfinished task: what a sweep
+        needs to pick candidates without loading every row's progress log."""
         task = self.Task
-        return self._unfinished(task.select(task.id, task.create_time, task.update_time))
+        stamps = (task.id, task.priority, task.create_time, task.update_time)
+        return self._unfinished(task.select(*stamps))
 
     def _unfinished(self, query: pw.ModelSelect) -> list[dict[str, Any]]:
         query = query.where((self.Task.progress >= 0) & (self.Task.progress < 1))

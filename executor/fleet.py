@@ -91,8 +91,8 @@ class LostTaskFilter:
     unchanged_since_ms: int | None = None
 
     def keeps(self, row: dict[str, Any]) -> bool:
-        if row["id"] in self.running:
-            return False
+        if row["id"] in self.running or (row["priority"] or 0) not in wire.PRIORITIES:
+            return False  # another producer's priority: no worker reads its stream
         if (
             self.created_before_ms is not None
             and (row["create_time"] or 0) >= self.created_before_ms
