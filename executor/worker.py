@@ -76,6 +76,14 @@ class Running:
     cancel_requested: bool = False
 
 
+class TaskNotInDatabase(LookupError):
+    """A queue entry names a task the database does not have: the database was restored
+    from an older backup, or the executor uses another database than the producer (a
+    config mistake). Nothing to run, and not the task's fault: the entry is set aside to
+    the dead-letter stream, not dropped, for `ragfleet dlq retry` once the task is there,
+    and entries in a row like it pause fetching (see Worker._note_set_aside)."""
+
+
 @dataclass
 class Counters:
     done: int = 0
@@ -553,13 +561,15 @@ class Worker:
         deliveries = delivery.deliveries - self._outage_count(delivery)
         task, cancelled = await self._db(self._look_up, message["id"], deliveries)
         self.db_outage.recovered()
-        if reason := self._not_runnable(task, message["id"]):
+        if task is None:
+            raise TaskNotInDatabase(
+                f"task {message['id']} is not in the database (restored from an older "
+                "backup, or this executor uses another database than the producer)"
+            )
+        if reason := self._not_runnable(task):
             self.log.warning("acking entry %s without running it: %s", delivery.entry_id, reason)
-            if task is None:
-                self.counters.failed += 1
             await self._redis(self.broker.ack, delivery)
             return
-        assert task is not None
         if deliveries > self.config.max_deliveries:
             await self._dead_letter(delivery, task)
         elif cancelled:
@@ -582,14 +592,13 @@ class Worker:
 
     def _will_run(self, task: dict[str, Any], deliveries: int) -> bool:
         return (
-            self._not_runnable(task, task["id"]) is None
+            self._not_runnable(task) is None
             and deliveries <= self.config.max_deliveries
             and self.registry.get(task.get("task_type") or "") is not None
         )
 
-    def _not_runnable(self, task: dict[str, Any] | None, task_id: str) -> str | None:
-        if task is None:
-            return f"task {task_id} is not in the database"
+    def _not_runnable(self, task: dict[str, Any]) -> str | None:
+        task_id = task["id"]
         if task["progress"] >= 1:
             return f"task {task_id} is already done"
         if task["progress"] < 0:
@@ -720,7 +729,11 @@ class Worker:
             f"[ragfleet]: executor error: {type(exc).__name__}: {exc}; see `ragfleet dlq list`."
         )
         self.log.error(
-            "entry %s of %s set aside: %s", delivery.entry_id, delivery.queue, reason, exc_info=exc
+            "entry %s of %s set aside: %s",
+            delivery.entry_id,
+            delivery.queue,
+            reason,
+            exc_info=None if isinstance(exc, TaskNotInDatabase) else exc,
         )
         try:
             await self._redis(self.broker.dead_letter, delivery, reason)

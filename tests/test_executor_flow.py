@@ -60,6 +60,8 @@ def test_failing_task_is_failed_with_a_readable_message_and_the_executor_goes_on
 
 
 def test_malformed_entries_are_acked_and_logged_and_the_executor_stays_alive(fleet):
+    """Entries no task can come of are dropped; one naming a task the database lacks is
+    kept in the dead-letter stream (see the next test)."""
     queue = wire.queue_name(0)
     fleet.redis.xadd(queue, {"message": "not json"})
     fleet.redis.xadd(queue, {"message": json.dumps({"task_type": "noop"})})
@@ -69,8 +71,9 @@ def test_malformed_entries_are_acked_and_logged_and_the_executor_stays_alive(fle
     worker = fleet.start()
     good = fleet.submit("noop")
     fleet.wait_done(good)
-    log = worker.wait_log("not in the database")
-    assert log
+    worker.wait_log(f"task {'0' * 32} is not in the database")
+    (kept,) = json.loads(fleet.cli("dlq", "list", "--json").stdout)
+    assert kept["task_id"] == "0" * 32 and "TaskNotInDatabase" in kept["reason"]
     for reason in (
         "'message' is not JSON",
         "'message' has no task 'id'",

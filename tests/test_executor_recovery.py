@@ -17,7 +17,7 @@ from datetime import timedelta
 
 import pytest
 import trio
-from executors import Fleet, fill_disk, sqlite_database, wait_for, write_config
+from executors import Executor, Fleet, fill_disk, sqlite_database, wait_for, write_config
 from servers import RedisServer, free_port
 
 from executor import wire
@@ -228,6 +228,27 @@ def test_a_dead_letter_whose_task_the_database_lacks_is_kept_by_retry(fleet):
     (left,) = json.loads(fleet.cli("dlq", "list", "--json").stdout)
     assert left["task_id"] == gone["id"]
     assert fleet.redis.xlen(wire.queue_name(0)) == 1
+
+
+def test_an_executor_on_another_database_than_the_producer_loses_no_task(make_fleet):
+    """A config mistake: the producer records tasks in one database, the executor reads
+    another (an empty one). Each entry names a task that executor cannot find: it is kept
+    in the dead-letter stream rather than dropped, the executor logs that task processing
+    is unavailable, and once it uses the right database `ragfleet dlq retry --all` runs
+    them all."""
+    producer, wrong = make_fleet(), make_fleet()
+    ids = producer.submit("noop", count=5)
+    executor = Executor(wrong.config, 1, wrong.config.parent / "executor1.log", {})
+    executor.wait_started()
+    wait_for(lambda: producer.redis.xlen(wire.DEAD_LETTER_STREAM) == 5, 20, "5 dead letters")
+    executor.wait_log(r"task processing unavailable: 3 tasks in a row set aside")
+    assert executor.terminate() == 0
+    assert producer.redis.xlen(wire.queue_name(0)) == 0
+
+    producer.start()  # the config mended
+    result = producer.cli("dlq", "retry", "--all")
+    assert result.returncode == 0 and result.stdout == "ragfleet: re-enqueued 5 task(s)\n"
+    assert [r["progress"] for r in producer.wait_done(ids)] == [1] * 5
 
 
 def test_redis_restart_mid_run_loses_no_task_and_fails_none(fleet, redis_server):
