@@ -11,7 +11,6 @@ import trio
 from . import wire
 from .broker import (
     REDIS_DENIED,
-    REDIS_REFUSED,
     Broker,
     connect,
     redis_error_text,
@@ -63,7 +62,6 @@ def build_worker(
     store, unavailable = open_task_store(settings.database)
     store.database.close()  # this thread's connection; the worker's threads open their own
     broker = Broker(connect(settings.redis), consumer)
-    queues_lost = check_redis_access(broker, settings)
     worker = Worker(
         settings,
         instance,
@@ -75,26 +73,7 @@ def build_worker(
     )
     if unavailable is not None:  # no fetching until it answers
         worker.db_outage.failed(unavailable)
-    if queues_lost:
-        worker.note_queues_lost()
     return worker
-
-
-def check_redis_access(broker: Broker, settings: Settings) -> bool:
-    """Create the consumer groups once before the worker starts; whether one was missing.
-    Redis refusing our login or commands is a SettingsError (exit 2, no restart); Redis
-    down, loading or refusing writes is left to the worker, which waits for it."""
-    try:
-        return bool(broker.ensure_groups())
-    except REDIS_DENIED as exc:
-        raise _refused(settings, exc) from exc
-    except REDIS_REFUSED:
-        return False
-
-
-def _refused(settings: Settings, exc: Exception) -> SettingsError:
-    where = redis_location(settings.redis)
-    return SettingsError(f"cannot use Redis ({where}): {redis_error_text(exc)}")
 
 
 def run_executor(settings: Settings, instance: int) -> int:
@@ -103,6 +82,7 @@ def run_executor(settings: Settings, instance: int) -> int:
     worker = build_worker(settings, instance)
     try:
         trio.run(worker.run)
-    except REDIS_DENIED as exc:  # refused in the worker's first round of commands
-        raise _refused(settings, exc) from exc
+    except REDIS_DENIED as exc:  # refused in the worker's first round (Worker._connect)
+        where = redis_location(settings.redis)
+        raise SettingsError(f"cannot use Redis ({where}): {redis_error_text(exc)}") from exc
     return 0

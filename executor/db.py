@@ -346,11 +346,9 @@ class TaskStore:
         rows = [r for r in rows if state is None or task_state(r) == state]
         return rows[:limit]
 
-    def unfinished_tasks(self, among: Iterable[str] | None = None) -> list[dict[str, Any]]:
-        """Tasks a queue still owes work (progress in [0, 1)), oldest first; if given, only
-        those *among* these ids."""
-        if among is None:
-            return self._unfinished(self.Task.select())
+    def unfinished_tasks(self, among: Iterable[str]) -> list[dict[str, Any]]:
+        """The tasks *among* these ids that a queue still owes work (progress in [0, 1)),
+        oldest first."""
         ids = list(among)
         rows: list[dict[str, Any]] = []
         for start in range(0, len(ids), _IDS_PER_QUERY):

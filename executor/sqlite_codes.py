@@ -9,8 +9,8 @@ INTERRUPT = 9  # the statement was interrupted
 IOERR = 10  # the operating system reported an I/O error
 CORRUPT = 11  # the file is damaged ("database disk image is malformed")
 FULL = 13  # the disk (or the file's size limit) is full: nothing is written
-NOTADB = 26  # the file is not a database (overwritten, truncated, the wrong file)
 PROTOCOL = 15  # a locking protocol error (a race on the WAL's shared memory)
+NOTADB = 26  # the file is not a database (overwritten, truncated, the wrong file)
 
 DAMAGED = frozenset({IOERR, CORRUPT, NOTADB})
 """The file, or the disk under it, failing: no task's fault. An executor treats these as

@@ -124,7 +124,7 @@ class Worker:
         self.dep_outage = Outage("a task dependency", self.log, cap=30.0, settle=settle)
         self.refused_reads = Outage("Redis reads", self.log, first=1.0, cap=30.0, settle=settle)
         # Executor errors on task after task: the executor's bug, or something it depends
-        # on that fails in a way not known as an outage (see _settle).
+        # on that fails in a way not known as an outage (see _note_set_aside).
         self.executor_errors = Outage(
             "task processing", self.log, first=1.0, cap=60.0, settle=settle
         )
