@@ -239,6 +239,7 @@ def test_an_executor_on_another_database_than_the_producer_loses_no_task(make_fl
     producer, wrong = make_fleet(), make_fleet()
     ids = producer.submit("noop", count=5)
     executor = Executor(wrong.config, 1, wrong.config.parent / "executor1.log", {})
+    wrong.processes.append(executor)  # killed at the end if the test fails
     executor.wait_started()
     wait_for(lambda: producer.redis.xlen(wire.DEAD_LETTER_STREAM) == 5, 20, "5 dead letters")
     executor.wait_log(r"task processing unavailable: 3 tasks in a row set aside")
