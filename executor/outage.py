@@ -8,6 +8,10 @@ from collections.abc import Callable
 
 import trio
 
+# A failure this close before the next try is due is taken for that try: a sleep until it
+# may wake a little early by this clock.
+_SAME_ROUND = 0.01
+
 
 class DependencyUnavailable(ConnectionError):
     """A service a task needs (document store, embedding endpoint) cannot be reached: the task
@@ -56,9 +60,16 @@ class Outage:
         return self._since is not None
 
     def failed(self, exc: BaseException) -> float:
+        """Note a failure; return the seconds until the next try is due.
+
+        While the dependency is down, only a failed try grows the back-off: failures that
+        come before the next try is due are the rest of the round already in flight (each
+        of the tasks a worker was running meets the outage), and do not."""
         self.errors += 1
         now = self._clock()
         if self._since is not None:
+            if now < self.retry_at - _SAME_ROUND:
+                return self.retry_at - now
             self._delay = min(self.cap, self._delay * 2)
         elif self._up_at is not None and now - self._up_at < self.settle:
             self._relapse(exc, now - self._up_at)

@@ -281,10 +281,10 @@ class Worker:
         while True:
             await self._until_healthy()
             slots = await self._take_slots()
-            probing = self.executor_errors.down
-            if self.redis_outage.down or self.db_outage.holds():  # began while we waited
+            if self._paused():  # an outage began, or a probe failed, while we waited
                 self._give_back(slots)
                 continue
+            probing = self.executor_errors.down
             try:
                 batch, alone = await self._fetch(1 if probing else slots)
             except REDIS_UNAVAILABLE as exc:
@@ -414,6 +414,12 @@ class Worker:
                 self._held.pop(delivery.entry_id, None)
             raise
 
+    def _paused(self) -> bool:
+        """Whether an outage says to wait before the next fetch (see _until_healthy)."""
+        return self.redis_outage.down or any(
+            outage.holds() for outage in (self.db_outage, self.dep_outage, self.executor_errors)
+        )
+
     def _start(self, batch: list[Delivery]) -> None:
         assert self._tasks is not None
         for delivery in batch:
@@ -506,8 +512,9 @@ class Worker:
     def _note_set_aside(self, exc: Exception) -> None:
         """Entries set aside one after another mean an error every task meets: setting
         each aside at full speed would move the whole queue to the dead-letter stream.
-        From the SET_ASIDE_STREAK-th on, fetching pauses (1 s, doubling with each entry
-        set aside, up to a minute) and then runs one task alone, until one settles. The
+        From the SET_ASIDE_STREAK-th on, fetching pauses (1 s, doubling each time the task
+        run alone is set aside too, up to a minute) and then runs one task alone, until
+        one settles. The
         tasks already running when it trips meet the error too: up to SET_ASIDE_STREAK +
         max_concurrent_tasks - 1 are set aside before the pause."""
         self._set_aside_streak += 1

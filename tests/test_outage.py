@@ -32,8 +32,12 @@ def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def test_an_outage_is_logged_when_it_begins_and_when_it_ends(clock, caplog):
     outage = _outage(clock)
-    assert [outage.failed(OSError("down")) for _ in range(6)] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0]
-    clock.now += 7.5
+    delays = []
+    for _ in range(6):  # each try fails, once the last back-off has run out
+        delays.append(outage.failed(OSError("down")))
+        clock.now += delays[-1]
+    assert delays == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0]
+    clock.now += 7.5 - sum(delays)
     outage.recovered()
     outage.recovered()
     assert _lines(caplog) == [
@@ -92,3 +96,14 @@ def test_a_new_outage_after_a_relapsing_one_says_the_last_one_ended(clock, caplo
         "database available again: it has held for 60 s, after 2 relapses",
         "database unavailable: down; retrying until it is back",
     ]
+
+
+def test_the_failures_of_one_round_grow_the_back_off_once(clock):
+    """Four tasks in flight meet the outage at once: one failed try, not four."""
+    outage = _outage(clock)
+    assert [outage.failed(OSError("down")) for _ in range(4)] == pytest.approx([0.2] * 4)
+    clock.now += 0.1
+    assert outage.failed(OSError("down")) == pytest.approx(0.1)  # the same round, late
+    clock.now += 0.1
+    assert [outage.failed(OSError("down")) for _ in range(4)] == pytest.approx([0.4] * 4)
+    assert outage.until_retry() == pytest.approx(0.4)
