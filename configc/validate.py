@@ -129,6 +129,13 @@ MIN_SWEEP = 60
 """Seconds: the shortest period between lost-task sweeps configc accepts."""
 
 
+def watchdog_sec(heartbeat_interval: int) -> int:
+    """WatchdogSec of an executor unit: systemd kills an instance that has not pinged it
+    for this long. An instance stops pinging when its event loop blocks, or when its
+    heartbeat loop has not come round for this long either (Worker._alive)."""
+    return max(30, 3 * heartbeat_interval)
+
+
 def _timing_checks(executor: dict[str, Any], problem) -> Iterator[Problem]:
     beat = executor["heartbeat_interval"]
     if executor["worker_heartbeat_timeout"] <= 2 * beat:
@@ -138,10 +145,12 @@ def _timing_checks(executor: dict[str, Any], problem) -> Iterator[Problem]:
             "executor",
             "worker_heartbeat_timeout",
         )
-    if executor["reclaim_idle"] <= 2 * beat:
+    if executor["reclaim_idle"] <= (least := 2 * watchdog_sec(beat)):
         yield problem(
-            f"must be more than twice heartbeat_interval ({beat} s): a live worker refreshes "
-            "its running tasks' entries once per heartbeat, and must not lose them to a reclaim",
+            f"must be more than {least} s, twice the watchdog ({watchdog_sec(beat)} s, from "
+            "heartbeat_interval): a hung executor is killed by its watchdog at most that long "
+            "after it last refreshed its tasks' entries, and no other may take them over "
+            "before, or both would run them",
             "executor",
             "reclaim_idle",
         )

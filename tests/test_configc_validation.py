@@ -115,10 +115,11 @@ def test_schema_rule(tmp_path, local, expected):
             f"{LOCAL}:2:3: executor.storage: 's3' needs a 's3' section, and there is none",
         ),
         (
-            "executor:\n  reclaim_idle: 60\n",
-            f"{LOCAL}:2:3: executor.reclaim_idle: must be more than twice heartbeat_interval"
-            " (30 s): a live worker refreshes its running tasks' entries once per heartbeat,"
-            " and must not lose them to a reclaim",
+            "executor:\n  reclaim_idle: 180\n",
+            f"{LOCAL}:2:3: executor.reclaim_idle: must be more than 180 s, twice the watchdog"
+            " (90 s, from heartbeat_interval): a hung executor is killed by its watchdog at"
+            " most that long after it last refreshed its tasks' entries, and no other may"
+            " take them over before, or both would run them",
         ),
         (
             "executor:\n  lost_task_sweep: 5\n",
