@@ -41,8 +41,10 @@ class Outage:
         cap: float = 5.0,
         settle: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        describe: Callable[[BaseException], str] = str,
     ):
         self.name = name
+        self.describe = describe  # the words of an error, for the log
         self.log = log
         self.first = first
         self.cap = cap
@@ -77,7 +79,9 @@ class Outage:
         else:
             self._log_held(now)  # if the end of a relapsing outage went unlogged
             self._delay = self.first
-            self.log.warning("%s unavailable: %s; retrying until it is back", self.name, exc)
+            self.log.warning(
+                "%s unavailable: %s; retrying until it is back", self.name, self.describe(exc)
+            )
             self._since = now
         self.retry_at = now + self._delay
         return self._delay
@@ -91,7 +95,7 @@ class Outage:
                 "logged again once it has held for %.0f s",
                 self.name,
                 up_for,
-                exc,
+                self.describe(exc),
                 self.settle,
             )
 

@@ -40,6 +40,7 @@ from .broker import (
     REDIS_UNAVAILABLE,
     Broker,
     Delivery,
+    redis_error_text,
     refuses_writes,
 )
 from .db import CANCELLED_MESSAGE, DatabaseUnavailable, TaskStore
@@ -117,12 +118,14 @@ class Worker:
         self.log = log or logging.getLogger(f"ragfleet.{self.name}")
         # An outage is over once the dependency has held for two heartbeats (see Outage).
         settle = 2 * self.config.heartbeat_interval
-        self.redis_outage = Outage("Redis", self.log, settle=settle)
+        self.redis_outage = Outage("Redis", self.log, settle=settle, describe=redis_error_text)
         self.db_outage = Outage("database", self.log, settle=settle)
         # Services only some tasks need (document store, embedding endpoint): nothing to
         # probe, so tasks are retried after a back-off until one gets through.
         self.dep_outage = Outage("a task dependency", self.log, cap=30.0, settle=settle)
-        self.refused_reads = Outage("Redis reads", self.log, first=1.0, cap=30.0, settle=settle)
+        self.refused_reads = Outage(
+            "Redis reads", self.log, first=1.0, cap=30.0, settle=settle, describe=redis_error_text
+        )
         # Executor errors on task after task: the executor's bug, or something it depends
         # on that fails in a way not known as an outage (see _note_set_aside).
         self.executor_errors = Outage(

@@ -107,3 +107,11 @@ def test_the_failures_of_one_round_grow_the_back_off_once(clock):
     clock.now += 0.1
     assert [outage.failed(OSError("down")) for _ in range(4)] == pytest.approx([0.4] * 4)
     assert outage.until_retry() == pytest.approx(0.4)
+
+
+def test_an_outage_logs_the_error_in_the_words_it_is_given(clock, caplog):
+    outage = Outage(
+        "Redis", logging.getLogger("test.outage"), clock=clock, describe=lambda e: "MISCONF"
+    )
+    outage.failed(OSError("Command # 1 (XCLAIM ...) of pipeline caused error: MISCONF"))
+    assert _lines(caplog) == ["Redis unavailable: MISCONF; retrying until it is back"]
