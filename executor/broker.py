@@ -143,7 +143,28 @@ class Broker:
                     raise
             else:
                 created.append(queue)
+        if created:  # the first to see the loss sets the time (see queues_lost_at)
+            now_ms = int(time.time() * 1000)
+            self.client.set(wire.QUEUES_LOST_AT, now_ms, nx=True, ex=wire.QUEUES_LOST_TTL)
         return created
+
+    def groups_missing(self) -> bool:
+        """Whether a queue lacks its consumer group: Redis lost its data, and no executor
+        has noticed yet."""
+        for queue in self.queues:
+            try:
+                groups = self.client.xinfo_groups(queue)
+            except redis.ResponseError:  # no such stream
+                return True
+            if not any(_text(g["name"]) == wire.GROUP for g in groups):
+                return True
+        return False
+
+    def queues_lost_at(self) -> float | None:
+        """When (epoch seconds) the first executor found Redis without its groups after
+        its last loss, if within the last hour (QUEUES_LOST_TTL)."""
+        value = self.client.get(wire.QUEUES_LOST_AT)
+        return int(value) / 1000 if value else None
 
     def take_requeue_turn(self) -> bool:
         """Take the fleet's turn to re-enqueue lost tasks, if free (held a minute at most)."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import socket
 import sys
 import textwrap
 import time
@@ -31,6 +33,7 @@ from .broker import (
     REDIS_DENIED,
     REDIS_REFUSED,
     REDIS_UNAVAILABLE,
+    Broker,
     connect,
     redis_error_text,
     redis_location,
@@ -42,12 +45,12 @@ from .fleet import (
     dead_letters,
     fleet_status,
     requeue_dead_letter,
-    requeue_lost,
     running_task_ids,
     tasks_in_no_queue,
 )
 from .ingest.docstore import DocStoreUnavailable
 from .ingest.storage import StorageUnavailable
+from .lost_tasks import heartbeats_due_after_loss, requeue_in_turn
 from .producer import enqueue, task_message
 from .settings import Settings, SettingsError, load_settings
 
@@ -496,23 +499,44 @@ def cancel(env: Env, task_ids: tuple[str, ...], doc_id: str | None) -> None:
 
 @main.command()
 @click.option("--check", is_flag=True, help="Report only; exit 1 if a task is in no queue.")
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Do not wait for the executors' heartbeats after Redis lost its data.",
+)
 @operator_command
-def reconcile(env: Env, check: bool) -> None:
+def reconcile(env: Env, check: bool, no_wait: bool) -> None:
     """Re-enqueue unfinished tasks that no queue holds (after Redis lost its data).
 
     Leaves alone the tasks a live executor's heartbeat says it runs (Redis lost their
     entries while they ran; they finish where they are) and dead-lettered ones (`ragfleet
-    dlq`). The executors do the same by themselves: after they see Redis lose its queues,
-    and in their periodic sweep (executor.lost_task_sweep). Idempotent: a task already in
-    a stream is left alone.
+    dlq`). Right after Redis lost its data, the heartbeats went with it: it first waits
+    1.5 heartbeat intervals from the loss, so that every live executor has named its
+    tasks again. It takes the fleet's turn to re-enqueue, so that it and an executor's pass
+    never enqueue a task twice (exit 3 if another pass keeps the turn). The executors do the
+    same by themselves: after they see Redis lose its queues, and in their periodic sweep
+    (executor.lost_task_sweep). Idempotent: a task already in a stream is left alone.
     """
-    timeout = env.settings.executor.worker_heartbeat_timeout
-    lost = LostTaskFilter(running=running_task_ids(env.redis, timeout))
+    config = env.settings.executor
+    broker = Broker(env.redis, f"ragfleet-reconcile@{socket.gethostname()}:{os.getpid()}")
+    if (due := heartbeats_due_after_loss(broker, config.heartbeat_interval)) and not no_wait:
+        click.echo(
+            f"ragfleet: Redis lost its data recently: waiting {due:.0f} s for the executors' "
+            "heartbeats to name the tasks they run (--no-wait: do not)",
+            err=True,
+        )
+        time.sleep(due)
+    timeout = config.worker_heartbeat_timeout
     if check:
+        lost = LostTaskFilter(running=running_task_ids(env.redis, timeout))
         missing, unfinished = tasks_in_no_queue(env.redis, env.store, lost)
         click.echo(f"ragfleet: {len(missing)} of {unfinished} unfinished tasks in no queue")
         sys.exit(EXIT_NO if missing else 0)
-    requeued, unfinished = requeue_lost(env.redis, env.store, lost)
+    try:
+        requeued, unfinished = requeue_in_turn(broker, env.store, LostTaskFilter(), timeout)
+    except TimeoutError as exc:
+        click.echo(f"ragfleet: {exc}; run it again", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
     click.echo(
         f"ragfleet: re-enqueued {len(requeued)} of {unfinished} unfinished tasks "
         f"({unfinished - len(requeued)} queued, running or dead-lettered)"

@@ -37,6 +37,8 @@ REQUEUE_GRACE = 5.0
 recorded before Redis lost its queues are re-enqueued no sooner than this after the loss
 is seen (and no sooner than 1.5 heartbeats, so that every live executor has said again
 which tasks it runs)."""
+HEARTBEATS_AFTER_LOSS = 1.5
+"""Heartbeat intervals after which every live executor has heartbeated again."""
 REQUEUE_TURN_WAIT = 10.0
 """Seconds to wait for another executor's pass to end before giving up."""
 SHOWN_IDS = 5
@@ -65,7 +67,7 @@ class LostTasks:
 
     @property
     def delay_after_loss(self) -> float:
-        return max(REQUEUE_GRACE, 1.5 * self.config.heartbeat_interval)
+        return delay_after_loss(self.config.heartbeat_interval)
 
     async def after_loss(self, lost_at_ms: int) -> None:
         """Re-enqueue, after :attr:`delay_after_loss`, the tasks recorded before
@@ -112,19 +114,10 @@ class LostTasks:
         return found
 
     def _requeue_in_turn(self, lost: LostTaskFilter) -> int:
-        """In a thread: requeue_lost in the fleet's turn, sparing the tasks that live
-        executors run; logs and returns how many were re-enqueued."""
-        deadline = time.monotonic() + REQUEUE_TURN_WAIT
-        while not self.broker.take_requeue_turn():
-            if time.monotonic() > deadline:
-                raise TimeoutError("another executor kept the turn to re-enqueue")
-            time.sleep(0.2)  # a worker thread, not the event loop
-        try:
-            client = self.broker.client
-            running = running_task_ids(client, self.config.worker_heartbeat_timeout)
-            ids, unfinished = requeue_lost(client, self.store, replace(lost, running=running))
-        finally:
-            self.broker.give_back_requeue_turn()
+        """In a thread: requeue_in_turn; logs and returns how many were re-enqueued."""
+        ids, unfinished = requeue_in_turn(
+            self.broker, self.store, lost, self.config.worker_heartbeat_timeout
+        )
         if ids or lost.created_before_ms is not None:
             self.log.warning(
                 "re-enqueued %d of %d unfinished tasks that no queue held%s",
@@ -133,6 +126,44 @@ class LostTasks:
                 _named(ids),
             )
         return len(ids)
+
+
+def delay_after_loss(heartbeat_interval: float) -> float:
+    """Seconds after Redis lost its data before an executor's pass may trust the
+    heartbeats, and a producer has enqueued what it had recorded: see REQUEUE_GRACE."""
+    return max(REQUEUE_GRACE, HEARTBEATS_AFTER_LOSS * heartbeat_interval)
+
+
+def heartbeats_due_after_loss(broker: Broker, heartbeat_interval: float) -> float:
+    """Seconds until every live executor has heartbeated since Redis last lost its data (0
+    if it has, or no loss is known). Until then the heartbeats, lost with the data, do not
+    name the tasks the executors run, and a pass would enqueue those a second time."""
+    window = HEARTBEATS_AFTER_LOSS * heartbeat_interval
+    if broker.groups_missing():  # lost, and no executor has noticed yet
+        return window
+    lost_at = broker.queues_lost_at()
+    return max(0.0, lost_at + window - time.time()) if lost_at else 0.0
+
+
+def requeue_in_turn(
+    broker: Broker, store: TaskStore, lost: LostTaskFilter, heartbeat_timeout: float
+) -> tuple[list[str], int]:
+    """Blocking: requeue_lost in the fleet's turn (waited for up to REQUEUE_TURN_WAIT,
+    else TimeoutError), sparing the tasks that live executors' heartbeats name. Two passes
+    never both find a task missing and enqueue it twice."""
+    deadline = time.monotonic() + REQUEUE_TURN_WAIT
+    while not broker.take_requeue_turn():
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"another pass (an executor's, or a reconcile) kept the turn to re-enqueue "
+                f"for {REQUEUE_TURN_WAIT:.0f} s"
+            )
+        time.sleep(0.2)  # never on the event loop
+    try:
+        running = running_task_ids(broker.client, heartbeat_timeout)
+        return requeue_lost(broker.client, store, replace(lost, running=running))
+    finally:
+        broker.give_back_requeue_turn()
 
 
 def _named(ids: list[str]) -> str:

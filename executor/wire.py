@@ -18,8 +18,13 @@ EXECUTORS_SET = "TASKEXE"
 CLEANUP_LOCK = "clean_task_executor"
 CLEANUP_LOCK_TTL = 60
 REQUEUE_LOCK = "ragfleet_requeue_lost"
-"""Held by an executor while it re-enqueues unfinished tasks that no queue holds, so that
-two never do it at once (see executor.lost_tasks)."""
+"""Held by an executor, or ``ragfleet reconcile``, while it re-enqueues unfinished tasks
+that no queue holds, so that two never do it at once (see executor.lost_tasks)."""
+QUEUES_LOST_AT = "ragfleet_queues_lost_at"
+"""When (ms) an executor first found Redis without its consumer groups, so that
+``ragfleet reconcile`` can wait for the executors' heartbeats after it (it goes with the
+next loss, as it is in the same Redis)."""
+QUEUES_LOST_TTL = 60 * 60
 SWEEP_LOCK = "ragfleet_lost_task_sweep"
 """Set, to expire after ``lost_task_sweep`` seconds, by the executor that sweeps for lost
 tasks: the others skip their sweep while it exists."""

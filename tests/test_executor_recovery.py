@@ -410,6 +410,37 @@ def test_reconcile_leaves_a_task_that_runs_where_it_is(fleet):
     assert row["progress"] == 1 and row["progress_msg"].count("Task has been received.") == 1
 
 
+def test_reconcile_right_after_redis_lost_its_data_waits_for_the_heartbeats(make_fleet):
+    """The heartbeats went with the data: run at once, `reconcile` would not know that the
+    task runs and would enqueue it a second time. It waits 1.5 heartbeat intervals from
+    the loss, by which time the executor has named the task again."""
+    fleet = make_fleet(heartbeat_interval=3, worker_heartbeat_timeout=10)
+    fleet.start()
+    (task_id,) = fleet.submit("sleep", seconds=10)
+    started(fleet, task_id)
+    fleet.redis.flushall()
+    result = fleet.cli("reconcile")
+    assert "Redis lost its data recently: waiting" in result.stderr, result.stderr
+    assert result.stdout.startswith("ragfleet: re-enqueued 0 of 1 "), result.stdout
+    row = fleet.wait_done([task_id], timeout=20)[0]
+    assert row["progress"] == 1 and row["progress_msg"].count("Task has been received.") == 1
+    assert fleet.cli("reconcile").stderr == ""  # the executors heartbeated since: no wait
+
+
+def test_reconcile_waits_for_the_fleets_turn_and_says_so(fleet):
+    """Another pass (an executor's) holds the turn to re-enqueue: reconcile does not run
+    beside it, which could enqueue a task twice; it gives up with exit 3 and says why."""
+    fleet.submit("noop", count=2)
+    fleet.redis.delete(wire.queue_name(0))  # both tasks lost
+    fleet.redis.set(wire.REQUEUE_LOCK, "task_executor_other_1", ex=60)
+    result = fleet.cli("reconcile", "--no-wait")
+    assert result.returncode == 3, result
+    assert "kept the turn to re-enqueue for 10 s; run it again" in result.stderr
+    assert fleet.redis.xlen(wire.queue_name(0)) == 0
+    fleet.redis.delete(wire.REQUEUE_LOCK)  # the other pass ends
+    assert fleet.cli("reconcile", "--no-wait").stdout.startswith("ragfleet: re-enqueued 2 of 2")
+
+
 def _restart_without_its_data(server) -> None:
     server.stop()
     shutil.rmtree(server.workdir / "appendonlydir", ignore_errors=True)
@@ -680,10 +711,12 @@ def test_executor_errors_on_task_after_task_slow_fetching_to_one_task(fleet, cap
             async with trio.open_nursery() as nursery:
                 await nursery.start(worker.run)
                 await trio.sleep(4)
+                assert worker._health() == (False, "task processing unavailable")  # /healthz
                 set_aside, broken = worker.counters.failed, False
                 with trio.fail_after(30):
                     while worker.counters.done + worker.counters.failed < 20:
                         await trio.sleep(0.05)
+                assert worker._health() == (True, "ok")
                 worker.stop()
             return set_aside
 
