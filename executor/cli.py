@@ -434,6 +434,7 @@ def status(env: Env, as_json: bool) -> None:
             "done",
             "failed",
             "running",
+            "waiting",
             "state",
         )
         _print_table(rows, columns)

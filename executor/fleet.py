@@ -30,24 +30,33 @@ def latest_heartbeat(client: redis.Redis, name: str) -> tuple[float, dict[str, A
 
 
 def fleet_status(client: redis.Redis, timeout: float, now: float | None = None) -> list[dict]:
-    """One row per member of TASKEXE, ``state`` alive or stale (no heartbeat in *timeout*)."""
+    """One row per member of TASKEXE, ``state`` alive or stale (no heartbeat in *timeout*);
+    ``running`` counts the tasks it runs, ``waiting`` those it has fetched and holds until a
+    slot is free, ``current`` names both."""
     now = time.time() if now is None else now
     rows = []
     for member in sorted(m.decode() for m in client.smembers(wire.EXECUTORS_SET)):
         beat = latest_heartbeat(client, member)
         score, data = beat if beat else (0.0, {})
         age = now - score if beat else None
+        current = data.get("current") or {}
+        waiting = sum(1 for task in current.values() if _waiting(task))
         rows.append(
             {
                 **{key: data.get(key) for key in wire.HEARTBEAT_FIELDS if key != "current"},
                 "name": member,
                 "age": f"{age:.0f}s" if age is not None else "never",
-                "running": len(data.get("current") or {}),
-                "current": sorted((data.get("current") or {}).keys()),
+                "running": len(current) - waiting,
+                "waiting": waiting,  # fetched, waiting for a slot (see Worker._current_tasks)
+                "current": sorted(current),
                 "state": "alive" if age is not None and age <= timeout else "stale",
             }
         )
     return rows
+
+
+def _waiting(task: Any) -> bool:
+    return isinstance(task, dict) and bool(task.get("waiting"))
 
 
 def dead_letters(client: redis.Redis) -> list[dict[str, Any]]:

@@ -825,14 +825,15 @@ class Worker:
 
     def _current_tasks(self) -> dict[str, Any]:
         """The tasks this executor holds: those running, and those fetched that wait for
-        their slots (an entry taken over, to run alone once the running tasks finish). A
-        pass re-enqueuing the tasks Redis lost spares what a heartbeat names, and must
-        spare these too, or they would run twice (see executor.lost_tasks)."""
+        their slots (an entry taken over, to run alone once the running tasks finish),
+        marked ``"waiting": true``. A pass re-enqueuing the tasks Redis lost spares what a
+        heartbeat names, and must spare these too, or they would run twice (see
+        executor.lost_tasks)."""
         current: dict[str, Any] = {}
         for delivery in self._held.values():
             with suppress(wire.MalformedMessage):
                 message = wire.decode_message(delivery.fields)
-                current[message["id"]] = message
+                current[message["id"]] = {**message, "waiting": True}
         current.update((task_id, r.task) for task_id, r in self.running.items())
         return current
 

@@ -159,6 +159,15 @@ def test_an_entry_taken_over_stays_with_its_taker_while_it_waits_to_run_alone(fl
     (own,) = fleet.submit("sleep", seconds=10, steps=10)  # far longer than reclaim_idle (3 s)
     started(fleet, own)
     taker.wait_log(r"reclaimed entry .* running it alone")
+
+    def taker_status() -> dict:
+        rows = json.loads(fleet.cli("status", "--json").stdout)
+        (row,) = [r for r in rows if r["name"] == "task_executor_test_1"]
+        return row if row["waiting"] else {}
+
+    row = wait_for(taker_status, 5, "the taker's heartbeat to show the entry it holds")
+    assert (row["running"], row["waiting"]) == (1, 1)
+    assert sorted(row["current"]) == sorted([own, taken_over])
     other = fleet.start(instance=2)  # idle: it reclaims any entry idle for 3 s
     rows = {r["id"]: r for r in fleet.wait_done([own, taken_over], timeout=40)}
     received = {i: rows[i]["progress_msg"].count("Task has been received.") for i in rows}
