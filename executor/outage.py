@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -103,6 +104,13 @@ class Outage:
         """Whether work that needs the dependency should wait: it is down and the back-off
         before the next try has not run out."""
         return self.down and self._clock() < self.retry_at
+
+    def up_for(self) -> float:
+        """Seconds since the last outage ended: 0 while one goes on, infinity if none has
+        happened."""
+        if self._since is not None:
+            return 0.0
+        return math.inf if self._up_at is None else self._clock() - self._up_at
 
     def until_retry(self) -> float:
         """Seconds until the next try is due (0 if it is)."""

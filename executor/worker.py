@@ -64,6 +64,9 @@ task at a time, after a growing pause, until one settles (see Worker._note_set_a
 IDLE_BLOCK_MS = 1000
 """XREADGROUP BLOCK when idle: a new entry wakes the read at once, so this bounds only how
 long a stop waits for the read to return."""
+RECLAIM_AFTER_OUTAGE = 1.5
+"""Heartbeat intervals after a Redis outage before entries are taken over from others:
+every live holder has refreshed its entries by then (see Worker._reclaim_due)."""
 
 
 @dataclass
@@ -348,9 +351,16 @@ class Worker:
         for ``reclaim_idle`` (XAUTOCLAIM), one at a time (see _fetch); while there are
         such entries, the next is taken as soon as this one is started. Entries this
         worker holds are kept fresh by its heartbeats, so they are never idle that long
-        while it lives."""
+        while it lives.
+
+        Except across a Redis outage: no heartbeat could refresh an entry meanwhile, so
+        after one longer than ``reclaim_idle`` every entry looks abandoned. Nothing is
+        taken over until Redis has been back for 1.5 heartbeat intervals, by which time
+        every live holder has refreshed its entries; else their running tasks would run
+        a second time here."""
         now = trio.current_time()
-        if now < self._next_reclaim:
+        grace = RECLAIM_AFTER_OUTAGE * self.config.heartbeat_interval
+        if now < self._next_reclaim or self.redis_outage.up_for() < grace:
             return []
         self._next_reclaim = now + self._reclaim_period
         idle_ms = int(self.config.reclaim_idle * 1000)

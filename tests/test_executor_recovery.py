@@ -175,6 +175,29 @@ def test_an_entry_taken_over_stays_with_its_taker_while_it_waits_to_run_alone(fl
     assert "reclaimed" not in other.log
 
 
+def test_after_a_long_redis_outage_no_task_is_taken_from_a_live_worker(make_fleet, redis_server):
+    """No heartbeat can refresh an entry while Redis is down, so after an outage longer
+    than reclaim_idle every entry looks abandoned. A worker that sees Redis back takes
+    none over for 1.5 heartbeats, by which time each live holder has refreshed its own:
+    here the holder is paused until 2.4 s after Redis is back (heartbeat 2 s)."""
+    fleet = make_fleet(heartbeat_interval=2, reclaim_idle=5, worker_heartbeat_timeout=30)
+    holder = fleet.start(instance=1)
+    (task_id,) = fleet.submit("sleep", seconds=14, steps=14)
+    started(fleet, task_id)
+    other = fleet.start(instance=2)
+    redis_server.stop()
+    holder.signal(signal.SIGSTOP)
+    try:
+        time.sleep(6)  # longer than reclaim_idle
+        redis_server.start()
+        time.sleep(2.4)
+    finally:
+        holder.signal(signal.SIGCONT)
+    row = fleet.wait_done([task_id], timeout=40)[0]
+    assert row["progress"] == 1 and row["progress_msg"].count("Task has been received.") == 1
+    assert "reclaimed" not in other.log
+
+
 def test_a_long_task_is_never_stolen_while_its_worker_lives(fleet):
     fleet.start(instance=1)
     (task_id,) = fleet.submit("sleep", seconds=8, steps=8)  # far longer than reclaim_idle (3 s)
