@@ -115,3 +115,14 @@ def test_an_outage_logs_the_error_in_the_words_it_is_given(clock, caplog):
     )
     outage.failed(OSError("Command # 1 (XCLAIM ...) of pipeline caused error: MISCONF"))
     assert _lines(caplog) == ["Redis unavailable: MISCONF; retrying until it is back"]
+
+
+def test_up_for_counts_from_the_end_of_the_last_outage(clock):
+    outage = _outage(clock)
+    assert outage.up_for() == float("inf")  # never down
+    outage.failed(OSError("down"))
+    clock.now += 3
+    assert outage.up_for() == 0.0
+    outage.recovered()
+    clock.now += 2
+    assert outage.up_for() == 2.0
