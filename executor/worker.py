@@ -527,9 +527,8 @@ class Worker:
         each aside at full speed would move the whole queue to the dead-letter stream.
         From the SET_ASIDE_STREAK-th on, fetching pauses (1 s, doubling each time the task
         run alone is set aside too, up to a minute) and then runs one task alone, until
-        one settles. The
-        tasks already running when it trips meet the error too: up to SET_ASIDE_STREAK +
-        max_concurrent_tasks - 1 are set aside before the pause."""
+        one settles. The tasks already running when it trips meet the error too: up to
+        SET_ASIDE_STREAK + max_concurrent_tasks - 1 are set aside before the pause."""
         self._set_aside_streak += 1
         if self._set_aside_streak >= SET_ASIDE_STREAK:
             self.executor_errors.failed(
