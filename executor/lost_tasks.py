@@ -38,7 +38,8 @@ recorded before Redis lost its queues are re-enqueued no sooner than this after 
 is seen (and no sooner than 1.5 heartbeats, so that every live executor has said again
 which tasks it runs)."""
 HEARTBEATS_AFTER_LOSS = 1.5
-"""Heartbeat intervals after which every live executor has heartbeated again."""
+"""Heartbeat intervals after Redis came back (with or without its data) within which every
+live executor has heartbeated again: named its tasks and refreshed its entries."""
 REQUEUE_TURN_WAIT = 10.0
 """Seconds to wait for another executor's pass to end before giving up."""
 SHOWN_IDS = 5

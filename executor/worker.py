@@ -45,7 +45,7 @@ from .broker import (
 )
 from .db import CANCELLED_MESSAGE, DatabaseUnavailable, TaskStore
 from .handlers import HandlerRegistry, SettledHook, TaskContext, TaskInputError
-from .lost_tasks import LostTasks
+from .lost_tasks import HEARTBEATS_AFTER_LOSS, LostTasks
 from .memtrace import MemoryTracer
 from .metrics import Metrics, serve_metrics
 from .outage import DependencyUnavailable, Outage
@@ -64,9 +64,6 @@ task at a time, after a growing pause, until one settles (see Worker._note_set_a
 IDLE_BLOCK_MS = 1000
 """XREADGROUP BLOCK when idle: a new entry wakes the read at once, so this bounds only how
 long a stop waits for the read to return."""
-RECLAIM_AFTER_OUTAGE = 1.5
-"""Heartbeat intervals after a Redis outage before entries are taken over from others:
-every live holder has refreshed its entries by then (see Worker._reclaim_due)."""
 
 
 @dataclass
@@ -359,7 +356,7 @@ class Worker:
         every live holder has refreshed its entries; else their running tasks would run
         a second time here."""
         now = trio.current_time()
-        grace = RECLAIM_AFTER_OUTAGE * self.config.heartbeat_interval
+        grace = HEARTBEATS_AFTER_LOSS * self.config.heartbeat_interval
         if now < self._next_reclaim or self.redis_outage.up_for() < grace:
             return []
         self._next_reclaim = now + self._reclaim_period
