@@ -19,6 +19,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -50,7 +51,7 @@ from .fleet import (
 )
 from .ingest.docstore import DocStoreUnavailable
 from .ingest.storage import StorageUnavailable
-from .lost_tasks import heartbeats_due_after_loss, requeue_in_turn
+from .lost_tasks import REQUEUE_GRACE, heartbeats_due_after_loss, requeue_in_turn
 from .producer import enqueue, task_message
 from .settings import Settings, SettingsError, load_settings
 
@@ -505,18 +506,29 @@ def cancel(env: Env, task_ids: tuple[str, ...], doc_id: str | None) -> None:
     is_flag=True,
     help="Do not wait for the executors' heartbeats after Redis lost its data.",
 )
+@click.option(
+    "--min-age",
+    type=click.FloatRange(min=0),
+    default=REQUEUE_GRACE,
+    show_default=True,
+    metavar="SECONDS",
+    help="Leave alone tasks whose row changed less than this long ago.",
+)
 @operator_command
-def reconcile(env: Env, check: bool, no_wait: bool) -> None:
+def reconcile(env: Env, check: bool, no_wait: bool, min_age: float) -> None:
     """Re-enqueue unfinished tasks that no queue holds (after Redis lost its data).
 
     Leaves alone the tasks a live executor's heartbeat says it runs (Redis lost their
-    entries while they ran; they finish where they are) and dead-lettered ones (`ragfleet
-    dlq`). Right after Redis lost its data, the heartbeats went with it: it first waits
-    1.5 heartbeat intervals from the loss, so that every live executor has named its
-    tasks again. It takes the fleet's turn to re-enqueue, so that it and an executor's pass
-    never enqueue a task twice (exit 3 if another pass keeps the turn). The executors do the
-    same by themselves: after they see Redis lose its queues, and in their periodic sweep
-    (executor.lost_task_sweep). Idempotent: a task already in a stream is left alone.
+    entries while they ran; they finish where they are), dead-lettered ones (`ragfleet
+    dlq`), and those recorded or reset in the last --min-age seconds: a producer (submit,
+    dlq retry) writes the row first and enqueues it next, and a task caught between the
+    two would be enqueued twice. Right after Redis lost its data, the heartbeats went with
+    it: it first waits 1.5 heartbeat intervals from the loss, so that every live executor
+    has named its tasks again. It takes the fleet's turn to re-enqueue, so that it and an
+    executor's pass never enqueue a task twice (exit 3 if another pass keeps the turn).
+    The executors do the same by themselves: after they see Redis lose its queues, and in
+    their periodic sweep (executor.lost_task_sweep). Idempotent: a task already in a
+    stream is left alone.
     """
     config = env.settings.executor
     broker = Broker(env.redis, f"ragfleet-reconcile@{socket.gethostname()}:{os.getpid()}")
@@ -528,19 +540,21 @@ def reconcile(env: Env, check: bool, no_wait: bool) -> None:
         )
         time.sleep(due)
     timeout = config.worker_heartbeat_timeout
+    settled = LostTaskFilter(unchanged_since_ms=int((time.time() - min_age) * 1000))
     if check:
-        lost = LostTaskFilter(running=running_task_ids(env.redis, timeout))
+        lost = replace(settled, running=running_task_ids(env.redis, timeout))
         missing, unfinished = tasks_in_no_queue(env.redis, env.store, lost)
         click.echo(f"ragfleet: {len(missing)} of {unfinished} unfinished tasks in no queue")
         sys.exit(EXIT_NO if missing else 0)
     try:
-        requeued, unfinished = requeue_in_turn(broker, env.store, LostTaskFilter(), timeout)
+        requeued, unfinished = requeue_in_turn(broker, env.store, settled, timeout)
     except TimeoutError as exc:
         click.echo(f"ragfleet: {exc}; run it again", err=True)
         sys.exit(EXIT_UNAVAILABLE)
     click.echo(
         f"ragfleet: re-enqueued {len(requeued)} of {unfinished} unfinished tasks "
-        f"({unfinished - len(requeued)} queued, running or dead-lettered)"
+        f"({unfinished - len(requeued)} queued, running, dead-lettered or changed in the "
+        f"last {min_age:g} s)"
     )
 
 

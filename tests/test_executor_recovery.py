@@ -408,19 +408,42 @@ def test_redis_with_a_full_disk_pauses_and_loses_no_task(redis_on_a_small_disk, 
 def test_redis_losing_its_data_is_repaired_by_reconcile(fleet):
     ids = fleet.submit("noop", count=5)
     fleet.redis.flushall()  # Redis came back empty: the queue is gone, the DB says queued
-    result = fleet.cli("reconcile", "--check")
+    result = fleet.cli("reconcile", "--check", "--min-age", "0")
     assert result.returncode == 1 and "5 of 5 unfinished tasks in no queue" in result.stdout
-    assert (
-        fleet.cli("reconcile").stdout.strip()
-        == "ragfleet: re-enqueued 5 of 5 unfinished tasks (0 queued, running or dead-lettered)"
+    assert fleet.cli("reconcile", "--min-age", "0").stdout.strip() == (
+        "ragfleet: re-enqueued 5 of 5 unfinished tasks "
+        "(0 queued, running, dead-lettered or changed in the last 0 s)"
     )
-    assert (
-        fleet.cli("reconcile").stdout.strip()
-        == "ragfleet: re-enqueued 0 of 5 unfinished tasks (5 queued, running or dead-lettered)"
+    assert fleet.cli("reconcile", "--min-age", "0").stdout.strip() == (
+        "ragfleet: re-enqueued 0 of 5 unfinished tasks "
+        "(5 queued, running, dead-lettered or changed in the last 0 s)"
     )  # idempotent
-    assert fleet.cli("reconcile", "--check").returncode == 0
+    assert fleet.cli("reconcile", "--check", "--min-age", "0").returncode == 0
     fleet.start()
     assert [r["progress"] for r in fleet.wait_done(ids)] == [1] * 5
+
+
+def test_reconcile_leaves_a_task_just_recorded_to_its_producer(fleet):
+    """A producer records a task, then enqueues it. A reconcile run between its two writes
+    would enqueue the task and the producer would enqueue it again: reconcile leaves alone
+    the rows changed in the last --min-age seconds (5 by default)."""
+    (task_id,) = fleet.submit("noop")
+    fleet.redis.delete(wire.queue_name(0))  # as if the producer had not enqueued it yet
+    check = fleet.cli("reconcile", "--check")
+    assert (check.returncode, check.stdout) == (
+        0,
+        "ragfleet: 0 of 1 unfinished tasks in no queue\n",
+    )
+    assert fleet.cli("reconcile").stdout.strip() == (
+        "ragfleet: re-enqueued 0 of 1 unfinished tasks "
+        "(1 queued, running, dead-lettered or changed in the last 5 s)"
+    )
+    assert fleet.redis.xlen(wire.queue_name(0)) == 0
+    fleet.store.Task.update(update_time=fleet.store.Task.update_time - 6000).execute()
+    assert fleet.cli("reconcile").stdout.startswith("ragfleet: re-enqueued 1 of 1 ")
+    assert fleet.redis.xlen(wire.queue_name(0)) == 1
+    fleet.start()
+    assert fleet.wait_done([task_id])[0]["progress"] == 1
 
 
 def test_reconcile_leaves_a_task_that_runs_where_it_is(fleet):
@@ -431,12 +454,14 @@ def test_reconcile_leaves_a_task_that_runs_where_it_is(fleet):
     started(fleet, task_id)
     fleet.redis.flushall()  # the heartbeats too: wait for the next one to name the task
     wait_for(lambda: task_id in running_task_ids(fleet.redis, 3), 5, "a heartbeat naming it")
-    check = fleet.cli("reconcile", "--check")
+    check = fleet.cli("reconcile", "--check", "--min-age", "0")  # the heartbeat spares it
     assert (check.returncode, check.stdout) == (
         0,
         "ragfleet: 0 of 1 unfinished tasks in no queue\n",
     )
-    assert fleet.cli("reconcile").stdout.startswith("ragfleet: re-enqueued 0 of 1 ")
+    assert fleet.cli("reconcile", "--min-age", "0").stdout.startswith(
+        "ragfleet: re-enqueued 0 of 1 "
+    )
     assert fleet.redis.xlen(wire.queue_name(0)) == 0
     row = fleet.wait_done([task_id], timeout=20)[0]
     assert row["progress"] == 1 and row["progress_msg"].count("Task has been received.") == 1
@@ -451,7 +476,7 @@ def test_reconcile_right_after_redis_lost_its_data_waits_for_the_heartbeats(make
     (task_id,) = fleet.submit("sleep", seconds=10)
     started(fleet, task_id)
     fleet.redis.flushall()
-    result = fleet.cli("reconcile")
+    result = fleet.cli("reconcile", "--min-age", "0")  # the heartbeat, not the age, spares it
     assert "Redis lost its data recently: waiting" in result.stderr, result.stderr
     assert result.stdout.startswith("ragfleet: re-enqueued 0 of 1 "), result.stdout
     row = fleet.wait_done([task_id], timeout=20)[0]
@@ -470,7 +495,8 @@ def test_reconcile_waits_for_the_fleets_turn_and_says_so(fleet):
     assert "kept the turn to re-enqueue for 10 s; run it again" in result.stderr
     assert fleet.redis.xlen(wire.queue_name(0)) == 0
     fleet.redis.delete(wire.REQUEUE_LOCK)  # the other pass ends
-    assert fleet.cli("reconcile", "--no-wait").stdout.startswith("ragfleet: re-enqueued 2 of 2")
+    requeued = fleet.cli("reconcile", "--no-wait", "--min-age", "0")
+    assert requeued.stdout.startswith("ragfleet: re-enqueued 2 of 2"), requeued
 
 
 def _restart_without_its_data(server) -> None:

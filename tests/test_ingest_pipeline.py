@@ -82,7 +82,7 @@ def test_running_a_task_again_gives_the_same_chunks(fleet):
     kb = Catalog(fleet.store).knowledge_base_named("samples")
     before = doc_store(fleet).count(kb.index, kb_id=kb.id)
     fleet.store.reset_task(task_id, "")
-    result = fleet.cli("reconcile")  # puts the reset task back on the queue
+    result = fleet.cli("reconcile", "--min-age", "0")  # puts the reset task back on the queue
     assert "re-enqueued 1 of 1" in result.stdout
     second = wait_for(lambda: (t := fleet.task(task_id))["progress"] == 1 and t, 30, "re-run")
     assert second["chunk_ids"] == first["chunk_ids"]
@@ -402,7 +402,7 @@ def test_a_submit_meeting_a_redis_refusal_says_what_reconcile_will_queue(fleet):
     assert "Redis unavailable: command not allowed when used memory > 'maxmemory'" in (
         result.stderr
     )
-    reconciled = fleet.cli("reconcile")
+    reconciled = fleet.cli("reconcile", "--min-age", "0")
     assert "re-enqueued 1 of 1 unfinished tasks" in reconciled.stdout, reconciled.stderr
     fleet.start()
     (task,) = fleet.store.Task.select().dicts()
