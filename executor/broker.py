@@ -194,8 +194,9 @@ class Broker:
         Reads each stream in priority order for exactly what is free (*count*); when all
         are empty, blocks up to *block_ms* on all of them at once for one entry each, so
         a new task wakes the read at once. That read can return one entry more than
-        *count* (two streams, both woken): the caller waits for a slot for it; an entry
-        read is never dropped.
+        *count*: Redis 7.2 and later, woken, run the read again over both streams (7.0
+        answers from the stream that woke it). The caller finds a slot for the extra
+        entry, or holds it; an entry read is never dropped.
         """
         got: list[Delivery] = []
         for queue in self.queues:

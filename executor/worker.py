@@ -139,6 +139,7 @@ class Worker:
         self.running: dict[str, Running] = {}
         self.stopping = False
         self._held: dict[str, Delivery] = {}  # fetched and not yet settled, by entry id
+        self._spare: list[Delivery] = []  # held, fetched beyond a probe's one: fetched next
         self._outage_deliveries: dict[str, int] = {}  # redeliveries caused by outages
         self._replay = True  # replay own unacked entries before reading new ones
         self._after_crash = False  # the last run died holding entries: replay them alone
@@ -304,6 +305,8 @@ class Worker:
             if not batch and not self._held:  # nothing to try the database with; it answers
                 self.db_outage.recovered()
             with self._holding(batch):
+                if probing and len(batch) > 1:  # a woken read returned one more than asked
+                    batch, self._spare = batch[:1], batch[1:]
                 if (alone or probing) and len(batch) == 1:
                     (delivery,) = batch
                     if alone:  # from now: a stop writes no clean mark
@@ -323,7 +326,13 @@ class Worker:
         They are fetched one at a time and run alone: if one kills this worker too, the
         delivery it costs is charged to it, not to every entry the worker held, so
         max_deliveries dead-letters the poison task and nothing beside it.
+
+        An entry a probe's read returned beyond the one asked for comes first: a probe
+        runs one task alone.
         """
+        if self._spare:
+            batch, self._spare = self._spare[:slots], self._spare[slots:]
+            return batch, False
         if self._replay:
             alone = self._after_crash
             want = 1 if alone else slots

@@ -746,6 +746,60 @@ def test_an_executor_bug_outside_the_handler_sets_the_task_aside_and_the_worker_
     assert fleet.wait_done([bad], timeout=15)[0]["progress"] == 1
 
 
+def test_a_probe_runs_one_task_when_its_read_returns_two(fleet):
+    """While executor errors pause fetching, the next task is a probe, run alone. Its read
+    blocks on both priority streams for one entry each; Redis 7.2 and later, woken by
+    entries added to both at once, answer with both (they run the read again). The second
+    waits, held, until the next probe (the old code ran both, setting aside two tasks per
+    probe). Redis 7.0, the one installed here, answers from one stream only: the test tops
+    that read up from the other stream, as 7.2 would (a stand-in, over the real server)."""
+    fleet.submit("noop", count=3)  # three set aside in a row trip the pause
+    with fleet.in_process_worker() as worker:
+
+        def broken_look_up(task_id: str, deliveries: int):
+            raise RuntimeError("injected look-up bug")
+
+        worker._look_up = broken_look_up  # type: ignore[method-assign]
+        read_new, woken = worker.broker.read_new, []
+
+        def read_new_as_redis_72(count: int, block_ms: int):
+            got = read_new(count, block_ms)
+            if got and woken:  # the read the two entries woke
+                woken.clear()
+                got += read_new(1, 0)
+            return got
+
+        worker.broker.read_new = read_new_as_redis_72  # type: ignore[method-assign]
+
+        async def run() -> tuple[int, int]:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(worker.run)
+                with trio.fail_after(10):
+                    while worker.counters.failed < 3 or not worker.executor_errors.down:
+                        await trio.sleep(0.05)
+                await trio.sleep(1.5)  # the 1 s pause is over: the probe's read blocks
+                rows = fleet.store.create_tasks(
+                    [{"task_type": "noop", "priority": p} for p in (0, 1)]
+                )
+                pipe = fleet.redis.pipeline(transaction=True)  # both streams wake the read
+                for row in rows:
+                    pipe.xadd(
+                        wire.queue_name(row["priority"]), wire.encode_message(task_message(row))
+                    )
+                woken.append(True)
+                pipe.execute()
+                await trio.sleep(0.5)  # the probe has run; the next comes 2 s after it
+                after_one_probe = worker.counters.failed
+                with trio.fail_after(10):
+                    while worker.counters.failed < 5:
+                        await trio.sleep(0.05)
+                worker.stop()
+            return after_one_probe, worker.counters.failed
+
+        assert trio.run(run) == (4, 5)
+    assert fleet.redis.xlen(wire.DEAD_LETTER_STREAM) == 5
+
+
 def test_executor_errors_on_task_after_task_slow_fetching_to_one_task(fleet, caplog):
     """The same injected look-up bug, now for every task (standing in for a bug of ours, or
     a failure not known as an outage): after three tasks set aside in a row, the worker
