@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -90,6 +90,7 @@ class Delivery:
     fields: dict[bytes, bytes] | None
     deliveries: int = 1
     outage_deliveries: int = 0  # of those, cut short by an outage (see note_outage)
+    reclaimed: bool = False  # taken over from a consumer that left it idle (see reclaim)
 
     @property
     def key(self) -> str:
@@ -246,7 +247,7 @@ class Broker:
                 queue, wire.GROUP, self.consumer, min_idle_ms, "0-0", count=count - len(claimed)
             )
             for entry_id, fields in reply[1]:
-                claimed.append(Delivery(queue, _text(entry_id), fields))
+                claimed.append(Delivery(queue, _text(entry_id), fields, reclaimed=True))
         return self.with_delivery_counts(claimed)
 
     def with_delivery_counts(self, deliveries: list[Delivery]) -> list[Delivery]:
@@ -272,12 +273,10 @@ class Broker:
             )
             times = {_text(p["message_id"]): p["times_delivered"] for p in pending}
             counted += [
-                Delivery(
-                    d.queue,
-                    d.entry_id,
-                    d.fields,
-                    times.get(d.entry_id, 1),
-                    int(outages[d.key] or 0),
+                replace(
+                    d,
+                    deliveries=times.get(d.entry_id, 1),
+                    outage_deliveries=int(outages[d.key] or 0),
                 )
                 for d in mine
             ]
@@ -305,6 +304,17 @@ class Broker:
         """Record that an outage cut this delivery short, so that the next one does not count
         against max_deliveries, even in an executor started since."""
         self.client.hincrby(wire.OUTAGE_DELIVERIES, delivery.key, 1)
+
+    def leave_to_holder(self, delivery: Delivery) -> None:
+        """Hand the entry to wire.HELD_ELSEWHERE (XCLAIM JUSTID: no delivery counted), out of
+        this consumer's pending entries, which it would replay after a restart without
+        checking; the delivery that found it held is recorded as an outage's."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xclaim(
+            delivery.queue, wire.GROUP, wire.HELD_ELSEWHERE, 0, [delivery.entry_id], justid=True
+        )
+        pipe.hincrby(wire.OUTAGE_DELIVERIES, delivery.key, 1)
+        pipe.execute()
 
     def ack(self, delivery: Delivery) -> None:
         """Acknowledge and delete the entry, so the stream holds only unfinished work."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -322,6 +322,19 @@ class TaskStore:
         }
         with self.writing():
             self.task_rows.update(task_id, fields)
+
+    def renew_leases(self, task_ids: Collection[str]) -> None:
+        """Stamp the unfinished tasks among *task_ids* as changed now, in one statement: an
+        executor running them says so where another one that takes over their entries
+        can see it, even when it cannot reach Redis (see Worker._held_elsewhere)."""
+        if not task_ids:
+            return
+        task = self.Task
+        unfinished = (task.progress >= 0) & (task.progress < 1)
+        with self.writing():
+            task.update(**stamp_fields("update")).where(
+                task.id.in_(list(task_ids)) & unfinished
+            ).execute()
 
     def set_progress(
         self, task_id: str, progress: float | None, progress_msg: str, **extra: Any

@@ -35,6 +35,11 @@ DEAD_LETTER_STREAM = "ragfleet_dead_letter"
 OUTAGE_DELIVERIES = "ragfleet_outage_deliveries"
 """Hash of ``"<queue> <entry id>"`` -> how many of the entry's deliveries an outage cut
 short: those do not count against max_deliveries, whichever executor delivers it next."""
+HELD_ELSEWHERE = "ragfleet-held-elsewhere"
+"""The consumer that owns the entries an executor took over and left to the executor still
+running their task (cut off from Redis: see Worker._held_elsewhere). Its entries go idle
+and are taken over again after reclaim_idle, to be checked again; it is in no heartbeat,
+and is deleted from a group only once it has no pending entry."""
 CLEAN_STOPS = "ragfleet_clean_stops"
 """Hash of consumer -> when it last stopped cleanly (drained). A consumer that starts and
 finds no entry of its own here died (or was killed) holding its entries, so it replays

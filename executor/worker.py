@@ -171,6 +171,7 @@ class Worker:
             services.start_soon(self.lost_tasks.sweep)
             await services.start(self._signals)  # handlers in place before READY is sent
             services.start_soon(self._heartbeats)
+            services.start_soon(self._renew_leases)
             services.start_soon(self._cancel_watcher)
             services.start_soon(run_watchdog, self.notifier, self._alive)
             if self.metrics_port is not None:
@@ -583,6 +584,10 @@ class Worker:
             self.m_malformed.inc()
             await self._redis(self.broker.ack, delivery)
             return
+        age = await self._db(self._held_elsewhere, message["id"]) if delivery.reclaimed else None
+        if age is not None:
+            await self._leave_to_holder(delivery, message["id"], age)
+            return
         deliveries = delivery.deliveries - self._outage_count(delivery)
         task, cancelled = await self._db(self._look_up, message["id"], deliveries)
         self.db_outage.recovered()
@@ -614,6 +619,40 @@ class Worker:
             task["progress_msg"] = "\n".join([*message_lines(task["progress_msg"]), received])
             self.store.begin_task(task_id, deliveries - 1, task["progress_msg"])
         return task, cancelled
+
+    def _held_elsewhere(self, task_id: str) -> float | None:
+        """In a thread, for an entry taken over: how many seconds ago the task's row was
+        stamped, if recently enough that another executor still holds it, else None.
+
+        An executor renews the stamp of the tasks it holds every heartbeat, in the database
+        (:meth:`_renew_leases`). Cut off from Redis alone, it cannot keep their entries
+        fresh, so they look abandoned, but it goes on running the tasks; taken over, they
+        would run twice at once. (Nothing else changes the row of a task whose entry has
+        been idle that long.) A dead executor's last stamp is at least ``reclaim_idle``
+        less one heartbeat old when its entries are taken over; a live one's, about a
+        heartbeat: half of ``reclaim_idle`` tells them apart (configc keeps reclaim_idle
+        above six heartbeats). Host clocks must agree to well within that."""
+        task = self.store.get_task(task_id)
+        if task is None or not 0 <= task["progress"] < 1:
+            return None
+        age = time.time() - (task["update_time"] or 0) / 1000
+        return age if age < self.config.reclaim_idle / 2 else None
+
+    async def _leave_to_holder(self, delivery: Delivery, task_id: str, age: float) -> None:
+        """Neither run nor ack an entry whose task another executor runs: hand it to
+        wire.HELD_ELSEWHERE. It is taken over again after ``reclaim_idle``: then acked if
+        the task has finished, run if its executor has stopped renewing its stamp, or left
+        again. This delivery does not count against max_deliveries."""
+        self.log.warning(
+            "entry %s of %s: task %s still runs elsewhere (its row was stamped %.1f s ago; "
+            "its executor cannot reach Redis?): leaving it to that executor",
+            delivery.entry_id,
+            delivery.queue,
+            task_id,
+            age,
+        )
+        self.m_left_to_holder.inc()
+        await self._redis(self.broker.leave_to_holder, delivery)
 
     def _will_run(self, task: dict[str, Any], deliveries: int) -> bool:
         return (
@@ -809,6 +848,22 @@ class Worker:
                 self.redis_outage.failed(exc)
             await trio.sleep(self.config.heartbeat_interval)
 
+    async def _renew_leases(self) -> None:
+        """Every heartbeat_interval: stamp the rows of the tasks this executor holds
+        (running, or fetched and waiting for their slots) in the database, which tells an
+        executor that takes over their entries that they are held here, even when this one
+        cannot reach Redis (see :meth:`_held_elsewhere`)."""
+        while True:
+            await trio.sleep(self.config.heartbeat_interval)
+            if not self._held:
+                continue
+            try:
+                await self._db(self.store.renew_leases, list(self._current_tasks()))
+            except DatabaseUnavailable:
+                pass  # the running tasks meet it too, and wait it out
+            except Exception:
+                self.log.exception("could not renew the running tasks' stamps")
+
     def _beat(self, heartbeat: dict[str, Any], held: list[Delivery]) -> None:
         """In a thread: the heartbeat's Redis round trips, then the keep-alive and cleanup."""
         heartbeat["pending"], heartbeat["lag"] = self.broker.queue_info()
@@ -890,6 +945,10 @@ class Worker:
         self.m_cancelled = m.counter("ragfleet_tasks_cancelled_total", "Tasks cancelled.")
         self.m_dead = m.counter("ragfleet_tasks_dead_lettered_total", "Tasks dead-lettered.")
         self.m_reclaimed = m.counter("ragfleet_reclaimed_total", "Entries reclaimed from others.")
+        self.m_left_to_holder = m.counter(
+            "ragfleet_reclaimed_left_to_holder_total",
+            "Entries reclaimed whose task another executor still runs, left to it.",
+        )
         self.m_requeued = m.counter(
             "ragfleet_lost_tasks_requeued_total", "Unfinished tasks no queue held, re-enqueued."
         )
@@ -904,6 +963,7 @@ class Worker:
             self.m_cancelled,
             self.m_dead,
             self.m_reclaimed,
+            self.m_left_to_holder,
             self.m_requeued,
             self.m_malformed,
             self.m_redis_errors,

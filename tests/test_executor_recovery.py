@@ -14,10 +14,12 @@ import shutil
 import signal
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 import trio
 from executors import Executor, Fleet, fill_disk, sqlite_database, wait_for, write_config
+from partition import Partition
 from servers import RedisServer, free_port
 
 from executor import wire
@@ -52,6 +54,42 @@ def test_killed_workers_task_is_reclaimed_by_another_worker(fleet):
         "the dead consumer to be deleted",
         survivor,
     )
+
+
+def test_a_task_whose_executor_is_cut_off_from_redis_is_not_run_twice(
+    make_fleet, redis_server, tmp_path
+):
+    """An executor cut off from Redis alone (a network partition) cannot keep its entries
+    fresh, but it still reaches the database and goes on running its task. The executor
+    that takes the entry over sees the task's row stamped recently (every heartbeat) and
+    leaves it; once the task is done it acks the entry without running it. The old code
+    ran the task a second time, at once, beside the first. The task writes no progress
+    while it runs: the stamps are the executor's lease renewals."""
+    fleet = make_fleet(reclaim_idle=6)  # a stamp under 3 s old: its executor still runs it
+    partition = Partition(redis_server.host, redis_server.port)
+    behind = SimpleNamespace(host="127.0.0.1", port=partition.port, password=redis_server.password)
+    (tmp_path / "cut").mkdir()
+    database = sqlite_database(fleet.config.parent)  # the fleet's task database
+    config = write_config(tmp_path / "cut", behind, database, reclaim_idle=6)
+    cut_off = Executor(config, 1, tmp_path / "cut" / "executor1.log", {})
+    fleet.processes.append(cut_off)  # killed at the end (it may be waiting on Redis)
+    try:
+        cut_off.wait_started()
+        (task_id,) = fleet.submit("sleep", seconds=14)  # no progress line until it ends
+        started(fleet, task_id)
+        other = fleet.start(instance=2)
+        partition.cut()
+        fleet.wait_done([task_id], timeout=30)
+        queue = wire.queue_name(0)
+        wait_for(lambda: fleet.redis.xlen(queue) == 0, 30, "the entry to be acked", other)
+        row = fleet.task(task_id)
+        assert row["progress"] == 1
+        assert row["progress_msg"].count("Task has been received.") == 1, row["progress_msg"]
+        assert f"task {task_id} still runs elsewhere" in other.log
+        assert f"without running it: task {task_id} is already done" in other.log
+        assert cut_off.process.poll() is None
+    finally:
+        partition.close()
 
 
 def test_restart_under_the_same_name_replays_its_own_pending_entries_first(fleet):
