@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -90,7 +90,6 @@ class Delivery:
     fields: dict[bytes, bytes] | None
     deliveries: int = 1
     outage_deliveries: int = 0  # of those, cut short by an outage (see note_outage)
-    reclaimed: bool = False  # taken over from a consumer that left it idle (see reclaim)
 
     @property
     def key(self) -> str:
@@ -247,7 +246,7 @@ class Broker:
                 queue, wire.GROUP, self.consumer, min_idle_ms, "0-0", count=count - len(claimed)
             )
             for entry_id, fields in reply[1]:
-                claimed.append(Delivery(queue, _text(entry_id), fields, reclaimed=True))
+                claimed.append(Delivery(queue, _text(entry_id), fields))
         return self.with_delivery_counts(claimed)
 
     def with_delivery_counts(self, deliveries: list[Delivery]) -> list[Delivery]:
@@ -273,10 +272,12 @@ class Broker:
             )
             times = {_text(p["message_id"]): p["times_delivered"] for p in pending}
             counted += [
-                replace(
-                    d,
-                    deliveries=times.get(d.entry_id, 1),
-                    outage_deliveries=int(outages[d.key] or 0),
+                Delivery(
+                    d.queue,
+                    d.entry_id,
+                    d.fields,
+                    times.get(d.entry_id, 1),
+                    int(outages[d.key] or 0),
                 )
                 for d in mine
             ]

@@ -364,7 +364,10 @@ class Worker:
         after one longer than ``reclaim_idle`` every entry looks abandoned. Nothing is
         taken over until Redis has been back for 1.5 heartbeat intervals, by which time
         every live holder has refreshed its entries; else their running tasks would run
-        a second time here."""
+        a second time here.
+
+        And except from a holder cut off from Redis alone: an entry whose task's row it
+        still stamps is left to it (see :meth:`_still_held`)."""
         now = trio.current_time()
         grace = HEARTBEATS_AFTER_LOSS * self.config.heartbeat_interval
         if now < self._next_reclaim or self.redis_outage.up_for() < grace:
@@ -372,7 +375,10 @@ class Worker:
         self._next_reclaim = now + self._reclaim_period
         idle_ms = int(self.config.reclaim_idle * 1000)
         batch = await self._redis(self.broker.reclaim, idle_ms, 1)
-        fresh = [d for d in batch if d.entry_id not in self._held]
+        taken = [d for d in batch if d.entry_id not in self._held]
+        if taken:
+            self._next_reclaim = now  # there may be more
+        fresh = [d for d in taken if not await self._still_held(d)]
         if fresh:
             self.log.warning(
                 "reclaimed entry %s of %s, idle for over %.0f s (its consumer died or hung): "
@@ -382,8 +388,33 @@ class Worker:
                 self.config.reclaim_idle,
             )
             self.m_reclaimed.inc(len(fresh))
-            self._next_reclaim = now  # there may be more
         return fresh
+
+    async def _still_held(self, delivery: Delivery) -> bool:
+        """Whether an entry just taken over is left to the executor that still holds its
+        task (see :meth:`_held_elsewhere`), or left because the database cannot tell."""
+        try:
+            task_id = wire.decode_message(delivery.fields)["id"]
+        except wire.MalformedMessage:
+            return False  # _process drops it
+        try:
+            age = await self._db(self._held_elsewhere, task_id)
+        except DatabaseUnavailable as exc:
+            self.log.warning(
+                "entry %s of %s: cannot tell whether task %s is held elsewhere (%s): "
+                "leaving it, to check again in %.0f s",
+                delivery.entry_id,
+                delivery.queue,
+                task_id,
+                exc,
+                self.config.reclaim_idle,
+            )
+            await self._redis(self.broker.leave_to_holder, delivery)
+            return True
+        if age is None:
+            return False
+        await self._leave_to_holder(delivery, task_id, age)
+        return True
 
     async def _take_slots(self) -> int:
         """Every free slot, once one is. While executor errors hold, every slot, once no
@@ -584,10 +615,6 @@ class Worker:
             self.m_malformed.inc()
             await self._redis(self.broker.ack, delivery)
             return
-        age = await self._db(self._held_elsewhere, message["id"]) if delivery.reclaimed else None
-        if age is not None:
-            await self._leave_to_holder(delivery, message["id"], age)
-            return
         deliveries = delivery.deliveries - self._outage_count(delivery)
         task, cancelled = await self._db(self._look_up, message["id"], deliveries)
         self.db_outage.recovered()
@@ -621,8 +648,8 @@ class Worker:
         return task, cancelled
 
     def _held_elsewhere(self, task_id: str) -> float | None:
-        """In a thread, for an entry taken over: how many seconds ago the task's row was
-        stamped, if recently enough that another executor still holds it, else None.
+        """In a thread, for an entry just taken over: how many seconds ago the task's row
+        was stamped, if recently enough that another executor still holds it, else None.
 
         An executor renews the stamp of the tasks it holds every heartbeat, in the database
         (:meth:`_renew_leases`). Cut off from Redis alone, it cannot keep their entries
