@@ -325,7 +325,7 @@ class TaskStore:
 
     def renew_leases(self, task_ids: Collection[str]) -> None:
         """Stamp the unfinished tasks among *task_ids* as changed now, in one statement: an
-        executor running them says so where another one that takes over their entries
+        executor holding them says so where another one that takes over their entries
         can see it, even when it cannot reach Redis (see Worker._held_elsewhere)."""
         if not task_ids:
             return
