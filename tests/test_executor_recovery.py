@@ -819,14 +819,17 @@ def test_a_probe_runs_one_task_when_its_read_returns_two(fleet):
                 rows = fleet.store.create_tasks(
                     [{"task_type": "noop", "priority": p} for p in (0, 1)]
                 )
-                pipe = fleet.redis.pipeline(transaction=True)  # both streams wake the read
+                pipe = fleet.redis.pipeline(transaction=True)  # both at once
                 for row in rows:
                     pipe.xadd(
                         wire.queue_name(row["priority"]), wire.encode_message(task_message(row))
                     )
                 woken.append(True)
                 pipe.execute()
-                await trio.sleep(0.5)  # the probe has run; the next comes 2 s after it
+                with trio.fail_after(10):
+                    while worker.counters.failed < 4:  # the probe
+                        await trio.sleep(0.05)
+                await trio.sleep(0.5)  # the next probe comes 2 s after this one
                 after_one_probe = worker.counters.failed
                 with trio.fail_after(10):
                     while worker.counters.failed < 5:
