@@ -23,6 +23,7 @@ from partition import Partition
 from servers import RedisServer, free_port
 
 from executor import wire
+from executor.db import DatabaseUnavailable
 from executor.fleet import running_task_ids
 from executor.producer import task_message
 
@@ -90,6 +91,48 @@ def test_a_task_whose_executor_is_cut_off_from_redis_is_not_run_twice(
         assert cut_off.process.poll() is None
     finally:
         partition.close()
+
+
+def test_an_entry_taken_over_when_the_database_cannot_say_who_holds_it_waits(fleet, caplog):
+    """Taking over an entry, the worker reads its task's row to see whether another executor
+    still holds it. When the database does not answer, it cannot tell: it leaves the entry
+    (to the held-elsewhere consumer) rather than run it unchecked, and runs it when it takes
+    it over again, reclaim_idle later, and the database answers."""
+    (task_id,) = fleet.submit("noop")
+    queue = wire.queue_name(0)
+    fleet.redis.xgroup_create(queue, wire.GROUP, id="0")
+    fleet.redis.xreadgroup(wire.GROUP, "task_executor_gone_9", {queue: ">"}, count=1)  # died
+    with fleet.in_process_worker() as worker:
+        held_elsewhere, answers = worker._held_elsewhere, []
+
+        def database_down_once(task_id: str):
+            answers.append(task_id)
+            if len(answers) == 1:
+                raise DatabaseUnavailable("injected: the server went away")
+            return held_elsewhere(task_id)
+
+        worker._held_elsewhere = database_down_once  # type: ignore[method-assign]
+
+        async def run() -> str:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(worker.run)
+                with trio.fail_after(10):
+                    while not answers:
+                        await trio.sleep(0.05)
+                await trio.sleep(0.2)
+                (pending,) = fleet.redis.xpending_range(queue, wire.GROUP, "-", "+", 1)
+                with trio.fail_after(15):
+                    while worker.counters.done < 1:
+                        await trio.sleep(0.05)
+                worker.stop()
+            return pending["consumer"].decode()
+
+        with caplog.at_level(logging.WARNING):
+            assert trio.run(run) == wire.HELD_ELSEWHERE
+    assert len(answers) == 2
+    assert f"cannot tell whether task {task_id} is held elsewhere" in caplog.text
+    row = fleet.task(task_id)
+    assert row["progress"] == 1 and row["retry_count"] == 1, row  # this delivery is not counted
 
 
 def test_restart_under_the_same_name_replays_its_own_pending_entries_first(fleet):
