@@ -153,7 +153,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--docs", type=int, default=400, help="documents")
     parser.add_argument("--paragraphs", type=int, default=40, help="paragraphs (chunks) per doc")
     parser.add_argument("--words", type=int, default=100, help="mean words per paragraph")
-    parser.add_argument("--procs", default="1,2", help="process counts of the ideal cases")
+    parser.add_argument("--procs", default="1,2", help="process counts (ideal and executor cases)")
     parser.add_argument("--groups", default="1,2,5", help="documents per write transaction")
     parser.add_argument("--raw-repeat", type=int, default=2, help="raw bulk runs before/after")
     parser.add_argument("--pipeline", action="store_true", help="also the real executors")

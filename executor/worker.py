@@ -889,7 +889,7 @@ class Worker:
             except DatabaseUnavailable:
                 pass  # the running tasks meet it too, and wait it out
             except Exception:
-                self.log.exception("could not renew the running tasks' stamps")
+                self.log.exception("could not renew the held tasks' stamps")
 
     def _beat(self, heartbeat: dict[str, Any], held: list[Delivery]) -> None:
         """In a thread: the heartbeat's Redis round trips, then the keep-alive and cleanup."""

@@ -113,19 +113,24 @@ def test_an_entry_taken_over_when_the_database_cannot_say_who_holds_it_waits(fle
 
         worker._held_elsewhere = database_down_once  # type: ignore[method-assign]
 
+        def owner() -> str:
+            (pending,) = fleet.redis.xpending_range(queue, wire.GROUP, "-", "+", 1)
+            return pending["consumer"].decode()
+
         async def run() -> str:
             async with trio.open_nursery() as nursery:
                 await nursery.start(worker.run)
                 with trio.fail_after(10):
                     while not answers:
                         await trio.sleep(0.05)
-                await trio.sleep(0.2)
-                (pending,) = fleet.redis.xpending_range(queue, wire.GROUP, "-", "+", 1)
+                with trio.move_on_after(2):  # the next takeover comes reclaim_idle (3 s) later
+                    while (pending := owner()) == worker.name:
+                        await trio.sleep(0.05)
                 with trio.fail_after(15):
                     while worker.counters.done < 1:
                         await trio.sleep(0.05)
                 worker.stop()
-            return pending["consumer"].decode()
+            return pending
 
         with caplog.at_level(logging.WARNING):
             assert trio.run(run) == wire.HELD_ELSEWHERE
