@@ -319,10 +319,15 @@ class Broker:
 
     def ack(self, delivery: Delivery) -> None:
         """Acknowledge and delete the entry, so the stream holds only unfinished work."""
+        self.ack_all([delivery])
+
+    def ack_all(self, deliveries: Iterable[Delivery]) -> None:
+        """:meth:`ack` each of *deliveries*, in one round trip."""
         pipe = self.client.pipeline(transaction=True)
-        pipe.xack(delivery.queue, wire.GROUP, delivery.entry_id)
-        pipe.xdel(delivery.queue, delivery.entry_id)
-        pipe.hdel(wire.OUTAGE_DELIVERIES, delivery.key)
+        for delivery in deliveries:
+            pipe.xack(delivery.queue, wire.GROUP, delivery.entry_id)
+            pipe.xdel(delivery.queue, delivery.entry_id)
+            pipe.hdel(wire.OUTAGE_DELIVERIES, delivery.key)
         pipe.execute()
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:

@@ -5,10 +5,19 @@ checks for cancellation through ``await ctx.progress(fraction, message)``; it ma
 cancelled at any checkpoint (trio cancel scope) when an operator cancels the task or the
 executor's drain times out, so it must leave nothing half-recorded that a re-run would not
 replace. Raising any exception fails the task with a readable message.
+
+A task type may also have a *group handler*, ``async def handle(ctxs: list[TaskContext])``,
+for tasks fetched together: it does their work in shared thread hops and transactions
+(a short task's cost is mostly those), and says per task how it went by setting
+``ctx.outcome`` (see :class:`Outcome`). It checks ``ctx.cancel_requested()`` between its
+steps, since one task of a group cannot be cancelled by a scope. Raising fails no task:
+an outage leaves them all for a retry, any other error runs each on its own with the
+type's handler, which meets the error alone.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +26,21 @@ import trio
 
 from .progress import Progress
 from .settings import Settings
+
+
+class Outcome(enum.Enum):
+    """How a group handler left one of its tasks."""
+
+    DONE = "done"
+    """Finished: recorded done with ``done_fields``, with the rest of the group."""
+    RUN_ALONE = "run alone"
+    """Not for this group (too large, say): run by the type's handler, on its own."""
+    CANCELLED = "cancelled"
+    """Stopped at ``cancel_requested()``, leaving nothing written: recorded cancelled."""
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass
@@ -30,6 +54,11 @@ class TaskContext:
     done_fields: dict[str, Any] = field(default_factory=dict)
     """Task columns the handler sets on success (ingestion: ``chunk_ids``, ``token_num``):
     written with the task's done state, in the transaction that runs its on_settled hook."""
+    cancel_requested: Callable[[], bool] = _never
+    """Whether an operator has cancelled the task (for group handlers; a handler of one
+    task is cancelled at its next checkpoint instead)."""
+    outcome: Outcome | Exception = Outcome.DONE
+    """Set by a group handler: an exception fails the task with it."""
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -44,6 +73,7 @@ class TaskInputError(ValueError):
 
 
 Handler = Callable[[TaskContext], Awaitable[None]]
+GroupHandler = Callable[[list[TaskContext]], Awaitable[None]]
 SettledHook = Callable[[dict[str, Any]], None]
 
 INGEST_TASK_TYPE = ""
@@ -56,26 +86,38 @@ class HandlerRegistry:
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
         self._settled: dict[str, SettledHook] = {}
+        self._groups: dict[str, GroupHandler] = {}
 
     def register(
-        self, task_type: str, handler: Handler, *, on_settled: SettledHook | None = None
+        self,
+        task_type: str,
+        handler: Handler,
+        *,
+        on_settled: SettledHook | None = None,
+        group: GroupHandler | None = None,
     ) -> None:
         """Serve *task_type* with *handler*; *on_settled(task_row)* runs (in a thread) when
         the task's final state is recorded: done (in the same transaction), failed or
         cancelled (right after). A hook that writes does so in ``store.transaction()``,
         a savepoint inside the done transaction, so that its failure undoes only its own
-        writes: it is logged, and the task stays done."""
+        writes: it is logged, and the task stays done. *group*, if given, handles tasks
+        of the type fetched together (see the module's docstring)."""
         if task_type in self._handlers:
             raise ValueError(f"task type {task_type!r} already has a handler")
         self._handlers[task_type] = handler
         if on_settled:
             self._settled[task_type] = on_settled
+        if group:
+            self._groups[task_type] = group
 
     def get(self, task_type: str) -> Handler | None:
         return self._handlers.get(task_type)
 
     def on_settled(self, task_type: str) -> SettledHook | None:
         return self._settled.get(task_type)
+
+    def group(self, task_type: str) -> GroupHandler | None:
+        return self._groups.get(task_type)
 
     def types(self) -> list[str]:
         return sorted(self._handlers)

@@ -6,6 +6,8 @@ Structure (all in :meth:`Worker.run`)::
                       lost-task passes (executor.lost_tasks)
     └── drain scope (deadline set on SIGTERM)
         └── tasks nursery: one child per running task, at most max_concurrent_tasks
+            (tasks fetched together whose type has a group handler: one child runs
+            them as a group, then each settles in a child of its own)
             └── fetch scope (cancelled on SIGTERM): the collector, which replays this
                 consumer's unacked entries, reclaims idle ones, then reads new ones
                 (entries whose consumer died holding them: one at a time, each alone)
@@ -24,7 +26,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +46,14 @@ from .broker import (
     refuses_writes,
 )
 from .db import CANCELLED_MESSAGE, DatabaseUnavailable, TaskStore
-from .handlers import HandlerRegistry, SettledHook, TaskContext, TaskInputError
+from .handlers import (
+    GroupHandler,
+    HandlerRegistry,
+    Outcome,
+    SettledHook,
+    TaskContext,
+    TaskInputError,
+)
 from .lost_tasks import HEARTBEATS_AFTER_LOSS, LostTasks
 from .memtrace import MemoryTracer
 from .metrics import Metrics, serve_metrics
@@ -61,6 +70,10 @@ SET_ASIDE_STREAK = 3
 """Entries set aside in a row (executor errors, no task settled between them) after which
 the error is taken for the executor's own, not the tasks': fetching slows down to one
 task at a time, after a growing pause, until one settles (see Worker._note_set_aside)."""
+GATHER_SECONDS = 0.2
+"""While a group of tasks runs, how long a fetch for fewer than every slot waits for the
+group's slots: fetched together, the next tasks run as one group too, instead of
+splitting into a group and tasks alone that never come back together."""
 IDLE_BLOCK_MS = 1000
 """XREADGROUP BLOCK when idle: a new entry wakes the read at once, so this bounds only how
 long a stop waits for the read to return."""
@@ -75,6 +88,21 @@ class Running:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     started: float = field(default_factory=time.monotonic)
     cancel_requested: bool = False
+
+
+LookedUp = tuple[dict[str, Any] | None, bool]
+"""A task's row (None if the database has none) and whether its cancel flag is set."""
+Work = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Finished:
+    """A task its handler has finished, to be recorded done (see Worker._finish)."""
+
+    delivery: Delivery
+    task: dict[str, Any]
+    fields: dict[str, Any]
+    progress_msg: str
 
 
 class TaskNotInDatabase(LookupError):
@@ -145,6 +173,7 @@ class Worker:
         self._after_crash = False  # the last run died holding entries: replay them alone
         self._alone: set[str] = set()  # entries fetched to run alone, not settled (suspects)
         self._slots = trio.Semaphore(self.config.max_concurrent_tasks)
+        self._groups_running = 0
         self._fetch_scope = trio.CancelScope()
         self._drain_scope = trio.CancelScope()
         self._tasks: trio.Nursery | None = None
@@ -417,12 +446,24 @@ class Worker:
         return True
 
     async def _take_slots(self) -> int:
-        """Every free slot, once one is. While executor errors hold, every slot, once no
-        task runs: the next task is a probe, run alone (see _note_set_aside)."""
+        """Every free slot, once one is; while a group runs, the group's too, if it ends
+        within GATHER_SECONDS. While executor errors hold, every slot, once no task runs:
+        the next task is a probe, run alone (see _note_set_aside)."""
         await self._slots.acquire()
         if self.executor_errors.down:
             return await self._take_every_slot(1)
-        return 1 + self._take_free_slots()
+        taken = 1 + self._take_free_slots()
+        if not self._groups_running:
+            return taken
+        try:
+            with trio.move_on_after(GATHER_SECONDS):
+                while taken < self.config.max_concurrent_tasks:
+                    await self._slots.acquire()
+                    taken += 1
+        except BaseException:
+            self._give_back(taken)
+            raise
+        return taken
 
     def _take_free_slots(self) -> int:
         taken = 0
@@ -472,9 +513,24 @@ class Worker:
         )
 
     def _start(self, batch: list[Delivery]) -> None:
+        """Settle each delivery in a child of its own, except those whose message names a
+        type with a group handler: two or more of them settle together."""
         assert self._tasks is not None
+        together = [delivery for delivery in batch if self._may_group(delivery)]
+        if len(together) > 1:
+            self._tasks.start_soon(self._settle_batch, together)
         for delivery in batch:
-            self._tasks.start_soon(self._settle, delivery)
+            if len(together) < 2 or delivery not in together:
+                self._tasks.start_soon(self._settle, delivery)
+
+    def _may_group(self, delivery: Delivery) -> bool:
+        """Whether the entry's message names a task type that has a group handler (its row
+        has the last word: see :meth:`_group_of`)."""
+        try:
+            message = wire.decode_message(delivery.fields)
+        except wire.MalformedMessage:
+            return False
+        return self.registry.group(message.get("task_type") or "") is not None
 
     def _start_alone(self, delivery: Delivery, slots: int) -> None:
         """Run *delivery* holding all *slots*: nothing else starts until it settles."""
@@ -541,10 +597,11 @@ class Worker:
 
     # -- running one delivery ----------------------------------------------------------------
 
-    async def _settle(self, delivery: Delivery, slots: int = 1) -> None:
-        """Process one delivery and release its slots, whatever happens."""
+    async def _settle(self, delivery: Delivery, slots: int = 1, work: Work | None = None) -> None:
+        """Process one delivery (or do *work*, what is left of it after its group) and
+        release its slots, whatever happens."""
         try:
-            await self._process(delivery)
+            await (work or functools.partial(self._process, delivery))()
         except Exception as exc:
             if _is_outage(exc):
                 await self._note_outage(delivery, exc)
@@ -552,13 +609,202 @@ class Worker:
             await self._set_aside(delivery, exc)  # outside any handler: a bug, not the task's
             self._note_set_aside(exc)
         else:
-            self._set_aside_streak = 0
-            self.executor_errors.recovered()
+            self._note_settled()
         finally:
-            self._held.pop(delivery.entry_id, None)
-            self._give_back(slots)
-        self._alone.discard(delivery.entry_id)  # settled: not left pending
+            self._let_go(delivery, slots)
+        self._forget(delivery)
+
+    def _note_settled(self) -> None:
+        self._set_aside_streak = 0
+        self.executor_errors.recovered()
+
+    def _let_go(self, delivery: Delivery, slots: int) -> None:
+        self._held.pop(delivery.entry_id, None)
+        self._give_back(slots)
+
+    def _forget(self, delivery: Delivery) -> None:
+        """Settled: the entry is not left pending."""
+        self._alone.discard(delivery.entry_id)
         self._outage_deliveries.pop(delivery.entry_id, None)
+
+    # -- running tasks fetched together ------------------------------------------------------
+
+    async def _settle_batch(self, batch: list[Delivery]) -> None:
+        """Settle deliveries fetched together, each holding one slot. One hop looks them all
+        up and begins those that will run; tasks of a type with a group handler run as a
+        group (see :meth:`_run_group`), and every other delivery settles on its own, as if
+        fetched alone. Each ends in a :meth:`_settle` of its own."""
+        left = {delivery.entry_id: delivery for delivery in batch}  # not handed over yet
+        try:
+            counts = [self._deliveries(delivery) for delivery in batch]
+            try:
+                looked_up = await self._db(self._look_up_all, batch, counts)
+            except Exception:  # an outage, say: each delivery meets it again on its own
+                looked_up = [None] * len(batch)
+            else:
+                self.db_outage.recovered()
+            groups: dict[str, list[tuple[Delivery, dict[str, Any]]]] = {}
+            for delivery, found, count in zip(batch, looked_up, counts, strict=True):
+                task_type = self._group_of(found, count, groups) if found else None
+                if task_type is None:
+                    work = functools.partial(self._process, delivery, found)
+                    self._hand_over(delivery, work, left)
+                else:
+                    assert found and found[0]
+                    groups.setdefault(task_type, []).append((delivery, found[0]))
+            for task_type, members in groups.items():
+                handler = self.registry.group(task_type)
+                assert handler is not None
+                await self._run_group(handler, members, left)
+        finally:
+            for delivery in left.values():  # cut short (a stop): delivered again
+                self._let_go(delivery, 1)
+
+    def _look_up_all(self, batch: list[Delivery], counts: list[int]) -> list[LookedUp | None]:
+        """In a thread: :meth:`_look_up` for each delivery (None for a malformed one), with
+        the cancel flags read in one round trip and the tasks begun in one transaction."""
+        ids: list[str | None] = []
+        for delivery in batch:
+            try:
+                ids.append(wire.decode_message(delivery.fields)["id"])
+            except wire.MalformedMessage:
+                ids.append(None)
+        tasks = [self.store.get_task(task_id) if task_id else None for task_id in ids]
+        cancelled = self.broker.cancelled([task["id"] for task in tasks if task])
+        with self.store.transaction():
+            for task, count in zip(tasks, counts, strict=True):
+                if task and task["id"] not in cancelled:
+                    self._begin(task, count)
+        return [
+            None if task_id is None else (task, bool(task and task["id"] in cancelled))
+            for task_id, task in zip(ids, tasks, strict=True)
+        ]
+
+    def _group_of(
+        self, found: LookedUp, deliveries: int, groups: dict[str, list[tuple[Delivery, Any]]]
+    ) -> str | None:
+        """The task type whose group handler runs this looked-up task, or None: it is
+        not going to run, its type has none, or the group has it already (two entries of
+        one task: the second settles on its own, as it would have)."""
+        task, cancelled = found
+        if task is None or cancelled or not self._will_run(task, deliveries):
+            return None
+        task_type = task.get("task_type") or ""
+        members = groups.get(task_type, [])
+        if self.registry.group(task_type) is None or any(t["id"] == task["id"] for _, t in members):
+            return None
+        return task_type
+
+    async def _run_group(
+        self,
+        handler: GroupHandler,
+        members: list[tuple[Delivery, dict[str, Any]]],
+        left: dict[str, Delivery],
+    ) -> None:
+        """Run begun tasks of one type through their group handler, record the finished
+        ones done in one hop, and hand each of the others over to a settle of its own:
+        failed, cancelled, or run alone by the type's handler.
+
+        If the handler raises, an outage leaves every task for a retry (each notes it as
+        its own); any other error is logged and every task runs alone, where the error
+        meets only its own."""
+        started = time.monotonic()
+        pairs = [(delivery, self._join_group(delivery, task)) for delivery, task in members]
+        self._groups_running += 1
+        self.m_grouped.inc(len(members))
+        try:
+            error = await self._handle_group(handler, pairs)
+            if error is not None:
+                for delivery, _ in pairs:
+                    self._hand_over(delivery, functools.partial(_raise, error), left)
+                return
+            finished = [
+                self._done(delivery, ctx, started)
+                for delivery, ctx in pairs
+                if ctx.outcome is Outcome.DONE
+            ]
+            await self._finish_group(finished, left)
+            for delivery, ctx in pairs:
+                if ctx.outcome is not Outcome.DONE:
+                    self._hand_over(delivery, self._rest_of(delivery, ctx), left)
+        finally:
+            self._groups_running -= 1
+
+    def _join_group(self, delivery: Delivery, task: dict[str, Any]) -> TaskContext:
+        running = Running(delivery, task)
+        self.running[task["id"]] = running
+        self.m_in_flight.set(len(self.running))
+        progress = Progress(task, self._db, self.store.set_progress)
+        return TaskContext(
+            task, progress, self.settings, cancel_requested=lambda: running.cancel_requested
+        )
+
+    async def _handle_group(
+        self, handler: GroupHandler, pairs: list[tuple[Delivery, TaskContext]]
+    ) -> Exception | None:
+        """Await the group *handler*; return the outage it raised, if it did."""
+        ctxs = [ctx for _, ctx in pairs]
+        try:
+            await handler(ctxs)
+        except trio.Cancelled:
+            for ctx in ctxs:
+                await self._note_interrupted(ctx.progress)
+            raise
+        except Exception as exc:
+            if _is_outage(exc):
+                return exc
+            self.log.warning(
+                "a group of %d tasks failed (%s: %s): running each on its own",
+                len(ctxs),
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+            for ctx in ctxs:
+                ctx.outcome = Outcome.RUN_ALONE
+        finally:
+            for ctx in ctxs:
+                self.running.pop(ctx.task["id"], None)
+            self.m_in_flight.set(len(self.running))
+        return None
+
+    async def _finish_group(self, finished: list[Finished], left: dict[str, Delivery]) -> None:
+        """Record *finished* done in one hop. If that fails, an outage leaves them for a
+        retry; after any other error each is recorded on its own."""
+        if not finished:
+            return
+        try:
+            await self._db(self._finish, finished)
+        except Exception as exc:
+            for item in finished:
+                work = (
+                    functools.partial(_raise, exc)
+                    if _is_outage(exc)
+                    else functools.partial(self._finish_alone, item)
+                )
+                self._hand_over(item.delivery, work, left)
+            return
+        self._count_done(finished)
+        self._note_settled()
+        for item in finished:  # all at once: the next fetch has all their slots
+            del left[item.delivery.entry_id]
+            self._let_go(item.delivery, 1)
+            self._forget(item.delivery)
+
+    def _rest_of(self, delivery: Delivery, ctx: TaskContext) -> Work:
+        """What is left to do for a member of a group that did not finish it."""
+        if isinstance(ctx.outcome, Exception):
+            return functools.partial(self._fail, delivery, ctx.progress, ctx.outcome)
+        if ctx.outcome is Outcome.CANCELLED:
+            return functools.partial(self._end_cancelled, delivery, ctx.progress)
+        ctx.task["progress_msg"] = ctx.progress.text  # run alone, from the lines so far
+        return functools.partial(self._run, delivery, ctx.task)
+
+    def _hand_over(self, delivery: Delivery, work: Work, left: dict[str, Delivery]) -> None:
+        """Settle *delivery* in a child of its own, by *work*; it takes its slot along."""
+        assert self._tasks is not None
+        del left[delivery.entry_id]
+        self._tasks.start_soon(self._settle, delivery, 1, work)
 
     def _note_set_aside(self, exc: Exception) -> None:
         """Entries set aside one after another mean an error every task meets: setting
@@ -607,7 +853,8 @@ class Worker:
             return self.dep_outage
         return self.redis_outage
 
-    async def _process(self, delivery: Delivery) -> None:
+    async def _process(self, delivery: Delivery, looked_up: LookedUp | None = None) -> None:
+        """Run or settle one delivery; *looked_up* if its group's hop has looked it up."""
         try:
             message = wire.decode_message(delivery.fields)
         except wire.MalformedMessage as exc:
@@ -615,8 +862,10 @@ class Worker:
             self.m_malformed.inc()
             await self._redis(self.broker.ack, delivery)
             return
-        deliveries = delivery.deliveries - self._outage_count(delivery)
-        task, cancelled = await self._db(self._look_up, message["id"], deliveries)
+        deliveries = self._deliveries(delivery)
+        if looked_up is None:
+            looked_up = await self._db(self._look_up, message["id"], deliveries)
+        task, cancelled = looked_up
         self.db_outage.recovered()
         if task is None:
             raise TaskNotInDatabase(
@@ -635,17 +884,26 @@ class Worker:
         else:
             await self._run(delivery, task)
 
-    def _look_up(self, task_id: str, deliveries: int) -> tuple[dict[str, Any] | None, bool]:
+    def _deliveries(self, delivery: Delivery) -> int:
+        """The entry's deliveries that count against max_deliveries (not an outage's)."""
+        return delivery.deliveries - self._outage_count(delivery)
+
+    def _look_up(self, task_id: str, deliveries: int) -> LookedUp:
         """In a thread: the task's row and whether its cancel flag is set. A task that is
-        going to run is begun here too (begin_at, retry count, its "received" line): one
-        hop, not two."""
+        going to run is begun here too (see :meth:`_begin`): one hop, not two."""
         task = self.store.get_task(task_id)
         cancelled = bool(task and self.broker.cancelled([task_id]))
-        if task and not cancelled and self._will_run(task, deliveries):
+        if task and not cancelled:
+            self._begin(task, deliveries)
+        return task, cancelled
+
+    def _begin(self, task: dict[str, Any], deliveries: int) -> None:
+        """In a thread: if *task* is going to run, record it begun (begin_at, retry count,
+        its "received" line)."""
+        if self._will_run(task, deliveries):
             received = stamp("Task has been received.", task)
             task["progress_msg"] = "\n".join([*message_lines(task["progress_msg"]), received])
-            self.store.begin_task(task_id, deliveries - 1, task["progress_msg"])
-        return task, cancelled
+            self.store.begin_task(task["id"], deliveries - 1, task["progress_msg"])
 
     def _held_elsewhere(self, task_id: str) -> float | None:
         """In a thread, for an entry just taken over: how many seconds ago the task's row
@@ -732,40 +990,46 @@ class Worker:
             del self.running[task_id]
             self.m_in_flight.set(len(self.running))
         if running.scope.cancelled_caught:
-            await self._record_cancelled(progress)
-            await self._redis(self.broker.ack, delivery)
-            await self._settled(task)
+            await self._end_cancelled(delivery, progress)
             return
-        seconds = time.monotonic() - running.started
-        done = progress.note(f"Task done ({seconds:.2f}s)")
-        fields = {**ctx.done_fields, "process_duration": seconds}
-        await self._db(self._finish, task, fields, done, delivery)
+        await self._finish_alone(self._done(delivery, ctx, running.started))
+
+    async def _end_cancelled(self, delivery: Delivery, progress: Progress) -> None:
+        await self._record_cancelled(progress)
+        await self._redis(self.broker.ack, delivery)
+        await self._settled(progress.task)
+
+    def _done(self, delivery: Delivery, ctx: TaskContext, started: float) -> Finished:
+        seconds = time.monotonic() - started
+        text = ctx.progress.note(f"Task done ({seconds:.2f}s)")
+        return Finished(delivery, ctx.task, {**ctx.done_fields, "process_duration": seconds}, text)
+
+    async def _finish_alone(self, finished: Finished) -> None:
+        await self._db(self._finish, [finished])
+        self._count_done([finished])
+
+    def _count_done(self, finished: list[Finished]) -> None:
         self.dep_outage.recovered()
-        self.counters.done += 1
-        self.m_done.inc()
-        self.m_duration.observe(seconds)
+        for item in finished:
+            self.counters.done += 1
+            self.m_done.inc()
+            self.m_duration.observe(item.fields["process_duration"])
 
-    def _finish(
-        self, task: dict[str, Any], fields: dict[str, Any], progress_msg: str, delivery: Delivery
-    ) -> None:
-        """In a thread: record the task done with *fields* and run its on_settled hook in
-        one transaction, then ack its entry (one hop, not three: a short task's cost is
-        mostly these round trips).
+    def _finish(self, finished: list[Finished]) -> None:
+        """In a thread: record the tasks done with their fields and run their on_settled
+        hooks in one transaction, then ack their entries in one round trip (one hop, not
+        three per task: a short task's cost is mostly these round trips).
 
-        If the ack fails, the entry is delivered again and acked without a re-run, since
-        the task is already done.
+        If the ack fails, the entries are delivered again and acked without a re-run, since
+        the tasks are already done.
         """
-        record_done = functools.partial(
-            self.store.set_progress, task["id"], 1.0, progress_msg, **fields
-        )
-        hook = self.registry.on_settled(task.get("task_type") or "")
-        if hook is None:
-            record_done()
-        else:
-            with self.store.transaction():
-                record_done()
-                self._run_settled_hook(hook, task)
-        self.broker.ack(delivery)
+        with self.store.transaction():
+            for item in finished:
+                task = item.task
+                self.store.set_progress(task["id"], 1.0, item.progress_msg, **item.fields)
+                if hook := self.registry.on_settled(task.get("task_type") or ""):
+                    self._run_settled_hook(hook, task)
+        self.broker.ack_all([item.delivery for item in finished])
 
     async def _settled(self, task: dict[str, Any]) -> None:
         if hook := self.registry.on_settled(task.get("task_type") or ""):
@@ -972,6 +1236,9 @@ class Worker:
         self.m_cancelled = m.counter("ragfleet_tasks_cancelled_total", "Tasks cancelled.")
         self.m_dead = m.counter("ragfleet_tasks_dead_lettered_total", "Tasks dead-lettered.")
         self.m_reclaimed = m.counter("ragfleet_reclaimed_total", "Entries reclaimed from others.")
+        self.m_grouped = m.counter(
+            "ragfleet_grouped_tasks_total", "Tasks run in a group with others fetched with them."
+        )
         self.m_left_to_holder = m.counter(
             "ragfleet_reclaimed_left_to_holder_total",
             "Entries reclaimed whose task another executor still runs, left to it.",
@@ -990,6 +1257,7 @@ class Worker:
             self.m_cancelled,
             self.m_dead,
             self.m_reclaimed,
+            self.m_grouped,
             self.m_left_to_holder,
             self.m_requeued,
             self.m_malformed,
@@ -997,6 +1265,11 @@ class Worker:
             self.m_db_errors,
         ):
             counter.inc(0)  # export zeros from the start, so rate() and absent() behave
+
+
+async def _raise(exc: Exception) -> None:
+    """A group member's settle: meet the error its group met."""
+    raise exc
 
 
 def _is_outage(exc: Exception) -> bool:
