@@ -327,7 +327,7 @@ class Bench:
             fleet.close()
         self.fleets.clear()
 
-    def fleet(self, models: dict[str, Any] | None) -> Any:
+    def fleet(self, models: dict[str, Any] | None, executor: dict[str, Any]) -> Any:
         from executors import Fleet, sqlite_database, write_config
 
         self.runs += 1
@@ -336,7 +336,11 @@ class Bench:
         with self.redis_server.client() as client:
             client.flushall()
         config = write_config(
-            case_dir, self.redis_server, sqlite_database(case_dir), models=models, **EXECUTOR
+            case_dir,
+            self.redis_server,
+            sqlite_database(case_dir),
+            models=models,
+            **{**EXECUTOR, **executor},
         )
         fleet = Fleet(config)
         self.fleets.append(fleet)
@@ -351,13 +355,14 @@ class Bench:
         models: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
         during: Callable[[list[int]], Callable[[], None]] | None = None,
+        executor: dict[str, Any] | None = None,
     ) -> Result:
         """Start *procs* executors, warm them up, pause them, submit *files*, resume, wait.
 
         *during*, given the executor pids right after they resume, starts something (a
         profiler) and returns how to stop it once every task is done.
         """
-        fleet = self.fleet(models)
+        fleet = self.fleet(models, executor or {})
         stops: list[Callable[[], None]] = []
         try:
             executors = [fleet.start(instance=i + 1, env=env) for i in range(procs)]
@@ -639,6 +644,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--raw-repeat", type=int, default=2, help="raw bulk runs before and after the BM25 cases"
     )
     parser.add_argument("--no-embed", action="store_true", help="skip the embedding case")
+    parser.add_argument(
+        "--alone",
+        action="store_true",
+        help="after each BM25 case, the same with group_tasks: false (every task alone)",
+    )
     parser.add_argument("--profile", action="store_true", help="also a py-spy profiled run")
     parser.add_argument(
         "--py-spy", default=shutil.which("py-spy") or "", help="py-spy executable (--profile)"
@@ -680,6 +690,8 @@ class Run:
 
 
 RAW_BULK = f"raw upsert, {BULK_CALL}/call"
+BM25 = "pipeline, BM25 only"
+BM25_ALONE = "pipeline, BM25 only, group_tasks: false"
 
 
 def measure(args: argparse.Namespace, work: Path, run: Run) -> None:
@@ -703,7 +715,10 @@ def measure(args: argparse.Namespace, work: Path, run: Run) -> None:
         bench = Bench(work, redis_server, warm)
         try:
             for procs in (int(p) for p in args.procs.split(",")):
-                run.record(bench.pipeline("pipeline, BM25 only", files, procs))
+                run.record(bench.pipeline(BM25, files, procs))
+                if args.alone:
+                    alone = {"group_tasks": False}
+                    run.record(bench.pipeline(BM25_ALONE, files, procs, executor=alone))
             for _ in range(args.raw_repeat):
                 run.record(raw_case(built, raw_db, per_document=False))
             if not args.no_embed:
@@ -770,7 +785,7 @@ def report(args: argparse.Namespace, run: Run, command: str, facts: list[str]) -
         + f" per chunk; the raw bulk upsert: {1e6 / raw:.0f} us of wall per chunk",
     ]
     for r in run.results:
-        if r.label == "pipeline, BM25 only":
+        if r.label == BM25:
             verdict = "MET" if r.chunk_rate / raw >= 0.8 else "NOT MET"
             lines.append(
                 f"target: BM25 pipeline >= 80% of raw, {r.procs} process(es): "

@@ -15,6 +15,7 @@ from .schema import split_hostport, split_url
 EXECUTOR_KEYS = (
     "max_concurrent_tasks",
     "max_concurrent_chunk_builders",
+    "group_tasks",
     "heartbeat_interval",
     "worker_heartbeat_timeout",
     "reclaim_idle",

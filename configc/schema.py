@@ -281,6 +281,7 @@ SCHEMA: dict[str, Any] = {
             "instances": _int(1, 1, 64),
             "max_concurrent_tasks": _int(1, 5, 1024),
             "max_concurrent_chunk_builders": _int(1, 1, 256),
+            "group_tasks": {"type": "boolean", "coerce": "flag", "default": True},
             "heartbeat_interval": _int(1, 30, 600),
             "worker_heartbeat_timeout": _int(2, 120),
             "reclaim_idle": _int(1, 300),

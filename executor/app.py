@@ -39,6 +39,7 @@ def build_registry(settings: Settings, store: TaskStore) -> HandlerRegistry:
     names a document store and a storage backend, as every configc-compiled config does."""
     registry = default_registry()
     if settings.doc_store and settings.storage:
+        from .ingest.grouped import ingest_group_handler
         from .ingest.pipeline import IngestServices, ingest_handler
 
         services = IngestServices.from_settings(settings, store)
@@ -46,6 +47,7 @@ def build_registry(settings: Settings, store: TaskStore) -> HandlerRegistry:
             INGEST_TASK_TYPE,
             ingest_handler(services),
             on_settled=lambda task: services.catalog.settle_document(task["doc_id"]),
+            group=ingest_group_handler(services) if settings.executor.group_tasks else None,
         )
     else:
         logging.getLogger("ragfleet").warning(

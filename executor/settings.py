@@ -94,6 +94,7 @@ def _names_the_config(exc: BaseException) -> bool:
 class ExecutorSettings:
     max_concurrent_tasks: int = 5
     max_concurrent_chunk_builders: int = 1
+    group_tasks: bool = True
     heartbeat_interval: float = 30
     worker_heartbeat_timeout: float = 120
     reclaim_idle: float = 300

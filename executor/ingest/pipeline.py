@@ -98,7 +98,7 @@ class Ingestion:
         self.progress = ctx.progress
 
     async def run(self) -> None:
-        doc, kb, data = await self._thread(self._load)
+        doc, kb, data = await self._thread(load_document, self.services, self.task)
         chunks = await self._build_chunks(doc, kb, data)
         try:
             embedder = self.services.embedder(kb)
@@ -108,51 +108,13 @@ class Ingestion:
             await self._embed(embedder, chunks)
         await self._index(kb, chunks)
 
-    def _load(self) -> tuple[dict[str, Any], KnowledgeBase, bytes]:
-        """In a thread: the task's document row, its knowledge base, and its bytes."""
-        catalog = self.services.catalog
-        doc = catalog.document(self.task["doc_id"])
-        if doc is None:
-            raise TaskInputError(f"document {self.task['doc_id']!r} does not exist")
-        kb = catalog.knowledge_base(doc["kb_id"])
-        if kb is None:
-            raise TaskInputError(f"knowledge base {doc['kb_id']!r} does not exist")
-        try:
-            return doc, kb, self.services.blobs.get(kb.id, doc["location"])
-        except DocumentError as exc:
-            raise TaskInputError(f"{doc['name']}: {exc}") from None
-        except DatabaseUnavailable:
-            raise  # the blob table's database: an outage, not the document store's
-        except ConnectionError as exc:
-            raise DependencyUnavailable(f"document storage: {exc}") from exc
-
     async def _build_chunks(
         self, doc: dict[str, Any], kb: KnowledgeBase, data: bytes
     ) -> list[Chunk]:
         await self.progress(0.1, f"Start to parse {doc['name']}.")
-        config = kb.parser_config
-        try:
-            _, parse = parser_for(doc["name"], doc.get("parser_id"))
-            built = await self._build(
-                _parse_and_chunk,
-                parse,
-                data,
-                doc,
-                kb,
-                from_page=self.task["from_page"],
-                to_page=self.task["to_page"],
-                chunk_token_num=int(config["chunk_token_num"]),
-                delimiter=str(config["delimiter"]),
-                overlap_percent=int(config["overlap_percent"]),
-            )
-        except DocumentError as exc:
-            raise TaskInputError(str(exc)) from None
-        except ValueError as exc:
-            raise TaskInputError(f"knowledge base {kb.name!r} parser_config: {exc}") from None
-        await self.progress(
-            0.4, f"Finished parsing: {built.sections} sections ({built.parse_seconds:.2f}s)."
-        )
-        await self.progress(0.5, f"Generated {len(built.chunks)} chunks.")
+        built = await self._build(build_chunks_of, self.task, doc, kb, data)
+        await self.progress(*parsed_milestone(built))
+        await self.progress(*generated_milestone(built))
         return built.chunks
 
     async def _embed(self, embedder: Embedder, chunks: list[Chunk]) -> None:
@@ -228,10 +190,36 @@ class Ingestion:
         return await trio.to_thread.run_sync(functools.partial(fn, *args))
 
     async def _store_call(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return await self._thread(fn, *args)
-        except ConnectionError as exc:
-            raise DependencyUnavailable(f"document store: {exc}") from exc
+        return await store_call(fn, *args)
+
+
+async def store_call(fn: Callable[..., T], *args: Any) -> T:
+    """A blocking document store call, in a thread; the store out of reach is an outage."""
+    try:
+        return await trio.to_thread.run_sync(functools.partial(fn, *args))
+    except ConnectionError as exc:
+        raise DependencyUnavailable(f"document store: {exc}") from exc
+
+
+def load_document(
+    services: IngestServices, task: dict[str, Any]
+) -> tuple[dict[str, Any], KnowledgeBase, bytes]:
+    """In a thread: the task's document row, its knowledge base, and its bytes."""
+    catalog = services.catalog
+    doc = catalog.document(task["doc_id"])
+    if doc is None:
+        raise TaskInputError(f"document {task['doc_id']!r} does not exist")
+    kb = catalog.knowledge_base(doc["kb_id"])
+    if kb is None:
+        raise TaskInputError(f"knowledge base {doc['kb_id']!r} does not exist")
+    try:
+        return doc, kb, services.blobs.get(kb.id, doc["location"])
+    except DocumentError as exc:
+        raise TaskInputError(f"{doc['name']}: {exc}") from None
+    except DatabaseUnavailable:
+        raise  # the blob table's database: an outage, not the document store's
+    except ConnectionError as exc:
+        raise DependencyUnavailable(f"document storage: {exc}") from exc
 
 
 @dataclass
@@ -239,6 +227,39 @@ class Built:
     chunks: list[Chunk]
     sections: int
     parse_seconds: float
+
+
+def parsed_milestone(built: Built) -> tuple[float, str]:
+    return 0.4, f"Finished parsing: {built.sections} sections ({built.parse_seconds:.2f}s)."
+
+
+def generated_milestone(built: Built) -> tuple[float, str]:
+    return 0.5, f"Generated {len(built.chunks)} chunks."
+
+
+def build_chunks_of(
+    task: dict[str, Any], doc: dict[str, Any], kb: KnowledgeBase, data: bytes
+) -> Built:
+    """In a builder thread: the task's document parsed and chunked with its knowledge
+    base's parser_config; a document or config the task cannot use is a TaskInputError."""
+    config = kb.parser_config
+    try:
+        _, parse = parser_for(doc["name"], doc.get("parser_id"))
+        return _parse_and_chunk(
+            parse,
+            data,
+            doc,
+            kb,
+            from_page=task["from_page"],
+            to_page=task["to_page"],
+            chunk_token_num=int(config["chunk_token_num"]),
+            delimiter=str(config["delimiter"]),
+            overlap_percent=int(config["overlap_percent"]),
+        )
+    except DocumentError as exc:
+        raise TaskInputError(str(exc)) from None
+    except ValueError as exc:
+        raise TaskInputError(f"knowledge base {kb.name!r} parser_config: {exc}") from None
 
 
 def _parse_and_chunk(
