@@ -99,13 +99,13 @@ async def in_thread(fn, *args, **kwargs):
 
 
 def run_group(
-    fleet: Fleet, tasks: list[dict], cancelled: set[str], *, before_write: bool = False
+    fleet: Fleet, tasks: list[dict], cancelled: set[str], *, from_start: bool = False
 ) -> list[Outcome]:
     """Run IngestionGroup over *tasks* as the worker would (their rows, their progress);
-    a task whose doc_id is in *cancelled* is cancelled once the group's write begins (from
-    the start with *before_write*)."""
+    a task whose doc_id is in *cancelled* is cancelled once the group's write begins (or
+    from the start)."""
     services = IngestServices.from_settings(fleet.settings, fleet.store)
-    writing = {"began": before_write}
+    writing = {"began": from_start}
 
     async def main() -> list[Outcome]:
         ctxs = [
@@ -131,7 +131,10 @@ def run_group(
                 fleet.store.set_progress(ctx.task["id"], 1.0, "", **ctx.done_fields)
         return [ctx.outcome for ctx in ctxs]
 
-    return trio.run(main)
+    try:
+        return trio.run(main)
+    finally:
+        services.doc_store.close()
 
 
 def test_a_task_cancelled_while_its_group_writes_leaves_no_chunk_behind(fleet):
@@ -147,7 +150,7 @@ def test_a_task_cancelled_while_its_group_writes_leaves_no_chunk_behind(fleet):
 def test_a_task_cancelled_before_its_group_parses_is_neither_parsed_nor_written(fleet):
     ids = submit(fleet, *(CORPUS / name for name in SMALL[:2]))
     tasks = [fleet.task(task_id) for task_id in ids]
-    outcomes = run_group(fleet, tasks, cancelled={tasks[0]["doc_id"]}, before_write=True)
+    outcomes = run_group(fleet, tasks, cancelled={tasks[0]["doc_id"]}, from_start=True)
     assert outcomes == [Outcome.CANCELLED, Outcome.DONE]
     assert chunks_of(fleet, tasks[0]["doc_id"]) == 0
     assert chunks_of(fleet, tasks[1]["doc_id"]) == len(fleet.task(ids[1])["chunk_ids"].split())
@@ -170,6 +173,7 @@ def test_a_group_run_again_replaces_its_chunks_without_duplicates(fleet):
     chunk = build_chunks_of(done[0], doc, kb, data).chunks[0]
     chunk.id = stale
     services.doc_store.upsert(kb.index, [chunk])
+    services.doc_store.close()
     fleet.store.set_progress(ids[0], 1.0, "", chunk_ids=done[0]["chunk_ids"] + " " + stale)
     again = run_group(fleet, [fleet.task(task_id) for task_id in ids], cancelled=set())
     assert again == [Outcome.DONE] * 3

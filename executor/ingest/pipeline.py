@@ -11,6 +11,9 @@ written that were not there before, so nothing is half-recorded.
 Each thread hop costs about 0.2 ms of CPU here, as much as chunking a page, so blocking
 calls that always run together share one: reading the document, its knowledge base and
 its bytes; parsing and chunking; preparing the index and writing the first batch.
+
+This handler runs one task; tasks fetched together run as a group instead, sharing their
+hops and their store write (:mod:`executor.ingest.grouped`, built from the same steps).
 """
 
 from __future__ import annotations
