@@ -747,8 +747,10 @@ class Worker:
         try:
             await handler(ctxs)
         except trio.Cancelled:
-            for ctx in ctxs:
-                await self._note_interrupted(ctx.progress)
+            with trio.CancelScope(shield=True):  # side by side, as tasks run alone would
+                async with trio.open_nursery() as nursery:
+                    for ctx in ctxs:
+                        nursery.start_soon(self._note_interrupted, ctx.progress)
             raise
         except Exception as exc:
             if _is_outage(exc):
