@@ -429,6 +429,7 @@ class Worker:
         try:
             age = await self._db(self._held_elsewhere, task_id)
         except DatabaseUnavailable as exc:
+            self.m_db_errors.inc()
             self.log.warning(
                 "entry %s of %s: cannot tell whether task %s is held elsewhere (%s): "
                 "leaving it, to check again in %.0f s",
