@@ -713,6 +713,9 @@ class Worker:
         pairs = [(delivery, self._join_group(delivery, task)) for delivery, task in members]
         self._groups_running += 1
         self.m_grouped.inc(len(members))
+        self.log.debug(
+            "running %d tasks as a group: %s", len(members), [t["id"] for _, t in members]
+        )
         try:
             error = await self._handle_group(handler, pairs)
             if error is not None:
