@@ -634,32 +634,47 @@ class Worker:
         """Settle deliveries fetched together, each holding one slot. One hop looks them all
         up and begins those that will run; tasks of a type with a group handler run as a
         group (see :meth:`_run_group`), and every other delivery settles on its own, as if
-        fetched alone. Each ends in a :meth:`_settle` of its own."""
+        fetched alone. Each ends in a :meth:`_settle` of its own; after an error of ours
+        on the way, every delivery not handed over yet settles on its own from the start,
+        and the worker goes on."""
         left = {delivery.entry_id: delivery for delivery in batch}  # not handed over yet
         try:
-            counts = [self._deliveries(delivery) for delivery in batch]
-            try:
-                looked_up = await self._db(self._look_up_all, batch, counts)
-            except Exception:  # an outage, say: each delivery meets it again on its own
-                looked_up = [None] * len(batch)
-            else:
-                self.db_outage.recovered()
-            groups: dict[str, list[tuple[Delivery, dict[str, Any]]]] = {}
-            for delivery, found, count in zip(batch, looked_up, counts, strict=True):
-                task_type = self._group_of(found, count, groups) if found else None
-                if task_type is None:
-                    work = functools.partial(self._process, delivery, found)
-                    self._hand_over(delivery, work, left)
-                else:
-                    assert found and found[0]
-                    groups.setdefault(task_type, []).append((delivery, found[0]))
-            for task_type, members in groups.items():
-                handler = self.registry.group(task_type)
-                assert handler is not None
-                await self._run_group(handler, members, left)
+            await self._group_and_run(batch, left)
+        except Exception as exc:
+            self.log.error(
+                "settling %d entries together failed (%s: %s): settling each on its own",
+                len(left),
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+            for delivery in list(left.values()):
+                self._hand_over(delivery, functools.partial(self._process, delivery), left)
         finally:
             for delivery in left.values():  # cut short (a stop): delivered again
                 self._let_go(delivery, 1)
+
+    async def _group_and_run(self, batch: list[Delivery], left: dict[str, Delivery]) -> None:
+        counts = [self._deliveries(delivery) for delivery in batch]
+        try:
+            looked_up = await self._db(self._look_up_all, batch, counts)
+        except Exception:  # an outage, say: each delivery meets it again on its own
+            looked_up = [None] * len(batch)
+        else:
+            self.db_outage.recovered()
+        groups: dict[str, list[tuple[Delivery, dict[str, Any]]]] = {}
+        for delivery, found, count in zip(batch, looked_up, counts, strict=True):
+            task_type = self._group_of(found, count, groups) if found else None
+            if task_type is None:
+                work = functools.partial(self._process, delivery, found)
+                self._hand_over(delivery, work, left)
+            else:
+                assert found and found[0]
+                groups.setdefault(task_type, []).append((delivery, found[0]))
+        for task_type, members in groups.items():
+            handler = self.registry.group(task_type)
+            assert handler is not None
+            await self._run_group(handler, members, left)
 
     def _look_up_all(self, batch: list[Delivery], counts: list[int]) -> list[LookedUp | None]:
         """In a thread: :meth:`_look_up` for each delivery (None for a malformed one), with

@@ -140,6 +140,26 @@ def test_a_group_handler_that_raises_runs_each_task_alone(fleet, caplog):
     assert_queues_empty(fleet)
 
 
+def test_an_error_of_ours_while_grouping_settles_each_task_on_its_own(fleet, caplog):
+    """A fault injected into the worker's grouping (standing in for a bug of ours) loses
+    no task and stops no worker: the entries not handed over yet settle one by one."""
+    calls = Calls(lambda ctxs: trio.sleep(0))
+    ids = submit(fleet, "a", "b", "c")
+    with fleet.in_process_worker() as worker, caplog.at_level(logging.ERROR):
+
+        def broken_group_of(*args):
+            raise RuntimeError("injected grouping bug")
+
+        worker._group_of = broken_group_of  # type: ignore[method-assign]
+        run_until(with_type(worker, calls), settled=3)
+    assert calls.groups == [] and sorted(calls.alone) == ["a", "b", "c"]
+    assert all(fleet.task(task_id)["progress"] == 1 for task_id in ids.values())
+    assert "settling 3 entries together failed (RuntimeError: injected grouping bug)" in (
+        caplog.text
+    )
+    assert_queues_empty(fleet)
+
+
 def test_an_outage_in_a_group_leaves_every_task_for_a_retry(fleet):
     """A dependency out of reach fails no task of the group: their entries stay pending,
     are replayed once the back-off has passed, and that delivery is not counted."""
