@@ -520,8 +520,10 @@ class Worker:
         together = [delivery for delivery in batch if self._may_group(delivery)]
         if len(together) > 1:
             self._tasks.start_soon(self._settle_batch, together)
+        else:
+            together = []
         for delivery in batch:
-            if len(together) < 2 or delivery not in together:
+            if delivery not in together:
                 self._tasks.start_soon(self._settle, delivery)
 
     def _may_group(self, delivery: Delivery) -> bool:

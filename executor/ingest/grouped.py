@@ -16,10 +16,8 @@ embedding model's pace), and it gains nothing from sharing.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,10 +29,14 @@ from .pipeline import (
     Built,
     IngestServices,
     build_chunks_of,
+    chunk_record,
+    forget_chunks,
     generated_milestone,
     load_document,
     parsed_milestone,
+    recorded_chunk_ids,
     store_call,
+    write_chunks,
 )
 
 GROUP_MAX_BYTES = 1 << 20
@@ -58,8 +60,7 @@ class Member:
 
     @property
     def old_ids(self) -> set[str]:
-        """The chunks the task's last recorded run made."""
-        return set((self.ctx.task.get("chunk_ids") or "").split())
+        return recorded_chunk_ids(self.ctx.task)
 
     @property
     def new_ids(self) -> list[str]:
@@ -154,36 +155,23 @@ class IngestionGroup:
         await self._forget(self._stop_cancelled(members))
         for member in self._going():
             assert member.built is not None
-            member.ctx.done_fields.update(
-                chunk_ids=" ".join(member.new_ids),
-                token_num=sum(len(c.tokens) for c in member.built.chunks),
-            )
+            member.ctx.done_fields.update(chunk_record(member.built.chunks))
 
     def _write_all(self, members: list[Member]) -> None:
         """In a thread: per index, create it, remove the chunks earlier runs of these tasks
         left that this one no longer makes, and write every new chunk in one call."""
         store = self.services.doc_store
         for index, group in _by_index(members).items():
-            store.create_index(index, None)  # no embeddings in a group
             stale = sorted({i for m in group for i in m.stale_ids()})
-            if stale:
-                store.delete(index, stale)
             chunks = [c for m in group if m.built for c in m.built.chunks]
-            if chunks:
-                store.upsert(index, chunks)
+            write_chunks(store, index, stale, chunks)  # no embeddings in a group
 
     async def _forget(self, members: list[Member]) -> None:
-        """Remove the chunks *members* wrote that were not there before (shielded: it must
-        finish). If the store is down, they stay as orphans until a re-run replaces them."""
-        doomed = {
-            index: [i for m in group for i in m.new_ids_only()]
-            for index, group in _by_index(members).items()
-        }
-        delete = self.services.doc_store.delete
-        with trio.CancelScope(shield=True), trio.move_on_after(30), suppress(Exception):
-            for index, ids in doomed.items():
-                if ids:
-                    await trio.to_thread.run_sync(functools.partial(delete, index, ids))
+        """Remove the chunks *members* wrote that were not there before (see
+        pipeline.forget_chunks)."""
+        for index, group in _by_index(members).items():
+            ids = [i for m in group for i in m.new_ids_only()]
+            await forget_chunks(self.services.doc_store, index, ids)
 
 
 def _by_index(members: list[Member]) -> dict[str, list[Member]]:

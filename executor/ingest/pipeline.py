@@ -143,43 +143,24 @@ class Ingestion:
         removes the new chunks it wrote; if the done write itself fails, the task runs again
         and writes the same ids."""
         started = time.monotonic()
-        old_ids = set((self.task.get("chunk_ids") or "").split())
-        new_ids = [c.id for c in chunks]
-        stale = sorted(old_ids - set(new_ids))
+        store = self.services.doc_store
+        old_ids = recorded_chunk_ids(self.task)
+        stale = sorted(old_ids - {c.id for c in chunks})
         written: list[str] = []
         try:
             for start in range(0, max(len(chunks), 1), INDEX_BATCH):
                 part = chunks[start : start + INDEX_BATCH]
-                if start == 0:
-                    await self._store_call(self._prepare_and_write, kb.index, stale, part)
+                if start == 0:  # with the index made and the stale chunks removed
+                    await store_call(write_chunks, store, kb.index, stale, part)
                 else:
-                    await self._store_call(self.services.doc_store.upsert, kb.index, part)
+                    await store_call(store.upsert, kb.index, part)
                 written += [c.id for c in part]
                 await self.progress(0.8 + 0.1 * len(written) / max(len(chunks), 1))
             await self.progress(0.9, f"Indexing done ({time.monotonic() - started:.2f}s).")
         except BaseException:
-            await self._forget(kb, [i for i in written if i not in old_ids])
+            await forget_chunks(store, kb.index, [i for i in written if i not in old_ids])
             raise
-        tokens = sum(len(c.tokens) for c in chunks)
-        self.ctx.done_fields.update(chunk_ids=" ".join(new_ids), token_num=tokens)
-
-    def _prepare_and_write(self, index: str, stale: list[str], first: list[Chunk]) -> None:
-        """In a thread: create the index, remove the chunks a previous run left that this one
-        no longer makes, and write the first batch."""
-        store = self.services.doc_store
-        store.create_index(index, len(first[0].vector) if first and first[0].vector else None)
-        if stale:
-            store.delete(index, stale)
-        if first:
-            store.upsert(index, first)
-
-    async def _forget(self, kb: KnowledgeBase, chunk_ids: list[str]) -> None:
-        """Undo a cancelled or failed indexing run's new chunks (shielded: it must finish)."""
-        if not chunk_ids:
-            return
-        # If the store is down, the chunks stay as orphans until a re-run replaces them.
-        with trio.CancelScope(shield=True), trio.move_on_after(30), suppress(Exception):
-            await self._store_call(self.services.doc_store.delete, kb.index, chunk_ids)
+        self.ctx.done_fields.update(chunk_record(chunks))
 
     async def _build(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run CPU work (parsing, chunking) in a builder thread. It has no side effects, so a
@@ -192,8 +173,38 @@ class Ingestion:
     async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await trio.to_thread.run_sync(functools.partial(fn, *args))
 
-    async def _store_call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await store_call(fn, *args)
+
+def recorded_chunk_ids(task: dict[str, Any]) -> set[str]:
+    """The chunks the task's last recorded run made."""
+    return set((task.get("chunk_ids") or "").split())
+
+
+def chunk_record(chunks: list[Chunk]) -> dict[str, Any]:
+    """The task columns that record *chunks*, written with the task's done state."""
+    return {
+        "chunk_ids": " ".join(c.id for c in chunks),
+        "token_num": sum(len(c.tokens) for c in chunks),
+    }
+
+
+def write_chunks(store: DocStore, index: str, stale: list[str], chunks: list[Chunk]) -> None:
+    """In a thread: create the index, remove the *stale* chunks (a previous run made them,
+    this one does not), and write *chunks*."""
+    first = chunks[0] if chunks else None
+    store.create_index(index, len(first.vector) if first and first.vector else None)
+    if stale:
+        store.delete(index, stale)
+    if chunks:
+        store.upsert(index, chunks)
+
+
+async def forget_chunks(store: DocStore, index: str, chunk_ids: list[str]) -> None:
+    """Undo a cancelled or failed indexing run's new chunks (shielded: it must finish)."""
+    if not chunk_ids:
+        return
+    # If the store is down, the chunks stay as orphans until a re-run replaces them.
+    with trio.CancelScope(shield=True), trio.move_on_after(30), suppress(Exception):
+        await store_call(store.delete, index, chunk_ids)
 
 
 async def store_call(fn: Callable[..., T], *args: Any) -> T:
