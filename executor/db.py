@@ -2,7 +2,8 @@
 
 The columns and their meaning are upstream RAGFlow's, so its status pages can read what we
 write: ``progress`` is 0..1, -1 means failed; ``progress_msg`` is a log of ``HH:MM:SS``
-lines. ragfleet adds ``task.payload`` (JSON parameters for task types that need them).
+lines. The tables are in :mod:`executor.tables`; ragfleet adds ``task.payload`` (JSON
+parameters for task types that need them) and ``task.token_num``.
 
 Every method is synchronous (peewee): the worker calls them through ``trio.to_thread``.
 A lost or refused connection, or a refusal that a retry resolves (a deadlock, a lock wait
@@ -28,6 +29,7 @@ from . import sqlite_codes
 from .keyed_rows import KeyedRows
 from .settings import opening
 from .sqlite_turns import NoTurnToWrite, WriteTurns
+from .tables import RAGFLEET_COLUMNS, Document, Knowledgebase, Task
 
 
 class DatabaseUnavailable(ConnectionError):
@@ -45,84 +47,6 @@ _IDS_PER_QUERY = 500
 def stamp_fields(prefix: str) -> dict[str, Any]:
     return {f"{prefix}_time": int(time.time() * 1000), f"{prefix}_date": datetime.now()}
 
-
-class _LongTextField(pw.TextField):
-    field_type = "LONGTEXT"
-
-
-class _Base(pw.Model):
-    create_time = pw.BigIntegerField(null=True, index=True)
-    create_date = pw.DateTimeField(null=True, index=True)
-    update_time = pw.BigIntegerField(null=True, index=True)
-    update_date = pw.DateTimeField(null=True, index=True)
-
-
-class Knowledgebase(_Base):
-    id = pw.CharField(max_length=32, primary_key=True)
-    tenant_id = pw.CharField(max_length=32, index=True, default="")
-    name = pw.CharField(max_length=128, index=True)
-    language = pw.CharField(max_length=32, default="English")
-    description = pw.TextField(null=True, default="")
-    embd_id = pw.CharField(max_length=128, default="")  # embedding model, name@factory
-    parser_id = pw.CharField(max_length=32, default="naive")
-    parser_config = pw.TextField(default="{}")  # chunk_token_num, delimiter, ...
-    doc_num = pw.IntegerField(default=0)
-    token_num = pw.IntegerField(default=0)
-    chunk_num = pw.IntegerField(default=0)
-    status = pw.CharField(max_length=1, default="1")
-
-    class Meta:
-        table_name = "knowledgebase"
-
-
-class Document(_Base):
-    id = pw.CharField(max_length=32, primary_key=True)
-    thumbnail = pw.TextField(null=True)
-    kb_id = pw.CharField(max_length=256, index=True, default="")
-    parser_id = pw.CharField(max_length=32, index=True, default="naive")
-    parser_config = pw.TextField(default="{}")
-    source_type = pw.CharField(max_length=128, default="local")
-    type = pw.CharField(max_length=32, default="doc")
-    created_by = pw.CharField(max_length=32, default="")
-    name = pw.CharField(max_length=255, null=True, index=True)
-    location = pw.CharField(max_length=255, null=True)
-    size = pw.BigIntegerField(default=0)
-    token_num = pw.IntegerField(default=0)
-    chunk_num = pw.IntegerField(default=0)
-    progress = pw.FloatField(default=0)
-    progress_msg = pw.TextField(null=True, default="")
-    process_begin_at = pw.DateTimeField(null=True)
-    process_duration = pw.FloatField(default=0)
-    suffix = pw.CharField(max_length=32, default="")
-    run = pw.CharField(max_length=1, default="0")
-    status = pw.CharField(max_length=1, default="1")
-
-    class Meta:
-        table_name = "document"
-
-
-class Task(_Base):
-    id = pw.CharField(max_length=32, primary_key=True)
-    doc_id = pw.CharField(max_length=32, index=True, default="")
-    from_page = pw.IntegerField(default=0)
-    to_page = pw.IntegerField(default=100000000)
-    task_type = pw.CharField(max_length=32, default="")
-    priority = pw.IntegerField(default=0)
-    begin_at = pw.DateTimeField(null=True)
-    process_duration = pw.FloatField(default=0)
-    progress = pw.FloatField(default=0, index=True)
-    progress_msg = pw.TextField(null=True, default="")
-    retry_count = pw.IntegerField(default=0)
-    digest = pw.TextField(null=True, default="")
-    chunk_ids = _LongTextField(null=True, default="")
-    payload = pw.TextField(null=True, default="")  # ragfleet: JSON parameters of the task type
-    token_num = pw.IntegerField(default=0)  # ragfleet: tokens of this task's chunks
-
-    class Meta:
-        table_name = "task"
-
-
-MODELS: tuple[type[pw.Model], ...] = (Knowledgebase, Document, Task)
 
 TASK_STATES = ("queued", "running", "done", "failed", "cancelled")
 CANCELLED_MESSAGE = "Task has been canceled."
@@ -278,11 +202,12 @@ class TaskStore:
                     self.database.create_tables([model])
                     done.append(Migration(f"created table {table}"))
                     continue
-                have = {c.name for c in self.database.get_columns(table)}
+                have = {c.name: c for c in self.database.get_columns(table)}
                 for name, fld in model._meta.fields.items():
                     if fld.column_name not in have:
                         migrate(migrator.add_column(table, fld.column_name, fld))
                         done.append(Migration(f"added column {table}.{name}"))
+                done += _relax_own_columns(migrator, table, have)
         return done
 
     # -- producers ---------------------------------------------------------------------------
@@ -397,6 +322,19 @@ class TaskStore:
                 **stamp_fields("update"),
             ).where(self.Task.id == task_id).execute()
         return self.get_task(task_id)
+
+
+def _relax_own_columns(
+    migrator: SchemaMigrator, table: str, have: dict[str, pw.ColumnMetadata]
+) -> list[Migration]:
+    """Let NULL into the columns of ours that an older ragfleet created NOT NULL, so
+    RAGFlow's INSERTs, which do not name them, go through."""
+    relaxed = []
+    for column in RAGFLEET_COLUMNS.get(table, ()):
+        if column in have and not have[column].null:
+            migrate(migrator.drop_not_null(table, column))
+            relaxed.append(Migration(f"let NULL into column {table}.{column} (RAGFlow's rows)"))
+    return relaxed
 
 
 def _write_turns(database: pw.Database) -> WriteTurns | None:

@@ -43,17 +43,41 @@ def test_settle_recounts_the_document_and_moves_the_base_by_the_change(catalog):
 
     finish(catalog, first, 1.0, "a b", 20)
     catalog.settle_document(doc_id)
+    # run uses RAGFlow's TaskStatus codes: RUNNING "1", DONE "3", FAIL "4".
     assert totals(catalog, doc_id, "kb1") == ((2, 20, 0.5, "1"), (5, 50, 2))
 
     finish(catalog, second, 1.0, "c", 7)
     catalog.settle_document(doc_id)
     catalog.settle_document(doc_id)  # settling again changes nothing
-    assert totals(catalog, doc_id, "kb1") == ((3, 27, 1.0, "0"), (6, 57, 2))
+    assert totals(catalog, doc_id, "kb1") == ((3, 27, 1.0, "3"), (6, 57, 2))
 
     # A re-run with fewer chunks moves the base down; a failed page fails the document.
     finish(catalog, first, -1.0, "a", 10)
     catalog.settle_document(doc_id)
-    assert totals(catalog, doc_id, "kb1") == ((2, 17, -1.0, "0"), (5, 47, 2))
+    assert totals(catalog, doc_id, "kb1") == ((2, 17, -1.0, "4"), (5, 47, 2))
+
+
+def test_a_failed_task_fails_the_document_only_once_no_task_runs(catalog):
+    """As RAGFlow's updater: while a task runs, progress is the mean of the others not
+    failed; -1 and FAIL once every task has ended."""
+    doc_id, (first, second, third) = add_document(catalog, "kb3", pages=3)
+    finish(catalog, first, -1.0, "", 0)
+    finish(catalog, second, 1.0, "a", 5)
+    catalog.settle_document(doc_id)
+    assert totals(catalog, doc_id, "kb3")[0][2:] == (pytest.approx(1 / 3), "1")
+    finish(catalog, third, 1.0, "b", 5)
+    catalog.settle_document(doc_id)
+    assert totals(catalog, doc_id, "kb3")[0][2:] == (-1.0, "4")
+
+
+def test_a_cancelled_document_stays_cancelled(catalog):
+    doc_id, (task_id,) = add_document(catalog, "kb4", pages=1)
+    with catalog.store.writing():
+        catalog.documents.update(doc_id, {"run": "2"})  # RAGFlow's CANCEL
+    catalog.store.set_progress(task_id, -1.0, "12:00:00 Task has been canceled.")
+    catalog.settle_document(doc_id)
+    assert totals(catalog, doc_id, "kb4")[0][2:] == (-1.0, "2")
+    assert catalog.document(doc_id)["progress_msg"] == "12:00:00 Task has been canceled."
 
 
 def test_settle_of_a_missing_document_does_nothing(catalog):

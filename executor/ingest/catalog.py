@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from ..db import TaskStore, new_id, stamp_fields
+from ..tables import RunStatus
 
 DEFAULT_TENANT = "ragfleet"
 DEFAULT_PARSER_CONFIG = {
@@ -21,8 +23,8 @@ DEFAULT_PARSER_CONFIG = {
 }
 
 
-DOCUMENT_TOTALS = ("kb_id", "chunk_num", "token_num")
-TASK_TOTALS = ("chunk_ids", "token_num", "progress")
+DOCUMENT_TOTALS = ("kb_id", "chunk_num", "token_num", "run", "process_begin_at")
+TASK_TOTALS = ("chunk_ids", "token_num", "progress", "progress_msg")
 
 
 @dataclass(frozen=True)
@@ -97,13 +99,14 @@ class Catalog:
         return row
 
     def settle_document(self, doc_id: str) -> None:
-        """Recount the document from its tasks (chunks, tokens, progress) and move its
-        knowledge base's totals by the document's change, in one transaction: totals stay
-        exact however often a task runs, at a cost that does not grow with the base.
+        """Recount the document from its tasks (chunks, tokens, progress, status) and move
+        its knowledge base's totals by the document's change, in one transaction: totals
+        stay exact however often a task runs, at a cost that does not grow with the base.
 
-        Document progress is its tasks' (1 when all are done, -1 if any failed), as the UI
-        shows it. The worker calls this when a task settles, in the transaction that records
-        a done task's state and chunk ids."""
+        Progress, ``run`` and the progress log follow RAGFlow's own progress updater
+        (api/db/services/document_service.py ``_sync_progress``, v0.21.1), so its UI reads
+        them as its own: see :func:`document_status`. The worker calls this when a task
+        settles, in the transaction that records a done task's state and chunk ids."""
         with self.store.transaction():
             doc = self.documents.get(doc_id, DOCUMENT_TOTALS, for_update=True)
             if doc is None:
@@ -111,16 +114,13 @@ class Catalog:
             tasks = self.tasks.where_equal("doc_id", doc_id, TASK_TOTALS)
             chunks = sum(len((t["chunk_ids"] or "").split()) for t in tasks)
             tokens = sum(t["token_num"] or 0 for t in tasks)
-            values = [t["progress"] for t in tasks] or [0.0]
-            progress = -1.0 if min(values) < 0 else sum(values) / len(values)
             updated = stamp_fields("update")
             self.documents.update(
                 doc_id,
                 {
                     "chunk_num": chunks,
                     "token_num": tokens,
-                    "progress": progress,
-                    "run": "1" if 0 <= progress < 1 else "0",
+                    **document_status(doc, tasks),
                     **updated,
                 },
             )
@@ -128,10 +128,34 @@ class Catalog:
                 doc["kb_id"],
                 updated,
                 increments={
-                    "chunk_num": chunks - doc["chunk_num"],
-                    "token_num": tokens - doc["token_num"],
+                    "chunk_num": chunks - (doc["chunk_num"] or 0),
+                    "token_num": tokens - (doc["token_num"] or 0),
                 },
             )
+
+
+def document_status(doc: dict[str, Any], tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    """A document's progress, ``run`` code and progress log from its tasks, as RAGFlow's
+    updater writes them: while a task runs, the mean progress of the others not failed and
+    ``run`` RUNNING; once none runs, 1 and DONE, or -1 and FAIL if any failed. A document
+    cancelled (``run`` CANCEL, as RAGFlow's UI and ``ragfleet cancel --doc`` set it) stays
+    cancelled. The log is every task's log, sorted (each starts with its first HH:MM:SS)."""
+    values = [t["progress"] or 0.0 for t in tasks] or [0.0]
+    finished = bool(tasks) and not any(0 <= v < 1 for v in values)
+    failed = any(v < 0 for v in values)
+    if finished:
+        progress, run = (-1.0, RunStatus.FAIL) if failed else (1.0, RunStatus.DONE)
+    else:
+        progress, run = sum(max(v, 0.0) for v in values) / len(values), RunStatus.RUNNING
+    if doc.get("run") == RunStatus.CANCEL:
+        run = RunStatus.CANCEL
+    status: dict[str, Any] = {"progress": progress, "run": run.value}
+    logs = sorted(m for t in tasks if (m := (t.get("progress_msg") or "").strip()))
+    if logs:
+        status["progress_msg"] = "\n".join(logs)
+    if isinstance(begun := doc.get("process_begin_at"), datetime):
+        status["process_duration"] = (datetime.now() - begun).total_seconds()
+    return status
 
 
 def _kb(row: dict[str, Any]) -> KnowledgeBase:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import redis
 from ..db import TaskStore, new_id
 from ..handlers import INGEST_TASK_TYPE
 from ..producer import enqueue, task_message
+from ..tables import RunStatus
 from .catalog import Catalog, KnowledgeBase
 from .parsers import pdf_page_count
 from .storage import MAX_CONTENT_LENGTH, check_size
@@ -96,6 +98,10 @@ class Intake:
                     type=_doc_type(path.suffix),
                     parser_id="naive",
                     parser_config="{}",
+                    # What RAGFlow's "parse" writes (document_app.run, begin2parse).
+                    run=RunStatus.RUNNING.value,
+                    progress_msg="Task is queued...",
+                    process_begin_at=datetime.now(),
                 )
                 tasks = self.store.create_tasks(rows)
         except BaseException:
