@@ -14,9 +14,9 @@ import re
 from datetime import datetime
 
 import peewee as pw
-from conftest import wait_for
 from playhouse.migrate import SchemaMigrator, migrate
 from ragflow_tables import CANCEL, DONE, FAIL, RUNNING, columns
+from site_under_test import wait_for
 
 LINE = re.compile(r"^\d\d:\d\d:\d\d \S")  # a progress line: "HH:MM:SS message"
 ALICE = "Alice was beginning to get very tired of sitting by her sister on the bank.\n" * 30
