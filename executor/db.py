@@ -62,7 +62,8 @@ def task_state(row: dict[str, Any]) -> str:
         return "done"
     if progress < 0:
         return "cancelled" if CANCELLED_MESSAGE in (row.get("progress_msg") or "") else "failed"
-    return "running" if row.get("begin_at") else "queued"
+    # RAGFlow stamps begin_at when it queues a task; an executor's begin adds its first line.
+    return "running" if row.get("begin_at") and row.get("progress_msg") else "queued"
 
 
 def open_database(config: dict[str, Any]) -> pw.Database:
@@ -355,12 +356,9 @@ def _where_state(query: pw.ModelSelect, task: type[pw.Model], state: str | None)
         return query.where(task.progress >= 1)
     if state in ("failed", "cancelled"):
         return query.where(task.progress < 0)
-    if state == "queued":
-        return query.where((task.progress >= 0) & (task.progress < 1) & task.begin_at.is_null())
-    if state == "running":
-        return query.where(
-            (task.progress >= 0) & (task.progress < 1) & task.begin_at.is_null(False)
-        )
+    unfinished = (task.progress >= 0) & (task.progress < 1)
+    if state in ("queued", "running"):
+        return query.where(unfinished)
     return query
 
 

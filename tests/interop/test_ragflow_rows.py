@@ -38,6 +38,10 @@ def test_ragflow_still_inserts_its_rows_after_db_init_migrates_its_tables(site):
     (task_id,) = site.ragflow.parse(doc_id)
     assert site.ragflow.tasks(doc_id)[0]["id"] == task_id
 
+    # RAGFlow stamps begin_at when it queues: the task is queued until an executor has it.
+    listed = site.ragfleet("tasks", "--state", "queued", "--json")
+    assert [t["id"] for t in json.loads(listed.stdout)] == [task_id], listed.stderr
+
 
 def test_documents_ragflow_queued_read_as_done_failed_or_cancelled(site):
     ragflow = site.ragflow
