@@ -17,8 +17,16 @@ DAMAGED = frozenset({IOERR, CORRUPT, NOTADB})
 an outage (every task would meet them) until the file is mended or restored."""
 
 
-def primary_code(exc: BaseException) -> int | None:
-    """The primary result code of a ``sqlite3`` error (extended codes keep it in their low
-    byte), or None when *exc* carries none, such as peewee's wrapper of one."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return None if code is None else code & 0xFF
+def primary_code(exc: BaseException | None) -> int | None:
+    """The primary result code of the ``sqlite3`` error *exc* is or wraps (extended codes
+    keep it in their low byte), or None when there is none. peewee wraps an error once per
+    layer it passes (twice when opening a connection fails on its pragmas, as on a damaged
+    schema), so the whole chain of causes is searched."""
+    seen = 0
+    while exc is not None and seen < 8:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None

@@ -112,7 +112,9 @@ class Catalog:
             if doc is None:
                 return
             tasks = self.tasks.where_equal("doc_id", doc_id, TASK_TOTALS)
-            chunks = sum(len((t["chunk_ids"] or "").split()) for t in tasks)
+            # Chunks of equal text share an id (hash of text and document), and so one
+            # place in the index: count each once, as RAGFlow's executor does.
+            chunks = sum(len(set((t["chunk_ids"] or "").split())) for t in tasks)
             tokens = sum(t["token_num"] or 0 for t in tasks)
             updated = stamp_fields("update")
             self.documents.update(

@@ -12,6 +12,7 @@ import peewee as pw
 import pytest
 from ragflow_api import RAGFlow
 from ruamel.yaml import YAML
+from servers import EmulatorServer
 from site_under_test import HOST_ID, Site
 
 
@@ -57,7 +58,30 @@ def _strict_mode(server: Any) -> None:
 
 @pytest.fixture(params=["sqlite", "mariadb", "postgres"])
 def site(request, tmp_path, redis_client, redis_server) -> Iterator[Site]:
-    database, section = _ragflow_database(request.param, request, tmp_path)
+    """RAGFlow on each database, ragfleet with its embedded document store."""
+    embedded = {"engine": "embedded", "path": str(tmp_path / "docstore.db")}
+    yield from _site(request.param, embedded, request, tmp_path, redis_client, redis_server)
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
+    """osmem-server, an Elasticsearch API emulator (no real Elasticsearch runs here: see
+    shared notes doc-stores.md); it proves the fields written, not Elasticsearch itself."""
+    with EmulatorServer(tmp_path_factory.mktemp("osmem")) as server:
+        yield server
+
+
+@pytest.fixture
+def search_site(request, tmp_path, redis_client, redis_server, emulator) -> Iterator[Site]:
+    """RAGFlow on SQLite, ragfleet indexing into the OpenSearch API of the emulator
+    (RAGFlow's DOC_ENGINE=opensearch; elasticsearch-py 8 sends a compatibility media type
+    the emulator refuses, which tests/test_docstore_elastic.py works around in-process)."""
+    search = {"engine": "opensearch", "hosts": [emulator.url]}
+    yield from _site("sqlite", search, request, tmp_path, redis_client, redis_server)
+
+
+def _site(kind, doc_store, request, tmp_path, redis_client, redis_server) -> Iterator[Site]:
+    database, section = _ragflow_database(kind, request, tmp_path)
     files = tmp_path / "minio"
     config = {
         "host_id": HOST_ID,
@@ -76,7 +100,7 @@ def site(request, tmp_path, redis_client, redis_server) -> Iterator[Site]:
             "password": redis_server.password,
         },
         "database": section,
-        "doc_store": {"engine": "embedded", "path": str(tmp_path / "docstore.db")},
+        "doc_store": doc_store,
         # RAGFlow keeps a document in MinIO's bucket <kb_id> under its location; the local
         # backend reads <path>/<bucket>/<location>, the same addressing.
         "storage": {"backend": "local", "path": str(files)},
@@ -85,7 +109,7 @@ def site(request, tmp_path, redis_client, redis_server) -> Iterator[Site]:
     path = tmp_path / "ragfleet.yaml"
     with path.open("w") as stream:
         YAML(typ="safe", pure=True).dump(config, stream)
-    site = Site(request.param, RAGFlow(database, redis_client, files), path)
+    site = Site(kind, RAGFlow(database, redis_client, files), path)
     yield site
     for process in site.processes:
         if process.poll() is None:

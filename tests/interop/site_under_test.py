@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ragflow_api import RAGFlow
+from ruamel.yaml import YAML
 
 RAGFLEET = Path(sys.executable).with_name("ragfleet")
 HOST_ID = "interop"
@@ -38,6 +39,10 @@ class Site:
     ragflow: RAGFlow
     config: Path
     processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def doc_store_url(self) -> str:
+        """The first host of the config's Elasticsearch document store."""
+        return YAML(typ="safe", pure=True).load(self.config)["doc_store"]["hosts"][0]
 
     def ragfleet(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
