@@ -5,26 +5,35 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from executor.ingest.types import Section
+from executor.ingest.types import DocumentError, Section
 
 from .common import ALL_PAGES, error, reading
 
 _NO_TEXT_LAYER = "no text layer (scanned PDF?); OCR is not supported"
-
-# ---------------------------------------------------------------- PDF
+_NO_AES = "the PDF is AES-encrypted and this host lacks the 'cryptography' package to open it"
 
 
 def _open_pdf(data: bytes, filename: str) -> Any:
-    """A pypdf reader, decrypted if the file only has an owner password (opens without one)."""
+    """A pypdf reader, decrypted if the file only has an owner password (opens without one).
+
+    RC4 and AES (128 and 256 bits) are read; AES needs the ``cryptography`` package, a
+    dependency of ragfleet. Should a host lack it, say so rather than "corrupt PDF".
+    """
     from pypdf import PdfReader
+    from pypdf.errors import DependencyError
 
     if b"%PDF-" not in data[:1024]:
         raise error(filename, "not a PDF file (no %PDF- header)")
-    with reading(filename, "PDF"):
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise error(filename, "the PDF is encrypted (password-protected)")
-        return reader
+    try:
+        with reading(filename, "PDF"):
+            reader = PdfReader(io.BytesIO(data))
+            if reader.is_encrypted and not reader.decrypt(""):
+                raise error(filename, "the PDF is encrypted (password-protected)")
+            return reader
+    except DocumentError as exc:
+        if isinstance(exc.__cause__, DependencyError):
+            raise error(filename, _NO_AES) from exc.__cause__
+        raise
 
 
 def _page_text(reader: Any, index: int, filename: str) -> str:
