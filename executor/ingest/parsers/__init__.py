@@ -12,11 +12,12 @@ from types import MappingProxyType
 from executor.ingest.types import Parser
 
 from .common import ALL_PAGES, ROWS_PER_SECTION, error
+from .encoding import decode_text
 from .html import parse_html
 from .jsondoc import parse_json
 from .office import MAX_UNPACKED_XML, parse_csv, parse_docx, parse_xlsx
 from .pdf import parse_pdf, pdf_page_count
-from .text import decode_text, parse_markdown, parse_text
+from .text import parse_markdown, parse_text
 
 __all__ = [
     "ALL_PAGES",

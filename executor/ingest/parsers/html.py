@@ -1,16 +1,15 @@
-"""HTML: visible text by block element."""
+"""HTML: visible text by block element, from the page's article."""
 
 from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
 
-from executor.ingest.types import DocumentError, Section
+from executor.ingest.types import Section
 
-from .common import ALL_PAGES, error, reading, require_sections
-from .text import decode_text
-
-# ---------------------------------------------------------------- HTML
+from .article import article
+from .common import ALL_PAGES, reading, require_sections
+from .encoding import decode_text
 
 # fmt: off
 _HTML_BLOCKS = frozenset({
@@ -94,27 +93,23 @@ class _HtmlText(HTMLParser):
 
 
 def _decode_html(data: bytes, filename: str) -> str:
-    """UTF-8 first; otherwise the charset the page declares in a ``<meta>`` tag, if any."""
-    try:
-        return decode_text(data, filename)
-    except DocumentError:
-        declared = _HTML_CHARSET.search(data[:4096])
-        if not declared:
-            raise
-        charset = declared.group(1).decode("ascii")
-    try:
-        return data.decode(charset).replace("\r\n", "\n")
-    except (LookupError, UnicodeDecodeError) as exc:
-        raise error(filename, f"cannot decode as its declared charset {charset!r}") from exc
+    """UTF-8 first; then the charset the page declares in a ``<meta>`` tag; then a guess."""
+    declared = _HTML_CHARSET.search(data[:4096])
+    return decode_text(data, filename, declared.group(1).decode("ascii") if declared else None)
 
 
 def parse_html(
     data: bytes, *, filename: str, from_page: int = 0, to_page: int = ALL_PAGES
 ) -> list[Section]:
-    """HTML: visible text by block element; ``<title>``/``<h1..6>`` as titles; no script/style."""
+    """HTML: the article's visible text by block element (no menus, headers, footers, scripts
+    or styles: see :mod:`.article`); ``<title>``/``<h1..6>`` as titles."""
     text = _decode_html(data, filename)
     reader = _HtmlText()
     with reading(filename, "HTML"):
-        reader.feed(text)
+        title, body = article(text)
+        reader.feed(body)
         reader.close()
-    return require_sections(reader.sections, filename)
+    sections = reader.sections
+    if title and sections[:1] != [Section(title, kind="title")]:
+        sections.insert(0, Section(title, kind="title"))
+    return require_sections(sections, filename)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from executor.ingest.types import Section
 
 from .common import ALL_PAGES, batched, error, require_sections
-from .text import decode_text
+from .encoding import decode_text
 
 # ---------------------------------------------------------------- JSON
 

@@ -11,7 +11,7 @@ from typing import Any
 from executor.ingest.types import Section
 
 from .common import ALL_PAGES, error, reading, require_sections, table_sections
-from .text import decode_text
+from .encoding import decode_text
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # legacy .doc/.xls and encrypted OOXML files
 

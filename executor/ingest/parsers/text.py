@@ -1,44 +1,14 @@
-"""Text-like files: how their bytes are decoded, plain text and Markdown."""
+"""Plain text and Markdown."""
 
 from __future__ import annotations
 
-import codecs
 import re
 from collections.abc import Sequence
 
 from executor.ingest.types import Section
 
-from .common import ALL_PAGES, error, require_sections
-
-# ---------------------------------------------------------------- text decoding
-
-
-def decode_text(data: bytes, filename: str) -> str:
-    """Bytes of a text-like file as str: UTF-8 (with or without BOM), or UTF-16 with a BOM.
-
-    Anything else is an error rather than a latin-1 fallback: latin-1 decodes every byte string,
-    so a binary or mis-encoded file would be indexed as mojibake that no query ever matches,
-    silently. A clear error tells the operator to convert the file.
-    """
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        try:
-            text = data.decode("utf-16")
-        except UnicodeDecodeError as exc:
-            raise error(filename, f"invalid UTF-16 text ({exc.reason})") from exc
-    elif b"\x00" in data:
-        raise error(filename, "binary content (NUL bytes), not text")
-    else:
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise error(
-                filename,
-                f"not UTF-8 text (invalid byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-                "convert it to UTF-8",
-            ) from exc
-    if "\x00" in text:
-        raise error(filename, "binary content (NUL bytes), not text")
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+from .common import ALL_PAGES, require_sections
+from .encoding import decode_text
 
 
 def _paragraphs(text: str) -> list[str]:
