@@ -557,9 +557,69 @@ def test_json_invalid_is_an_error() -> None:
     assert message == "bad.json: invalid JSON: Expecting ',' delimiter at line 1 column 9"
 
 
-def test_json_empty_is_an_error() -> None:
-    message = error_of(parse_json, b"{}", "empty.json")
-    assert message == "empty.json: no text to index (the document is empty)"
+@pytest.mark.parametrize("name", ["empty.json", "empty.jsonl"])
+@pytest.mark.parametrize("data", [b"{}", b"", b" \n\n", b"{}\n[]\n{}\n"])
+def test_json_empty_is_an_error(name: str, data: bytes) -> None:
+    assert error_of(parse_json, data, name) == f"{name}: no text to index (the document is empty)"
+
+
+# ---------------------------------------------------------------- JSON Lines (issue 16)
+
+PLANETS = [
+    {"name": "Mercury", "moons": 0, "rings": False},
+    {"name": "Venus", "moons": 0, "atmosphere": {"main": "CO2"}},
+    {"name": "Earth", "moons": 1, "seen": ["Moon"]},
+    {"name": "Mars", "moons": 2, "seen": ["Phobos", "Deimos"], "note": None},
+]
+PLANET_RECORDS = [
+    "name: Mercury; moons: 0; rings: false",
+    "name: Venus; moons: 0; atmosphere.main: CO2",
+    "name: Earth; moons: 1; seen[0]: Moon",
+    "name: Mars; moons: 2; seen[0]: Phobos; seen[1]: Deimos; note: null",
+]
+
+
+def json_lines(records: list[object]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+@pytest.mark.parametrize("name", ["planets.jsonl", "planets.ldjson", "planets.json"])
+def test_json_lines_one_record_a_line_whatever_the_suffix(name: str) -> None:
+    """Upstream reads .json, .jsonl and .ldjson with one parser that tells JSON Lines by its
+    content (rag/app/naive.py line 602; deepdoc/parser/json_parser.py line 37, v0.21.1)."""
+    assert parser_for(name) == ("naive", parse_json)
+    sections = parse_json(json_lines(PLANETS), filename=name)
+    assert sections == [Section("\n".join(PLANET_RECORDS), kind="table")]
+
+
+def test_json_lines_records_are_batched() -> None:
+    data = json_lines([{"n": n} for n in range(45)]) + b"\n\n"  # blank lines are no records
+    sections = parse_json(data, filename="n.jsonl")
+    assert [s.text.count("\n") + 1 for s in sections] == [ROWS_PER_SECTION, ROWS_PER_SECTION, 5]
+    assert sections[2].text.endswith("n: 44")
+
+
+def test_json_lines_malformed_lines_are_skipped_as_upstream_does() -> None:
+    """Upstream skips a line that is not JSON (json_parser.py lines 140-152) once the file is
+    JSON Lines: 80% of its first 10 non-blank lines parse (lines 154-172). A log cut off
+    mid-line keeps its other records."""
+    lines = json_lines([*PLANETS, *({"n": n} for n in range(6))]).decode().splitlines()
+    data = "\n".join([*lines[:2], "{not json", *lines[2:], '{"name": "Jupi']).encode()
+    assert parse_json(data, filename="cut.jsonl") == [
+        Section("\n".join([*PLANET_RECORDS, *(f"n: {n}" for n in range(6))]), kind="table")
+    ]
+
+
+def test_mostly_malformed_json_lines_are_an_error() -> None:
+    data = b'{"a": 1}\n{"b": 2}\n{oops\n{"c": 3}\nnot json\n'
+    assert error_of(parse_json, data, "bad.jsonl") == (
+        "bad.jsonl: invalid JSON Lines: line 3 is not a JSON value, nor are 2 of the first 5 "
+        "lines (at most 20% may be malformed)"
+    )
+    # the same bytes as .json: the error says where the one JSON value breaks
+    assert error_of(parse_json, data, "bad.json") == (
+        "bad.json: invalid JSON: Extra data at line 2 column 1"
+    )
 
 
 # ---------------------------------------------------------------- registry
@@ -578,6 +638,8 @@ def test_json_empty_is_an_error() -> None:
         ("a.csv", "table", parse_csv),
         ("a.xlsx", "table", parse_xlsx),
         ("a.json", "naive", parse_json),
+        ("a.jsonl", "naive", parse_json),
+        ("A.LDJSON", "naive", parse_json),
     ],
 )
 def test_parser_for_chooses_by_suffix(filename: str, parser_id: str, parse: object) -> None:
@@ -586,7 +648,7 @@ def test_parser_for_chooses_by_suffix(filename: str, parser_id: str, parse: obje
 
 def test_supported_suffixes() -> None:
     expected = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".csv", ".xlsx"}
-    assert expected | {".json"} == SUPPORTED_SUFFIXES
+    assert expected | {".json", ".jsonl", ".ldjson"} == SUPPORTED_SUFFIXES
 
 
 def test_parser_for_honours_a_parser_id() -> None:

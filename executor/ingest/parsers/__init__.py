@@ -52,6 +52,8 @@ _BY_SUFFIX: MappingProxyType[str, Parser] = MappingProxyType(
         ".csv": parse_csv,
         ".xlsx": parse_xlsx,
         ".json": parse_json,
+        ".jsonl": parse_json,
+        ".ldjson": parse_json,
     }
 )
 _TABULAR = frozenset({".csv", ".xlsx"})
