@@ -683,7 +683,7 @@ def corpus_files() -> list[Path]:
 def test_corpus_has_every_type_and_is_small() -> None:
     files = corpus_files()
     suffixes = {p.suffix for p in files}
-    assert {".txt", ".md", ".html", ".pdf", ".docx", ".csv", ".xlsx", ".json"} <= suffixes
+    assert {".txt", ".md", ".html", ".pdf", ".docx", ".csv", ".xlsx", ".json", ".jsonl"} <= suffixes
     assert suffixes <= SUPPORTED_SUFFIXES
     assert sum(p.stat().st_size for p in SAMPLES.rglob("*") if p.is_file()) < 1_000_000
 
@@ -719,6 +719,11 @@ def test_corpus_expected_structure() -> None:
     elements = parse("chemical-elements.xlsx")
     assert [s.text for s in elements if s.kind == "title"] == ["Elements", "Discoveries"]
     assert "symbol: Ne; name: Neon" in elements[1].text
+    moons = parse("moons-of-mars-and-jupiter.jsonl")
+    assert len(moons) == 1 and moons[0].text.count("\n") == 5
+    assert moons[0].text.startswith(
+        "moon: Phobos; planet: Mars; discovered.year: 1877; discovered.by: Asaph Hall; "
+    )
     planets = parse("planets-of-the-solar-system.csv")
     assert "named after: Mars, Roman god of war" in planets[0].text
 
