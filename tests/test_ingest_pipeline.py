@@ -62,8 +62,10 @@ def test_the_sample_corpus_is_ingested_and_searchable(fleet):
     assert "Page(13~21): Start to parse constitution-of-the-united-states.pdf." in messages
     hits = search(fleet, "rabbit hole")
     assert hits[0]["doc_name"] == "alice-down-the-rabbit-hole.md"
-    hits = search(fleet, "Jupiter")
+    hits = search(fleet, "king of the Roman gods")
     assert hits[0]["doc_name"] == "planets-of-the-solar-system.csv"
+    hits = search(fleet, "volcanically active")
+    assert hits[0]["doc_name"] == "moons-of-mars-and-jupiter.jsonl"
     # chunk counts recorded on the documents and the knowledge base match the store
     catalog = Catalog(fleet.store)
     kb = catalog.knowledge_base_named("samples")
