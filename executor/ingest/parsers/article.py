@@ -51,6 +51,7 @@ def article(page: str) -> tuple[str, str]:
     for element in tree.xpath("//title"):
         element.drop_tree()
     summary = document.summary(html_partial=True)
-    if _WHOLE_BODY in summary or not html.fragment_fromstring(summary).text_content().strip():
+    text = html.fragment_fromstring(summary, create_parent="div").text_content()
+    if _WHOLE_BODY in summary or not text.strip():
         return title, html.tostring(tree, encoding="unicode")
     return title, summary
