@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import re
 import signal
 import time
@@ -16,6 +17,8 @@ import zip_bombs
 from executors import Fleet, fill_disk, mysql_database, sqlite_database, wait_for, write_config
 from fake_openai import DIM, FakeOpenAI, serve_fake_openai
 from servers import EmulatorServer
+from test_ingest_html_article import semantic_page
+from test_ingest_parsers import encrypt_pdf, make_pdf
 
 from executor import wire
 from executor.ingest.catalog import Catalog
@@ -59,8 +62,10 @@ def test_the_sample_corpus_is_ingested_and_searchable(fleet):
     assert "Page(13~21): Start to parse constitution-of-the-united-states.pdf." in messages
     hits = search(fleet, "rabbit hole")
     assert hits[0]["doc_name"] == "alice-down-the-rabbit-hole.md"
-    hits = search(fleet, "Jupiter")
+    hits = search(fleet, "king of the Roman gods")
     assert hits[0]["doc_name"] == "planets-of-the-solar-system.csv"
+    hits = search(fleet, "volcanically active")
+    assert hits[0]["doc_name"] == "moons-of-mars-and-jupiter.jsonl"
     # chunk counts recorded on the documents and the knowledge base match the store
     catalog = Catalog(fleet.store)
     kb = catalog.knowledge_base_named("samples")
@@ -96,25 +101,62 @@ def test_bad_documents_fail_their_task_readably_and_the_rest_goes_on(fleet, tmp_
     corrupt.write_bytes(b"%PDF-1.7\nthis is not really a pdf")
     unsupported = tmp_path / "program.exe"
     unsupported.write_bytes(b"MZ\x90\x00")
-    latin1 = tmp_path / "latin1.txt"
-    latin1.write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    noise = tmp_path / "noise.txt"  # no encoding fits: decoding it would index garbage
+    noise.write_bytes(bytes(b for b in random.Random(16).randbytes(3000) if b))
+    locked = tmp_path / "locked.pdf"
+    pdf = make_pdf(["Secret text."])
+    locked.write_bytes(encrypt_pdf(pdf, user_password="secret", algorithm="AES-256"))
     bomb = tmp_path / "bomb.docx"  # 0.4 MiB: 4 GiB of memory in 10 s when it was parsed
     document = io.BytesIO()
     docx.Document().save(document)
     bomb.write_bytes(zip_bombs.padded(document.getvalue(), "DOCX", 257))
     good = CORPUS / "gettysburg-address.pdf"
-    ids = submit(fleet, corrupt, unsupported, latin1, bomb, good)
+    ids = submit(fleet, corrupt, unsupported, noise, bomb, locked, good)
     worker = fleet.start()
     rows = fleet.wait_done(ids, timeout=60)
-    assert [r["progress"] for r in rows] == [-1, -1, -1, -1, 1]
+    assert [r["progress"] for r in rows] == [-1, -1, -1, -1, -1, 1]
     assert "[Exception]: broken.pdf: " in rows[0]["progress_msg"]
     assert "[Exception]: program.exe: " in rows[1]["progress_msg"]
-    assert "not UTF-8 text" in rows[2]["progress_msg"]
+    assert "[Exception]: noise.txt: not text in any encoding" in rows[2]["progress_msg"]
+    assert "[Exception]: locked.pdf: the PDF is encrypted" in rows[4]["progress_msg"]
     assert "[Exception]: bomb.docx: its XML unpacks to 25" in rows[3]["progress_msg"]
     assert "MiB, more than the 64 MiB a DOCX may (a zip bomb" in rows[3]["progress_msg"]
     assert "Traceback" not in "".join(r["progress_msg"] for r in rows)
     assert worker.process.poll() is None
     assert search(fleet, "four score and seven years")[0]["doc_name"] == good.name
+
+
+def test_the_file_types_upstream_reads_are_ingested(fleet, tmp_path):
+    """Issue 16: JSON Lines, an owner-password AES PDF, legacy encodings, an HTML page whose
+    menus and footer stay out of the index."""
+    kuiper = make_pdf(["The Kuiper belt lies beyond Neptune."])
+    files = {
+        "moons.jsonl": b'{"moon": "Phobos", "of": "Mars"}\n{"moon": "Titan", "of": "Saturn"}\n',
+        "moons.json": b'{"moon": "Europa", "of": "Jupiter"}\n{"moon": "Triton", "of": "Neptune"}\n',
+        "restricted.pdf": encrypt_pdf(kuiper, user_password="", algorithm="AES-256"),
+        "menu.txt": "Crème brûlée, café au lait and a soufflé.\n".encode("cp1252"),
+        "lunyu.txt": "学而时习之，不亦说乎？有朋自远方来，不亦乐乎？\n".encode("gbk"),  # noqa: RUF001
+        "hubble.html": semantic_page(),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    ids = submit(fleet, *(tmp_path / name for name in files))
+    fleet.start()
+    rows = fleet.wait_done(ids, timeout=60)
+    assert [r["progress"] for r in rows] == [1.0] * len(files), [r["progress_msg"] for r in rows]
+    for query, name in [
+        ("Titan", "moons.jsonl"),
+        ("Triton", "moons.json"),
+        ("Kuiper belt", "restricted.pdf"),
+        ("soufflé", "menu.txt"),
+        ("有朋自远方来", "lunyu.txt"),
+        ("Hubble constant", "hubble.html"),
+    ]:
+        assert search(fleet, query)[0]["doc_name"] == name, query
+    hits = search(fleet, "Hubble telescope Stargazer Newsroom Careers Copyright", top=50)
+    page = "\n".join(h["content"] for h in hits if h["doc_name"] == "hubble.html")
+    assert "Hubble constant" in page
+    assert not any(word in page for word in ("Stargazer", "Newsroom", "Careers", "Copyright"))
 
 
 def test_oversized_file_is_refused_at_submit_with_a_clear_error(fleet, tmp_path):
