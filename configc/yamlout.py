@@ -181,6 +181,16 @@ def _string(text: str) -> str:
         return text
     if _SINGLE_QUOTABLE.fullmatch(text):
         return "'" + text.replace("'", "''") + "'"
+    return double_quoted(text)
+
+
+def scalar(text: str) -> str:
+    """*text* as a YAML scalar: plain when it reads back as this string, else quoted."""
+    return _string(text)
+
+
+def double_quoted(text: str) -> str:
+    """*text* as a double-quoted YAML scalar, escaped where it must be."""
     return '"' + "".join(_escape(char) for char in text) + '"'
 
 

@@ -1,0 +1,148 @@
+"""Read one YAML file into ruamel's node tree, refusing what could crash or stall the loader.
+
+A configuration file is small and hand-written, so anything far outside that is refused with
+its file:line:col before ruamel builds a node tree:
+
+- bytes that are not UTF-8 (a UTF-16 or UTF-32 file included), and control characters;
+- nesting deeper than MAX_DEPTH (the composer recurses once per level; Python's stack would
+  overflow at a few hundred);
+- a document that, with every alias expanded, has more than MAX_NODES nodes: aliases are
+  expanded when the tree is walked, so a 1 KB "billion laughs" file would take minutes.
+
+Both bounds are checked on the parser's event stream, which needs no recursion and expands
+nothing: an alias costs the size of its anchor's node, counted once when the anchor closes.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    CollectionStartEvent,
+    NodeEvent,
+    ScalarEvent,
+)
+from ruamel.yaml.nodes import Node
+
+from .errors import ConfigError, Location, Problem
+
+MAX_DEPTH = 64
+"""Levels of nesting a file may have (the schema needs 5)."""
+
+MAX_NODES = 100_000
+"""Nodes a document may have once aliases and merge keys are expanded."""
+
+# Characters no configuration value may hold, raw in the file or written as an escape:
+# controls (C0 but tab, line feed and carriage return, which YAML itself uses; DEL; C1),
+# surrogates, byte-order marks and noncharacters. The loader refuses the escaped forms too
+# (text.bad_character); this catches the raw ones, which ruamel's reader would refuse with
+# no line number.
+_RAW_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufeff\ufffe\uffff]")
+
+_WIDE_BOMS = {
+    b"\xff\xfe\x00\x00": "UTF-32",
+    b"\x00\x00\xfe\xff": "UTF-32",
+    b"\xff\xfe": "UTF-16",
+    b"\xfe\xff": "UTF-16",
+}
+
+
+def yaml_parser() -> YAML:
+    """The parser every layer is read with: YAML 1.2 core types, pure Python."""
+    return YAML(typ="safe", pure=True)
+
+
+def character_name(char: str) -> str:
+    name = unicodedata.name(char, "")
+    return f"U+{ord(char):04X}" + (f" ({name})" if name else "")
+
+
+def decode(data: bytes, source: str) -> str:
+    """*data* as text, or ConfigError at the first byte that is not UTF-8."""
+    for bom, encoding in _WIDE_BOMS.items():
+        if data.startswith(bom):
+            raise _error(source, 1, 1, f"the file is {encoding}: save it as UTF-8")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        column = len(data[line_start : exc.start].decode("utf-8", "replace")) + 1
+        byte = data[exc.start]
+        raise _error(source, line, column, f"byte 0x{byte:02x} is not UTF-8") from None
+    text = text.removeprefix("\ufeff")
+    bad = _RAW_FORBIDDEN.search(text)
+    if bad:
+        line, column = _line_col(text, bad.start())
+        hint = " (a UTF-16 file?)" if bad.group() == "\x00" else ""
+        message = f"character {character_name(bad.group())} is not allowed{hint}"
+        raise _error(source, line, column, message)
+    return text
+
+
+def compose(text: str, source: str) -> Node | None:
+    """The document's root node (None for an empty file), or ConfigError with its position."""
+    parser = yaml_parser()
+    try:
+        _check_shape(parser, text, source)
+        return parser.compose(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = Location(source, mark.line + 1, mark.column + 1) if mark else Location(source, 1, 1)
+        raise ConfigError([Problem(f"YAML syntax error: {exc.problem}", location=where)]) from None
+    except YAMLError as exc:  # a reader error: it has a character position, not a mark
+        line, column = _line_col(text, getattr(exc, "position", 0) or 0)
+        raise _error(source, line, column, f"YAML error: {exc}".splitlines()[0]) from None
+
+
+def _check_shape(parser: YAML, text: str, source: str) -> None:
+    """Refuse nesting past MAX_DEPTH and documents past MAX_NODES nodes, aliases expanded."""
+    sizes: dict[str, int] = {}  # anchor -> expanded size of its node
+    open_nodes: list[list] = []  # per open collection: [expanded size so far, anchor]
+    for event in parser.parse(text):
+        if not isinstance(event, NodeEvent | CollectionEndEvent):
+            continue
+        if isinstance(event, CollectionStartEvent):
+            open_nodes.append([1, event.anchor])
+            if len(open_nodes) > MAX_DEPTH:
+                raise _marked(source, event, f"nested more than {MAX_DEPTH} levels deep")
+            continue
+        if isinstance(event, CollectionEndEvent):
+            size, anchor = open_nodes.pop()
+        elif isinstance(event, AliasEvent):
+            if any(event.anchor == entry[1] for entry in open_nodes):
+                raise _marked(source, event, f"the alias *{event.anchor} is inside its own anchor")
+            size, anchor = sizes.get(event.anchor, 1), None
+        else:
+            assert isinstance(event, ScalarEvent)
+            size, anchor = 1, event.anchor
+        if anchor is not None:
+            sizes[anchor] = size
+        total = size + (open_nodes[-1][0] if open_nodes else 0)
+        if total > MAX_NODES:
+            raise _marked(
+                source,
+                event,
+                f"the document has more than {MAX_NODES} values once its aliases are expanded",
+            )
+        if open_nodes:
+            open_nodes[-1][0] = total
+
+
+def _line_col(text: str, index: int) -> tuple[int, int]:
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def _error(source: str, line: int, column: int, message: str) -> ConfigError:
+    return ConfigError([Problem(message, location=Location(source, line, column))])
+
+
+def _marked(source: str, event, message: str) -> ConfigError:
+    mark = event.start_mark
+    return _error(source, mark.line + 1, mark.column + 1, message)
