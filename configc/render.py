@@ -32,9 +32,10 @@ class OutputFile:
     mode: int
 
 
-def to_yaml(data: Any) -> Verbatim:
-    """Block-style YAML for *data* (a dict or list of JSON-like values), no final newline."""
-    return Verbatim(yamlout.dump(data).rstrip("\n"))
+def to_yaml(data: Any, ansible: bool = False) -> Verbatim:
+    """Block-style YAML for *data* (a dict or list of JSON-like values), no final newline;
+    *ansible* for a file Ansible reads (see yamlout.dump)."""
+    return Verbatim(yamlout.dump(data, ansible=ansible).rstrip("\n"))
 
 
 def template_environment(safe: SafeValues) -> jinja2.Environment:
@@ -78,10 +79,13 @@ class TreeRenderer:
     def render(self, template: str, **context: Any) -> bytes:
         return self.env.get_template(template).render(**context).encode()
 
-    def yaml_file(self, path: str, data: Any, mode: int, *comment: str) -> OutputFile:
+    def yaml_file(
+        self, path: str, data: Any, mode: int, *comment: str, ansible: bool = False
+    ) -> OutputFile:
         # The comment lines are configc's own text (with a validated host name in some).
         lines = [Verbatim(line) for line in comment]
-        return OutputFile(path, self.render("yaml_document.j2", data=data, comment=lines), mode)
+        body = self.render("yaml_document.j2", data=data, comment=lines, ansible=ansible)
+        return OutputFile(path, body, mode)
 
     def files(self) -> list[OutputFile]:
         """Every output file; UnsafeValues if a value could not be written safely."""
@@ -102,6 +106,7 @@ class TreeRenderer:
                         secrets,
                         SECRET,
                         "Secrets the deployment roles need on this host; never commit this file.",
+                        ansible=True,
                     )
                 )
         return sorted(out, key=lambda f: f.path)
@@ -119,7 +124,9 @@ class TreeRenderer:
                 "children": groups,
             }
         }
-        return self.yaml_file("inventory.yml", inventory, PUBLIC, "Ansible inventory.")
+        return self.yaml_file(
+            "inventory.yml", inventory, PUBLIC, "Ansible inventory.", ansible=True
+        )
 
     def inventory_vars(self, host: dict[str, Any]) -> dict[str, Any]:
         instances = instance_count(self.doc, host)

@@ -6,12 +6,15 @@
 - the MariaDB option file: ``my_print_defaults`` must print the configured options;
 - the units: ``systemd-analyze verify`` (tests/systemd_checks.py) must say nothing;
 - every YAML file: PyYAML (what Ansible reads with) and ruamel (what the executor reads
-  with) must load it, and the runtime config must be one the executor accepts.
+  with) must load it, and the runtime config must be one the executor accepts;
+- a variable of the inventory or host_vars: Ansible itself must give its value untemplated.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,11 +29,30 @@ from systemd_checks import verify_units
 from executor.settings import load_settings
 
 
+class _PyYAMLWithUnsafe(yaml.SafeLoader):
+    """PyYAML's safe loader, reading Ansible's ``!unsafe`` tag as the string it tags."""
+
+
+_PyYAMLWithUnsafe.add_constructor("!unsafe", yaml.SafeLoader.construct_scalar)
+
+
+def load_both(text: str) -> Any:
+    """*text* loaded by PyYAML and by ruamel, which must agree (``!unsafe`` read as text)."""
+    ruamel = YAML(typ="safe", pure=True)
+    ruamel.constructor.add_constructor("!unsafe", ruamel.constructor.__class__.construct_scalar)
+    data = ruamel.load(text)
+    assert yaml.load(text, Loader=_PyYAMLWithUnsafe) == data
+    return data
+
+
 def check_yaml_files(out: Path) -> None:
-    """Every .yml/.yaml file loads with PyYAML and ruamel, to the same data."""
+    """Every .yml/.yaml file loads with PyYAML and ruamel, to the same data; only Ansible's
+    files (the inventory, host_vars) may use ``!unsafe``."""
     for path in sorted([*out.rglob("*.yml"), *out.rglob("*.yaml")]):
         text = path.read_text(encoding="utf-8")
-        assert yaml.safe_load(text) == YAML(typ="safe", pure=True).load(text), path
+        load_both(text)
+        if "!unsafe" in text:
+            assert path.name == "inventory.yml" or path.parent.name == "host_vars", path
     for path in out.glob("hosts/*/etc/ragfleet/ragfleet.yaml"):
         load_settings(path, environ={})
 
@@ -90,6 +112,23 @@ def check_mariadb(cnf: Path, host: dict[str, Any], mysql: dict[str, Any]) -> Non
     options = mariadb_options(cnf)
     assert f"--bind-address={host['address']}" in options, options
     assert f"--port={mysql['port']}" in options, options
+
+
+def ansible_value(inventory: Path, host: str, variable: str) -> Any:
+    """*variable* of *host* as Ansible gives it to a task (templated, if it is a template)."""
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "ansible.cli.adhoc", host, "-i", str(inventory)),
+            *("-m", "ansible.builtin.debug", "-a", f"var={variable}"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={"ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "0", "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout.split("=>", 1)[1])[variable]
 
 
 def check_units(host_dir: Path, venv: str) -> None:

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from compiled_checks import check_mariadb, check_units, check_yaml_files, redis_answers
+from compiled_checks import (
+    ansible_value,
+    check_mariadb,
+    check_units,
+    check_yaml_files,
+    redis_answers,
+)
 from confdirs import FIVE_HOSTS, shipped_conf
 
 from configc.cli import main
@@ -165,6 +171,7 @@ PASSWORDS = [
     ("quotes", "redis:\n  password: 'it''s \"x\"'\n", 'it\'s "x"'),
     ("backslash and hash", "redis:\n  password: 'a\\b #c'\n", "a\\b #c"),
     ("non-ASCII", "redis:\n  password: 'pässwörd ✓'\n", "pässwörd ✓"),
+    ("a Jinja template", "redis:\n  password: '{{ 7 * 6 }}{% raw %}'\n", "{{ 7 * 6 }}{% raw %}"),
 ]
 
 
@@ -176,6 +183,9 @@ def test_redis_reads_back_the_password(tmp_path, local, password):
     result = CliRunner().invoke(main, ["build", str(conf), "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     redis_answers(tmp_path / "out/hosts/localhost/etc/redis/ragfleet.conf", password)
+    check_yaml_files(tmp_path / "out")
+    inventory = tmp_path / "out/inventory.yml"
+    assert ansible_value(inventory, "localhost", "ragfleet_redis_password") == password
 
 
 def test_merge_keys_apply_with_positions(tmp_path):

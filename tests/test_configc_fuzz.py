@@ -11,7 +11,8 @@ the same every time and takes well under a minute.
 Every accepted example's YAML files are loaded with PyYAML and ruamel, its runtime config
 with the executor's loader, its MariaDB option file with my_print_defaults. Starting
 redis-server and running systemd-analyze take about a second, so those run only on a
-sample: the accepted examples whose Redis fragment or units differ from the unmutated
+sample (with Ansible reading the Redis password from host_vars, for those whose fragment
+changed): the accepted examples whose Redis fragment or units differ from the unmutated
 build's (a mutation reached them). Which examples those are depends on the example only,
 so a failure replays (hypothesis would call a check skipped on replay flaky).
 """
@@ -26,7 +27,14 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from compiled_checks import check_mariadb, check_units, check_yaml_files, redis_answers
+from compiled_checks import (
+    ansible_value,
+    check_mariadb,
+    check_units,
+    check_yaml_files,
+    load_both,
+    redis_answers,
+)
 from confdirs import SHIPPED_CONF
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -283,8 +291,11 @@ def check_accepted(out: Path, override: str, budget: Budget) -> None:
         budget.redis += 1
         for name in redis_files:
             host = Path(name).parts[1]
-            secrets = doc.load((out / f"host_vars/{host}.yml").read_text())
-            redis_answers(out / name, secrets["ragfleet_redis_password"])
+            secrets = load_both((out / f"host_vars/{host}.yml").read_text())
+            password = secrets["ragfleet_redis_password"]
+            redis_answers(out / name, password)
+            variable = "ragfleet_redis_password"
+            assert ansible_value(out / "inventory.yml", host, variable) == password
     unit_files = compiled(out, "hosts/*/etc/systemd/system/*")
     if unit_files != baseline["units"]:
         budget.units += 1
