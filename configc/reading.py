@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -24,7 +25,6 @@ from ruamel.yaml.events import (
     AliasEvent,
     CollectionEndEvent,
     CollectionStartEvent,
-    NodeEvent,
     ScalarEvent,
 )
 from ruamel.yaml.nodes import Node
@@ -100,38 +100,50 @@ def compose(text: str, source: str) -> Node | None:
         raise _error(source, line, column, f"YAML error: {exc}".splitlines()[0]) from None
 
 
+@dataclass
+class _Shape:
+    """The size (values) and height (levels) of a node with its aliases expanded."""
+
+    size: int = 1
+    height: int = 0  # collections, this one included: 0 for a scalar
+    anchor: str | None = None
+
+
 def _check_shape(parser: YAML, text: str, source: str) -> None:
-    """Refuse nesting past MAX_DEPTH and documents past MAX_NODES nodes, aliases expanded."""
-    sizes: dict[str, int] = {}  # anchor -> expanded size of its node
-    open_nodes: list[list] = []  # per open collection: [expanded size so far, anchor]
+    """Refuse nesting past MAX_DEPTH and documents past MAX_NODES nodes, aliases expanded
+    (an alias nests its anchor's node where it stands: a chain of anchors is deep)."""
+    anchored: dict[str, _Shape] = {}
+    open_nodes: list[_Shape] = []  # the collections the parser is inside, outermost first
     for event in parser.parse(text):
-        if not isinstance(event, NodeEvent | CollectionEndEvent):
-            continue
         if isinstance(event, CollectionStartEvent):
-            open_nodes.append([1, event.anchor])
-            if len(open_nodes) > MAX_DEPTH:
-                raise _marked(source, event, f"nested more than {MAX_DEPTH} levels deep")
-            continue
-        if isinstance(event, CollectionEndEvent):
-            size, anchor = open_nodes.pop()
+            open_nodes.append(_Shape(height=1, anchor=event.anchor))
+            shape = _Shape()
+        elif isinstance(event, CollectionEndEvent):
+            shape = open_nodes.pop()
         elif isinstance(event, AliasEvent):
-            if any(event.anchor == entry[1] for entry in open_nodes):
+            if any(event.anchor == node.anchor for node in open_nodes):
                 raise _marked(source, event, f"the alias *{event.anchor} is inside its own anchor")
-            size, anchor = sizes.get(event.anchor, 1), None
+            shape = anchored.get(event.anchor, _Shape())
+        elif isinstance(event, ScalarEvent):
+            shape = _Shape(anchor=event.anchor)
         else:
-            assert isinstance(event, ScalarEvent)
-            size, anchor = 1, event.anchor
-        if anchor is not None:
-            sizes[anchor] = size
-        total = size + (open_nodes[-1][0] if open_nodes else 0)
-        if total > MAX_NODES:
-            raise _marked(
-                source,
-                event,
-                f"the document has more than {MAX_NODES} values once its aliases are expanded",
-            )
+            continue
+        if len(open_nodes) + shape.height > MAX_DEPTH:
+            raise _marked(source, event, f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(event, CollectionStartEvent):
+            continue
+        if shape.anchor is not None and not isinstance(event, AliasEvent):
+            anchored[shape.anchor] = shape
         if open_nodes:
-            open_nodes[-1][0] = total
+            parent = open_nodes[-1]
+            parent.size += shape.size
+            parent.height = max(parent.height, shape.height + 1)
+            if parent.size > MAX_NODES:
+                raise _marked(
+                    source,
+                    event,
+                    f"the document has more than {MAX_NODES} values once its aliases are expanded",
+                )
 
 
 def _line_col(text: str, index: int) -> tuple[int, int]:

@@ -34,6 +34,14 @@ BOMB = b"a: &a [x, x, x, x, x, x, x, x, x, x]\n" + b"".join(
     for p, n in zip("abcdefgh", "bcdefghi", strict=True)
 )
 
+# Anchors that each nest the previous one: few levels written, hundreds once expanded.
+ALIAS_CHAIN = b"a0: &a0 {k: 1}\n" + b"".join(
+    f"a{n}: &a{n} {{k: *a{n - 1}}}\n".encode() for n in range(1, 400)
+)
+MERGE_CHAIN = b"a0: &a0 {k0: 1}\n" + b"".join(
+    f"a{n}: &a{n} {{<<: *a{n - 1}, k{n}: 1}}\n".encode() for n in range(1, 400)
+)
+
 # (case, local file bytes, the error line expected, after "error: ")
 CASES = [
     ("not UTF-8", b"redis:\n  db: \xff\n", f"{LOCAL}:2:7: byte 0xff is not UTF-8"),
@@ -63,6 +71,8 @@ CASES = [
         b"x: " + b"[" * 5000 + b"]" * 5000 + b"\n",
         f"{LOCAL}:1:67: nested more than 64 levels deep",
     ),
+    ("alias chain", ALIAS_CHAIN, f"{LOCAL}:64:15: nested more than 64 levels deep"),
+    ("merge key chain", MERGE_CHAIN, f"{LOCAL}:64:16: nested more than 64 levels deep"),
     ("alias bomb", BOMB, f"{LOCAL}:5:44: the document has more than 100000 values"),
     ("recursive alias", b"redis: &r {db: *r}\n", f"{LOCAL}:1:16: the alias *r is inside"),
     ("!!set on a scalar", b"redis: !!set x\n", f"{LOCAL}:1:8: redis: the tag !!set cannot"),
