@@ -188,14 +188,14 @@ class _LayerBuilder:
         """Refuse an explicit tag that does not fit the node (``!!int x``, ``!!set x``)."""
         tag = node.tag
         if isinstance(node, MappingNode):
-            ok = tag in (MAP_TAG, REPLACE_TAG)
+            ok, kind = tag in (MAP_TAG, REPLACE_TAG), "a mapping"
         elif isinstance(node, SequenceNode):
-            ok = tag == SEQ_TAG
+            ok, kind = tag == SEQ_TAG, "a list"
         else:
-            plain = self.resolver.resolve(ScalarNode, node.value, (True, False))
-            ok = tag in (STR_TAG, plain)
+            resolved = self.resolver.resolve(ScalarNode, node.value, (True, False))
+            plain = str(getattr(resolved, "value", resolved))  # a Tag in ruamel 0.18+
+            ok, kind = tag in (STR_TAG, plain), f"this value (it reads as {_tag_name(plain)})"
         if not ok:
-            kind = {MappingNode: "a mapping", SequenceNode: "a list"}.get(type(node), "this value")
             self._problem(f"the tag {_tag_name(tag)} cannot be used on {kind}", path, node)
         return not ok
 
