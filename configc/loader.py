@@ -14,7 +14,7 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import ConfigError, Location, Problem
 from .interpolate import InterpolationError, has_reference, interpolate
-from .reading import character_name, compose, decode, yaml_parser
+from .reading import character_name, compose, decode, read_bytes, yaml_parser
 
 KeyPath = tuple[str | int, ...]
 
@@ -48,12 +48,7 @@ def dotted(path: KeyPath) -> str:
 def load_layer(path: Path, environ: Mapping[str, str], label: str | None = None) -> Layer:
     """Read *path*; interpolate ``${VAR}`` from *environ*; raise ConfigError on any problem."""
     source = label or str(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        problem = Problem(f"cannot read: {exc.strerror}", location=Location(source, 0, 0))
-        raise ConfigError([problem]) from None
-    root = compose(decode(data, source), source)
+    root = compose(decode(read_bytes(path, source), source), source)
     if root is None:
         return Layer(source, {})
     if not isinstance(root, MappingNode):

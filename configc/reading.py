@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -36,6 +37,9 @@ MAX_DEPTH = 64
 
 MAX_NODES = 100_000
 """Nodes a document may have once aliases and merge keys are expanded."""
+
+MAX_BYTES = 1 << 20
+"""The largest file read: the shipped conf is 3 KB; ``--overlay /dev/zero`` never ends."""
 
 # Characters no configuration value may hold, raw in the file or written as an escape:
 # controls (C0 but tab, line feed and carriage return, which YAML itself uses; DEL; C1),
@@ -60,6 +64,18 @@ def yaml_parser() -> YAML:
 def character_name(char: str) -> str:
     name = unicodedata.name(char, "")
     return f"U+{ord(char):04X}" + (f" ({name})" if name else "")
+
+
+def read_bytes(path: Path, source: str) -> bytes:
+    """The file's bytes, or ConfigError if it cannot be read or is over MAX_BYTES."""
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise _error(source, 0, 0, f"cannot read: {exc.strerror}") from None
+    if len(data) > MAX_BYTES:
+        raise _error(source, 1, 1, f"larger than {MAX_BYTES >> 20} MiB: not a configuration file")
+    return data
 
 
 def decode(data: bytes, source: str) -> str:

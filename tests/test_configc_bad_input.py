@@ -220,3 +220,21 @@ def test_five_hosts_compiled_files_read_back(tmp_path):
     )
     redis_answers(out / "hosts/redis/etc/redis/ragfleet.conf", "change-me-redis")
     check_units(out / "hosts/exec2", "/opt/ragfleet/venv")
+
+
+@pytest.mark.parametrize(
+    ("overlay", "expected"),
+    [
+        ("/dev/zero", "/dev/zero:1:1: larger than 1 MiB: not a configuration file"),
+        ("big.yaml", "big.yaml:1:1: larger than 1 MiB"),
+    ],
+)
+def test_endless_or_huge_files_are_refused(tmp_path, monkeypatch, overlay, expected):
+    shipped_conf(tmp_path)
+    (tmp_path / "big.yaml").write_text("# padding\n" * 200_000)
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    result = CliRunner().invoke(main, ["check", "conf", "--overlay", overlay])
+    assert result.exit_code == 2, result.output
+    assert f"error: {expected}" in result.output
+    assert time.monotonic() - started < 5
