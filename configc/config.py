@@ -12,7 +12,7 @@ from .errors import ConfigError, Location, Problem
 from .loader import KeyPath, Layer, dotted, load_layer
 from .merge import Merged, merge_layers
 from .render import OutputFile, TreeRenderer, UnsafeValues
-from .safe_values import UnsafeValue
+from .safe_values import BARE_WORD, UnsafeValue
 from .validate import validate
 
 BASE_FILE = "service_conf.yaml"
@@ -72,8 +72,10 @@ def _unsafe_problem(unsafe: UnsafeValue, merged: Merged) -> Problem:
     """*unsafe* at the key that set it: templates write values, not key paths, so the key is
     the one whose string is the value, or holds it (a path the unit cuts), or is held in it
     (a path the unit extends)."""
-    leaves = list(_string_leaves(merged.data, ()))
     value = unsafe.value
+    offending = set(BARE_WORD.sub("", value))
+    # Only a key holding a character the format refused can have brought it in.
+    leaves = [(p, leaf) for p, leaf in _string_leaves(merged.data, ()) if offending & set(leaf)]
     for matches in (
         lambda leaf: leaf == value,
         lambda leaf: value in leaf,

@@ -19,6 +19,7 @@ report every one with the file:line:col that set it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +74,7 @@ def yaml_flow_list(values: list[str]) -> Verbatim:
 @dataclass(frozen=True)
 class _Format:
     name: str
-    write: Any  # (str) -> str, or None: the value must be a bare word
+    write: Callable[[str], str] | None  # None: the value must be a bare word
 
 
 _FORMATS = {
