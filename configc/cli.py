@@ -18,7 +18,7 @@ from .errors import ConfigError
 from .explain import explain_lines
 from .init import write_local_template
 from .output import diff_tree, manifest_file, write_tree
-from .render import OutputFile, TreeRenderer
+from .render import OutputFile
 
 EXIT_CHANGES, EXIT_INVALID, EXIT_WRITE = 1, 2, 3
 
@@ -51,8 +51,7 @@ def _load(conf: Path, overlays: Sequence[Path]) -> Config:
 
 
 def _compile(config: Config) -> list[OutputFile]:
-    files = TreeRenderer(config.document).files()
-    return [*files, manifest_file(files, config.input_files)]
+    return [*config.files, manifest_file(config.files, config.input_files)]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

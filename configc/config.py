@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, Location, Problem
-from .loader import Layer, load_layer
+from .loader import KeyPath, Layer, dotted, load_layer
 from .merge import Merged, merge_layers
+from .render import OutputFile, TreeRenderer, UnsafeValues
+from .safe_values import BARE_WORD, UnsafeValue
 from .validate import validate
 
 BASE_FILE = "service_conf.yaml"
@@ -25,6 +27,9 @@ class Config:
     document: dict[str, Any]
     layers: list[Layer]
     input_files: list[Path]
+    files: list[OutputFile]
+    """The compiled files (without the manifest): rendered here, so that a value that
+    cannot be written safely is refused by ``check`` as by ``build``."""
 
 
 def layer_paths(conf_dir: Path, overlays: Sequence[Path] = ()) -> list[Path]:
@@ -54,4 +59,44 @@ def load_config(
     if problems:
         raise ConfigError(problems)
     merged = merge_layers(layers)
-    return Config(merged, validate(merged), layers, paths)
+    document = validate(merged)
+    try:
+        files = TreeRenderer(document).files()
+    except UnsafeValues as exc:
+        problems = {_unsafe_problem(unsafe, merged) for unsafe in exc.refused}
+        raise ConfigError(list(problems)) from None
+    return Config(merged, document, layers, paths, files)
+
+
+def _unsafe_problem(unsafe: UnsafeValue, merged: Merged) -> Problem:
+    """*unsafe* at the key that set it: templates write values, not key paths, so the key is
+    the one whose string is the value, or holds it (a path the unit cuts), or is held in it
+    (a path the unit extends)."""
+    value = unsafe.value
+    offending = set(BARE_WORD.sub("", value))
+    # Only a key holding a character the format refused can have brought it in.
+    leaves = [(p, leaf) for p, leaf in _string_leaves(merged.data, ()) if offending & set(leaf)]
+    for matches in (
+        lambda leaf: leaf == value,
+        lambda leaf: value in leaf,
+        lambda leaf: leaf in value,
+    ):
+        path = next((p for p, leaf in leaves if leaf and value and matches(leaf)), None)
+        if path is not None:
+            return Problem(str(unsafe), dotted(path), merged.origin(path) or _first(merged))
+    return Problem(f"a value {value!r} {unsafe}", location=_first(merged))
+
+
+def _first(merged: Merged) -> Location:
+    return Location(merged.sources[-1], 1, 1)
+
+
+def _string_leaves(data: Any, path: KeyPath):
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from _string_leaves(value, (*path, key))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield from _string_leaves(value, (*path, index))
+    elif isinstance(data, str):
+        yield path, data

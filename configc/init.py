@@ -20,7 +20,7 @@ SETTINGS = (
     ("executor", "instances", "executor processes per host (hosts[].executor_instances overrides)"),
     ("executor", "max_concurrent_tasks", "tasks one process runs at once"),
     ("executor", "drain_timeout", "seconds a stopping executor lets running tasks finish"),
-    ("executor", "doc_engine", "embedded | elasticsearch | opensearch | infinity"),
+    ("executor", "doc_engine", "embedded | elasticsearch | opensearch"),
     ("executor", "db_type", "sqlite (single host) | mysql | postgres"),
     ("executor", "log_level", "DEBUG | INFO | WARNING | ERROR"),
 )

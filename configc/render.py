@@ -10,6 +10,7 @@ import jinja2
 
 from . import yamlout
 from .runtime import redis_endpoint, runtime_config
+from .safe_values import SafeValues, UnsafeValue, Verbatim, yaml_flow_list
 from .schema import ROLES
 from .validate import instance_count, service_ports, watchdog_sec
 
@@ -31,22 +32,34 @@ class OutputFile:
     mode: int
 
 
-def to_yaml(data: Any) -> str:
-    """Block-style YAML for *data* (a dict or list of JSON-like values), no final newline."""
-    return yamlout.dump(data).rstrip("\n")
+def to_yaml(data: Any, ansible: bool = False) -> Verbatim:
+    """Block-style YAML for *data* (a dict or list of JSON-like values), no final newline;
+    *ansible* for a file Ansible reads (see yamlout.dump)."""
+    return Verbatim(yamlout.dump(data, ansible=ansible).rstrip("\n"))
 
 
-def template_environment() -> jinja2.Environment:
+def template_environment(safe: SafeValues) -> jinja2.Environment:
+    """The templates' environment; *safe* checks or quotes every value they write."""
     folder = resources.files("configc.templates")
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(folder)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # systemd units and config files, not HTML
+        finalize=safe.finalize,
     )
     env.filters["to_yaml"] = to_yaml
-    env.globals["generated_header"] = GENERATED_HEADER
+    env.filters["yaml_flow_list"] = yaml_flow_list
+    env.globals["generated_header"] = Verbatim(GENERATED_HEADER)
     return env
+
+
+class UnsafeValues(Exception):
+    """Values the templates could not write safely (the renderer's ``safe.refused``)."""
+
+    def __init__(self, refused: list[UnsafeValue]) -> None:
+        self.refused = refused
+        super().__init__("; ".join(f"{v.value!r} {v}" for v in refused))
 
 
 class TreeRenderer:
@@ -54,7 +67,8 @@ class TreeRenderer:
 
     def __init__(self, doc: dict[str, Any]) -> None:
         self.doc = doc
-        self.env = template_environment()
+        self.safe = SafeValues()
+        self.env = template_environment(self.safe)
         executor = doc["executor"]
         self.paths = {
             "config": f"/{ETC}/ragfleet.yaml",
@@ -65,10 +79,22 @@ class TreeRenderer:
     def render(self, template: str, **context: Any) -> bytes:
         return self.env.get_template(template).render(**context).encode()
 
-    def yaml_file(self, path: str, data: Any, mode: int, *comment: str) -> OutputFile:
-        return OutputFile(path, self.render("yaml_document.j2", data=data, comment=comment), mode)
+    def yaml_file(
+        self, path: str, data: Any, mode: int, *comment: str, ansible: bool = False
+    ) -> OutputFile:
+        # The comment lines are configc's own text (with a validated host name in some).
+        lines = [Verbatim(line) for line in comment]
+        body = self.render("yaml_document.j2", data=data, comment=lines, ansible=ansible)
+        return OutputFile(path, body, mode)
 
     def files(self) -> list[OutputFile]:
+        """Every output file; UnsafeValues if a value could not be written safely."""
+        out = self._files()
+        if self.safe.refused:
+            raise UnsafeValues(self.safe.refused)
+        return out
+
+    def _files(self) -> list[OutputFile]:
         out = [self.inventory()]
         for host in self.doc["hosts"]:
             out.extend(self.host_files(host))
@@ -80,6 +106,7 @@ class TreeRenderer:
                         secrets,
                         SECRET,
                         "Secrets the deployment roles need on this host; never commit this file.",
+                        ansible=True,
                     )
                 )
         return sorted(out, key=lambda f: f.path)
@@ -97,7 +124,9 @@ class TreeRenderer:
                 "children": groups,
             }
         }
-        return self.yaml_file("inventory.yml", inventory, PUBLIC, "Ansible inventory.")
+        return self.yaml_file(
+            "inventory.yml", inventory, PUBLIC, "Ansible inventory.", ansible=True
+        )
 
     def inventory_vars(self, host: dict[str, Any]) -> dict[str, Any]:
         instances = instance_count(self.doc, host)

@@ -61,8 +61,6 @@ def doc_store_config(doc: dict[str, Any]) -> dict[str, Any]:
     engine = doc["executor"]["doc_engine"]
     if engine == "embedded":
         return {"engine": "embedded", "path": f"{doc['executor']['state_dir']}/docstore.db"}
-    if engine == "infinity":
-        return {"engine": "infinity", **doc["infinity"]}
     section = doc["es" if engine == "elasticsearch" else "os"]
     urls = [u.strip() for u in section["hosts"].split(",")]
     servers = [h for h in doc["hosts"] if "elasticsearch" in h["roles"]]

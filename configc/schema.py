@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import cerberus
+
+from executor.ingest.docstore import ENGINES
 
 SECRET_KEYS = frozenset(
     {
@@ -30,7 +32,9 @@ SECRET_KEYS = frozenset(
 )
 """Key names whose values are secrets: masked when shown, written only to 0600 files."""
 
-DOC_ENGINES = ("elasticsearch", "opensearch", "infinity", "embedded")
+DOC_ENGINES = ENGINES
+"""The document stores the executor can open: upstream's ``infinity`` is not among them, so
+``check`` refuses it rather than the executor at start."""
 DB_TYPES = ("mysql", "postgres", "sqlite")
 STORAGE_BACKENDS = ("local", "database", "s3", "minio")
 ROLES = ("redis", "mysql", "elasticsearch", "executor")
@@ -41,12 +45,17 @@ _HOSTNAME = re.compile(
 _URL = re.compile(r"https?://(?P<host>\[[0-9A-Fa-f:.]+\]|[^/:\s]+)(:(?P<port>\d+))?(/\S*)?\Z")
 
 
+_SCOPE_ID = re.compile(r"[A-Za-z0-9_.-]+\Z")
+
+
 def is_hostname_or_ip(text: str) -> bool:
     try:
-        ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         return bool(_HOSTNAME.match(text))
-    return True
+    # Python takes any text after "%" as an IPv6 scope; only an interface name is one.
+    scope = getattr(address, "scope_id", None)
+    return scope is None or bool(_SCOPE_ID.match(scope))
 
 
 def split_hostport(text: str) -> tuple[str, int] | None:
@@ -70,8 +79,22 @@ def split_url(text: str) -> tuple[str, int | None] | None:
     return (host, int(port) if port else None) if is_hostname_or_ip(host) else None
 
 
+def is_normal_directory(text: str) -> bool:
+    """An absolute path systemd takes as it is (StateDirectory=, ReadWritePaths=): no empty,
+    '.' or '..' component (one trailing slash is fine), and not the root itself."""
+    parts = text.removesuffix("/").split("/")
+    return len(parts) > 1 and parts[0] == "" and all(p not in ("", ".", "..") for p in parts[1:])
+
+
 class ConfigValidator(cerberus.Validator):
     """cerberus with the few value formats service_conf.yaml needs."""
+
+    # cerberus counts a bool as an integer (bool is an int subclass): `port: true` would be
+    # written as "port True". An integer here is an int that is not a bool.
+    types_mapping: ClassVar[dict[str, cerberus.TypeDefinition]] = {
+        **cerberus.Validator.types_mapping,
+        "integer": cerberus.TypeDefinition("integer", (int,), (bool,)),
+    }
 
     def _check_with_hostport(self, field: str, value: Any) -> None:
         if isinstance(value, str) and split_hostport(value) is None:
@@ -89,8 +112,11 @@ class ConfigValidator(cerberus.Validator):
             self._error(field, f"must be a host name or IP address, got {value!r}")
 
     def _check_with_absolute_path(self, field: str, value: Any) -> None:
-        if isinstance(value, str) and not value.startswith("/"):
-            self._error(field, f"must be an absolute path, got {value!r}")
+        if isinstance(value, str) and not is_normal_directory(value):
+            self._error(
+                field,
+                f"must be an absolute path without '.', '..' or '//', and not '/'; got {value!r}",
+            )
 
     def _normalize_coerce_flag(self, value: Any) -> Any:
         """Upstream reads flags such as LIGHTEN as ints from the environment: 0/1 count."""

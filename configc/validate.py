@@ -13,7 +13,7 @@ from .schema import SCHEMA, ConfigValidator, split_hostport, split_url
 # The section a choice of executor.db_type / doc_engine / storage needs.
 _SECTION_FOR = {
     "db_type": {"mysql": "mysql", "postgres": "postgres"},
-    "doc_engine": {"elasticsearch": "es", "opensearch": "os", "infinity": "infinity"},
+    "doc_engine": {"elasticsearch": "es", "opensearch": "os"},
     "storage": {"s3": "s3", "minio": "minio"},
 }
 _LOOPBACK = ("127.", "::1", "localhost")

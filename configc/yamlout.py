@@ -71,8 +71,22 @@ _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", '"': '\\"', "\\": "\\\\", "\0
 _MAX_IMPLICIT_KEY = 1000
 
 
-def dump(data: dict[str, Any] | list[Any]) -> str:
-    """The block-style YAML document for *data*, ending with a newline."""
+class AnsibleUnsafe(str):
+    """A string Ansible must not template: written with Ansible's ``!unsafe`` tag."""
+
+
+_JINJA_MARKERS = ("{{", "{%", "{#")
+
+
+def dump(data: dict[str, Any] | list[Any], *, ansible: bool = False) -> str:
+    """The block-style YAML document for *data*, ending with a newline.
+
+    With *ansible*, a string holding a Jinja delimiter is tagged ``!unsafe``: Ansible
+    templates every variable it reads, so a password such as ``{{ lookup('pipe', ...) }}``
+    in the inventory or host_vars would run on the control machine.
+    """
+    if ansible:
+        data = _mark_unsafe(data)
     lines: list[str] = []
     if isinstance(data, dict):
         if not data:
@@ -86,6 +100,16 @@ def dump(data: dict[str, Any] | list[Any]) -> str:
         raise TypeError(f"the top level must be a dict or a list, not {type(data).__name__}")
     lines.append("")
     return "\n".join(lines)
+
+
+def _mark_unsafe(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {key: _mark_unsafe(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_mark_unsafe(item) for item in data]
+    if isinstance(data, str) and any(marker in data for marker in _JINJA_MARKERS):
+        return AnsibleUnsafe(data)
+    return data
 
 
 def _mapping(data: dict[Any, Any], indent: str, lead: str, lines: list[str]) -> None:
@@ -152,6 +176,8 @@ def _scalar(value: Any) -> str:
         return int.__repr__(value)
     if isinstance(value, float):
         return _float(value)
+    if kind is AnsibleUnsafe:
+        return "!unsafe " + _string(str(value))
     if isinstance(value, str):
         return _string(str(value))
     raise TypeError(f"cannot write {kind.__name__} as YAML: {value!r}")
@@ -181,6 +207,16 @@ def _string(text: str) -> str:
         return text
     if _SINGLE_QUOTABLE.fullmatch(text):
         return "'" + text.replace("'", "''") + "'"
+    return double_quoted(text)
+
+
+def scalar(text: str) -> str:
+    """*text* as a YAML scalar: plain when it reads back as this string, else quoted."""
+    return _string(text)
+
+
+def double_quoted(text: str) -> str:
+    """*text* as a double-quoted YAML scalar, escaped where it must be."""
     return '"' + "".join(_escape(char) for char in text) + '"'
 
 

@@ -71,7 +71,8 @@ def test_five_host_example_is_valid():
         ),
         (
             "executor:\n  state_dir: var/lib\n",
-            f"{LOCAL}:2:3: executor.state_dir: must be an absolute path, got 'var/lib'",
+            f"{LOCAL}:2:3: executor.state_dir: must be an absolute path without '.', '..' "
+            "or '//', and not '/'; got 'var/lib'",
         ),
         (
             "hosts:\n  - name: Bad_Name\n    address: 10.0.0.1\n    roles: [redis, executor]\n",

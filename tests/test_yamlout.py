@@ -189,3 +189,15 @@ def test_output_is_deterministic_and_newline_terminated():
     data = {"x": [random_value(rng, 0) for _ in range(50)]}
     assert dump(data) == dump(data)
     assert dump(data).endswith("\n") and not dump(data).endswith("\n\n")
+
+
+@pytest.mark.parametrize("string", ["{{ x }}", "a{%b", "{#", "pw {{ lookup('pipe', 'id') }}"])
+def test_ansible_files_tag_templates_unsafe(string):
+    # Ansible templates every variable: a Jinja delimiter must come with !unsafe.
+    text = dump({"v": string, "n": [string]}, ansible=True)
+    assert text.count("!unsafe ") == 2
+    loader = YAML(typ="safe", pure=True)
+    loader.constructor.add_constructor("!unsafe", type(loader.constructor).construct_scalar)
+    assert loader.load(text) == {"v": string, "n": [string]}
+    assert "!unsafe" not in dump({"v": string})  # the executor's YAML has no Ansible tags
+    assert "!unsafe" not in dump({"v": "{x} {"}, ansible=True)
