@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import cerberus
 
-from executor.ingest.docstore import ENGINES
+from executor.settings import DOC_ENGINES as ENGINES
 
 SECRET_KEYS = frozenset(
     {

@@ -21,6 +21,10 @@ from ruamel.yaml import YAML
 
 from . import sqlite_codes
 
+DOC_ENGINES = ("embedded", "elasticsearch", "opensearch")
+"""The document stores the executor can run (``doc_store.engine``). configc's schema allows
+exactly these, so ``configc check`` refuses what the executor would refuse at start."""
+
 DEFAULT_CONFIG = Path("/etc/ragfleet/ragfleet.yaml")
 
 

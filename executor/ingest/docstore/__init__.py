@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ...settings import DOC_ENGINES as ENGINES
 from ..types import DocStore
-
-ENGINES = ("embedded", "elasticsearch", "opensearch")
 
 
 class DocStoreError(RuntimeError):
