@@ -235,6 +235,42 @@ def test_check_mode_plans_nothing_on_a_converged_fleet(deployment: Deployment) -
     assert run.total("changed") == 0, f"check mode would change: {run.changed_tasks()}"
 
 
+# A task of each phase of the redis and executor roles: the phase's own run lists it, and a
+# run of another phase does not.
+PHASE_TASKS = {
+    "install": (
+        "TASK [redis : Install Debian's redis-server]",
+        "TASK [executor : Install ragfleet and its dependencies]",
+    ),
+    "configure": (
+        "TASK [redis : Install the compiled ragfleet fragment (holds requirepass)]",
+        "TASK [executor : Install the compiled units]",
+    ),
+    "run": (
+        "TASK [redis : Enable and start redis-server (Debian's hardened unit)]",
+        "TASK [executor : Enable and start ragfleet-executor.target (instances 1..N)]",
+    ),
+}
+
+
+@pytest.mark.parametrize("phase", PHASE_TASKS)
+def test_a_phase_run_on_the_converged_fleet_changes_nothing(
+    deployment: Deployment, phase: str
+) -> None:
+    """``--tags install|configure|run`` runs every role's preflight and that phase alone (a
+    configure or run phase ends with the health waits), on every host, and changes nothing."""
+    run = converged(deployment).playbook(f"phase_{phase}", SITE, "--tags", phase, *REAL_RUN)
+    assert run.returncode == 0, run.describe()
+    assert set(run.recap) == {spec.name for spec in deployment.testbed.specs}
+    assert run.total("changed") == 0, f"--tags {phase} changed: {run.changed_tasks()}"
+    assert "TASK [executor : Check the instance count and the compiled tree]" in run.output
+    for other, tasks in PHASE_TASKS.items():
+        for task in tasks:
+            assert (task in run.output) == (other == phase), (task, run.describe())
+    waits = "TASK [executor : Wait until every instance heartbeats alive]" in run.output
+    assert waits == (phase != "install")
+
+
 def test_elasticsearch_role_in_check_mode(deployment: Deployment) -> None:
     """The role cannot install Elasticsearch here: its plan must run cleanly on the es host.
 
@@ -397,16 +433,18 @@ def test_documents_indexed_and_searchable(deployment: Deployment) -> None:
 def test_a_config_change_restarts_the_instances_and_the_deploy_waits_for_them(
     deployment: Deployment,
 ) -> None:
-    """Rebuild with another log level and re-run the executor plays: the restart handler
-    restarts every instance, and the run ends only when each has heartbeated with its new
-    PID. (The fleet stays at DEBUG for the tests after this one.)"""
+    """Rebuild with another log level and run the executor role's configure phase alone
+    (``--tags executor_configure``: no wheelhouse, no venv): the restart handler restarts every
+    instance, and the run ends only when each has heartbeated with its new PID. (The fleet
+    stays at DEBUG for the tests after this one.)"""
     converged(deployment)
     before = {host: main_pids(deployment, host, n) for host, n in deployment.instances().items()}
     overlay = deployment.out.parent / "debug.yaml"
     overlay.write_text("executor:\n  log_level: DEBUG\n")
     configc_build((*OVERLAYS, overlay), deployment.out, deployment.secrets)
-    run = deployment.playbook("reconfigure", SITE, "--tags", "executor", *REAL_RUN)
+    run = deployment.playbook("reconfigure", SITE, "--tags", "executor_configure", *REAL_RUN)
     assert run.returncode == 0 and not run.total("failed"), run.describe()
+    assert "into the wheelhouse]" not in run.output, "a configure run built the wheelhouse"
     assert "RUNNING HANDLER [executor : Restart ragfleet executors]" in run.output
     for host, n in deployment.instances().items():
         after = main_pids(deployment, host, n)

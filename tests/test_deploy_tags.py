@@ -1,0 +1,165 @@
+"""deploy/site.yml's phase tags and the roles' preflight checks, without a host.
+
+The preflight checks run here for real, on the control machine (``-c local``, every
+inventory host is this machine): they only read the compiled tree and variables, and the
+platform check reads this machine's facts (a Debian 12 machine, like the hosts). The e2e test
+(tests/e2e) runs the tagged phases against real hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+GOLDEN = REPO / "tests/golden/five-hosts"
+PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+ROLES = ("common", "redis", "mysql", "elasticsearch", "executor")
+PHASES = ("install", "configure", "run")
+
+
+def playbook(inventory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    if not PLAYBOOK.exists():
+        pytest.fail(f"{PLAYBOOK} is missing: run scripts/setup.sh (deploy extra)", pytrace=False)
+    argv = [str(PLAYBOOK), "-i", str(inventory), "site.yml", *args]
+    # JSON results keep each message on one line.
+    env = {**os.environ, "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(
+        argv, cwd=DEPLOY, env=env, capture_output=True, text=True, check=False, timeout=300
+    )
+
+
+def listed_tasks(*args: str) -> dict[str, list[str]]:
+    """``--list-tasks``: the task names per role (``role : task``), in play order."""
+    result = playbook(GOLDEN / "inventory.yml", "--list-tasks", *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    tasks: dict[str, list[str]] = {role: [] for role in ROLES}
+    for line in result.stdout.splitlines():
+        role, sep, rest = line.strip().partition(" : ")
+        if sep and role in tasks and not rest.startswith("Validating arguments"):
+            tasks[role].append(rest.split("\tTAGS:")[0].strip())
+    return tasks
+
+
+def test_every_role_has_a_preflight_and_a_readme() -> None:
+    for role in ROLES:
+        assert (DEPLOY / "roles" / role / "tasks/preflight.yml").is_file(), role
+        readme = (DEPLOY / "roles" / role / "README.md").read_text()
+        for phase in ("preflight", *PHASES):
+            if role != "common" or phase in ("preflight", "install"):
+                assert f"`{role}_{phase}`" in readme, f"{role}'s README lacks {role}_{phase}"
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_a_phase_tag_selects_that_phase_and_the_preflight_checks(phase: str) -> None:
+    """Each phase tag runs every role's preflight and only its own phase's changes."""
+    everything = listed_tasks()
+    selected = listed_tasks("--tags", phase)
+    marker = {  # a task of each phase, per role
+        "install": {
+            "redis": "Install Debian's redis-server",
+            "mysql": "Install Debian's mariadb-server",
+            "elasticsearch": "Install elasticsearch from the repository",
+            "executor": "Install ragfleet and its dependencies",
+        },
+        "configure": {
+            "redis": "Install the compiled ragfleet fragment (holds requirepass)",
+            "mysql": "Create the executor's user, reachable from the executor hosts only",
+            "elasticsearch": "Install the compiled elasticsearch.yml",
+            "executor": "Install the compiled units",
+        },
+        "run": {
+            "redis": "Enable and start redis-server (Debian's hardened unit)",
+            "mysql": "Enable and start MariaDB",
+            "elasticsearch": "Enable and start elasticsearch",
+            "executor": "Enable and start ragfleet-executor.target (instances 1..N)",
+        },
+    }
+    for role in ROLES:
+        assert set(selected[role]) <= set(everything[role]), role
+        for other, tasks in marker.items():
+            if role in tasks:
+                assert (tasks[role] in selected[role]) == (other == phase), (role, other)
+    # Every role's preflight runs: the others import common's platform check.
+    assert selected["common"].count("Check that the host runs Debian 12") == 5
+    # The wheelhouse is built for the install phase only.
+    building = "Build ragfleet and its dependencies into the wheelhouse" in selected["executor"]
+    assert building == (phase == "install")
+
+
+def preflight(inventory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Only the preflight checks, every host on this machine, without become."""
+    python = shutil.which("python3") or sys.executable
+    return playbook(
+        inventory,
+        *("--tags", "preflight", "-c", "local"),
+        *("-e", f"ansible_python_interpreter={python}", "-e", "ansible_become=false"),
+        *args,
+    )
+
+
+def test_preflight_passes_on_the_golden_tree() -> None:
+    result = preflight(GOLDEN / "inventory.yml")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+    assert "changed=0" in result.stdout and "failed=1" not in result.stdout
+
+
+def replace_in(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
+BREAKAGES = {
+    # host: (file of the compiled tree, text in it, its replacement, the message expected)
+    "redis": (
+        "hosts/redis/etc/redis/ragfleet.conf",
+        "port 6379",
+        "port 70000",
+        "must have one `bind ADDRESS` and one `port N` line with N in 1-65535",
+    ),
+    "db": (
+        "host_vars/db.yml",
+        "change-me-mysql",
+        "''",
+        "and a non-empty ragfleet_mysql_password",
+    ),
+    "es": (
+        "host_vars/es.yml",
+        "ragfleet_elasticsearch_password:",
+        "elasticsearch_heap: 40g\nragfleet_elasticsearch_password:",
+        "elasticsearch_heap (40g) must be a JVM size like 512m or 4g, below 31g",
+    ),
+    "exec1": (
+        "hosts/exec1/etc/systemd/system/ragfleet-executor.target",
+        "[Unit]",
+        None,  # the file is deleted
+        "units ragfleet-executor@.service and ragfleet-executor.target: give this host",
+    ),
+}
+
+
+@pytest.mark.parametrize("host", BREAKAGES)
+def test_preflight_names_what_is_wrong(tmp_path: Path, host: str) -> None:
+    """A compiled tree broken for one host: the host fails its role's preflight with a
+    message that says what to fix (and no secret)."""
+    out = tmp_path / "out"
+    shutil.copytree(GOLDEN, out)
+    path, old, new, message = BREAKAGES[host]
+    if new is None:
+        (out / path).unlink()
+    else:
+        replace_in(out / path, old, new)
+    result = preflight(out / "inventory.yml", "--limit", host)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-4000:]
+    assert message in output, output[-4000:]
+    recap = output[output.rindex("PLAY RECAP") :]
+    assert f"{host} " in recap and "failed=1" in recap and "changed=0" in recap, recap
+    assert "change-me" not in output  # the golden tree's passwords
