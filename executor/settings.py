@@ -12,12 +12,13 @@ import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import peewee as pw
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from . import sqlite_codes
 
@@ -128,19 +129,68 @@ class Settings:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "") -> Settings:
-        try:
-            return cls(
-                host_id=str(data["host_id"]),
-                executor=ExecutorSettings(**data.get("executor", {})),
-                redis=RedisSettings(**data.get("redis", {})),
-                database=dict(data["database"]),
-                doc_store=dict(data.get("doc_store", {})),
-                storage=dict(data.get("storage", {})),
-                models=dict(data.get("models", {})),
-                source=source,
+        """The settings of a loaded config; a SettingsError names the first key that is
+        missing, unknown or of the wrong type (no traceback later, when it is used)."""
+        if "host_id" not in data or "database" not in data:
+            missing = "host_id" if "host_id" not in data else "database"
+            raise SettingsError(f"{source}: not a ragfleet runtime config (no {missing!r})")
+        sections = {name: _mapping(data, name, source) for name in _SECTIONS}
+        models = sections["models"]
+        for kind, model in models.items():
+            if model and not isinstance(model, Mapping):
+                raise SettingsError(f"{source}: models.{kind}: expected a mapping, got {model!r}")
+        return cls(
+            host_id=str(data["host_id"]),
+            executor=_typed(ExecutorSettings, sections["executor"], "executor", source),
+            redis=_typed(RedisSettings, sections["redis"], "redis", source),
+            database=sections["database"],
+            doc_store=sections["doc_store"],
+            storage=sections["storage"],
+            models=models,
+            source=source,
+        )
+
+
+_SECTIONS = ("executor", "redis", "database", "doc_store", "storage", "models")
+
+# The types a runtime config's scalars may have, by the dataclass field's annotation (a
+# string here: annotations are not evaluated). An int is a float too; a bool is no number.
+_SCALARS: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+}
+
+T = TypeVar("T")
+
+
+def _mapping(data: Mapping[str, Any], name: str, source: str) -> dict[str, Any]:
+    section = data.get(name)
+    if section is None:
+        return {}
+    if not isinstance(section, Mapping):
+        raise SettingsError(f"{source}: {name}: expected a mapping, got {section!r}")
+    return dict(section)
+
+
+def _typed(kind: type[T], section: dict[str, Any], name: str, source: str) -> T:
+    """*kind* (a dataclass of scalars) from *section*, each value checked against its field."""
+    types = {f.name: str(f.type) for f in fields(kind)}  # type: ignore[arg-type]
+    for key, value in section.items():
+        if key not in types:
+            raise SettingsError(f"{source}: {name}.{key}: unknown setting")
+        allowed = _SCALARS[types[key]]
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise SettingsError(
+                f"{source}: {name}.{key}: expected {_NAMES[types[key]]}, got {value!r}"
             )
-        except (KeyError, TypeError) as exc:
-            raise SettingsError(f"{source}: not a ragfleet runtime config ({exc})") from None
+        if key == "port" and not 0 < value < 65536:
+            raise SettingsError(f"{source}: {name}.{key}: expected 1..65535, got {value!r}")
+    return kind(**section)
+
+
+_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
 
 
 def config_path(explicit: str | Path | None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -157,8 +207,20 @@ def load_settings(
         data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise SettingsError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: not UTF-8 (byte offset {exc.start})") from None
+    except YAMLError as exc:
+        raise SettingsError(f"{path}:{_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise SettingsError(f"{path}: not a ragfleet runtime config (not a mapping)")
     if environ.get("RAGFLEET_HOST_ID"):
         data["host_id"] = environ["RAGFLEET_HOST_ID"]
     return Settings.from_mapping(data, str(path))
+
+
+def _yaml_problem(exc: YAMLError) -> str:
+    """``line:col: not YAML: problem``, on one line, for a file that does not parse."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"{mark.line + 1}:{mark.column + 1}:" if mark is not None else ""
+    return f"{where} not valid YAML: {problem}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ...settings import opening
 from ..types import DocStore
 
 ENGINES = ("embedded", "elasticsearch", "opensearch")
@@ -54,6 +55,14 @@ def open_doc_store(config: Mapping[str, Any]) -> DocStore:
     raise ValueError(f"unknown doc_store engine {engine!r}: expected one of {', '.join(ENGINES)}")
 
 
+def open_configured_doc_store(config: Mapping[str, Any]) -> DocStore:
+    """:func:`open_doc_store` for the runtime config's section: what is wrong with it (an
+    unknown engine, a path that cannot be opened) is a SettingsError that says so."""
+    where = config.get("path") or config.get("hosts") or config.get("engine")
+    with opening("the document store", where):
+        return open_doc_store(config)
+
+
 def _open_embedded(config: Mapping[str, Any]) -> DocStore:
     from .embedded import EmbeddedDocStore
 
@@ -63,4 +72,10 @@ def _open_embedded(config: Mapping[str, Any]) -> DocStore:
     return EmbeddedDocStore(path)
 
 
-__all__ = ["ENGINES", "DocStoreError", "DocStoreUnavailable", "open_doc_store"]
+__all__ = [
+    "ENGINES",
+    "DocStoreError",
+    "DocStoreUnavailable",
+    "open_configured_doc_store",
+    "open_doc_store",
+]
