@@ -23,7 +23,7 @@ from dataclasses import replace
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import peewee as pw
@@ -222,7 +222,7 @@ def db_init(env: Env) -> None:
     "task_type",
     default="noop",
     show_default=True,
-    help="Without FILES: task type of the tasks to create (noop, sleep, ...).",
+    help="Without FILES: task type of the tasks to create (noop or sleep).",
 )
 @click.option(
     "--count",
@@ -274,17 +274,14 @@ def submit(
     database or Redis unavailable, a full disk) stops the submit with exit 3; a
     document is recorded whole (bytes, rows, tasks) or not at all.
     """
+    if files and not kb_name:
+        _usage_error("--kb NAME is required with FILES")
+    parsed = {} if files else _task_parameters(kb_name, task_type, payload)
     env.redis.ping()  # Redis down or refusing the login: stop before recording anything
     if files:
-        if not kb_name:
-            raise click.UsageError("--kb NAME is required with FILES")
         task_ids, refused = _submit_files(env, list(files), kb_name, quiet)
         failed = _wait_for_tasks(env, task_ids, quiet) if wait else 0
         sys.exit(EXIT_NO if refused or failed else 0)
-    try:
-        parsed = json.loads(payload) if payload else {}
-    except ValueError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
     row = {
         "task_type": task_type,
         "priority": priority,
@@ -313,17 +310,44 @@ def submit(
         sys.exit(EXIT_NO)
 
 
+def _task_parameters(kb_name: str | None, task_type: str, payload: str | None) -> dict[str, Any]:
+    """The payload of tasks submitted without FILES, once their type is one an executor runs
+    (else exit 2: a task of an unknown type would only fail, or never run)."""
+    from .handlers import builtin_registry
+
+    if kb_name:
+        _usage_error(f"--kb {kb_name} names no FILES to submit")
+    known = builtin_registry().types()
+    if task_type not in known:
+        _usage_error(
+            f"unknown task type {task_type!r} (known: {', '.join(known)}; "
+            "documents: FILE... --kb NAME)"
+        )
+    try:
+        parsed = json.loads(payload) if payload else {}
+    except ValueError as exc:
+        _usage_error(f"--payload is not JSON: {exc}")
+    if not isinstance(parsed, dict):
+        _usage_error(f"--payload is not a JSON object: {payload}")
+    return parsed
+
+
+def _usage_error(message: str) -> NoReturn:
+    """A mistyped command line: one line, exit 2."""
+    click.echo(f"ragfleet: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
 def _submit_files(env: Env, files: list[Path], kb_name: str, quiet: bool) -> tuple[list[str], int]:
     """Submit documents; returns their task ids and how many files were refused."""
     from .ingest.catalog import Catalog
     from .ingest.intake import Intake
-    from .ingest.storage import open_blob_storage
+    from .ingest.storage import open_configured_storage
 
+    blobs = open_configured_storage(env.settings.storage, database=env.store.database)
     embedding = (env.settings.models.get("embedding_model") or {}).get("model", "")
     kb = Catalog(env.store).ensure_knowledge_base(kb_name, embd_id=embedding)
-    intake = Intake(
-        env.store, open_blob_storage(env.settings.storage, database=env.store.database), env.redis
-    )
+    intake = Intake(env.store, blobs, env.redis)
     submitted = failed = 0
     task_ids: list[str] = []
     try:
@@ -479,13 +503,13 @@ def cancel(env: Env, task_ids: tuple[str, ...], doc_id: str | None) -> None:
     """Cancel tasks: a running one stops within a second; a queued one is never run.
 
     Sets upstream's cancel flag, the key <task_id>-cancel, for an hour. Exit 4 if a
-    named task does not exist (the others are still cancelled).
+    named task or the --doc document does not exist (the others are still cancelled).
     """
-    ids = list(task_ids)
-    if doc_id:
-        ids += env.store.task_ids_of_document(doc_id)
-    if not ids:
-        raise click.UsageError("name task ids, or --doc DOC_ID")
+    if not task_ids and not doc_id:
+        _usage_error("name task ids, or --doc DOC_ID")
+    of_document = env.store.task_ids_of_document(doc_id) if doc_id else []
+    no_document = bool(doc_id) and not of_document and _no_document(env, doc_id)
+    ids = [*task_ids, *of_document]
     missing = [task_id for task_id in ids if env.store.get_task(task_id) is None]
     pipe = env.redis.pipeline(transaction=False)
     for task_id in ids:
@@ -495,8 +519,16 @@ def cancel(env: Env, task_ids: tuple[str, ...], doc_id: str | None) -> None:
     click.echo(f"ragfleet: cancel requested for {len(ids) - len(missing)} task(s)")
     for task_id in missing:
         click.echo(f"ragfleet: no task {task_id}", err=True)
-    if missing:
+    if no_document:
+        click.echo(f"ragfleet: no document {doc_id}", err=True)
+    if missing or no_document:
         sys.exit(EXIT_NOT_FOUND)
+
+
+def _no_document(env: Env, doc_id: str) -> bool:
+    from .ingest.catalog import Catalog
+
+    return Catalog(env.store).document(doc_id) is None
 
 
 @main.command()
@@ -588,7 +620,7 @@ def dlq_retry(env: Env, dlq_ids: tuple[str, ...], retry_all: bool) -> None:
     entries = {e["dlq_id"]: e for e in dead_letters(env.redis)}
     chosen = list(entries) if retry_all else list(dlq_ids)
     if not chosen:
-        raise click.UsageError("name DLQ_IDs (see `ragfleet dlq list`), or --all")
+        _usage_error("name DLQ_IDs (see `ragfleet dlq list`), or --all")
     missing = [i for i in chosen if i not in entries]
     taskless = [
         i
