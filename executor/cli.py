@@ -2,10 +2,12 @@
 
 Exit codes, for scripts: 0 success; 1 the answer is "no" (``status``: an executor is
 stale or none is alive; ``reconcile --check``: tasks are missing from the queues);
-2 usage or configuration error (also: a task database or store the config names that cannot
-be opened, a database without its tables, Redis refusing the login or a command); 3 Redis,
-the database or the document store is unavailable (down, unreachable, refusing writes);
-4 a named task or entry does not exist.
+2 usage or configuration error (also: a config that is not YAML or has a mistyped setting,
+a task database or store the config names that cannot be opened, a database without its
+tables, Redis refusing the login or a command, ``run`` of an instance that already runs or
+with its metrics port in use); 3 Redis, the database or the document store is unavailable
+(down, unreachable, refusing writes); 4 a named task, document or entry does not exist.
+Each error is one line on stderr.
 """
 
 from __future__ import annotations
@@ -149,8 +151,8 @@ def main(ctx: click.Context, config: str | None) -> None:
     """ragfleet: RAGFlow-compatible task executors, and the tools to operate them.
 
     Exit codes: 0 ok; 1 the answer is no (stale executors, missing tasks);
-    2 usage or configuration error (a refused login included); 3 Redis, database or
-    document store unavailable; 4 not found.
+    2 usage or configuration error (a refused login, an instance that already runs
+    included); 3 Redis, database or document store unavailable; 4 not found.
     """
     ctx.obj = Env(config)
 
@@ -183,8 +185,10 @@ def run(env: Env, instance: int, run_config: str | None) -> None:
     and writes a snapshot under the state dir; SIGUSR2 stops it.
 
     Exit 2 at start if the task database or document store the config names cannot be
-    opened (a bad path, a refused login), or if Redis refuses the login or the commands
-    (its ACL); a server that is down is waited for.
+    opened (a bad path, a refused login), if Redis refuses the login or the commands
+    (its ACL), if the metrics port is in use, or if instance N already runs (on this host:
+    its lock in the state dir; elsewhere: its heartbeat goes on); a server that is down is
+    waited for.
     """
     from .app import run_executor
 
