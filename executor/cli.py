@@ -19,7 +19,7 @@ import socket
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -130,13 +130,63 @@ def operator_command(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         env = click.get_current_context().obj
+        if (undecodable := _not_utf8(kwargs.values())) is not None:
+            _usage_error(f"argument {undecodable} is not UTF-8")
         with _errors_to_exit_codes(env):
             return func(env, *args, **kwargs)
 
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _not_utf8(values: Iterable[Any]) -> str | None:
+    """The first argument holding bytes that are not UTF-8 (Python keeps them as lone
+    surrogates, which no database, Redis or JSON takes), shown with the bytes escaped."""
+    for value in values:
+        for item in value if isinstance(value, tuple) else (value,):
+            text = str(item) if isinstance(item, str | Path) else ""
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return repr(os.fsencode(text))[1:]  # the bytes as given
+    return None
+
+
+class _OneLineUsage(click.ClickException):
+    """A usage error of click's (an unknown option, a bad value) said as ragfleet says any
+    error: one line, exit 2, instead of click's usage block."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"ragfleet: {self.format_message()}", err=True)
+
+
+@contextmanager
+def _one_line_usage() -> Iterator[None]:
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise  # no arguments at all: the help, as click prints it
+    except click.UsageError as exc:
+        hint = f" (`{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        raise _OneLineUsage(f"{exc.format_message()}{hint}") from None
+
+
+class _Ragfleet(click.Group):
+    """The command group, its subgroups included, with click's usage errors on one line."""
+
+    group_class = type  # subgroups (db, dlq) are _Ragfleet too
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _one_line_usage():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_usage():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Ragfleet, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ragfleet")
 @click.option(
     "--config",

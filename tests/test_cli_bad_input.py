@@ -160,6 +160,31 @@ ROWS = {
     "cancel --doc of no document": Bad(
         ("cancel", "--doc", "UNKNOWN"), NOT_FOUND, r"no document UNKNOWN"
     ),
+    "cancel a task id that is not UTF-8": Bad(
+        ("cancel", "\udcff"), USAGE, r"argument '\\xff' is not UTF-8"
+    ),
+    "tasks --doc that is not UTF-8": Bad(
+        ("tasks", "--doc", "doc\udcff"), USAGE, r"argument 'doc\\xff' is not UTF-8"
+    ),
+    "submit to a knowledge base whose name is not UTF-8": Bad(
+        ("submit", "{config}", "--kb", "kb\udcfe"), USAGE, r"argument 'kb\\xfe' is not UTF-8"
+    ),
+    "a mistyped command": Bad(
+        ("stauts",),
+        USAGE,
+        r"No such command 'stauts'\. Did you mean 'status'\? \(`ragfleet --help`\)",
+    ),
+    "tasks --state of no state": Bad(
+        ("tasks", "--state", "finished"),
+        USAGE,
+        r"Invalid value for '--state' / '-s': 'finished' is not one of .* "
+        r"\(`ragfleet tasks --help`\)",
+    ),
+    "run --instance 0": Bad(
+        ("run", "--instance", "0"),
+        USAGE,
+        r"Invalid value for '--instance' / '-i': 0 is not in the range 1<=x<=999\. .*",
+    ),
     "run a second instance 1 on this host": Bad(
         ("run", "--instance", "1"),
         USAGE,
