@@ -46,20 +46,36 @@ def instance_lock(state_dir: str, instance: int) -> Iterator[Path]:
     path = Path(state_dir) / f"instance-{instance}.lock"
     with opening("the state dir", state_dir):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd, writable = _open_lock_file(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise InstanceRunning(
-                f"instance {instance} already runs on this host (pid {holder}, which holds {path})"
+                f"instance {instance} already runs on this host ({_holder(fd)}, which holds {path})"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield path
     finally:
         os.close(fd)  # the lock goes with it; the file stays, for the next run to lock
+
+
+def _open_lock_file(path: Path) -> tuple[int, bool]:
+    """The lock file, and whether this process may record its pid in it: one left by
+    another user (``ragfleet run`` by hand as root) is still locked, read-only."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644), True
+    except PermissionError:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
+
+
+def _holder(fd: int) -> str:
+    """The holder's pid, as it recorded it (one that could not left an older pid)."""
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    pid = int(text) if text.isdigit() else 0
+    return f"pid {pid}" if pid and _alive(pid) else "its pid is not recorded"
 
 
 async def refuse_a_live_twin(
