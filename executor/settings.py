@@ -23,6 +23,8 @@ from ruamel.yaml.error import YAMLError
 from . import sqlite_codes
 
 DEFAULT_CONFIG = Path("/etc/ragfleet/ragfleet.yaml")
+# A compiled config is a few KiB; reading at most this much, /dev/zero is refused, not read.
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class SettingsError(ValueError):
@@ -138,7 +140,8 @@ class Settings:
         models = sections["models"]
         for kind, model in models.items():
             if model and not isinstance(model, Mapping):
-                raise SettingsError(f"{source}: models.{kind}: expected a mapping, got {model!r}")
+                got = _kind_of(model)  # not the value: it may hold a key
+                raise SettingsError(f"{source}: models.{kind}: expected a mapping, got {got}")
         return cls(
             host_id=str(data["host_id"]),
             executor=_typed(ExecutorSettings, sections["executor"], "executor", source),
@@ -170,7 +173,8 @@ def _mapping(data: Mapping[str, Any], name: str, source: str) -> dict[str, Any]:
     if section is None:
         return {}
     if not isinstance(section, Mapping):
-        raise SettingsError(f"{source}: {name}: expected a mapping, got {section!r}")
+        got = _kind_of(section)  # not the value: it may hold a secret
+        raise SettingsError(f"{source}: {name}: expected a mapping, got {got}")
     return dict(section)
 
 
@@ -183,7 +187,7 @@ def _typed(kind: type[T], section: dict[str, Any], name: str, source: str) -> T:
         allowed = _SCALARS[types[key]]
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             raise SettingsError(
-                f"{source}: {name}.{key}: expected {_NAMES[types[key]]}, got {value!r}"
+                f"{source}: {name}.{key}: expected {_NAMES[types[key]]}, got {_shown(key, value)}"
             )
         if key == "port" and not 0 < value < 65536:
             raise SettingsError(f"{source}: {name}.{key}: expected 1..65535, got {value!r}")
@@ -191,6 +195,21 @@ def _typed(kind: type[T], section: dict[str, Any], name: str, source: str) -> T:
 
 
 _NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
+def _shown(key: str, value: object) -> str:
+    """*value* for a message; a secret's only by its type (no command prints a secret)."""
+    secret = "password" in key or "key" in key or "secret" in key or "token" in key
+    return _kind_of(value) if secret else repr(value)
+
+
+def _kind_of(value: object) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    for kind, name in ((int, "an integer"), (float, "a number"), (str, "a string")):
+        if isinstance(value, kind):
+            return name
+    return "a list" if isinstance(value, list) else f"a {type(value).__name__}"
 
 
 def config_path(explicit: str | Path | None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -204,13 +223,19 @@ def load_settings(
 ) -> Settings:
     path = config_path(explicit, environ)
     try:
-        data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as stream:  # a pipe too: ragfleet -c <(configc ...)
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise SettingsError(f"{path}: over {MAX_CONFIG_BYTES} bytes: not a runtime config")
+        data = YAML(typ="safe", pure=True).load(raw.decode("utf-8"))
     except OSError as exc:
         raise SettingsError(f"cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise SettingsError(f"{path}: not UTF-8 (byte offset {exc.start})") from None
     except YAMLError as exc:
         raise SettingsError(f"{path}:{_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise SettingsError(f"{path}: nested too deeply: not a runtime config") from None
     if not isinstance(data, dict):
         raise SettingsError(f"{path}: not a ragfleet runtime config (not a mapping)")
     if environ.get("RAGFLEET_HOST_ID"):
@@ -222,5 +247,6 @@ def _yaml_problem(exc: YAMLError) -> str:
     """``line:col: not YAML: problem``, on one line, for a file that does not parse."""
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    problem = problem.split(" with value ")[0]  # a duplicate key's values may be secrets
     where = f"{mark.line + 1}:{mark.column + 1}:" if mark is not None else ""
     return f"{where} not valid YAML: {problem}"

@@ -110,6 +110,24 @@ ROWS = {
         r".*ragfleet\.yaml:2:1: not valid YAML: found duplicate key .*",
         _config_text(b"host_id: a\nhost_id: b\n"),
     ),
+    "config a duplicate secret, not shown": Bad(
+        ("status",),
+        USAGE,
+        r'.*ragfleet\.yaml:4:3: not valid YAML: found duplicate key "password"',
+        _config_text(b"host_id: a\nredis:\n  password: old\n  password: s3cret\n"),
+    ),
+    "config a secret of the wrong type, not shown": Bad(
+        ("status",),
+        USAGE,
+        r".*ragfleet\.yaml: redis\.password: expected a string, got an integer",
+        _config_edit("redis", "password", 12345),
+    ),
+    "config endless (/dev/zero)": Bad(
+        ("status",),
+        USAGE,
+        r"/dev/zero: over 1048576 bytes: not a runtime config",
+        lambda make_fleet, stack: Path("/dev/zero"),
+    ),
     "config a mistyped setting (run)": Bad(
         ("run", "--instance", "1"),
         USAGE,
