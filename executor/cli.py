@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import socket
 import sys
@@ -206,6 +207,9 @@ def main(ctx: click.Context, config: str | None) -> None:
     """
     ctx.obj = Env(config)
 
+
+# The longest age an option takes, in seconds (ten years): a larger one is a typo.
+MAX_AGE = 10 * 365 * 86400.0
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="JSON output.")
 
@@ -594,7 +598,8 @@ def _no_document(env: Env, doc_id: str) -> bool:
 )
 @click.option(
     "--min-age",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(min=0, max=MAX_AGE),
+    callback=lambda ctx, param, value: _finite(value, "--min-age"),
     default=REQUEUE_GRACE,
     show_default=True,
     metavar="SECONDS",
@@ -642,6 +647,13 @@ def reconcile(env: Env, check: bool, no_wait: bool, min_age: float) -> None:
         f"({unfinished - len(requeued)} queued, running, dead-lettered or changed in the "
         f"last {min_age:g} s)"
     )
+
+
+def _finite(value: float, option: str) -> float:
+    """click's FloatRange lets nan through; nothing older than nan is a usage error."""
+    if math.isnan(value):
+        raise click.BadParameter("not a number", param_hint=option)
+    return value
 
 
 @main.group()

@@ -4,6 +4,7 @@ never a traceback. Each row runs the real binary against the test Redis and SQLi
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -203,6 +204,16 @@ ROWS = {
         USAGE,
         r"Invalid value for '--instance' / '-i': 0 is not in the range 1<=x<=999\. .*",
     ),
+    "reconcile --min-age inf": Bad(
+        ("reconcile", "--check", "--min-age", "inf"),
+        USAGE,
+        r"Invalid value for '--min-age': inf is not in the range .*",
+    ),
+    "reconcile --min-age nan": Bad(
+        ("reconcile", "--check", "--min-age", "nan"),
+        USAGE,
+        r"Invalid value for --min-age: not a number \(`ragfleet reconcile --help`\)",
+    ),
     "run a second instance 1 on this host": Bad(
         ("run", "--instance", "1"),
         USAGE,
@@ -255,3 +266,17 @@ def test_a_restart_after_kill_9_is_not_refused_nor_delayed(make_fleet):
     began = time.monotonic()
     fleet.start(instance=1)
     assert time.monotonic() - began < 8
+
+
+def test_submit_of_a_fifo_is_refused_not_read(fleet, tmp_path):
+    """A FIFO (or a device: /dev/zero never ends) is no document: submit reports it like
+    any file it cannot take in (exit 1) and submits the others, instead of blocking."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "doc.txt").write_text("A document.")
+    result = fleet.cli("submit", str(fifo), str(tmp_path / "doc.txt"), "--kb", "kb", "-q")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines() == [
+        f"ragfleet: {fifo}: not submitted: fifo is not a regular file",
+        "ragfleet: 1 of 2 documents submitted to knowledge base 'kb'",
+    ]
