@@ -20,13 +20,13 @@ import socket
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import peewee as pw
@@ -43,6 +43,7 @@ from .broker import (
     redis_location,
     refuses_writes,
 )
+from .cli_usage import EXIT_USAGE, OneLineUsageGroup, not_utf8, usage_error
 from .db import TASK_STATES, DatabaseUnavailable, TaskStore, open_task_store, task_state
 from .fleet import (
     LostTaskFilter,
@@ -58,7 +59,7 @@ from .lost_tasks import REQUEUE_GRACE, heartbeats_due_after_loss, requeue_in_tur
 from .producer import enqueue, task_message
 from .settings import Settings, SettingsError, load_settings
 
-EXIT_NO, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 1, 2, 3, 4
+EXIT_NO, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 1, 3, 4  # and cli_usage.EXIT_USAGE, 2
 
 
 class Env:
@@ -131,63 +132,15 @@ def operator_command(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         env = click.get_current_context().obj
-        if (undecodable := _not_utf8(kwargs.values())) is not None:
-            _usage_error(f"argument {undecodable} is not UTF-8")
+        if (undecodable := not_utf8(kwargs.values())) is not None:
+            usage_error(f"argument {undecodable} is not UTF-8")
         with _errors_to_exit_codes(env):
             return func(env, *args, **kwargs)
 
     return wrapper
 
 
-def _not_utf8(values: Iterable[Any]) -> str | None:
-    """The first argument holding bytes that are not UTF-8 (Python keeps them as lone
-    surrogates, which no database, Redis or JSON takes), shown with the bytes escaped."""
-    for value in values:
-        for item in value if isinstance(value, tuple) else (value,):
-            text = str(item) if isinstance(item, str | Path) else ""
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                return repr(os.fsencode(text))[1:]  # the bytes as given
-    return None
-
-
-class _OneLineUsage(click.ClickException):
-    """A usage error of click's (an unknown option, a bad value) said as ragfleet says any
-    error: one line, exit 2, instead of click's usage block."""
-
-    exit_code = EXIT_USAGE
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"ragfleet: {self.format_message()}", err=True)
-
-
-@contextmanager
-def _one_line_usage() -> Iterator[None]:
-    try:
-        yield
-    except click.exceptions.NoArgsIsHelpError:
-        raise  # no arguments at all: the help, as click prints it
-    except click.UsageError as exc:
-        hint = f" (`{exc.ctx.command_path} --help`)" if exc.ctx else ""
-        raise _OneLineUsage(f"{exc.format_message()}{hint}") from None
-
-
-class _Ragfleet(click.Group):
-    """The command group, its subgroups included, with click's usage errors on one line."""
-
-    group_class = type  # subgroups (db, dlq) are _Ragfleet too
-
-    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
-        with _one_line_usage():
-            return super().make_context(*args, **kwargs)
-
-    def invoke(self, ctx: click.Context) -> Any:
-        with _one_line_usage():
-            return super().invoke(ctx)
-
-
-@click.group(cls=_Ragfleet, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineUsageGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ragfleet")
 @click.option(
     "--config",
@@ -333,7 +286,7 @@ def submit(
     document is recorded whole (bytes, rows, tasks) or not at all.
     """
     if files and not kb_name:
-        _usage_error("--kb NAME is required with FILES")
+        usage_error("--kb NAME is required with FILES")
     parsed = {} if files else _task_parameters(kb_name, task_type, payload)
     env.redis.ping()  # Redis down or refusing the login: stop before recording anything
     if files:
@@ -374,26 +327,20 @@ def _task_parameters(kb_name: str | None, task_type: str, payload: str | None) -
     from .handlers import builtin_registry
 
     if kb_name:
-        _usage_error(f"--kb {kb_name} names no FILES to submit")
+        usage_error(f"--kb {kb_name} names no FILES to submit")
     known = builtin_registry().types()
     if task_type not in known:
-        _usage_error(
+        usage_error(
             f"unknown task type {task_type!r} (known: {', '.join(known)}; "
             "documents: FILE... --kb NAME)"
         )
     try:
         parsed = json.loads(payload) if payload else {}
     except ValueError as exc:
-        _usage_error(f"--payload is not JSON: {exc}")
+        usage_error(f"--payload is not JSON: {exc}")
     if not isinstance(parsed, dict):
-        _usage_error(f"--payload is not a JSON object: {payload}")
+        usage_error(f"--payload is not a JSON object: {payload}")
     return parsed
-
-
-def _usage_error(message: str) -> NoReturn:
-    """A mistyped command line: one line, exit 2."""
-    click.echo(f"ragfleet: {message}", err=True)
-    sys.exit(EXIT_USAGE)
 
 
 def _submit_files(env: Env, files: list[Path], kb_name: str, quiet: bool) -> tuple[list[str], int]:
@@ -564,7 +511,7 @@ def cancel(env: Env, task_ids: tuple[str, ...], doc_id: str | None) -> None:
     named task or the --doc document does not exist (the others are still cancelled).
     """
     if not task_ids and not doc_id:
-        _usage_error("name task ids, or --doc DOC_ID")
+        usage_error("name task ids, or --doc DOC_ID")
     of_document = env.store.task_ids_of_document(doc_id) if doc_id else []
     no_document = bool(doc_id) and not of_document and _no_document(env, doc_id)
     ids = [*task_ids, *of_document]
@@ -686,7 +633,7 @@ def dlq_retry(env: Env, dlq_ids: tuple[str, ...], retry_all: bool) -> None:
     entries = {e["dlq_id"]: e for e in dead_letters(env.redis)}
     chosen = list(entries) if retry_all else list(dlq_ids)
     if not chosen:
-        _usage_error("name DLQ_IDs (see `ragfleet dlq list`), or --all")
+        usage_error("name DLQ_IDs (see `ragfleet dlq list`), or --all")
     missing = [i for i in chosen if i not in entries]
     taskless = [
         i

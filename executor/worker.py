@@ -67,10 +67,10 @@ from .settings import Settings, SettingsError
 T = TypeVar("T")
 
 CANCEL_POLL_SECONDS = 0.2
-
-# A metrics port the config is to blame for: another process has it, or it is privileged.
-_PORT_ERRNOS = frozenset({errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL})
 """How often running tasks' cancel flags are checked: cancellation lands within ~0.3 s."""
+_PORT_ERRNOS = frozenset({errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL})
+"""Errors taking the metrics port that are the config's: another process has the port, it
+is privileged, or the address is not this machine's."""
 SET_ASIDE_STREAK = 3
 """Entries set aside in a row (executor errors, no task settled between them) after which
 the error is taken for the executor's own, not the tasks': fetching slows down to one
