@@ -18,6 +18,7 @@ from .broker import (
 )
 from .db import TaskStore, open_task_store
 from .handlers import INGEST_TASK_TYPE, HandlerRegistry, default_registry
+from .instance_guard import instance_lock
 from .sdnotify import Notifier
 from .settings import Settings, SettingsError
 from .worker import Worker, metrics_port
@@ -81,10 +82,11 @@ def build_worker(
 def run_executor(settings: Settings, instance: int) -> int:
     """Run until stopped; 0 after a clean drain."""
     configure_logging(settings.executor.log_level)
-    worker = build_worker(settings, instance)
-    try:
-        trio.run(worker.run)
-    except REDIS_DENIED as exc:  # refused in the worker's first round (Worker._connect)
-        where = redis_location(settings.redis)
-        raise SettingsError(f"cannot use Redis ({where}): {redis_error_text(exc)}") from exc
+    with instance_lock(settings.executor.state_dir, instance):
+        worker = build_worker(settings, instance)
+        try:
+            trio.run(worker.run)
+        except REDIS_DENIED as exc:  # refused in the worker's first round (Worker._connect)
+            where = redis_location(settings.redis)
+            raise SettingsError(f"cannot use Redis ({where}): {redis_error_text(exc)}") from exc
     return 0

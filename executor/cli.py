@@ -2,16 +2,19 @@
 
 Exit codes, for scripts: 0 success; 1 the answer is "no" (``status``: an executor is
 stale or none is alive; ``reconcile --check``: tasks are missing from the queues);
-2 usage or configuration error (also: a task database or store the config names that cannot
-be opened, a database without its tables, Redis refusing the login or a command); 3 Redis,
-the database or the document store is unavailable (down, unreachable, refusing writes);
-4 a named task or entry does not exist.
+2 usage or configuration error (also: a config that is not YAML or has a mistyped setting,
+a task database or store the config names that cannot be opened, a database without its
+tables, Redis refusing the login or a command, ``run`` of an instance that already runs or
+with its metrics port in use); 3 Redis, the database or the document store is unavailable
+(down, unreachable, refusing writes); 4 a named task, document or entry does not exist.
+Each error is one line on stderr.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import socket
 import sys
@@ -40,6 +43,7 @@ from .broker import (
     redis_location,
     refuses_writes,
 )
+from .cli_usage import EXIT_USAGE, OneLineUsageGroup, not_utf8, usage_error
 from .db import TASK_STATES, DatabaseUnavailable, TaskStore, open_task_store, task_state
 from .fleet import (
     LostTaskFilter,
@@ -55,7 +59,7 @@ from .lost_tasks import REQUEUE_GRACE, heartbeats_due_after_loss, requeue_in_tur
 from .producer import enqueue, task_message
 from .settings import Settings, SettingsError, load_settings
 
-EXIT_NO, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 1, 2, 3, 4
+EXIT_NO, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 1, 3, 4  # and cli_usage.EXIT_USAGE, 2
 
 
 class Env:
@@ -128,13 +132,15 @@ def operator_command(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         env = click.get_current_context().obj
+        if (undecodable := not_utf8(kwargs.values())) is not None:
+            usage_error(f"argument {undecodable} is not UTF-8")
         with _errors_to_exit_codes(env):
             return func(env, *args, **kwargs)
 
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineUsageGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ragfleet")
 @click.option(
     "--config",
@@ -149,11 +155,14 @@ def main(ctx: click.Context, config: str | None) -> None:
     """ragfleet: RAGFlow-compatible task executors, and the tools to operate them.
 
     Exit codes: 0 ok; 1 the answer is no (stale executors, missing tasks);
-    2 usage or configuration error (a refused login included); 3 Redis, database or
-    document store unavailable; 4 not found.
+    2 usage or configuration error (a refused login, an instance that already runs
+    included); 3 Redis, database or document store unavailable; 4 not found.
     """
     ctx.obj = Env(config)
 
+
+# The longest age an option takes, in seconds (ten years): a larger one is a typo.
+MAX_AGE = 10 * 365 * 86400.0
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="JSON output.")
 
@@ -183,8 +192,10 @@ def run(env: Env, instance: int, run_config: str | None) -> None:
     and writes a snapshot under the state dir; SIGUSR2 stops it.
 
     Exit 2 at start if the task database or document store the config names cannot be
-    opened (a bad path, a refused login), or if Redis refuses the login or the commands
-    (its ACL); a server that is down is waited for.
+    opened (a bad path, a refused login), if Redis refuses the login or the commands
+    (its ACL), if the metrics port is in use, or if instance N already runs (on this host:
+    its lock in the state dir; elsewhere: its heartbeat goes on); a server that is down is
+    waited for.
     """
     from .app import run_executor
 
@@ -222,7 +233,7 @@ def db_init(env: Env) -> None:
     "task_type",
     default="noop",
     show_default=True,
-    help="Without FILES: task type of the tasks to create (noop, sleep, ...).",
+    help="Without FILES: task type of the tasks to create (noop or sleep).",
 )
 @click.option(
     "--count",
@@ -274,17 +285,14 @@ def submit(
     database or Redis unavailable, a full disk) stops the submit with exit 3; a
     document is recorded whole (bytes, rows, tasks) or not at all.
     """
+    if files and not kb_name:
+        usage_error("--kb NAME is required with FILES")
+    parsed = {} if files else _task_parameters(kb_name, task_type, payload)
     env.redis.ping()  # Redis down or refusing the login: stop before recording anything
     if files:
-        if not kb_name:
-            raise click.UsageError("--kb NAME is required with FILES")
         task_ids, refused = _submit_files(env, list(files), kb_name, quiet)
         failed = _wait_for_tasks(env, task_ids, quiet) if wait else 0
         sys.exit(EXIT_NO if refused or failed else 0)
-    try:
-        parsed = json.loads(payload) if payload else {}
-    except ValueError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
     row = {
         "task_type": task_type,
         "priority": priority,
@@ -313,17 +321,38 @@ def submit(
         sys.exit(EXIT_NO)
 
 
+def _task_parameters(kb_name: str | None, task_type: str, payload: str | None) -> dict[str, Any]:
+    """The payload of tasks submitted without FILES, once their type is one an executor runs
+    (else exit 2: a task of an unknown type would only fail, or never run)."""
+    from .handlers import builtin_registry
+
+    if kb_name:
+        usage_error(f"--kb {kb_name} names no FILES to submit")
+    known = builtin_registry().types()
+    if task_type not in known:
+        usage_error(
+            f"unknown task type {task_type!r} (known: {', '.join(known)}; "
+            "documents: FILE... --kb NAME)"
+        )
+    try:
+        parsed = json.loads(payload) if payload else {}
+    except ValueError as exc:
+        usage_error(f"--payload is not JSON: {exc}")
+    if not isinstance(parsed, dict):
+        usage_error(f"--payload is not a JSON object: {payload}")
+    return parsed
+
+
 def _submit_files(env: Env, files: list[Path], kb_name: str, quiet: bool) -> tuple[list[str], int]:
     """Submit documents; returns their task ids and how many files were refused."""
     from .ingest.catalog import Catalog
     from .ingest.intake import Intake
-    from .ingest.storage import open_blob_storage
+    from .ingest.storage import open_configured_storage
 
+    blobs = open_configured_storage(env.settings.storage, database=env.store.database)
     embedding = (env.settings.models.get("embedding_model") or {}).get("model", "")
     kb = Catalog(env.store).ensure_knowledge_base(kb_name, embd_id=embedding)
-    intake = Intake(
-        env.store, open_blob_storage(env.settings.storage, database=env.store.database), env.redis
-    )
+    intake = Intake(env.store, blobs, env.redis)
     submitted = failed = 0
     task_ids: list[str] = []
     try:
@@ -479,13 +508,13 @@ def cancel(env: Env, task_ids: tuple[str, ...], doc_id: str | None) -> None:
     """Cancel tasks: a running one stops within a second; a queued one is never run.
 
     Sets upstream's cancel flag, the key <task_id>-cancel, for an hour. Exit 4 if a
-    named task does not exist (the others are still cancelled).
+    named task or the --doc document does not exist (the others are still cancelled).
     """
-    ids = list(task_ids)
-    if doc_id:
-        ids += env.store.task_ids_of_document(doc_id)
-    if not ids:
-        raise click.UsageError("name task ids, or --doc DOC_ID")
+    if not task_ids and not doc_id:
+        usage_error("name task ids, or --doc DOC_ID")
+    of_document = env.store.task_ids_of_document(doc_id) if doc_id else []
+    no_document = bool(doc_id) and not of_document and _no_document(env, doc_id)
+    ids = [*task_ids, *of_document]
     missing = [task_id for task_id in ids if env.store.get_task(task_id) is None]
     pipe = env.redis.pipeline(transaction=False)
     for task_id in ids:
@@ -495,8 +524,16 @@ def cancel(env: Env, task_ids: tuple[str, ...], doc_id: str | None) -> None:
     click.echo(f"ragfleet: cancel requested for {len(ids) - len(missing)} task(s)")
     for task_id in missing:
         click.echo(f"ragfleet: no task {task_id}", err=True)
-    if missing:
+    if no_document:
+        click.echo(f"ragfleet: no document {doc_id}", err=True)
+    if missing or no_document:
         sys.exit(EXIT_NOT_FOUND)
+
+
+def _no_document(env: Env, doc_id: str) -> bool:
+    from .ingest.catalog import Catalog
+
+    return Catalog(env.store).document(doc_id) is None
 
 
 @main.command()
@@ -508,7 +545,8 @@ def cancel(env: Env, task_ids: tuple[str, ...], doc_id: str | None) -> None:
 )
 @click.option(
     "--min-age",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(min=0, max=MAX_AGE),
+    callback=lambda ctx, param, value: _finite(value, "--min-age"),
     default=REQUEUE_GRACE,
     show_default=True,
     metavar="SECONDS",
@@ -558,6 +596,13 @@ def reconcile(env: Env, check: bool, no_wait: bool, min_age: float) -> None:
     )
 
 
+def _finite(value: float, option: str) -> float:
+    """click's FloatRange lets nan through; nothing older than nan is a usage error."""
+    if math.isnan(value):
+        raise click.BadParameter("not a number", param_hint=option)
+    return value
+
+
 @main.group()
 def dlq() -> None:
     """Dead-lettered tasks: delivered max_deliveries times without finishing."""
@@ -588,7 +633,7 @@ def dlq_retry(env: Env, dlq_ids: tuple[str, ...], retry_all: bool) -> None:
     entries = {e["dlq_id"]: e for e in dead_letters(env.redis)}
     chosen = list(entries) if retry_all else list(dlq_ids)
     if not chosen:
-        raise click.UsageError("name DLQ_IDs (see `ragfleet dlq list`), or --all")
+        usage_error("name DLQ_IDs (see `ragfleet dlq list`), or --all")
     missing = [i for i in chosen if i not in entries]
     taskless = [
         i

@@ -27,7 +27,7 @@ from playhouse.migrate import SchemaMigrator, migrate
 
 from . import sqlite_codes
 from .keyed_rows import KeyedRows
-from .settings import opening
+from .settings import SettingsError, opening
 from .sqlite_turns import NoTurnToWrite, WriteTurns
 from .tables import RAGFLEET_COLUMNS, Document, Knowledgebase, Task
 
@@ -68,7 +68,7 @@ def task_state(row: dict[str, Any]) -> str:
 
 def open_database(config: dict[str, Any]) -> pw.Database:
     """A peewee database from the compiled config's ``database`` section."""
-    kind = config["type"]
+    kind = _checked_kind(config)
     if kind == "sqlite":
         # WAL + busy_timeout: several executor processes on one host share the file.
         return pw.SqliteDatabase(
@@ -86,12 +86,27 @@ def open_database(config: dict[str, Any]) -> pw.Database:
         return pw.MySQLDatabase(
             config["name"], charset="utf8mb4", connect_timeout=5, read_timeout=30, **common
         )
-    if kind == "postgres":
-        # LONGTEXT is MySQL's; PostgreSQL's TEXT is unbounded already.
-        return pw.PostgresqlDatabase(
-            config["name"], connect_timeout=5, field_types={"LONGTEXT": "TEXT"}, **common
-        )
-    raise ValueError(f"unknown database type {kind!r}")
+    # postgres, the one type left. LONGTEXT is MySQL's; PostgreSQL's TEXT is unbounded already.
+    return pw.PostgresqlDatabase(
+        config["name"], connect_timeout=5, field_types={"LONGTEXT": "TEXT"}, **common
+    )
+
+
+_SERVER_KEYS = ("host", "port", "user", "password", "name")
+_DATABASE_KEYS = {"sqlite": ("path",), "mysql": _SERVER_KEYS, "postgres": _SERVER_KEYS}
+
+
+def _checked_kind(config: dict[str, Any]) -> str:
+    """The section's type, once it has the keys that type needs (else a SettingsError)."""
+    kind = config.get("type")
+    if kind not in _DATABASE_KEYS:
+        known = ", ".join(_DATABASE_KEYS)
+        raise SettingsError(f"database.type: expected one of {known}, got {kind!r}")
+    if missing := [key for key in _DATABASE_KEYS[kind] if key not in config]:
+        raise SettingsError(f"database: type {kind} needs {', '.join(missing)}")
+    if kind != "sqlite" and not str(config["port"]).isdigit():
+        raise SettingsError(f"database.port: expected a port number, got {config['port']!r}")
+    return kind
 
 
 def database_location(config: dict[str, Any]) -> str:

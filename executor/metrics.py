@@ -394,7 +394,20 @@ async def serve_metrics(
     port 0, since each address of a multi-address host gets its own free port.
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
-    bound_port: int = listeners[0].socket.getsockname()[1]
+    await serve_metrics_on(listeners, metrics, health, timeout=timeout, task_status=task_status)
+
+
+async def serve_metrics_on(
+    listeners: list[trio.SocketListener],
+    metrics: Metrics,
+    health: Callable[[], tuple[bool, str]],
+    *,
+    timeout: float = TIMEOUT,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """:func:`serve_metrics` on listeners opened beforehand (an executor takes its port
+    before anything else, so that a port in use stops it at once)."""
+    host, bound_port = listeners[0].socket.getsockname()[:2]
     endpoint = _Endpoint(metrics, health, timeout)
     log.info("serving metrics on %s port %d", host, bound_port)
     task_status.started(bound_port)

@@ -12,12 +12,13 @@ import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import peewee as pw
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from . import sqlite_codes
 
@@ -26,6 +27,8 @@ DOC_ENGINES = ("embedded", "elasticsearch", "opensearch")
 exactly these, so ``configc check`` refuses what the executor would refuse at start."""
 
 DEFAULT_CONFIG = Path("/etc/ragfleet/ragfleet.yaml")
+# A compiled config is a few KiB; reading at most this much, /dev/zero is refused, not read.
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class SettingsError(ValueError):
@@ -132,19 +135,85 @@ class Settings:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "") -> Settings:
-        try:
-            return cls(
-                host_id=str(data["host_id"]),
-                executor=ExecutorSettings(**data.get("executor", {})),
-                redis=RedisSettings(**data.get("redis", {})),
-                database=dict(data["database"]),
-                doc_store=dict(data.get("doc_store", {})),
-                storage=dict(data.get("storage", {})),
-                models=dict(data.get("models", {})),
-                source=source,
+        """The settings of a loaded config; a SettingsError names the first key that is
+        missing, unknown or of the wrong type (no traceback later, when it is used)."""
+        if "host_id" not in data or "database" not in data:
+            missing = "host_id" if "host_id" not in data else "database"
+            raise SettingsError(f"{source}: not a ragfleet runtime config (no {missing!r})")
+        sections = {name: _mapping(data, name, source) for name in _SECTIONS}
+        models = sections["models"]
+        for kind, model in models.items():
+            if model and not isinstance(model, Mapping):
+                got = _kind_of(model)  # not the value: it may hold a key
+                raise SettingsError(f"{source}: models.{kind}: expected a mapping, got {got}")
+        return cls(
+            host_id=str(data["host_id"]),
+            executor=_typed(ExecutorSettings, sections["executor"], "executor", source),
+            redis=_typed(RedisSettings, sections["redis"], "redis", source),
+            database=sections["database"],
+            doc_store=sections["doc_store"],
+            storage=sections["storage"],
+            models=models,
+            source=source,
+        )
+
+
+_SECTIONS = ("executor", "redis", "database", "doc_store", "storage", "models")
+
+# The types a runtime config's scalars may have, by the dataclass field's annotation (a
+# string here: annotations are not evaluated). An int is a float too; a bool is no number.
+_SCALARS: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+}
+
+T = TypeVar("T")
+
+
+def _mapping(data: Mapping[str, Any], name: str, source: str) -> dict[str, Any]:
+    section = data.get(name)
+    if section is None:
+        return {}
+    if not isinstance(section, Mapping):
+        got = _kind_of(section)  # not the value: it may hold a secret
+        raise SettingsError(f"{source}: {name}: expected a mapping, got {got}")
+    return dict(section)
+
+
+def _typed(kind: type[T], section: dict[str, Any], name: str, source: str) -> T:
+    """*kind* (a dataclass of scalars) from *section*, each value checked against its field."""
+    types = {f.name: str(f.type) for f in fields(kind)}  # type: ignore[arg-type]
+    for key, value in section.items():
+        if key not in types:
+            raise SettingsError(f"{source}: {name}.{key}: unknown setting")
+        allowed = _SCALARS[types[key]]
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise SettingsError(
+                f"{source}: {name}.{key}: expected {_NAMES[types[key]]}, got {_shown(key, value)}"
             )
-        except (KeyError, TypeError) as exc:
-            raise SettingsError(f"{source}: not a ragfleet runtime config ({exc})") from None
+        if key == "port" and not 0 < value < 65536:
+            raise SettingsError(f"{source}: {name}.{key}: expected 1..65535, got {value!r}")
+    return kind(**section)
+
+
+_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
+def _shown(key: str, value: object) -> str:
+    """*value* for a message; a secret's only by its type (no command prints a secret)."""
+    secret = "password" in key or "key" in key or "secret" in key or "token" in key
+    return _kind_of(value) if secret else repr(value)
+
+
+def _kind_of(value: object) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    for kind, name in ((int, "an integer"), (float, "a number"), (str, "a string")):
+        if isinstance(value, kind):
+            return name
+    return "a list" if isinstance(value, list) else f"a {type(value).__name__}"
 
 
 def config_path(explicit: str | Path | None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -158,11 +227,30 @@ def load_settings(
 ) -> Settings:
     path = config_path(explicit, environ)
     try:
-        data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as stream:  # a pipe too: ragfleet -c <(configc ...)
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise SettingsError(f"{path}: over {MAX_CONFIG_BYTES} bytes: not a runtime config")
+        data = YAML(typ="safe", pure=True).load(raw.decode("utf-8"))
     except OSError as exc:
         raise SettingsError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: not UTF-8 (byte offset {exc.start})") from None
+    except YAMLError as exc:
+        raise SettingsError(f"{path}:{_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise SettingsError(f"{path}: nested too deeply: not a runtime config") from None
     if not isinstance(data, dict):
         raise SettingsError(f"{path}: not a ragfleet runtime config (not a mapping)")
     if environ.get("RAGFLEET_HOST_ID"):
         data["host_id"] = environ["RAGFLEET_HOST_ID"]
     return Settings.from_mapping(data, str(path))
+
+
+def _yaml_problem(exc: YAMLError) -> str:
+    """``line:col: not YAML: problem``, on one line, for a file that does not parse."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    problem = problem.split(" with value ")[0]  # a duplicate key's values may be secrets
+    where = f"{mark.line + 1}:{mark.column + 1}:" if mark is not None else ""
+    return f"{where} not valid YAML: {problem}"

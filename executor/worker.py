@@ -20,6 +20,7 @@ this consumer's unacknowledged entries replayed first) when the dependency is ba
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -54,18 +55,22 @@ from .handlers import (
     TaskContext,
     TaskInputError,
 )
+from .instance_guard import refuse_a_live_twin
 from .lost_tasks import HEARTBEATS_AFTER_LOSS, LostTasks
 from .memtrace import MemoryTracer
-from .metrics import Metrics, serve_metrics
+from .metrics import Metrics, serve_metrics_on
 from .outage import DependencyUnavailable, Outage
 from .progress import Progress, message_lines, stamp
 from .sdnotify import Notifier, run_watchdog
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 T = TypeVar("T")
 
 CANCEL_POLL_SECONDS = 0.2
 """How often running tasks' cancel flags are checked: cancellation lands within ~0.3 s."""
+_PORT_ERRNOS = frozenset({errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL})
+"""Errors taking the metrics port that are the config's: another process has the port, it
+is privileged, or the address is not this machine's."""
 SET_ASIDE_STREAK = 3
 """Entries set aside in a row (executor errors, no task settled between them) after which
 the error is taken for the executor's own, not the tasks': fetching slows down to one
@@ -192,6 +197,7 @@ class Worker:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until stopped (SIGTERM/SIGINT or :meth:`stop`), then drain and return."""
+        listeners = await self._listen_for_metrics()
         await self._connect()
         async with trio.open_nursery() as services:
             self._services = services
@@ -203,10 +209,8 @@ class Worker:
             services.start_soon(self._renew_leases)
             services.start_soon(self._cancel_watcher)
             services.start_soon(run_watchdog, self.notifier, self._alive)
-            if self.metrics_port is not None:
-                await services.start(
-                    serve_metrics, self.metrics, "0.0.0.0", self.metrics_port, self._health
-                )
+            if listeners:
+                await services.start(serve_metrics_on, listeners, self.metrics, self._health)
             self.notifier.ready(f"consuming as {self.name}")
             self.log.info(
                 "started as %s (pid %d, up to %d tasks at once)",
@@ -270,6 +274,13 @@ class Worker:
                 if await self._redis(self.broker.ensure_groups):
                     self.note_queues_lost()
                 self.ip_address = await trio.to_thread.run_sync(self._local_address)
+                await refuse_a_live_twin(
+                    self.broker.client,
+                    self.name,
+                    address=self.ip_address,
+                    interval=self.config.heartbeat_interval,
+                    timeout=self.config.worker_heartbeat_timeout,
+                )
                 await self._redis(self._beat, self._heartbeat(), [])
                 await self._redis(self.broker.cancelled, ["-"])
                 self._after_crash = not await self._redis(self.broker.take_clean_stop)
@@ -278,6 +289,22 @@ class Worker:
                 raise
             except REDIS_REFUSED as exc:  # MISCONF, say
                 await self.redis_outage.back_off(exc)
+
+    async def _listen_for_metrics(self) -> list[trio.SocketListener]:
+        """The metrics port, taken first: one in use (by another service, or this instance
+        already running) or not ours to take is the config's to fix, a SettingsError."""
+        if self.metrics_port is None:
+            return []
+        try:
+            return await trio.open_tcp_listeners(self.metrics_port, host="0.0.0.0")
+        except (OSError, OverflowError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in _PORT_ERRNOS:
+                raise  # a shortage of the machine's (descriptors, memory): a restart mends it
+            reason = exc.strerror if isinstance(exc, OSError) else "no such port"
+            raise SettingsError(
+                f"cannot serve metrics on port {self.metrics_port} (executor.metrics_port_base "
+                f"+ instance {self.instance}): {reason}"
+            ) from None
 
     def _local_address(self) -> str:
         pool = self.broker.client.connection_pool

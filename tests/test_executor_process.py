@@ -217,7 +217,11 @@ def redis_without_hashes(redis_client):
     [
         ({"password": "wrong"}, "invalid username-password pair or user is disabled."),
         ("redis_reader", "this user has no permissions to run the 'xgroup|create' command"),
-        ("redis_without_sorted_sets", "this user has no permissions to run the 'zadd' command"),
+        # The first sorted-set command: reading the instance's last heartbeat (a live twin?)
+        (
+            "redis_without_sorted_sets",
+            "this user has no permissions to run the 'zrevrangebyscore' command",
+        ),
         ("redis_without_hashes", "this user has no permissions to run the 'hget' command"),
     ],
     ids=[

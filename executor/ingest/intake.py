@@ -6,6 +6,7 @@ rows written before anything is enqueued, so a task never points at a missing do
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
@@ -75,7 +76,10 @@ class Intake:
                 yield Submitted(path, error=str(exc))
 
     def _submit_one(self, kb: KnowledgeBase, path: Path) -> Submitted:
-        size = path.stat().st_size
+        status = path.stat()
+        if not stat.S_ISREG(status.st_mode):  # a FIFO would block; /dev/zero never ends
+            raise DocumentError(f"{path.name} is not a regular file")
+        size = status.st_size
         check_size(size, self.limit, name=path.name)
         data = path.read_bytes()
         doc_id = new_id()

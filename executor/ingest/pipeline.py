@@ -30,13 +30,13 @@ import trio
 from ..db import DatabaseUnavailable, TaskStore
 from ..handlers import TaskContext, TaskInputError
 from ..outage import DependencyUnavailable
-from ..settings import Settings, opening
+from ..settings import Settings
 from .catalog import Catalog, KnowledgeBase
 from .chunking import chunk, chunk_id
-from .docstore import open_doc_store
+from .docstore import open_configured_doc_store
 from .embeddings import EmbeddingError, EmbeddingUnavailable, embedding_config, open_embedder
 from .parsers import parser_for
-from .storage import open_blob_storage
+from .storage import open_configured_storage
 from .types import BlobStorage, Chunk, DocStore, DocumentError, Embedder, Section
 
 T = TypeVar("T")
@@ -61,18 +61,12 @@ class IngestServices:
     def from_settings(cls, settings: Settings, store: TaskStore) -> IngestServices:
         """Open the storage and the document store the config names (a SettingsError says
         which cannot be opened)."""
-        storage, doc_store = settings.storage, settings.doc_store
-        where = storage.get("path") or storage.get("backend")
-        with opening("the document storage", where):
-            blobs = open_blob_storage(storage, database=store.database)
-        with opening("the document store", doc_store.get("path") or doc_store.get("hosts")):
-            docs = open_doc_store(doc_store)
         return cls(
             settings=settings,
             store=store,
             catalog=Catalog(store),
-            blobs=blobs,
-            doc_store=docs,
+            blobs=open_configured_storage(settings.storage, database=store.database),
+            doc_store=open_configured_doc_store(settings.doc_store),
             chunk_builders=trio.CapacityLimiter(settings.executor.max_concurrent_chunk_builders),
         )
 

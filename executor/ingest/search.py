@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..db import TaskStore
 from ..settings import Settings
 from .catalog import Catalog
-from .docstore import open_doc_store
+from .docstore import open_configured_doc_store
 from .embeddings import embedding_config, open_embedder
 from .types import Hit
 
@@ -21,7 +21,7 @@ def search_kb(
     if kb.embd_id:
         embedder = open_embedder(embedding_config(settings.models, kb.embd_id))
         vector = embedder.embed([query])[0] if embedder else None
-    doc_store = open_doc_store(settings.doc_store)
+    doc_store = open_configured_doc_store(settings.doc_store)
     try:
         return doc_store.search(kb.index, query, kb_ids=[kb.id], top_k=top_k, vector=vector)
     finally:

@@ -30,6 +30,7 @@ from typing import Any
 import peewee as pw
 
 from ..db import TaskStore
+from ..settings import opening
 from .types import BlobStorage, DocumentError
 
 MIB = 1024 * 1024
@@ -77,6 +78,16 @@ def open_blob_storage(
     if backend in ("s3", "minio"):
         return S3BlobStorage.from_config(storage_config)
     raise ValueError(f"unknown storage backend {backend!r} (local, database, s3, minio)")
+
+
+def open_configured_storage(
+    storage_config: Mapping[str, Any], *, database: pw.Database | None = None
+) -> BlobStorage:
+    """:func:`open_blob_storage` for the runtime config's section: what is wrong with it (a
+    path that cannot be made, an unknown backend) is a SettingsError that says so."""
+    where = storage_config.get("path") or storage_config.get("backend")
+    with opening("the document storage", where):
+        return open_blob_storage(storage_config, database=database)
 
 
 # -- sizes and names -----------------------------------------------------------------------------

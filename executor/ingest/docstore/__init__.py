@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...settings import DOC_ENGINES as ENGINES
+from ...settings import opening
 from ..types import DocStore
 
 
@@ -53,6 +54,14 @@ def open_doc_store(config: Mapping[str, Any]) -> DocStore:
     raise ValueError(f"unknown doc_store engine {engine!r}: expected one of {', '.join(ENGINES)}")
 
 
+def open_configured_doc_store(config: Mapping[str, Any]) -> DocStore:
+    """:func:`open_doc_store` for the runtime config's section: what is wrong with it (an
+    unknown engine, a path that cannot be opened) is a SettingsError that says so."""
+    where = config.get("path") or config.get("hosts") or config.get("engine")
+    with opening("the document store", where):
+        return open_doc_store(config)
+
+
 def _open_embedded(config: Mapping[str, Any]) -> DocStore:
     from .embedded import EmbeddedDocStore
 
@@ -62,4 +71,10 @@ def _open_embedded(config: Mapping[str, Any]) -> DocStore:
     return EmbeddedDocStore(path)
 
 
-__all__ = ["ENGINES", "DocStoreError", "DocStoreUnavailable", "open_doc_store"]
+__all__ = [
+    "ENGINES",
+    "DocStoreError",
+    "DocStoreUnavailable",
+    "open_configured_doc_store",
+    "open_doc_store",
+]
