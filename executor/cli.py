@@ -521,6 +521,8 @@ def cancel(env: Env, task_ids: tuple[str, ...], doc_id: str | None) -> None:
         if task_id not in missing:
             pipe.set(wire.cancel_key(task_id), 1, ex=wire.CANCEL_TTL)
     pipe.execute()
+    if of_document:
+        _mark_cancelled(env, doc_id)
     click.echo(f"ragfleet: cancel requested for {len(ids) - len(missing)} task(s)")
     for task_id in missing:
         click.echo(f"ragfleet: no task {task_id}", err=True)
@@ -528,6 +530,13 @@ def cancel(env: Env, task_ids: tuple[str, ...], doc_id: str | None) -> None:
         click.echo(f"ragfleet: no document {doc_id}", err=True)
     if missing or no_document:
         sys.exit(EXIT_NOT_FOUND)
+
+
+def _mark_cancelled(env: Env, doc_id: str) -> None:
+    """The document's run becomes RAGFlow's CANCEL, as its UI's cancel writes it."""
+    from .ingest.catalog import Catalog
+
+    Catalog(env.store).cancel_document(doc_id)
 
 
 def _no_document(env: Env, doc_id: str) -> bool:

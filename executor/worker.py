@@ -931,6 +931,7 @@ class Worker:
         elif cancelled:
             await self._record_cancelled(Progress(task, self._db, self.store.set_progress))
             await self._redis(self.broker.ack, delivery)
+            await self._settled(task)
         else:
             await self._run(delivery, task)
 
@@ -1124,6 +1125,7 @@ class Worker:
         await self._redis(self.broker.dead_letter, delivery, reason)
         self.counters.failed += 1
         self.m_dead.inc()
+        await self._settled(task)
 
     async def _set_aside(self, delivery: Delivery, exc: Exception) -> None:
         """An error outside the task's handler that is no outage (a bug in the executor):
@@ -1151,6 +1153,7 @@ class Worker:
             task = await self._db(self.store.get_task, wire.decode_message(delivery.fields)["id"])
             if task is not None and 0 <= task["progress"] < 1:  # not if it settled already
                 await Progress(task, self._db, self.store.set_progress)(-1, reason)
+                await self._settled(task)
         except Exception as error:  # the same bug may stop this too: the DLQ has the entry
             self.log.error("task of entry %s not marked failed: %s", delivery.entry_id, error)
 

@@ -102,3 +102,16 @@ def test_a_failed_settle_inside_the_done_transaction_undoes_only_its_own_writes(
     row = store.get_task(task_id)
     assert (row["progress"], row["chunk_ids"], row["token_num"]) == (1.0, "a b", 20)
     assert totals(catalog, doc_id, "kb2")[0][0] == 0
+
+
+def test_cancel_marks_a_running_document_only(catalog):
+    """RAGFlow's UI cancels only a RUNNING document (document_app.run, v0.21.1 line 461)."""
+    doc_id, _ = add_document(catalog, "kb5", pages=1)
+    with catalog.store.writing():
+        catalog.documents.update(doc_id, {"run": "1"})
+    assert catalog.cancel_document(doc_id)
+    assert catalog.document(doc_id)["run"] == "2"
+    with catalog.store.writing():
+        catalog.documents.update(doc_id, {"run": "3"})
+    assert not catalog.cancel_document(doc_id)
+    assert catalog.document(doc_id)["run"] == "3"

@@ -413,6 +413,45 @@ def test_cancel_during_a_long_parse_lands_within_a_second(fleet, tmp_path):
     assert took < 1.0, took
 
 
+def test_cancel_of_a_document_marks_it_cancelled_as_ragflow_does(fleet):
+    """`cancel --doc` writes RAGFlow's CANCEL code to the document (its UI's cancel), which
+    the settling of its cancelled task keeps."""
+    (task_id,) = submit(fleet, CORPUS / "gettysburg-address.pdf", kb="samples")
+    doc_id = fleet.task(task_id)["doc_id"]
+    assert Catalog(fleet.store).document(doc_id)["run"] == "1"  # RUNNING from submit
+    assert fleet.cli("cancel", "--doc", doc_id).returncode == 0
+    fleet.start()
+    (row,) = fleet.wait_done([task_id])
+    assert row["progress"] == -1
+    doc = wait_for(
+        lambda: (d := Catalog(fleet.store).document(doc_id))["progress"] == -1 and d,
+        10,
+        "the document to settle",
+    )
+    assert doc["run"] == "2", doc
+
+
+def test_a_dead_lettered_task_fails_its_document(fleet):
+    """A task abandoned after max_deliveries settles its document as FAIL, so RAGFlow's UI
+    does not show it parsing forever."""
+    (task_id,) = submit(fleet, CORPUS / "gettysburg-address.pdf", kb="samples")
+    doc_id = fleet.task(task_id)["doc_id"]
+    queue, consumer = wire.queue_name(0), wire.consumer_name("test", 1)
+    fleet.redis.xgroup_create(queue, wire.GROUP, id="0")  # as the executor makes it
+    ((_, ((entry_id, _),)),) = fleet.redis.xreadgroup(wire.GROUP, consumer, {queue: ">"}, 1)
+    # As if it had been delivered ten times to this consumer, each killing it.
+    fleet.redis.xclaim(queue, wire.GROUP, consumer, 0, [entry_id], retrycount=10)
+    fleet.start()
+    (row,) = fleet.wait_done([task_id])
+    assert "abandoned" in row["progress_msg"], row["progress_msg"]
+    doc = wait_for(
+        lambda: (d := Catalog(fleet.store).document(doc_id))["progress"] == -1 and d,
+        10,
+        "the document to settle",
+    )
+    assert doc["run"] == "4", doc
+
+
 def test_a_submit_with_redis_down_records_nothing(fleet, redis_server):
     """Redis is asked before anything is recorded: down, the submit stops at once (exit 3)
     and leaves no document, task or stored file behind to reconcile."""

@@ -98,6 +98,19 @@ class Catalog:
             self.kb.update(doc_num=self.kb.doc_num + 1).where(self.kb.id == kb.id).execute()
         return row
 
+    def cancel_document(self, doc_id: str) -> bool:
+        """Mark a running document cancelled (``run`` CANCEL), as RAGFlow's UI does when it
+        cancels one; a document not running is left as it is (RAGFlow refuses those).
+        Whether it was marked."""
+        doc = self.store.Document
+        with self.store.writing():
+            changed = (
+                doc.update(run=RunStatus.CANCEL.value, **stamp_fields("update"))
+                .where((doc.id == doc_id) & (doc.run == RunStatus.RUNNING.value))
+                .execute()
+            )
+        return bool(changed)
+
     def settle_document(self, doc_id: str) -> None:
         """Recount the document from its tasks (chunks, tokens, progress, status) and move
         its knowledge base's totals by the document's change, in one transaction: totals
