@@ -74,6 +74,7 @@ CASES = [
     ("alias chain", ALIAS_CHAIN, f"{LOCAL}:64:15: nested more than 64 levels deep"),
     ("merge key chain", MERGE_CHAIN, f"{LOCAL}:64:16: nested more than 64 levels deep"),
     ("alias bomb", BOMB, f"{LOCAL}:5:44: the document has more than 100000 values"),
+    ("anchor defined twice", b"a: &x 1\nb: &x 2\n", f"{LOCAL}:2:4: the anchor &x is defined twice"),
     ("recursive alias", b"redis: &r {db: *r}\n", f"{LOCAL}:1:16: the alias *r is inside"),
     ("!!set on a scalar", b"redis: !!set x\n", f"{LOCAL}:1:8: redis: the tag !!set cannot"),
     ("!!int on text", b"redis:\n  db: !!int x\n", f"{LOCAL}:2:7: redis.db: the tag !!int"),

@@ -320,6 +320,7 @@ def build_baselines(root: Path, budget: Budget) -> None:
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.filterwarnings("error")  # a warning is output a user sees, outside error lines
 def test_check_and_build_never_crash(tmp_path):
     budget = Budget()
     build_baselines(tmp_path, budget)
