@@ -239,3 +239,15 @@ def test_endless_or_huge_files_are_refused(tmp_path, monkeypatch, overlay, expec
     assert result.exit_code == 2, result.output
     assert f"error: {expected}" in result.output
     assert time.monotonic() - started < 5
+
+
+def test_a_variable_cannot_bring_a_line_break(tmp_path, monkeypatch):
+    # ${REDIS_PASSWORD} is read when check runs: its value obeys the rules a written one does.
+    shipped_conf(tmp_path, "redis:\n  password: '${REDIS_PASSWORD}'\n")
+    monkeypatch.chdir(tmp_path)
+    env = {"REDIS_PASSWORD": "x\nrequirepass evil"}
+    result = CliRunner().invoke(main, ["check", "conf"], env=env)
+    assert result.exit_code == 2, result.output
+    assert f"error: {LOCAL}:2:13: redis.password: character U+000A is not allowed" in (
+        result.output
+    )
