@@ -56,10 +56,10 @@ def load_layer(path: Path, environ: Mapping[str, str], label: str | None = None)
             [Problem("the file must hold a mapping of sections", location=Location(source, 1, 1))]
         )
     builder = _LayerBuilder(source, environ)
-    data_out = builder.mapping(root, ())
+    data = builder.mapping(root, ())
     if builder.problems:
         raise ConfigError(builder.problems)
-    return Layer(source, data_out, builder.origins, builder.replace)
+    return Layer(source, data, builder.origins, builder.replace)
 
 
 class _LayerBuilder:

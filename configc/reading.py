@@ -130,7 +130,15 @@ def _check_shape(parser: YAML, text: str, source: str) -> None:
     (an alias nests its anchor's node where it stands: a chain of anchors is deep)."""
     anchored: dict[str, _Shape] = {}
     open_nodes: list[_Shape] = []  # the collections the parser is inside, outermost first
+    defined: set[str] = set()
     for event in parser.parse(text):
+        anchor = None if isinstance(event, AliasEvent) else getattr(event, "anchor", None)
+        if anchor is not None:
+            # YAML lets a later &name shadow an earlier one; in a config file it is a
+            # copy-paste slip that silently changes what later aliases mean.
+            if anchor in defined:
+                raise _marked(source, event, f"the anchor &{anchor} is defined twice")
+            defined.add(anchor)
         if isinstance(event, CollectionStartEvent):
             open_nodes.append(_Shape(height=1, anchor=event.anchor))
             shape = _Shape()

@@ -74,6 +74,7 @@ CASES = [
     ("alias chain", ALIAS_CHAIN, f"{LOCAL}:64:15: nested more than 64 levels deep"),
     ("merge key chain", MERGE_CHAIN, f"{LOCAL}:64:16: nested more than 64 levels deep"),
     ("alias bomb", BOMB, f"{LOCAL}:5:44: the document has more than 100000 values"),
+    ("anchor defined twice", b"a: &x 1\nb: &x 2\n", f"{LOCAL}:2:4: the anchor &x is defined twice"),
     ("recursive alias", b"redis: &r {db: *r}\n", f"{LOCAL}:1:16: the alias *r is inside"),
     ("!!set on a scalar", b"redis: !!set x\n", f"{LOCAL}:1:8: redis: the tag !!set cannot"),
     ("!!int on text", b"redis:\n  db: !!int x\n", f"{LOCAL}:2:7: redis.db: the tag !!int"),
@@ -238,3 +239,15 @@ def test_endless_or_huge_files_are_refused(tmp_path, monkeypatch, overlay, expec
     assert result.exit_code == 2, result.output
     assert f"error: {expected}" in result.output
     assert time.monotonic() - started < 5
+
+
+def test_a_variable_cannot_bring_a_line_break(tmp_path, monkeypatch):
+    # ${REDIS_PASSWORD} is read when check runs: its value obeys the rules a written one does.
+    shipped_conf(tmp_path, "redis:\n  password: '${REDIS_PASSWORD}'\n")
+    monkeypatch.chdir(tmp_path)
+    env = {"REDIS_PASSWORD": "x\nrequirepass evil"}
+    result = CliRunner().invoke(main, ["check", "conf"], env=env)
+    assert result.exit_code == 2, result.output
+    assert f"error: {LOCAL}:2:13: redis.password: character U+000A is not allowed" in (
+        result.output
+    )

@@ -194,7 +194,7 @@ def mutate_text(draw, text: str) -> bytes:
     line = lines[index]
     kind = draw(
         st.sampled_from(
-            ["bytes", "tag", "merge", "anchor", "deep", "bomb", "huge", "garbage", "cut"]
+            ["bytes", "tag", "merge", "anchor", "deep", "bomb", "huge", "garbage", "cut", "noise"]
         )
     )
     if kind == "tag" and ": " in line:
@@ -230,6 +230,9 @@ def mutate_text(draw, text: str) -> bytes:
     if kind == "bytes":
         at = draw(st.integers(0, len(raw)))
         raw = raw[:at] + draw(st.binary(min_size=1, max_size=6)) + raw[at:]
+    elif kind == "noise":  # the whole file is random bytes, or random YAML-ish punctuation
+        noise = st.text(st.sampled_from("{}[],:-?&*!|>'\"%@`#\n a1"), max_size=80)
+        raw = draw(st.one_of(st.binary(max_size=200), noise.map(str.encode)))
     return raw
 
 
@@ -317,6 +320,7 @@ def build_baselines(root: Path, budget: Budget) -> None:
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.filterwarnings("error")  # a warning is output a user sees, outside error lines
 def test_check_and_build_never_crash(tmp_path):
     budget = Budget()
     build_baselines(tmp_path, budget)
