@@ -32,19 +32,8 @@ import click
 import peewee as pw
 import redis
 
-from . import __version__, wire
-from .broker import (
-    REDIS_DENIED,
-    REDIS_REFUSED,
-    REDIS_UNAVAILABLE,
-    Broker,
-    connect,
-    redis_error_text,
-    redis_location,
-    refuses_writes,
-)
+from . import __version__
 from .cli_usage import EXIT_USAGE, OneLineUsageGroup, not_utf8, usage_error
-from .db import TASK_STATES, DatabaseUnavailable, TaskStore, open_task_store, task_state
 from .fleet import (
     LostTaskFilter,
     dead_letters,
@@ -56,8 +45,26 @@ from .fleet import (
 from .ingest.docstore import DocStoreUnavailable
 from .ingest.storage import StorageUnavailable
 from .lost_tasks import REQUEUE_GRACE, heartbeats_due_after_loss, requeue_in_turn
-from .producer import enqueue, task_message
+from .queue import wire
+from .queue.broker import (
+    REDIS_DENIED,
+    REDIS_REFUSED,
+    REDIS_UNAVAILABLE,
+    Broker,
+    connect,
+    redis_error_text,
+    redis_location,
+    refuses_writes,
+)
+from .queue.producer import enqueue, task_message
 from .settings import Settings, SettingsError, load_settings
+from .store.database import (
+    TASK_STATES,
+    DatabaseUnavailable,
+    TaskStore,
+    open_task_store,
+    task_state,
+)
 
 EXIT_NO, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 1, 3, 4  # and cli_usage.EXIT_USAGE, 2
 

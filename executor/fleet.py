@@ -12,9 +12,9 @@ from typing import Any
 
 import redis
 
-from . import wire
-from .db import TaskStore
-from .producer import enqueue, queued_task_ids, scan_stream, task_message
+from .queue import wire
+from .queue.producer import enqueue, queued_task_ids, scan_stream, task_message
+from .store.database import TaskStore
 
 
 def latest_heartbeat(client: redis.Redis, name: str) -> tuple[float, dict[str, Any]] | None:
