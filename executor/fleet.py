@@ -72,6 +72,19 @@ def dead_letters(client: redis.Redis) -> list[dict[str, Any]]:
     return entries
 
 
+def purge_dead_letters(client: redis.Redis) -> int:
+    """Delete the dead-letter stream; how many entries it held."""
+    pipe = client.pipeline(transaction=True)
+    pipe.xlen(wire.DEAD_LETTER_STREAM)
+    pipe.delete(wire.DEAD_LETTER_STREAM)
+    count, _ = pipe.execute()
+    return int(count)
+
+
+def dead_letter_count(client: redis.Redis) -> int:
+    return int(client.xlen(wire.DEAD_LETTER_STREAM))
+
+
 def requeue_dead_letter(client: redis.Redis, store: TaskStore, entry: dict[str, Any]) -> bool:
     """Reset the entry's task, put it back on its queue, and drop the dead-letter entry;
     False (the entry kept) if the database has no such task: a database restored from a
