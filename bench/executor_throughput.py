@@ -10,7 +10,7 @@ database. Measured:
    the queue pre-filled with N entries before the processes start:
 
    * queue-only: no database. "ours" is a small trio harness that drives
-     ``executor.broker.Broker`` the way the Worker does (take the free slots, ``read_new``
+     ``executor.queue.broker.Broker`` the way the Worker does (take the free slots, ``read_new``
      in ``trio.to_thread``, one child task per entry that runs ``ack`` in a thread). The
      entries carry random task ids. "upstream" is the re-creation below without its
      database calls (XINFO GROUPS + XREADGROUP per queue, XACK). Both harnesses count
@@ -93,12 +93,12 @@ import redis  # noqa: E402
 import run_facts  # noqa: E402
 import trio  # noqa: E402
 
-from executor import wire  # noqa: E402
-from executor.broker import Broker, Delivery, connect  # noqa: E402
-from executor.db import TaskStore, open_database  # noqa: E402
-from executor.producer import enqueue, task_message  # noqa: E402
 from executor.progress import stamp  # noqa: E402
+from executor.queue import wire  # noqa: E402
+from executor.queue.broker import Broker, Delivery, connect  # noqa: E402
+from executor.queue.producer import enqueue, task_message  # noqa: E402
 from executor.settings import Settings, load_settings  # noqa: E402
+from executor.store.database import TaskStore, open_database  # noqa: E402
 
 RAGFLEET = Path(sys.executable).with_name("ragfleet")
 SLOTS = 5

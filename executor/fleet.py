@@ -12,9 +12,9 @@ from typing import Any
 
 import redis
 
-from . import wire
-from .db import TaskStore
-from .producer import enqueue, queued_task_ids, scan_stream, task_message
+from .queue import wire
+from .queue.producer import enqueue, queued_task_ids, scan_stream, task_message
+from .store.database import TaskStore
 
 
 def latest_heartbeat(client: redis.Redis, name: str) -> tuple[float, dict[str, Any]] | None:
@@ -70,6 +70,19 @@ def dead_letters(client: redis.Redis) -> list[dict[str, Any]]:
             task_id = ""
         entries.append({"dlq_id": entry_id, "task_id": task_id, **record})
     return entries
+
+
+def purge_dead_letters(client: redis.Redis) -> int:
+    """Delete the dead-letter stream; how many entries it held."""
+    pipe = client.pipeline(transaction=True)
+    pipe.xlen(wire.DEAD_LETTER_STREAM)
+    pipe.delete(wire.DEAD_LETTER_STREAM)
+    count, _ = pipe.execute()
+    return int(count)
+
+
+def dead_letter_count(client: redis.Redis) -> int:
+    return int(client.xlen(wire.DEAD_LETTER_STREAM))
 
 
 def requeue_dead_letter(client: redis.Redis, store: TaskStore, entry: dict[str, Any]) -> bool:

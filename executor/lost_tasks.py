@@ -27,10 +27,10 @@ from dataclasses import replace
 
 import trio
 
-from .broker import REDIS_REFUSED, Broker
-from .db import DatabaseUnavailable, TaskStore
 from .fleet import LostTaskFilter, requeue_lost, running_task_ids
+from .queue.broker import REDIS_REFUSED, Broker
 from .settings import ExecutorSettings
+from .store.database import DatabaseUnavailable, TaskStore
 
 REQUEUE_GRACE = 5.0
 """Seconds a producer may take between recording a task and enqueuing it: the tasks

@@ -20,7 +20,7 @@ import peewee as pw
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from . import sqlite_codes
+from .sqlite import codes as sqlite_codes
 
 DOC_ENGINES = ("embedded", "elasticsearch", "opensearch")
 """The document stores the executor can run (``doc_store.engine``). configc's schema allows

@@ -36,17 +36,6 @@ from typing import Any, TypeVar
 import redis
 import trio
 
-from . import wire
-from .broker import (
-    REDIS_DENIED,
-    REDIS_REFUSED,
-    REDIS_UNAVAILABLE,
-    Broker,
-    Delivery,
-    redis_error_text,
-    refuses_writes,
-)
-from .db import CANCELLED_MESSAGE, DatabaseUnavailable, TaskStore
 from .handlers import (
     GroupHandler,
     HandlerRegistry,
@@ -61,8 +50,19 @@ from .memtrace import MemoryTracer
 from .metrics import Metrics, serve_metrics_on
 from .outage import DependencyUnavailable, Outage
 from .progress import Progress, message_lines, stamp
+from .queue import wire
+from .queue.broker import (
+    REDIS_DENIED,
+    REDIS_REFUSED,
+    REDIS_UNAVAILABLE,
+    Broker,
+    Delivery,
+    redis_error_text,
+    refuses_writes,
+)
 from .sdnotify import Notifier, run_watchdog
 from .settings import Settings, SettingsError
+from .store.database import CANCELLED_MESSAGE, DatabaseUnavailable, TaskStore
 
 T = TypeVar("T")
 

@@ -144,7 +144,7 @@ def task_store(request, tmp_path):
     """A TaskStore with its schema on each of the three databases (one test run each)."""
     from executors import mysql_database, postgres_database, sqlite_database
 
-    from executor.db import TaskStore, open_database
+    from executor.store.database import TaskStore, open_database
 
     if request.param == "sqlite":
         config = sqlite_database(tmp_path)

@@ -21,7 +21,7 @@ from pathlib import Path
 from executors import Executor, Fleet
 from test_ingest_pipeline import CORPUS, doc_store, submit
 
-from executor import wire
+from executor.queue import wire
 
 PAGE = 4096
 

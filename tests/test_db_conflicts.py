@@ -15,7 +15,7 @@ import peewee
 import pytest
 from executors import fill_disk, mysql_database, postgres_database, sqlite_database
 
-from executor.db import DatabaseUnavailable, TaskStore, open_database
+from executor.store.database import DatabaseUnavailable, TaskStore, open_database
 
 
 @pytest.fixture(params=["mariadb", "postgres"])

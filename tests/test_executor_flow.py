@@ -10,7 +10,7 @@ import time
 
 from executors import RAGFLEET, sqlite_database, wait_for, write_config
 
-from executor import wire
+from executor.queue import wire
 
 
 def test_noop_tasks_complete_and_leave_streams_empty(fleet):

@@ -22,10 +22,10 @@ from executors import Executor, Fleet, fill_disk, sqlite_database, wait_for, wri
 from partition import Partition
 from servers import RedisServer, free_port
 
-from executor import wire
-from executor.db import DatabaseUnavailable
 from executor.fleet import running_task_ids
-from executor.producer import task_message
+from executor.queue import wire
+from executor.queue.producer import task_message
+from executor.store.database import DatabaseUnavailable
 
 
 def started(fleet, task_id):

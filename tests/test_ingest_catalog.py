@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from executor.db import TaskStore
 from executor.ingest.catalog import Catalog
+from executor.store.database import TaskStore
 
 
 @pytest.fixture

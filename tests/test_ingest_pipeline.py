@@ -20,9 +20,9 @@ from servers import EmulatorServer
 from test_ingest_html_article import semantic_page
 from test_ingest_parsers import encrypt_pdf, make_pdf
 
-from executor import wire
 from executor.ingest.catalog import Catalog
 from executor.ingest.docstore import open_doc_store
+from executor.queue import wire
 
 CORPUS = Path(__file__).resolve().parent.parent / "samples" / "corpus"
 

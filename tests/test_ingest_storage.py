@@ -25,7 +25,6 @@ import pytest
 from executors import fill_disk
 from servers import MariaDBServer, free_port
 
-from executor.db import DatabaseUnavailable, open_database
 from executor.ingest.storage import (
     MAX_CONTENT_LENGTH,
     MIB,
@@ -39,6 +38,7 @@ from executor.ingest.storage import (
     open_blob_storage,
 )
 from executor.ingest.types import BlobStorage, DocumentError
+from executor.store.database import DatabaseUnavailable, open_database
 
 BAD_NAMES = ["", "../escape", "a/../../escape", "/etc/passwd", "a\0b", "a//b", "./a", "a/."]
 BAD_NAMES.append("x" * 256)

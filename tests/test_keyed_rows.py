@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from executor.db import TaskStore
+from executor.store.database import TaskStore
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from pathlib import Path
 from executors import wait_for
 from servers import free_port
 
-from executor import wire
-from executor.broker import Broker
 from executor.fleet import LostTaskFilter, requeue_lost, tasks_in_no_queue
-from executor.producer import enqueue, task_message
+from executor.queue import wire
+from executor.queue.broker import Broker
+from executor.queue.producer import enqueue, task_message
 
 NOOP = {"task_type": "noop", "priority": 0, "payload": ""}
 

@@ -19,7 +19,7 @@ import pytest
 from executors import postgres_database, wait_for
 from servers import PostgresServer, ServerStartError, child_pids, process_alive
 
-from executor.db import DatabaseUnavailable, TaskStore, open_database
+from executor.store.database import DatabaseUnavailable, TaskStore, open_database
 
 TESTS_DIR = Path(__file__).resolve().parent
 

@@ -14,8 +14,8 @@ import pytest
 import trio
 import trio.testing
 
-from executor.db import TaskStore
 from executor.progress import WRITE_INTERVAL, Progress
+from executor.store.database import TaskStore
 
 
 @pytest.fixture

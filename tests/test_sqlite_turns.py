@@ -19,10 +19,10 @@ from pathlib import Path
 import peewee as pw
 import pytest
 
-from executor.db import DatabaseUnavailable, TaskStore
 from executor.ingest.docstore.embedded import EmbeddedDocStore
 from executor.ingest.types import Chunk
-from executor.sqlite_turns import NoTurnToWrite, WriteTurns
+from executor.sqlite.turns import NoTurnToWrite, WriteTurns
+from executor.store.database import DatabaseUnavailable, TaskStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ INCREMENT = """
 import sys, threading, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from executor.sqlite_turns import WriteTurns
+from executor.sqlite.turns import WriteTurns
 
 turns = WriteTurns({db!r}, timeout=60)
 counter = Path({counter!r})

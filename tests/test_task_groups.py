@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Callable
 import trio
 from executors import Fleet
 
-from executor import wire
 from executor.handlers import Outcome, TaskContext, TaskInputError
 from executor.outage import DependencyUnavailable
+from executor.queue import wire
 from executor.worker import Worker
 
 GroupHandler = Callable[[list[TaskContext]], Awaitable[None]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from executor.db import TaskStore
+from executor.store.database import TaskStore
 
 
 def test_renew_leases_stamps_only_the_unfinished_tasks_named(task_store: TaskStore) -> None:

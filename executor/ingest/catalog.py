@@ -1,6 +1,6 @@
 """Knowledge bases and documents in the task database: what ingestion reads and updates.
 
-Synchronous (peewee), like :class:`executor.db.TaskStore`, whose models and connection
+Synchronous (peewee), like :class:`executor.store.database.TaskStore`, whose models and connection
 handling it shares; the executor calls it from worker threads.
 """
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..db import TaskStore, new_id, stamp_fields
-from ..tables import RunStatus
+from ..store.database import TaskStore, new_id, stamp_fields
+from ..store.tables import RunStatus
 
 DEFAULT_TENANT = "ragfleet"
 DEFAULT_PARSER_CONFIG = {

@@ -16,10 +16,10 @@ from typing import Any
 
 import redis
 
-from ..db import TaskStore, new_id
 from ..handlers import INGEST_TASK_TYPE
-from ..producer import enqueue, task_message
-from ..tables import RunStatus
+from ..queue.producer import enqueue, task_message
+from ..store.database import TaskStore, new_id
+from ..store.tables import RunStatus
 from .catalog import Catalog, KnowledgeBase
 from .parsers import pdf_page_count
 from .storage import MAX_CONTENT_LENGTH, check_size

@@ -27,10 +27,10 @@ from typing import Any, TypeVar
 
 import trio
 
-from ..db import DatabaseUnavailable, TaskStore
 from ..handlers import TaskContext, TaskInputError
 from ..outage import DependencyUnavailable
 from ..settings import Settings
+from ..store.database import DatabaseUnavailable, TaskStore
 from .catalog import Catalog, KnowledgeBase
 from .chunking import chunk, chunk_id
 from .docstore import open_configured_doc_store

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..db import TaskStore
 from ..settings import Settings
+from ..store.database import TaskStore
 from .catalog import Catalog
 from .docstore import open_configured_doc_store
 from .embeddings import embedding_config, open_embedder

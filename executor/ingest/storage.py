@@ -29,8 +29,8 @@ from typing import Any
 
 import peewee as pw
 
-from ..db import TaskStore
 from ..settings import opening
+from ..store.database import TaskStore
 from .types import BlobStorage, DocumentError
 
 MIB = 1024 * 1024

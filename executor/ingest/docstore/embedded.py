@@ -38,7 +38,7 @@ shares no token with the query is not a candidate: there is no vector-only recal
 
 Concurrency: one connection per thread (the executor calls from a thread pool) and per
 process (a connection is never used across ``fork``). Writes are transactions of at most
-``batch_size`` chunks, each after its turn to write (:mod:`executor.sqlite_turns`:
+``batch_size`` chunks, each after its turn to write (:mod:`executor.sqlite.turns`:
 ``<path>.lock`` sits next to the file); SQLITE_BUSY beyond ``busy_timeout`` is retried with
 jittered exponential back-off until ``lock_timeout``, then raised as
 :class:`DocStoreUnavailable` (an outage: the task is retried, not failed). An ``upsert`` of
@@ -64,8 +64,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ... import sqlite_codes
-from ...sqlite_turns import WriteTurns
+from ...sqlite import codes as sqlite_codes
+from ...sqlite.turns import WriteTurns
 from ..chunking import tokenize
 from ..types import Chunk, Hit
 from . import DocStoreError, DocStoreUnavailable

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...sqlite_turns import WriteTurns
+from ...sqlite.turns import WriteTurns
 
 
 @dataclass(eq=False)

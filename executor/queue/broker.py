@@ -19,8 +19,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..settings import RedisSettings
 from . import wire
-from .settings import RedisSettings
 
 _PEL_SCAN_LIMIT = 10_000
 

@@ -2,7 +2,7 @@
 
 The columns and their meaning are upstream RAGFlow's, so its status pages can read what we
 write: ``progress`` is 0..1, -1 means failed; ``progress_msg`` is a log of ``HH:MM:SS``
-lines. The tables are in :mod:`executor.tables`; ragfleet adds ``task.payload`` (JSON
+lines. The tables are in :mod:`executor.store.tables`; ragfleet adds ``task.payload`` (JSON
 parameters for task types that need them) and ``task.token_num``.
 
 Every method is synchronous (peewee): the worker calls them through ``trio.to_thread``.
@@ -25,10 +25,10 @@ from typing import Any
 import peewee as pw
 from playhouse.migrate import SchemaMigrator, migrate
 
-from . import sqlite_codes
+from ..settings import SettingsError, opening
+from ..sqlite import codes as sqlite_codes
+from ..sqlite.turns import NoTurnToWrite, WriteTurns
 from .keyed_rows import KeyedRows
-from .settings import SettingsError, opening
-from .sqlite_turns import NoTurnToWrite, WriteTurns
 from .tables import RAGFLEET_COLUMNS, Document, Knowledgebase, Task
 
 
@@ -150,7 +150,7 @@ class TaskStore:
         self.Document = _bound(Document, database)
         self.Task = _bound(Task, database)
         self.models = (self.Knowledgebase, self.Document, self.Task)
-        # The statements every task runs, compiled once (see executor.keyed_rows).
+        # The statements every task runs, compiled once (see executor.store.keyed_rows).
         self.task_rows = KeyedRows(self.Task)
         self.document_rows = KeyedRows(self.Document)
         self.knowledge_base_rows = KeyedRows(self.Knowledgebase)
@@ -181,7 +181,7 @@ class TaskStore:
     @contextmanager
     def writing(self) -> Iterator[None]:
         """A :meth:`session` for writes: on SQLite, inside this file's turn to write
-        (:mod:`executor.sqlite_turns`), so the executor's writers queue instead of polling."""
+        (:mod:`executor.sqlite.turns`), so the executor's writers queue instead of polling."""
         if self._turns is None:
             with self.session():
                 yield

@@ -59,3 +59,12 @@ def task_message(task: dict[str, Any]) -> dict[str, Any]:
     if isinstance(message.get("payload"), dict):
         message["payload"] = json.dumps(message["payload"])
     return message
+
+
+def request_cancel(client: redis.Redis, task_ids: Iterable[str]) -> None:
+    """Set upstream's cancel flag, ``<task_id>-cancel``, for each task (for an hour, as
+    upstream): a running task stops within a second, a queued one is never run."""
+    pipe = client.pipeline(transaction=False)
+    for task_id in task_ids:
+        pipe.set(wire.cancel_key(task_id), 1, ex=wire.CANCEL_TTL)
+    pipe.execute()

@@ -1,0 +1,66 @@
+"""``ragfleet run`` (what the systemd unit runs) and ``ragfleet db``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .env import Env, operator_command
+
+
+@click.command()
+@click.option(
+    "--instance",
+    "-i",
+    type=click.IntRange(1, 999),
+    required=True,
+    envvar="RAGFLEET_INSTANCE",
+    help="Instance number N (1..). [env RAGFLEET_INSTANCE]",
+)
+@click.option(
+    "--config",
+    "-c",
+    "run_config",
+    metavar="FILE",
+    help="Runtime config; the same as `ragfleet --config` (the unit passes it here).",
+)
+@operator_command
+def run(env: Env, instance: int, run_config: str | None) -> None:
+    """Run executor instance N until SIGTERM/SIGINT (what the systemd unit runs).
+
+    Consumes as task_executor_<host_id>_<N>. SIGTERM drains: no new tasks, running ones
+    get drain_timeout seconds, then are left for redelivery. SIGUSR1 starts tracemalloc
+    and writes a snapshot under the state dir; SIGUSR2 stops it.
+
+    Exit 2 at start if the task database or document store the config names cannot be
+    opened (a bad path, a refused login), if Redis refuses the login or the commands
+    (its ACL), if the metrics port is in use, or if instance N already runs (on this host:
+    its lock in the state dir; elsewhere: its heartbeat goes on); a server that is down is
+    waited for.
+    """
+    from ..app import run_executor
+
+    if run_config:
+        env.config = run_config
+    sys.exit(run_executor(env.settings, instance))
+
+
+@click.group()
+def db() -> None:
+    """The task database."""
+
+
+@db.command("init")
+@operator_command
+def db_init(env: Env) -> None:
+    """Create the tables, or add the columns a newer ragfleet needs (idempotent)."""
+    changes = env.store.init_schema()
+    if env.settings.storage.get("backend") == "database":
+        from ..ingest.storage import DatabaseBlobStorage
+
+        if DatabaseBlobStorage(env.store.database).ensure_schema():
+            changes.append("created table blob")
+    for change in changes:
+        click.echo(f"ragfleet: {change}")
+    click.echo(f"ragfleet: schema is up to date ({len(changes)} changes)")
