@@ -393,6 +393,7 @@ def search(env: Env, query: str, kb_name: str, top_k: int, as_json: bool) -> Non
 
     Exit 4 if the knowledge base does not exist.
     """
+    from .ingest.ragtokens import TokenizerUnavailable
     from .ingest.search import search_kb
 
     try:
@@ -400,6 +401,9 @@ def search(env: Env, query: str, kb_name: str, top_k: int, as_json: bool) -> Non
     except LookupError as exc:
         click.echo(f"ragfleet: {exc}", err=True)
         sys.exit(EXIT_NOT_FOUND)
+    except TokenizerUnavailable as exc:  # queries are tokenized as RAGFlow does
+        click.echo(f"ragfleet: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
     if as_json:
         click.echo(json.dumps([h.__dict__ for h in hits], indent=2, default=list))
         return

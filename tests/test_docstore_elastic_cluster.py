@@ -23,6 +23,8 @@ import pytest
 
 from executor.ingest.docstore import open_doc_store
 from executor.ingest.docstore.elastic import ElasticDocStore
+from executor.ingest.docstore.mapping import ragflow_index_body
+from executor.ingest.ragtokens import shared_tokenizer
 from executor.ingest.types import Chunk
 
 CLUSTERS = {
@@ -71,6 +73,7 @@ def chunk(
     kb_id: str = "kb1",
     doc_id: str = "doc1",
 ) -> Chunk:
+    ltks, sm_ltks = shared_tokenizer().content_fields(text)
     return Chunk(
         id=chunk_id,
         doc_id=doc_id,
@@ -80,6 +83,8 @@ def chunk(
         tokens=text.lower().split(),
         pages=[1],
         vector=vector,
+        content_ltks=ltks,
+        content_sm_ltks=sm_ltks,
     )
 
 
@@ -97,8 +102,12 @@ def test_cluster_create_index_is_idempotent_and_adds_vector_fields(
     store.create_index(index, 3)
     store.create_index(index, 3)
     store.create_index(index, 8)
-    mapping = store.client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
-    assert {"q_3_vec", "q_8_vec", "content_ltks", "kb_id"} <= set(mapping)
+    mappings = store.client.indices.get_mapping(index=index)[index]["mappings"]
+    assert {"q_3_vec", "q_8_vec"} <= set(mappings["properties"])
+    assert (
+        mappings["dynamic_templates"]
+        == ragflow_index_body(store.flavor)["mappings"]["dynamic_templates"]
+    )
 
 
 def test_cluster_upsert_search_delete(store: ElasticDocStore, index: str) -> None:

@@ -30,12 +30,13 @@ import trio
 from ..db import DatabaseUnavailable, TaskStore
 from ..handlers import TaskContext, TaskInputError
 from ..outage import DependencyUnavailable
-from ..settings import Settings, opening
+from ..settings import Settings, SettingsError, opening
 from .catalog import Catalog, KnowledgeBase
 from .chunking import chunk, chunk_id
 from .docstore import open_doc_store
 from .embeddings import EmbeddingError, EmbeddingUnavailable, embedding_config, open_embedder
 from .parsers import parser_for
+from .ragtokens import TokenizerUnavailable, shared_tokenizer
 from .storage import open_blob_storage
 from .types import BlobStorage, Chunk, DocStore, DocumentError, Embedder, Section
 
@@ -67,6 +68,10 @@ class IngestServices:
             blobs = open_blob_storage(storage, database=store.database)
         with opening("the document store", doc_store.get("path") or doc_store.get("hosts")):
             docs = open_doc_store(doc_store)
+        try:  # loaded here, once (~3 s): a missing install stops the executor at its start
+            shared_tokenizer()
+        except TokenizerUnavailable as exc:
+            raise SettingsError(str(exc)) from None
         return cls(
             settings=settings,
             store=store,
@@ -298,16 +303,26 @@ def _chunks_of(
     doc: dict[str, Any], kb: KnowledgeBase, sections: list[Section], **config: Any
 ) -> list[Chunk]:
     now = time.time()
-    return [
-        Chunk(
-            id=chunk_id(piece.text, doc["id"]),
-            doc_id=doc["id"],
-            kb_id=kb.id,
-            doc_name=doc["name"],
-            content=piece.text,
-            tokens=piece.terms,
-            pages=list(piece.pages),
-            create_time=now,
+    tokenizer = shared_tokenizer()
+    title_tks, title_sm_tks = tokenizer.title_fields(doc["name"])
+    chunks = []
+    for position, piece in enumerate(chunk(sections, **config)):
+        content_ltks, content_sm_ltks = tokenizer.content_fields(piece.text)
+        chunks.append(
+            Chunk(
+                id=chunk_id(piece.text, doc["id"]),
+                doc_id=doc["id"],
+                kb_id=kb.id,
+                doc_name=doc["name"],
+                content=piece.text,
+                tokens=piece.terms,
+                pages=list(piece.pages),
+                create_time=now,
+                content_ltks=content_ltks,
+                content_sm_ltks=content_sm_ltks,
+                title_tks=title_tks,
+                title_sm_tks=title_sm_tks,
+                position=position,
+            )
         )
-        for piece in chunk(sections, **config)
-    ]
+    return chunks
