@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from ragflow_queries import QUESTIONS, dealer_search_body
+from test_ragflow_interop import ingest_all
 
 from executor.ingest.docstore import open_doc_store
 from executor.ingest.docstore.elastic import ElasticDocStore
@@ -131,3 +133,16 @@ def test_cluster_hybrid_search(store: ElasticDocStore, index: str) -> None:
     assert ids[0] == "pie"
     assert "banana" in ids  # found by the vector alone
     assert "elsewhere" not in ids  # the kb filter holds for the knn leg too
+
+
+@pytest.mark.parametrize(("question", "query", "first", "absent"), QUESTIONS)
+def test_cluster_ragflow_query_finds_ragfleet_chunks(
+    store: ElasticDocStore, index: str, question: str, query: str, first: str, absent: set[str]
+) -> None:
+    """RAGFlow's Dealer.search body (tests/ragflow_queries.py) on chunks the pipeline built."""
+    store.create_index(index, None)
+    store.upsert(index, ingest_all())
+    response = store.client.search(index=index, body=dealer_search_body(query, ["kb1"]))
+    found = [hit["_source"]["docnm_kwd"] for hit in response["hits"]["hits"]]
+    assert found[0] == first, question
+    assert not absent & set(found), question
