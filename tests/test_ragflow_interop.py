@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import re
+import string
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,6 +162,19 @@ def test_tokens_of_a_long_mixed_document_equal_upstreams(reference: Any) -> None
         assert chunk.content_ltks == reference.tokenize(chunk.content)
         assert chunk.content_sm_ltks == reference.fine_grained_tokenize(chunk.content_ltks)
     assert [c.position for c in chunks] == list(range(len(chunks)))
+
+
+def test_shortcuts_change_no_token(reference: Any) -> None:
+    """ragfleet's caches and ASCII shortcuts around upstream's code (ragtokens.py) against
+    upstream's code without them, on random ASCII and on mixed text."""
+    rng = random.Random(24)
+    texts = ["".join(rng.choices(string.printable, k=rng.randint(0, 80))) for _ in range(400)]
+    texts += [f"{TEXTS['mixed']} {rng.randint(0, 99)}{text}" for text in texts[:50]]
+    ours = shared_tokenizer()
+    for text in texts:
+        coarse = reference.tokenize(text)
+        assert ours.tokenize(text) == coarse, text
+        assert ours.fine_grained_tokenize(coarse) == reference.fine_grained_tokenize(coarse)
 
 
 def test_table_tags_are_not_tokens() -> None:
