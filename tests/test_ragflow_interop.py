@@ -261,3 +261,22 @@ def test_embedded_store_ranks_the_same_document_first(
         store.upsert("ragflow_t1", ingest_all())
         hits = store.search("ragflow_t1", question, kb_ids=["kb1"])
     assert hits[0].doc_name == first, question
+
+
+def test_emulator_an_index_ragflow_created_is_used_as_it_is(store: ElasticDocStore) -> None:
+    index = f"ragflow_interop{next(_names)}"
+    store.client.indices.create(index=index, body=ragflow_index_body(store.flavor))  # RAGFlow's
+    before = store.client.indices.get_mapping(index=index)[index]["mappings"]
+    store.create_index(index, None)
+    if store.flavor == "opensearch":  # the emulator takes OpenSearch's vectors only
+        store.create_index(index, 1024)  # RAGFlow's template covers it: nothing added
+        assert store.client.indices.get_mapping(index=index)[index]["mappings"] == before
+        store.create_index(index, 8)  # no template: an explicit property, nothing else
+        after = store.client.indices.get_mapping(index=index)[index]["mappings"]
+        assert set(after["properties"]) == {*before["properties"], "q_8_vec"}
+    assert (
+        store.client.indices.get_mapping(index=index)[index]["mappings"]["dynamic_templates"]
+        == (before["dynamic_templates"])
+    )
+    store.upsert(index, ingest_all())
+    assert store.search(index, "apple orchards", kb_ids=["kb1"])[0].doc_name == "apple-orchards.txt"
