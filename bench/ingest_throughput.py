@@ -164,6 +164,7 @@ IDLE_LEAF = re.compile(
 STAGES: list[tuple[str, re.Pattern[str]]] = [
     ("upsert (embedded store)", re.compile(r"docstore/embedded\.py:")),
     ("parse", re.compile(r"ingest/parsers\.py:")),
+    ("RAGFlow tokens (ragtokens.py)", re.compile(r"ingest/ragtokens\.py:|rag_tokenizer\.py:")),
     ("chunk, tokenize, hash (chunking.py, _chunks_of)", re.compile(r"ingest/chunking\.py:")),
     ("blob read (storage)", re.compile(r"ingest/storage\.py:")),
     (
