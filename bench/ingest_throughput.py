@@ -226,7 +226,7 @@ def build_chunks(paths: list[Path]) -> Built:
     """What ``Ingestion.run`` does before indexing, with its calls and the KB defaults."""
     config = DEFAULT_PARSER_CONFIG
     seconds = dict.fromkeys(("parse", "chunk + tokenize", "RAGFlow tokens", "hash"), 0.0)
-    tokenizer = shared_tokenizer()  # loaded before the clock, as the executor does at start
+    tokenizer = shared_tokenizer()  # loaded before the clock, as the executors' warm-up does
     out = []
     for n, path in enumerate(paths):
         data = path.read_bytes()

@@ -30,13 +30,20 @@ from ragflow_queries import DOCUMENTS, QUESTIONS, dealer_search_body
 from servers import EmulatorServer
 from test_docstore_elastic import PlainJsonNode
 
+from executor.ingest import ragtokens
 from executor.ingest.catalog import KnowledgeBase
 from executor.ingest.chunking import DEFAULT_DELIMITER
 from executor.ingest.docstore.elastic import ElasticDocStore
 from executor.ingest.docstore.embedded import EmbeddedDocStore
 from executor.ingest.docstore.mapping import Flavor, ragflow_index_body
 from executor.ingest.pipeline import build_chunks_of
-from executor.ingest.ragtokens import RagTokenizer, load_upstream_module, shared_tokenizer
+from executor.ingest.ragtokens import (
+    RagTokenizer,
+    TokenizerUnavailable,
+    check_installed,
+    load_upstream_module,
+    shared_tokenizer,
+)
 from executor.ingest.types import Chunk
 
 UPSTREAM = Path("/work/.mirror/infiniflow+ragflow/repo")
@@ -280,3 +287,12 @@ def test_emulator_an_index_ragflow_created_is_used_as_it_is(store: ElasticDocSto
     )
     store.upsert(index, ingest_all())
     assert store.search(index, "apple orchards", kb_ids=["kb1"])[0].doc_name == "apple-orchards.txt"
+
+
+def test_a_missing_install_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check_installed()  # here everything is installed
+    monkeypatch.setattr(ragtokens, "WORDNET_DIR", tmp_path)
+    with pytest.raises(TokenizerUnavailable, match=r"run scripts/setup\.sh.* has no WordNet"):
+        check_installed()

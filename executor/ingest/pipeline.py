@@ -36,7 +36,7 @@ from .chunking import chunk, chunk_id
 from .docstore import open_doc_store
 from .embeddings import EmbeddingError, EmbeddingUnavailable, embedding_config, open_embedder
 from .parsers import parser_for
-from .ragtokens import TokenizerUnavailable, shared_tokenizer
+from .ragtokens import TokenizerUnavailable, check_installed, shared_tokenizer
 from .storage import open_blob_storage
 from .types import BlobStorage, Chunk, DocStore, DocumentError, Embedder, Section
 
@@ -68,8 +68,8 @@ class IngestServices:
             blobs = open_blob_storage(storage, database=store.database)
         with opening("the document store", doc_store.get("path") or doc_store.get("hosts")):
             docs = open_doc_store(doc_store)
-        try:  # loaded here, once (~3 s): a missing install stops the executor at its start
-            shared_tokenizer()
+        try:  # a missing install stops the executor at its start; loading waits for a task
+            check_installed()
         except TokenizerUnavailable as exc:
             raise SettingsError(str(exc)) from None
         return cls(

@@ -193,7 +193,32 @@ class RagTokenizer:
         return coarse, self.fine_grained_tokenize(coarse)
 
 
+def check_installed() -> None:
+    """Raise TokenizerUnavailable, at once, if loading the tokenizer would fail for want of
+    its packages or data (loading itself takes seconds: it is left to the first use)."""
+    _module_path()
+    for name in ("datrie", "hanziconv", "nltk"):
+        if importlib.util.find_spec(name) is None:
+            raise TokenizerUnavailable(f"{INSTALL_HINT}; Python package {name} is missing")
+    if not (WORDNET_DIR / "index.noun").is_file():
+        raise TokenizerUnavailable(f"{INSTALL_HINT}; {WORDNET_DIR} has no WordNet")
+
+
+_loading = threading.Lock()  # the first callers in several threads wait for one load
+
+
 @functools.cache
-def shared_tokenizer() -> RagTokenizer:
-    """One tokenizer per process: its dictionary trie takes ~55 MB and a second to load."""
+def _process_tokenizer() -> RagTokenizer:
     return RagTokenizer()
+
+
+def shared_tokenizer() -> RagTokenizer:
+    """One tokenizer per process, loaded on first use (4 to 5 s, ~330 MiB: the dictionary
+    trie and NLTK's WordNet), in the thread that first needs it."""
+    with _loading:
+        return _process_tokenizer()
+
+
+def query_tokens(text: str) -> list[str]:
+    """:meth:`RagTokenizer.query_tokens` of the process's tokenizer (loaded on first use)."""
+    return shared_tokenizer().query_tokens(text)

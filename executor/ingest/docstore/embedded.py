@@ -68,7 +68,7 @@ import numpy as np
 
 from ... import sqlite_codes
 from ...sqlite_turns import WriteTurns
-from ..ragtokens import shared_tokenizer
+from ..ragtokens import query_tokens
 from ..types import Chunk, Hit
 from . import DocStoreError, DocStoreUnavailable
 from .group_commit import Batch, GroupCommit
@@ -142,7 +142,7 @@ _ROW_VALUES = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
 def default_tokenizer() -> Callable[[str], Sequence[str] | str]:
     """RAGFlow's tokenizer, which made the indexed ``content_ltks``: a query is split the
     same way (its coarse and its fine-grained tokens, as RAGFlow's own query side)."""
-    return shared_tokenizer().query_tokens
+    return query_tokens  # loads the tokenizer on its first query, not when a store opens
 
 
 def fts_query(tokens: Iterable[str]) -> str:
