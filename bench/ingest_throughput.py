@@ -14,7 +14,8 @@ databases, the embedded document store (SQLite FTS5). Cases, in this order:
    differ). This is the denominator, run ``--raw-repeat`` times (2) before and as often
    after the BM25 cases to bracket drift; the median of those runs is used. Building these
    chunks is timed per stage as well, single-threaded: the CPU cost of parse, chunk (with
-   tokenize) and hash per chunk.
+   the chunker's token count), RAGFlow's tokens (``content_ltks``, ``content_sm_ltks``,
+   titles: executor/ingest/ragtokens.py) and hash per chunk.
 2. **raw, per document**: the same, one ``upsert`` call per document (about 40 chunks:
    what the pipeline does, ``INDEX_BATCH`` being 64), so one transaction per document.
 3. **pipeline, BM25 only**: generated text documents submitted with ``ragfleet submit FILE...
@@ -84,6 +85,7 @@ from executor.ingest.catalog import DEFAULT_PARSER_CONFIG, DEFAULT_TENANT  # noq
 from executor.ingest.chunking import chunk, chunk_id  # noqa: E402
 from executor.ingest.docstore.embedded import EmbeddedDocStore  # noqa: E402
 from executor.ingest.parsers import parse_text  # noqa: E402
+from executor.ingest.ragtokens import shared_tokenizer  # noqa: E402
 from executor.ingest.types import Chunk  # noqa: E402
 
 RAGFLEET = Path(sys.executable).with_name("ragfleet")
@@ -162,6 +164,7 @@ IDLE_LEAF = re.compile(
 STAGES: list[tuple[str, re.Pattern[str]]] = [
     ("upsert (embedded store)", re.compile(r"docstore/embedded\.py:")),
     ("parse", re.compile(r"ingest/parsers\.py:")),
+    ("RAGFlow tokens (ragtokens.py)", re.compile(r"ingest/ragtokens\.py:|rag_tokenizer\.py:")),
     ("chunk, tokenize, hash (chunking.py, _chunks_of)", re.compile(r"ingest/chunking\.py:")),
     ("blob read (storage)", re.compile(r"ingest/storage\.py:")),
     (
@@ -222,7 +225,8 @@ class Built:
 def build_chunks(paths: list[Path]) -> Built:
     """What ``Ingestion.run`` does before indexing, with its calls and the KB defaults."""
     config = DEFAULT_PARSER_CONFIG
-    seconds = dict.fromkeys(("parse", "chunk + tokenize", "hash"), 0.0)
+    seconds = dict.fromkeys(("parse", "chunk + tokenize", "RAGFlow tokens", "hash"), 0.0)
+    tokenizer = shared_tokenizer()  # loaded before the clock, as the executors' warm-up does
     out = []
     for n, path in enumerate(paths):
         data = path.read_bytes()
@@ -237,6 +241,9 @@ def build_chunks(paths: list[Path]) -> Built:
             overlap_percent=int(config["overlap_percent"]),
         )
         chunked = time.thread_time()
+        title = tokenizer.title_fields(path.name)
+        fields = [tokenizer.content_fields(piece.text) for piece in pieces]
+        tokenized = time.thread_time()
         chunks = [
             Chunk(
                 id=chunk_id(piece.text, doc_id),
@@ -247,13 +254,19 @@ def build_chunks(paths: list[Path]) -> Built:
                 tokens=piece.terms,
                 pages=list(piece.pages),
                 create_time=time.time(),
+                content_ltks=ltks,
+                content_sm_ltks=sm_ltks,
+                title_tks=title[0],
+                title_sm_tks=title[1],
+                position=position,
             )
-            for piece in pieces
+            for position, (piece, (ltks, sm_ltks)) in enumerate(zip(pieces, fields, strict=True))
         ]
         done = time.thread_time()
         seconds["parse"] += parsed - began
         seconds["chunk + tokenize"] += chunked - parsed
-        seconds["hash"] += done - chunked
+        seconds["RAGFlow tokens"] += tokenized - chunked
+        seconds["hash"] += done - tokenized
         out.append(chunks)
     return Built(out, seconds)
 

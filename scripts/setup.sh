@@ -5,13 +5,14 @@
 #   scripts/setup.sh            everything the tests need (scripts/system-packages.txt,
 #                               the test, dev, local-embeddings and deploy extras)
 #   scripts/setup.sh --runtime  only what running ragfleet on one host needs
-#                               (python3-venv, redis-server; no extras)
+#                               (python3-venv, redis-server, wordnet-base; no extras)
 #
 # Needs root (or sudo) only when a Debian package is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUNTIME_PACKAGES=(python3 python3-venv python3-pip redis-server)
+# wordnet-base: the WordNet files RAGFlow's tokenizer lemmatizes with (executor/ingest/ragtokens.py)
+RUNTIME_PACKAGES=(python3 python3-venv python3-pip redis-server wordnet-base)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -64,4 +65,6 @@ if [ -n "$extras" ] && ! .venv/bin/python -c 'import torch' 2>/dev/null; then
 fi
 log "installing ragfleet (editable) ${extras:-without extras} into .venv"
 pip_install -e ".${extras}"
+log "installing requirements-nodeps.txt (RAGFlow's tokenizer) without their dependencies"
+pip_install --no-deps -r requirements-nodeps.txt
 log "done: activate with 'source .venv/bin/activate'"

@@ -44,22 +44,12 @@ from executor.ingest.docstore.elastic import (
     index_body,
     search_body,
 )
+from executor.ingest.docstore.mapping import ragflow_index_body
+from executor.ingest.ragtokens import shared_tokenizer
 from executor.ingest.types import Chunk
 
 # --- golden bodies -----------------------------------------------------------------------------
 
-PROPERTIES = {
-    "id": {"type": "keyword"},
-    "doc_id": {"type": "keyword"},
-    "kb_id": {"type": "keyword"},
-    "docnm_kwd": {"type": "keyword"},
-    "content_with_weight": {"type": "text", "index": False, "store": True},
-    "content_ltks": {"type": "text", "analyzer": "whitespace", "store": True},
-    "page_num_int": {"type": "integer"},
-    "create_time": {"type": "date", "format": "yyyy-MM-dd HH:mm:ss"},
-    "create_timestamp_flt": {"type": "float"},
-    "available_int": {"type": "integer"},
-}
 SOURCE = ["id", "doc_id", "kb_id", "docnm_kwd", "content_with_weight", "page_num_int"]
 
 
@@ -74,64 +64,48 @@ def golden_chunk(**overrides: Any) -> Chunk:
         "pages": [1, 2],
         "vector": [0.5, 0.25, 0.0],
         "create_time": 1700000000.5,
+        "content_ltks": "hello world",
+        "content_sm_ltks": "hello world",
+        "title_tks": "a",
+        "title_sm_tks": "a",
     }
     fields.update(overrides)
     return Chunk(**fields)
 
 
 def test_golden_index_body_elasticsearch() -> None:
-    assert index_body(384, "elasticsearch") == {
-        "settings": {
-            "index": {"number_of_shards": 2, "number_of_replicas": 0, "refresh_interval": "1000ms"}
-        },
-        "mappings": {
-            "properties": {
-                **PROPERTIES,
-                "q_384_vec": {
-                    "type": "dense_vector",
-                    "dims": 384,
-                    "index": True,
-                    "similarity": "cosine",
-                },
-            }
-        },
+    # RAGFlow's mapping.json has templates for 512/768/1024/1536 only: 384 gets a property
+    body = ragflow_index_body("elasticsearch")
+    body["mappings"]["properties"]["q_384_vec"] = {
+        "type": "dense_vector",
+        "dims": 384,
+        "index": True,
+        "similarity": "cosine",
     }
+    assert index_body(384, "elasticsearch") == body
 
 
 def test_golden_index_body_opensearch() -> None:
-    assert index_body(1024, "opensearch") == {
-        "settings": {
-            "index": {
-                "number_of_shards": 2,
-                "number_of_replicas": 0,
-                "refresh_interval": "1000ms",
-                "knn": True,
-            }
-        },
-        "mappings": {
-            "properties": {
-                **PROPERTIES,
-                "q_1024_vec": {
-                    "type": "knn_vector",
-                    "dimension": 1024,
-                    "method": {"name": "hnsw", "space_type": "cosinesimil", "engine": "lucene"},
-                },
-            }
-        },
+    # 1024 has a template in os_mapping.json: the index is exactly RAGFlow's
+    assert index_body(1024, "opensearch") == ragflow_index_body("opensearch")
+    body = ragflow_index_body("opensearch")
+    body["mappings"]["properties"]["q_8_vec"] = {
+        "type": "knn_vector",
+        "dimension": 8,
+        "method": {"name": "hnsw", "space_type": "cosinesimil", "engine": "lucene"},
     }
+    assert index_body(8, "opensearch") == body
 
 
 def test_golden_index_body_without_vectors() -> None:
-    assert index_body(None) == {
-        "settings": {
-            "index": {"number_of_shards": 2, "number_of_replicas": 0, "refresh_interval": "1000ms"}
-        },
-        "mappings": {"properties": PROPERTIES},
-    }
+    assert index_body(None) == ragflow_index_body("elasticsearch")
 
 
 def test_golden_bulk_actions() -> None:
-    chunks = [golden_chunk(), golden_chunk(id="c2", vector=None, pages=[], create_time=0.0)]
+    chunks = [
+        golden_chunk(),
+        golden_chunk(id="c2", vector=None, pages=[], create_time=0.0, position=3),
+    ]
     assert bulk_actions("ragflow_t1", chunks, now=1600000000.0) == [
         {"index": {"_index": "ragflow_t1", "_id": "c1"}},
         {
@@ -139,9 +113,14 @@ def test_golden_bulk_actions() -> None:
             "doc_id": "d1",
             "kb_id": "kb1",
             "docnm_kwd": "a.pdf",
+            "title_tks": "a",
+            "title_sm_tks": "a",
             "content_with_weight": "Hello, World",
             "content_ltks": "hello world",
+            "content_sm_ltks": "hello world",
             "page_num_int": [1, 2],
+            "top_int": [0, 0],
+            "img_id": "",
             "create_time": "2023-11-14 22:13:20",
             "create_timestamp_flt": 1700000000.5,
             "available_int": 1,
@@ -153,9 +132,15 @@ def test_golden_bulk_actions() -> None:
             "doc_id": "d1",
             "kb_id": "kb1",
             "docnm_kwd": "a.pdf",
+            "title_tks": "a",
+            "title_sm_tks": "a",
             "content_with_weight": "Hello, World",
             "content_ltks": "hello world",
-            "page_num_int": [],
+            "content_sm_ltks": "hello world",
+            "page_num_int": [4],
+            "position_int": [[4, 3, 3, 3, 3]],
+            "top_int": [3],
+            "img_id": "",
             "create_time": "2020-09-13 12:26:40",
             "create_timestamp_flt": 1600000000.0,
             "available_int": 1,
@@ -380,6 +365,8 @@ def store(request: pytest.FixtureRequest, emulator: EmulatorServer) -> Iterator[
 
 
 def chunk(chunk_id: str, text: str, *, kb_id: str = "kb1", doc_id: str = "doc1") -> Chunk:
+    """A chunk with RAGFlow's tokens, as the pipeline builds it."""
+    ltks, sm_ltks = shared_tokenizer().content_fields(text)
     return Chunk(
         id=chunk_id,
         doc_id=doc_id,
@@ -388,16 +375,27 @@ def chunk(chunk_id: str, text: str, *, kb_id: str = "kb1", doc_id: str = "doc1")
         content=text.capitalize(),
         tokens=text.lower().split(),
         pages=[1],
+        content_ltks=ltks,
+        content_sm_ltks=sm_ltks,
     )
 
 
 def test_emulator_create_index_is_idempotent(store: ElasticDocStore, index: str) -> None:
     store.create_index(index, None)
     store.create_index(index, None)
-    mapping = store.client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
-    assert mapping["content_ltks"]["type"] == "text"
-    assert mapping["content_ltks"]["analyzer"] == "whitespace"
-    assert mapping["kb_id"]["type"] == "keyword"
+    store.upsert(index, [chunk("c1", "typed by the templates")])
+    mappings = store.client.indices.get_mapping(index=index)[index]["mappings"]
+    assert (
+        mappings["dynamic_templates"]
+        == ragflow_index_body(store.flavor)["mappings"]["dynamic_templates"]
+    )
+    fields = mappings["properties"]  # typed by RAGFlow's templates on the first write
+    assert fields["content_ltks"]["type"] == fields["title_tks"]["type"] == "text"
+    assert fields["content_ltks"]["analyzer"] == "whitespace"
+    assert fields["title_tks"]["similarity"] == "scripted_sim"
+    assert fields["kb_id"]["type"] == fields["docnm_kwd"]["type"] == "keyword"
+    assert fields["page_num_int"]["type"] == fields["top_int"]["type"] == "integer"
+    assert fields["create_time"]["type"] == "date"
 
 
 def test_emulator_opensearch_vector_field_is_created_and_added(

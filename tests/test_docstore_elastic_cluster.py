@@ -20,9 +20,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from ragflow_queries import QUESTIONS, dealer_search_body
+from test_ragflow_interop import ingest_all
 
 from executor.ingest.docstore import open_doc_store
 from executor.ingest.docstore.elastic import ElasticDocStore
+from executor.ingest.docstore.mapping import ragflow_index_body
+from executor.ingest.ragtokens import shared_tokenizer
 from executor.ingest.types import Chunk
 
 CLUSTERS = {
@@ -71,6 +75,7 @@ def chunk(
     kb_id: str = "kb1",
     doc_id: str = "doc1",
 ) -> Chunk:
+    ltks, sm_ltks = shared_tokenizer().content_fields(text)
     return Chunk(
         id=chunk_id,
         doc_id=doc_id,
@@ -80,6 +85,8 @@ def chunk(
         tokens=text.lower().split(),
         pages=[1],
         vector=vector,
+        content_ltks=ltks,
+        content_sm_ltks=sm_ltks,
     )
 
 
@@ -97,8 +104,12 @@ def test_cluster_create_index_is_idempotent_and_adds_vector_fields(
     store.create_index(index, 3)
     store.create_index(index, 3)
     store.create_index(index, 8)
-    mapping = store.client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
-    assert {"q_3_vec", "q_8_vec", "content_ltks", "kb_id"} <= set(mapping)
+    mappings = store.client.indices.get_mapping(index=index)[index]["mappings"]
+    assert {"q_3_vec", "q_8_vec"} <= set(mappings["properties"])
+    assert (
+        mappings["dynamic_templates"]
+        == ragflow_index_body(store.flavor)["mappings"]["dynamic_templates"]
+    )
 
 
 def test_cluster_upsert_search_delete(store: ElasticDocStore, index: str) -> None:
@@ -122,3 +133,16 @@ def test_cluster_hybrid_search(store: ElasticDocStore, index: str) -> None:
     assert ids[0] == "pie"
     assert "banana" in ids  # found by the vector alone
     assert "elsewhere" not in ids  # the kb filter holds for the knn leg too
+
+
+@pytest.mark.parametrize(("question", "query", "first", "absent"), QUESTIONS)
+def test_cluster_ragflow_query_finds_ragfleet_chunks(
+    store: ElasticDocStore, index: str, question: str, query: str, first: str, absent: set[str]
+) -> None:
+    """RAGFlow's Dealer.search body (tests/ragflow_queries.py) on chunks the pipeline built."""
+    store.create_index(index, None)
+    store.upsert(index, ingest_all())
+    response = store.client.search(index=index, body=dealer_search_body(query, ["kb1"]))
+    found = [hit["_source"]["docnm_kwd"] for hit in response["hits"]["hits"]]
+    assert found[0] == first, question
+    assert not absent & set(found), question

@@ -87,8 +87,13 @@ def test_running_a_task_again_gives_the_same_chunks(fleet):
     kb = Catalog(fleet.store).knowledge_base_named("samples")
     before = doc_store(fleet).count(kb.index, kb_id=kb.id)
     fleet.store.reset_task(task_id, "")
-    result = fleet.cli("reconcile", "--min-age", "0")  # puts the reset task back on the queue
-    assert "re-enqueued 1 of 1" in result.stdout
+    # reconcile puts the reset task back on the queue, once the executor's heartbeat no longer
+    # names it as running (the first task of a process takes seconds: it loads the tokenizer)
+    wait_for(
+        lambda: "re-enqueued 1 of 1" in fleet.cli("reconcile", "--min-age", "0").stdout,
+        10,
+        "reconcile to re-enqueue the reset task",
+    )
     second = wait_for(lambda: (t := fleet.task(task_id))["progress"] == 1 and t, 30, "re-run")
     assert second["chunk_ids"] == first["chunk_ids"]
     assert doc_store(fleet).count(kb.index, kb_id=kb.id) == before
@@ -228,8 +233,12 @@ def test_an_unreachable_document_store_pauses_ingestion_and_loses_nothing(make_f
             executor,
             interval=0.1,
         )
+        # Never failed. A run may have recorded "Start to parse" (0.1) before the outage
+        # stopped it: a process's first run is slow enough (it loads the tokenizer) for that
+        # progress write to land.
         for task in map(fleet.task, ids):
-            assert (task["progress"], task["retry_count"]) == (0.0, 0), task["progress_msg"]
+            assert task["progress"] in (0.0, 0.1), task["progress_msg"]
+            assert task["retry_count"] == 0, task["progress_msg"]
         emulator.start()
         rows = fleet.wait_done(ids, timeout=90)
         assert [r["progress"] for r in rows] == [1, 1], [r["progress_msg"] for r in rows]

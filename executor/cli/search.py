@@ -10,6 +10,7 @@ import click
 
 from .env import EXIT_NOT_FOUND, Env, operator_command
 from .output import JSON_OPTION
+from .usage import EXIT_USAGE
 
 
 @click.command()
@@ -23,6 +24,7 @@ def search(env: Env, query: str, kb_name: str, top_k: int, as_json: bool) -> Non
 
     Exit 4 if the knowledge base does not exist.
     """
+    from ..ingest.ragtokens import TokenizerUnavailable
     from ..ingest.search import search_kb
 
     try:
@@ -30,6 +32,9 @@ def search(env: Env, query: str, kb_name: str, top_k: int, as_json: bool) -> Non
     except LookupError as exc:
         click.echo(f"ragfleet: {exc}", err=True)
         sys.exit(EXIT_NOT_FOUND)
+    except TokenizerUnavailable as exc:  # queries are tokenized as RAGFlow does
+        click.echo(f"ragfleet: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
     if as_json:
         click.echo(json.dumps([h.__dict__ for h in hits], indent=2, default=list))
         return

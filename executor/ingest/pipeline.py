@@ -29,13 +29,14 @@ import trio
 
 from ..handlers import TaskContext, TaskInputError
 from ..outage import DependencyUnavailable
-from ..settings import Settings
+from ..settings import Settings, SettingsError
 from ..store.database import DatabaseUnavailable, TaskStore
 from .catalog import Catalog, KnowledgeBase
 from .chunking import chunk, chunk_id
 from .docstore import open_configured_doc_store
 from .embeddings import EmbeddingError, EmbeddingUnavailable, embedding_config, open_embedder
 from .parsers import parser_for
+from .ragtokens import TokenizerUnavailable, check_installed, shared_tokenizer
 from .storage import open_configured_storage
 from .types import BlobStorage, Chunk, DocStore, DocumentError, Embedder, Section
 
@@ -61,12 +62,18 @@ class IngestServices:
     def from_settings(cls, settings: Settings, store: TaskStore) -> IngestServices:
         """Open the storage and the document store the config names (a SettingsError says
         which cannot be opened)."""
+        blobs = open_configured_storage(settings.storage, database=store.database)
+        doc_store = open_configured_doc_store(settings.doc_store)
+        try:  # a missing install stops the executor at its start; loading waits for a task
+            check_installed()
+        except TokenizerUnavailable as exc:
+            raise SettingsError(str(exc)) from None
         return cls(
             settings=settings,
             store=store,
             catalog=Catalog(store),
-            blobs=open_configured_storage(settings.storage, database=store.database),
-            doc_store=open_configured_doc_store(settings.doc_store),
+            blobs=blobs,
+            doc_store=doc_store,
             chunk_builders=trio.CapacityLimiter(settings.executor.max_concurrent_chunk_builders),
         )
 
@@ -292,16 +299,26 @@ def _chunks_of(
     doc: dict[str, Any], kb: KnowledgeBase, sections: list[Section], **config: Any
 ) -> list[Chunk]:
     now = time.time()
-    return [
-        Chunk(
-            id=chunk_id(piece.text, doc["id"]),
-            doc_id=doc["id"],
-            kb_id=kb.id,
-            doc_name=doc["name"],
-            content=piece.text,
-            tokens=piece.terms,
-            pages=list(piece.pages),
-            create_time=now,
+    tokenizer = shared_tokenizer()
+    title_tks, title_sm_tks = tokenizer.title_fields(doc["name"])
+    chunks = []
+    for position, piece in enumerate(chunk(sections, **config)):
+        content_ltks, content_sm_ltks = tokenizer.content_fields(piece.text)
+        chunks.append(
+            Chunk(
+                id=chunk_id(piece.text, doc["id"]),
+                doc_id=doc["id"],
+                kb_id=kb.id,
+                doc_name=doc["name"],
+                content=piece.text,
+                tokens=piece.terms,
+                pages=list(piece.pages),
+                create_time=now,
+                content_ltks=content_ltks,
+                content_sm_ltks=content_sm_ltks,
+                title_tks=title_tks,
+                title_sm_tks=title_sm_tks,
+                position=position,
+            )
         )
-        for piece in chunk(sections, **config)
-    ]
+    return chunks

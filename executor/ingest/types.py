@@ -47,10 +47,22 @@ class Chunk:
     kb_id: str
     doc_name: str
     content: str
-    tokens: list[str]  # the tokenized content (upstream's content_ltks, space-joined there)
+    tokens: list[str]  # the chunker's tokens of the content (what chunk_token_num counts)
     pages: list[int] = field(default_factory=list)
     vector: list[float] | None = None
     create_time: float = 0.0
+    # RAGFlow's tokens (executor.ingest.ragtokens), space-separated as upstream stores them;
+    # empty when the chunk was built without that tokenizer: see ``ltks``
+    content_ltks: str = ""
+    content_sm_ltks: str = ""
+    title_tks: str = ""
+    title_sm_tks: str = ""
+    position: int = 0  # the chunk's ordinal in its task (upstream's add_positions [[i]*5])
+
+    @property
+    def ltks(self) -> str:
+        """What the doc stores index: RAGFlow's tokens, or the chunker's without them."""
+        return self.content_ltks or " ".join(self.tokens)
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,13 @@ run on the development machines, so the bodies are what is verified exactly. The
 Compatibility with upstream RAGFlow (conf/mapping.json, conf/os_mapping.json,
 rag/utils/es_conn.py, rag/utils/opensearch_conn.py):
 
-* index ``ragflow_<tenant_id>`` (the caller's name), fields ``id``, ``doc_id``, ``kb_id``,
-  ``docnm_kwd`` (keyword), ``content_with_weight`` (stored, not indexed text),
-  ``content_ltks`` (whitespace-analysed tokens: the BM25 field), ``page_num_int``,
-  ``create_time`` ("yyyy-MM-dd HH:mm:ss", here in UTC), ``create_timestamp_flt``,
-  ``available_int`` and ``q_<dim>_vec`` (ES ``dense_vector`` / OS ``knn_vector``, cosine);
-  settings as upstream's (2 shards, 0 replicas, 1 s refresh; ``index.knn`` on OpenSearch).
-  Mappings are explicit properties rather than upstream's dynamic templates, and the
-  OpenSearch vector uses the ``lucene`` HNSW engine, which supports the knn ``filter``.
+* index ``ragflow_<tenant_id>`` (the caller's name) created with RAGFlow's own settings and
+  dynamic templates (:mod:`.mapping`); an index RAGFlow created is used as it is. A vector
+  dimension RAGFlow has no template for gets an explicit ``q_<dim>_vec`` property (ES
+  ``dense_vector`` / OS ``knn_vector`` with the ``lucene`` HNSW engine, which supports the
+  knn ``filter``, cosine).
+* chunk documents carry the fields RAGFlow's standard path writes (:func:`chunk_source`,
+  docs/compatibility.md, "Chunks in the document store"), with ``create_time`` in UTC.
 * BM25: a ``match`` on ``content_ltks`` with a ``terms`` filter on ``kb_id``.
 * Hybrid: ES sends a top-level ``knn`` clause next to the BM25 query, whose ``boost`` is 0.05,
   as upstream's ``FusionExpr("weighted_sum", ..., {"weights": "0.05,0.95"})`` sets it;
@@ -39,6 +38,7 @@ from typing import Any, Literal, TypeVar
 from ..types import Chunk, Hit
 from . import DocStoreError, DocStoreUnavailable
 from .embedded import default_tokenizer
+from .mapping import has_vector_template, ragflow_index_body
 
 T = TypeVar("T")
 Flavor = Literal["elasticsearch", "opensearch"]
@@ -48,23 +48,6 @@ HYBRID_TEXT_BOOST = 0.05  # upstream's fusion weights "0.05,0.95": text boost = 
 MIN_NUM_CANDIDATES = 100  # ES knn candidates per shard: at least this, else 2 x k (upstream)
 BULK_SIZE = 500  # chunks per bulk request
 SOURCE_FIELDS = ["id", "doc_id", "kb_id", "docnm_kwd", "content_with_weight", "page_num_int"]
-INDEX_SETTINGS: dict[str, Any] = {
-    "number_of_shards": 2,
-    "number_of_replicas": 0,
-    "refresh_interval": "1000ms",
-}
-PROPERTIES: dict[str, Any] = {
-    "id": {"type": "keyword"},
-    "doc_id": {"type": "keyword"},
-    "kb_id": {"type": "keyword"},
-    "docnm_kwd": {"type": "keyword"},
-    "content_with_weight": {"type": "text", "index": False, "store": True},
-    "content_ltks": {"type": "text", "analyzer": "whitespace", "store": True},
-    "page_num_int": {"type": "integer"},
-    "create_time": {"type": "date", "format": "yyyy-MM-dd HH:mm:ss"},
-    "create_timestamp_flt": {"type": "float"},
-    "available_int": {"type": "integer"},
-}
 
 
 # --- request bodies (pure) -------------------------------------------------------------------
@@ -87,27 +70,31 @@ def vector_mapping(dim: int, flavor: Flavor = "elasticsearch") -> dict[str, Any]
 
 
 def index_body(vector_dim: int | None, flavor: Flavor = "elasticsearch") -> dict[str, Any]:
-    """Settings and mappings of a ``ragflow_<tenant_id>`` index."""
-    settings = dict(INDEX_SETTINGS)
-    if flavor == "opensearch":
-        settings["knn"] = True
-    properties = {name: dict(spec) for name, spec in PROPERTIES.items()}
-    if vector_dim:
+    """Settings and mappings of a ``ragflow_<tenant_id>`` index: RAGFlow's, plus an explicit
+    vector property for a dimension its templates do not cover."""
+    body = ragflow_index_body(flavor)
+    if vector_dim and not has_vector_template(vector_dim, flavor):
+        properties = body["mappings"]["properties"]
         properties[vector_field(vector_dim)] = vector_mapping(vector_dim, flavor)
-    return {"settings": {"index": settings}, "mappings": {"properties": properties}}
+    return body
 
 
 def chunk_source(chunk: Chunk, now: float) -> dict[str, Any]:
-    """A chunk as an indexed document; ``now`` stands in for a create_time of 0."""
+    """A chunk as an indexed document, with the fields of RAGFlow's standard path (naive
+    parser + build_chunks); ``now`` stands in for a create_time of 0."""
     created = chunk.create_time or now
     source: dict[str, Any] = {
         "id": chunk.id,
         "doc_id": chunk.doc_id,
         "kb_id": chunk.kb_id,
         "docnm_kwd": chunk.doc_name,
+        "title_tks": chunk.title_tks,
+        "title_sm_tks": chunk.title_sm_tks,
         "content_with_weight": chunk.content,
-        "content_ltks": " ".join(chunk.tokens),
-        "page_num_int": list(chunk.pages),
+        "content_ltks": chunk.ltks,
+        "content_sm_ltks": chunk.content_sm_ltks or chunk.ltks,
+        **position_fields(chunk),
+        "img_id": "",
         "create_time": datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%d %H:%M:%S"),
         "create_timestamp_flt": created,
         "available_int": 1,
@@ -115,6 +102,19 @@ def chunk_source(chunk: Chunk, now: float) -> dict[str, Any]:
     if chunk.vector is not None:
         source[vector_field(len(chunk.vector))] = [float(x) for x in chunk.vector]
     return source
+
+
+def position_fields(chunk: Chunk) -> dict[str, Any]:
+    """``page_num_int``, ``top_int`` and ``position_int`` as upstream's ``add_positions``.
+
+    Without a PDF layout upstream gives the i-th chunk the position ``[i]*5``: page i+1,
+    top i. Paged chunks keep their real pages (1-based) and have no box (pypdf gives none),
+    so ``top_int`` is the ordinal, which keeps RAGFlow's page/top ordering, and there is no
+    ``position_int`` for its PDF viewer to draw."""
+    n = chunk.position
+    if not chunk.pages:
+        return {"page_num_int": [n + 1], "position_int": [[n + 1, n, n, n, n]], "top_int": [n]}
+    return {"page_num_int": list(chunk.pages), "top_int": [n] * len(chunk.pages)}
 
 
 def bulk_actions(
@@ -348,14 +348,15 @@ class ElasticDocStore:
 
     @_outage_aware
     def create_index(self, index: str, vector_dim: int | None) -> None:
-        """Create the index if missing; on an existing one, add ``q_<dim>_vec`` if needed."""
+        """Create the index if missing; on an existing one (ours or RAGFlow's), add an explicit
+        ``q_<dim>_vec`` if no template of RAGFlow's types it."""
         try:
             self.client.indices.create(index=index, body=index_body(vector_dim, self.flavor))
             return
         except self._api_error as exc:
             if "resource_already_exists_exception" not in str(exc):
                 raise
-        if vector_dim:
+        if vector_dim and not has_vector_template(vector_dim, self.flavor):
             mapping = {vector_field(vector_dim): vector_mapping(vector_dim, self.flavor)}
             self.client.indices.put_mapping(index=index, body={"properties": mapping})
 

@@ -9,7 +9,7 @@ Layout (one file, the configured ``path``):
 
 * ``chunks``: one row per chunk. ``rid`` is the rowid FTS5 needs; the chunk's identity is
   ``(idx, id)`` (index name, chunk id), UNIQUE, so re-indexing a chunk id replaces it.
-  ``tokens`` is the chunk's tokens joined by spaces (upstream's ``content_ltks``); ``pages``
+  ``tokens`` is the chunk's ``content_ltks`` (RAGFlow's tokens, space-separated); ``pages``
   is JSON; ``vector`` is little-endian float32 bytes (or NULL).
 * ``chunks_fts``: an external-content FTS5 table over ``chunks.tokens``, kept in step by
   triggers, so the token text is stored once. FTS5's own tokenizer (unicode61) then splits
@@ -17,10 +17,12 @@ Layout (one file, the configured ``path``):
   indexing and querying always agree.
 * ``indexes``: the ``(index, vector_dim)`` pairs ``create_index`` was called with.
 
-Searching: ``search(query=...)`` takes RAW text and tokenizes it with
-``executor.ingest.chunking.tokenize``, the tokenizer the chunker uses for ``Chunk.tokens``
-(a store can be given another with ``tokenizer=``; it must match the chunks'). Each token
-becomes an FTS5 string (``"token"``) and the strings are OR-ed, ranked by FTS5's ``bm25()``.
+Searching: ``search(query=...)`` takes RAW text and tokenizes it with RAGFlow's tokenizer
+(:mod:`executor.ingest.ragtokens`), which made the chunks' ``content_ltks``: its coarse tokens
+and their fine-grained split, as RAGFlow's query side does (a store can be given another
+tokenizer with ``tokenizer=``; it must match the chunks'). Each token becomes an FTS5 string
+(``"token"``) and the strings are OR-ed, ranked by FTS5's ``bm25()``. A chunk built without
+RAGFlow's tokenizer is indexed with the chunker's tokens (``Chunk.ltks``).
 
 Hybrid: with a query vector, the BM25 candidates (up to ``candidates``, default 1024 like
 upstream's ``topk``) are re-scored in numpy::
@@ -66,7 +68,7 @@ import numpy as np
 
 from ...sqlite import codes as sqlite_codes
 from ...sqlite.turns import WriteTurns
-from ..chunking import tokenize
+from ..ragtokens import query_tokens
 from ..types import Chunk, Hit
 from . import DocStoreError, DocStoreUnavailable
 from .group_commit import Batch, GroupCommit
@@ -138,8 +140,9 @@ _ROW_VALUES = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
 
 
 def default_tokenizer() -> Callable[[str], Sequence[str] | str]:
-    """The chunker's tokenizer: queries must be split exactly as ``Chunk.tokens`` were."""
-    return tokenize
+    """RAGFlow's tokenizer, which made the indexed ``content_ltks``: a query is split the
+    same way (its coarse and its fine-grained tokens, as RAGFlow's own query side)."""
+    return query_tokens  # loads the tokenizer on its first query, not when a store opens
 
 
 def fts_query(tokens: Iterable[str]) -> str:
@@ -223,7 +226,7 @@ def _row(index: str, chunk: Chunk, now: float) -> tuple[Any, ...]:
         chunk.doc_id,
         chunk.doc_name,
         chunk.content,
-        " ".join(chunk.tokens),
+        chunk.ltks,
         json.dumps(list(chunk.pages)),
         vector_blob(chunk.vector),
         chunk.create_time or now,
