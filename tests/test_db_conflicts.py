@@ -138,3 +138,19 @@ def test_a_full_disk_under_sqlite_is_an_outage_of_the_moment(small_disk: Path) -
         assert len(store.create_tasks(rows)) == 200
     finally:
         store.database.close()
+
+
+def test_a_mariadb_connection_closed_under_the_store_is_an_outage(mariadb_server):
+    """PyMySQL says a connection it already closed (after a server went away mid-query) with
+    InterfaceError(0, ''): an outage like the server being down, never a task's failure or
+    an executor error (it dead-lettered tasks during a MariaDB outage)."""
+    mariadb_server.start()
+    store = TaskStore(open_database(mysql_database(mariadb_server)))
+    try:
+        store.ping()
+        store.database.connection().close()  # PyMySQL's own state: closed, peewee's: open
+        with pytest.raises(DatabaseUnavailable):
+            store.ping()
+        store.ping()  # the broken connection was dropped: the next call reconnects
+    finally:
+        store.database.close()

@@ -167,7 +167,9 @@ class TaskStore:
         except (pw.OperationalError, pw.InterfaceError, pw.InternalError) as exc:
             error = _failed_commit(exc) or exc
             if _is_connection_error(error):
-                with suppress(pw.PeeweeException):
+                # The driver may refuse to close what it closed already (PyMySQL's "Already
+                # closed"); peewee forgets the connection either way.
+                with suppress(Exception):
                     self.database.close()
                 raise DatabaseUnavailable(str(error)) from error
             if _is_passing_refusal(error):
@@ -431,6 +433,10 @@ def _failed_commit(exc: Exception) -> Exception | None:
 
 
 def _is_connection_error(exc: Exception) -> bool:
+    if isinstance(exc, pw.InterfaceError):
+        # The driver's own connection is unusable (PyMySQL's InterfaceError(0, ''): closed
+        # after the server went away; psycopg2's "connection already closed").
+        return True
     cause = exc.__cause__ or exc.__context__ or exc
     args = getattr(exc, "args", ()) or getattr(cause, "args", ())
     if args and isinstance(args[0], int):
@@ -438,7 +444,7 @@ def _is_connection_error(exc: Exception) -> bool:
     text = str(exc).lower()
     if any(refusal in text for refusal in _POSTGRES_LOGIN_REFUSALS):
         return False  # the server answered: wrong credentials or names, as MariaDB's 1045
-    return isinstance(exc, pw.InterfaceError) or any(
+    return any(
         marker in text
         for marker in ("connection", "server closed", "could not connect", "database is locked")
     )
