@@ -18,7 +18,14 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
-from servers import MariaDBServer, PostgresServer, RedisServer, ServerUnavailable
+from servers import (
+    EmulatorServer,
+    MariaDBServer,
+    PlainJsonNode,
+    PostgresServer,
+    RedisServer,
+    ServerUnavailable,
+)
 
 S = TypeVar("S", RedisServer, MariaDBServer, PostgresServer)
 
@@ -173,3 +180,28 @@ def small_disk(tmp_path) -> Iterator[Path]:
         pytest.fail(f"this test mounts a tmpfs (needs root): {mounted.stderr}", pytrace=False)
     yield disk
     subprocess.run(["umount", "--lazy", str(disk)], check=False)
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
+    """osmem-server, an Elasticsearch/OpenSearch API emulator (no real one runs here), one
+    per test module."""
+    with EmulatorServer(tmp_path_factory.mktemp("osmem")) as server:
+        yield server
+
+
+@pytest.fixture(params=["elasticsearch", "opensearch"])
+def emulator_store(request: pytest.FixtureRequest, emulator: EmulatorServer) -> Iterator[Any]:
+    """ElasticDocStore on the emulator through each client; elasticsearch-py's content type
+    goes plain (PlainJsonNode), which the emulator needs and a real cluster does not."""
+    from elasticsearch import Elasticsearch
+    from opensearchpy import OpenSearch
+
+    from executor.ingest.docstore.elastic import ElasticDocStore
+
+    if request.param == "elasticsearch":
+        client: Any = Elasticsearch(emulator.url, node_class=PlainJsonNode)
+    else:
+        client = OpenSearch(hosts=[emulator.url])
+    with ElasticDocStore(client, request.param) as store:
+        yield store

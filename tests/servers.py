@@ -49,6 +49,7 @@ from typing import Any, Self
 import psycopg2
 import pymysql
 import redis
+from elastic_transport import Urllib3HttpNode
 from osmem_server import resolve_binary
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -1004,3 +1005,22 @@ class EmulatorServer(_Server):
     def _probe(self) -> bool:
         with urllib.request.urlopen(self.url, timeout=1) as response:
             return bool(response.status == 200)
+
+
+class PlainJsonNode(Urllib3HttpNode):
+    """Sends elasticsearch-py 8's requests with plain JSON content types.
+
+    The emulator answers ``application/vnd.elasticsearch+json; compatible-with=8`` with 406;
+    a real Elasticsearch 8 accepts it. Only the two headers change, never the bodies.
+    """
+
+    def perform_request(
+        self, method: str, target: str, body: Any = None, headers: Any = None, **kw: Any
+    ) -> Any:
+        if headers:
+            headers = headers.copy()
+            for name in ("accept", "content-type"):
+                value = headers.get(name)
+                if value:
+                    headers[name] = value.replace("vnd.elasticsearch+", "").split(";")[0]
+        return super().perform_request(method, target, body=body, headers=headers, **kw)

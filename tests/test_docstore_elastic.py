@@ -26,13 +26,9 @@ import itertools
 import json
 import socket
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from elastic_transport import Urllib3HttpNode
-from elasticsearch import Elasticsearch
-from opensearchpy import OpenSearch
 from servers import EmulatorServer
 
 from executor.ingest.docstore import DocStoreError, DocStoreUnavailable, open_doc_store
@@ -321,31 +317,6 @@ def test_not_now_statuses_are_outages_and_other_errors_are_not(
 # --- the emulator ----------------------------------------------------------------------------
 
 
-class PlainJsonNode(Urllib3HttpNode):
-    """Sends elasticsearch-py 8's requests with plain JSON content types.
-
-    The emulator answers ``application/vnd.elasticsearch+json; compatible-with=8`` with 406;
-    a real Elasticsearch 8 accepts it. Only the two headers change, never the bodies.
-    """
-
-    def perform_request(
-        self, method: str, target: str, body: Any = None, headers: Any = None, **kw: Any
-    ) -> Any:
-        if headers:
-            headers = headers.copy()
-            for name in ("accept", "content-type"):
-                value = headers.get(name)
-                if value:
-                    headers[name] = value.replace("vnd.elasticsearch+", "").split(";")[0]
-        return super().perform_request(method, target, body=body, headers=headers, **kw)
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
-    with EmulatorServer(tmp_path_factory.mktemp("osmem")) as server:
-        yield server
-
-
 _names = itertools.count()
 
 
@@ -354,14 +325,10 @@ def index() -> str:
     return f"ragflow_tenant{next(_names)}"
 
 
-@pytest.fixture(params=["elasticsearch", "opensearch"])
-def store(request: pytest.FixtureRequest, emulator: EmulatorServer) -> Iterator[ElasticDocStore]:
-    if request.param == "elasticsearch":
-        client: Any = Elasticsearch(emulator.url, node_class=PlainJsonNode)
-    else:
-        client = OpenSearch(hosts=[emulator.url])
-    with ElasticDocStore(client, request.param) as s:
-        yield s
+@pytest.fixture
+def store(emulator_store: ElasticDocStore) -> ElasticDocStore:
+    """The adapter on the emulator, through elasticsearch-py and opensearch-py (conftest)."""
+    return emulator_store
 
 
 def chunk(chunk_id: str, text: str, *, kb_id: str = "kb1", doc_id: str = "doc1") -> Chunk:

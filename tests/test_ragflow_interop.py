@@ -19,16 +19,11 @@ import random
 import re
 import string
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from elasticsearch import Elasticsearch
-from opensearchpy import OpenSearch
 from ragflow_queries import DOCUMENTS, QUESTIONS, dealer_search_body
-from servers import EmulatorServer
-from test_docstore_elastic import PlainJsonNode
 
 from executor.ingest import ragtokens
 from executor.ingest.catalog import KnowledgeBase
@@ -220,23 +215,12 @@ def ingest_all() -> list[Chunk]:
     return [chunk for name, text in DOCUMENTS for chunk in build(name, text)]
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
-    with EmulatorServer(tmp_path_factory.mktemp("osmem")) as server:
-        yield server
-
-
 _names = itertools.count()
 
 
-@pytest.fixture(params=["elasticsearch", "opensearch"])
-def store(request: pytest.FixtureRequest, emulator: EmulatorServer) -> Iterator[ElasticDocStore]:
-    if request.param == "elasticsearch":
-        client: Any = Elasticsearch(emulator.url, node_class=PlainJsonNode)
-    else:
-        client = OpenSearch(hosts=[emulator.url])
-    with ElasticDocStore(client, request.param) as s:
-        yield s
+@pytest.fixture
+def store(emulator_store: ElasticDocStore) -> ElasticDocStore:
+    return emulator_store
 
 
 def ranked_documents(response: dict[str, Any]) -> list[str]:

@@ -12,7 +12,6 @@ import peewee as pw
 import pytest
 from ragflow_api import RAGFlow
 from ruamel.yaml import YAML
-from servers import EmulatorServer
 from site_under_test import HOST_ID, Site
 
 
@@ -61,14 +60,6 @@ def site(request, tmp_path, redis_client, redis_server) -> Iterator[Site]:
     """RAGFlow on each database, ragfleet with its embedded document store."""
     embedded = {"engine": "embedded", "path": str(tmp_path / "docstore.db")}
     yield from _site(request.param, embedded, request, tmp_path, redis_client, redis_server)
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
-    """osmem-server, an Elasticsearch API emulator (no real Elasticsearch runs here: see
-    shared notes doc-stores.md); it proves the fields written, not Elasticsearch itself."""
-    with EmulatorServer(tmp_path_factory.mktemp("osmem")) as server:
-        yield server
 
 
 @pytest.fixture
