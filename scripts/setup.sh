@@ -5,14 +5,17 @@
 #   scripts/setup.sh            everything the tests need (scripts/system-packages.txt,
 #                               the test, dev, local-embeddings and deploy extras)
 #   scripts/setup.sh --runtime  only what running ragfleet on one host needs
-#                               (python3-venv, redis-server, wordnet-base; no extras)
+#                               (python3-venv, redis-server, wordnet-base, a C compiler
+#                               for datrie; no extras)
 #
 # Needs root (or sudo) only when a Debian package is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# wordnet-base: the WordNet files RAGFlow's tokenizer lemmatizes with (executor/ingest/ragtokens.py)
-RUNTIME_PACKAGES=(python3 python3-venv python3-pip redis-server wordnet-base)
+# wordnet-base: the WordNet files RAGFlow's tokenizer lemmatizes with (executor/ingest/ragtokens.py);
+# gcc, libc6-dev, python3-dev: datrie (the tokenizer's dictionary trie) has no wheel for
+# Python 3.11, so pip compiles it.
+RUNTIME_PACKAGES=(python3 python3-venv python3-pip python3-dev gcc libc6-dev redis-server wordnet-base)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
