@@ -46,13 +46,16 @@ def _ragflow_database(kind: str, request: pytest.FixtureRequest, tmp_path: Path)
 
 def _strict_mode(server: Any) -> None:
     """RAGFlow's MySQL runs in strict mode (MySQL 8's default): a NOT NULL column left out
-    of an INSERT is error 1364 there, not a silent zero."""
+    of an INSERT is error 1364 there, not a silent zero. MariaDB 10.11's default mode is
+    strict already; the session's server is shared, so its mode is only ever made strict,
+    never replaced."""
     root = server.connect(user="root", password=server.root_password)
     with closing(root), root.cursor() as cursor:
-        cursor.execute(
-            "SET GLOBAL sql_mode = 'STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,"
-            "NO_ENGINE_SUBSTITUTION'"
-        )
+        cursor.execute("SELECT @@GLOBAL.sql_mode")
+        if "STRICT_TRANS_TABLES" not in cursor.fetchone()[0]:
+            cursor.execute(
+                "SET GLOBAL sql_mode = CONCAT(@@GLOBAL.sql_mode, ',STRICT_TRANS_TABLES')"
+            )
 
 
 @pytest.fixture(params=["sqlite", "mariadb", "postgres"])
