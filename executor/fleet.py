@@ -3,7 +3,6 @@ unfinished tasks that no queue holds."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Set
 from dataclasses import dataclass
@@ -13,20 +12,9 @@ from typing import Any
 import redis
 
 from .queue import wire
+from .queue.broker import latest_heartbeat
 from .queue.producer import enqueue, queued_task_ids, scan_stream, task_message
 from .store.database import TaskStore
-
-
-def latest_heartbeat(client: redis.Redis, name: str) -> tuple[float, dict[str, Any]] | None:
-    """The newest heartbeat of executor *name* and its timestamp, or None."""
-    newest = client.zrevrangebyscore(name, "+inf", "-inf", start=0, num=1, withscores=True)
-    if not newest:
-        return None
-    payload, score = newest[0]
-    try:
-        return score, json.loads(payload)
-    except ValueError:
-        return score, {}
 
 
 def fleet_status(client: redis.Redis, timeout: float, now: float | None = None) -> list[dict]:

@@ -9,6 +9,7 @@ nothing.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -119,6 +120,18 @@ def connect(settings: RedisSettings, **overrides: Any) -> redis.Redis:
     return redis.Redis(**{**options, **overrides})
 
 
+def latest_heartbeat(client: redis.Redis, name: str) -> tuple[float, dict[str, Any]] | None:
+    """The newest heartbeat of executor *name* and its timestamp, or None."""
+    newest = client.zrevrangebyscore(name, "+inf", "-inf", start=0, num=1, withscores=True)
+    if not newest:
+        return None
+    payload, score = newest[0]
+    try:
+        return score, json.loads(payload)
+    except ValueError:
+        return score, {}
+
+
 class Broker:
     """Queue operations of one consumer, ``consumer``, on the priority streams."""
 
@@ -130,6 +143,19 @@ class Broker:
         self.queues = [wire.queue_name(p) for p in priorities]
 
     # -- setup -------------------------------------------------------------------------------
+
+    def local_address(self) -> str:
+        """This machine's address on the connection to Redis (named in heartbeats)."""
+        pool = self.client.connection_pool
+        connection = pool.get_connection()
+        try:
+            return connection._sock.getsockname()[0] if connection._sock else ""
+        finally:
+            pool.release(connection)
+
+    def latest_heartbeat(self, name: str) -> tuple[float, dict[str, Any]] | None:
+        """The newest heartbeat of executor *name* and its timestamp, or None."""
+        return latest_heartbeat(self.client, name)
 
     def ensure_groups(self) -> list[str]:
         """Create each stream's consumer group if missing (also after Redis lost its data);
