@@ -14,7 +14,7 @@ from .queue import wire
 from .queue.broker import REDIS_DENIED, Broker, connect, redis_error_text, redis_location
 from .sdnotify import Notifier
 from .settings import Settings, SettingsError
-from .store.database import TaskStore, open_task_store
+from .store.database import DatabaseUnavailable, TaskStore, open_task_store
 from .worker import Worker, metrics_port
 
 
@@ -53,12 +53,21 @@ def build_registry(settings: Settings, store: TaskStore) -> HandlerRegistry:
 
 
 def build_worker(
-    settings: Settings, instance: int, registry: HandlerRegistry | None = None
+    settings: Settings,
+    instance: int,
+    registry: HandlerRegistry | None = None,
+    *,
+    broker: Broker | None = None,
+    opened: tuple[TaskStore, DatabaseUnavailable | None] | None = None,
 ) -> Worker:
-    consumer = wire.consumer_name(settings.host_id, instance)
-    store, unavailable = open_task_store(settings.database)
-    store.database.close()  # this thread's connection; the worker's threads open their own
-    broker = Broker(connect(settings.redis), consumer)
+    """The executor's Worker; *broker* and the task store (*opened*, as open_task_store
+    returns it) are opened from the settings unless given (a test's, faults injected)."""
+    if opened is None:
+        opened = open_task_store(settings.database)
+        opened[0].database.close()  # this thread's connection; the worker's threads open theirs
+    store, unavailable = opened
+    if broker is None:
+        broker = Broker(connect(settings.redis), wire.consumer_name(settings.host_id, instance))
     worker = Worker(
         settings,
         instance,

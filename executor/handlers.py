@@ -119,6 +119,9 @@ class HandlerRegistry:
     def group(self, task_type: str) -> GroupHandler | None:
         return self._groups.get(task_type)
 
+    def has_group(self, task_type: str) -> bool:
+        return task_type in self._groups
+
     def types(self) -> list[str]:
         return sorted(self._handlers)
 

@@ -266,10 +266,19 @@ class TaskStore:
         with self.writing():
             self.task_rows.update(task_id, fields)
 
+    def lease_stamp(self, task_id: str) -> float | None:
+        """When the unfinished task's row was last stamped (seconds since the epoch), or
+        None if the task is missing or settled: an executor holding a task renews the
+        stamp every heartbeat (see renew_leases)."""
+        task = self.get_task(task_id)
+        if task is None or not 0 <= task["progress"] < 1:
+            return None
+        return (task["update_time"] or 0) / 1000
+
     def renew_leases(self, task_ids: Collection[str]) -> None:
         """Stamp the unfinished tasks among *task_ids* as changed now, in one statement: an
         executor holding them says so where another one that takes over their entries
-        can see it, even when it cannot reach Redis (see Worker._held_elsewhere)."""
+        can see it, even when it cannot reach Redis (see lease_stamp)."""
         if not task_ids:
             return
         task = self.Task
