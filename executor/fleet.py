@@ -35,7 +35,7 @@ def fleet_status(client: redis.Redis, timeout: float, now: float | None = None) 
                 "name": member,
                 "age": f"{age:.0f}s" if age is not None else "never",
                 "running": len(current) - waiting,
-                "waiting": waiting,  # fetched, waiting for a slot (see Worker._current_tasks)
+                "waiting": waiting,  # fetched, waiting for a slot (see Heartbeats.current_tasks)
                 "current": sorted(current),
                 "state": "alive" if age is not None and age <= timeout else "stale",
             }
