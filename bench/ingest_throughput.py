@@ -162,11 +162,11 @@ IDLE_LEAF = re.compile(
     r"^(?:WorkerThread\._work|EpollIOManager\.get_events|SocketBuffer\._read_from_socket) \("
 )
 STAGES: list[tuple[str, re.Pattern[str]]] = [
-    ("upsert (embedded store)", re.compile(r"docstore/embedded\.py:")),
+    ("upsert (embedded store)", re.compile(r"docstore/embedded(_schema|_query)?\.py:")),
     ("parse", re.compile(r"ingest/parsers\.py:")),
     ("RAGFlow tokens (ragtokens.py)", re.compile(r"ingest/ragtokens\.py:|rag_tokenizer\.py:")),
     ("chunk, tokenize, hash (chunking.py, _chunks_of)", re.compile(r"ingest/chunking\.py:")),
-    ("blob read (storage)", re.compile(r"ingest/storage\.py:")),
+    ("blob read (storage)", re.compile(r"ingest/storage(_\w+)?\.py:")),
     (
         "progress and done writes (TaskStore.set_progress)",
         re.compile(r"^TaskStore\.set_progress \("),

@@ -37,7 +37,7 @@ from typing import Any, Literal, TypeVar
 
 from ..types import Chunk, Hit
 from . import DocStoreError, DocStoreUnavailable
-from .embedded import default_tokenizer
+from .embedded_query import default_tokenizer
 from .mapping import has_vector_template, ragflow_index_body
 
 T = TypeVar("T")
