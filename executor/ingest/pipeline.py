@@ -38,7 +38,7 @@ from .embedders import open_embedder
 from .embeddings import EmbeddingError, EmbeddingUnavailable, embedding_config
 from .parsers import parser_for
 from .ragtokens import TokenizerUnavailable, check_installed, shared_tokenizer
-from .storage import open_configured_storage
+from .storage_open import open_configured_storage
 from .types import BlobStorage, Chunk, DocStore, DocumentError, Embedder, Section
 
 T = TypeVar("T")
