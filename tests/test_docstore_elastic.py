@@ -32,8 +32,8 @@ import pytest
 from servers import EmulatorServer
 
 from executor.ingest.docstore import DocStoreError, DocStoreUnavailable, open_doc_store
-from executor.ingest.docstore.elastic import (
-    ElasticDocStore,
+from executor.ingest.docstore.elastic import ElasticDocStore
+from executor.ingest.docstore.elastic_bodies import (
     bulk_actions,
     delete_actions,
     delete_doc_body,

@@ -29,14 +29,14 @@ from executor.ingest.storage import (
     MAX_CONTENT_LENGTH,
     MIB,
     PART_SIZE,
-    DatabaseBlobStorage,
-    LocalBlobStorage,
-    S3BlobStorage,
     StorageUnavailable,
     check_size,
     format_size,
-    open_blob_storage,
 )
+from executor.ingest.storage_database import DatabaseBlobStorage
+from executor.ingest.storage_local import LocalBlobStorage
+from executor.ingest.storage_open import open_blob_storage
+from executor.ingest.storage_s3 import S3BlobStorage
 from executor.ingest.types import BlobStorage, DocumentError
 from executor.store.database import DatabaseUnavailable, open_database
 

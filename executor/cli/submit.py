@@ -139,7 +139,7 @@ def _submit_files(env: Env, files: list[Path], kb_name: str, quiet: bool) -> tup
     """Submit documents; returns their task ids and how many files were refused."""
     from ..ingest.catalog import Catalog
     from ..ingest.intake import Intake
-    from ..ingest.storage import open_configured_storage
+    from ..ingest.storage_open import open_configured_storage
 
     blobs = open_configured_storage(env.settings.storage, database=env.store.database)
     embedding = (env.settings.models.get("embedding_model") or {}).get("model", "")

@@ -34,10 +34,11 @@ from ..store.database import DatabaseUnavailable, TaskStore
 from .catalog import Catalog, KnowledgeBase
 from .chunking import chunk, chunk_id
 from .docstore import open_configured_doc_store
-from .embeddings import EmbeddingError, EmbeddingUnavailable, embedding_config, open_embedder
+from .embedders import open_embedder
+from .embeddings import EmbeddingError, EmbeddingUnavailable, embedding_config
 from .parsers import parser_for
 from .ragtokens import TokenizerUnavailable, check_installed, shared_tokenizer
-from .storage import open_configured_storage
+from .storage_open import open_configured_storage
 from .types import BlobStorage, Chunk, DocStore, DocumentError, Embedder, Section
 
 T = TypeVar("T")
