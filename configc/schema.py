@@ -138,7 +138,8 @@ HOSTPORT = {"type": "string", "required": True, "check_with": "hostport"}
 URL = {"type": "string", "check_with": "url_list"}
 
 
-_CERBERUS_TYPES = {int: "integer", bool: "boolean", str: "string"}
+# A duration (float in settings_spec) is whole seconds here: the units take them so.
+_CERBERUS_TYPES = {int: "integer", float: "integer", bool: "boolean", str: "string"}
 
 
 def _key_rule(key: Key) -> dict[str, Any]:

@@ -25,7 +25,9 @@ class Key:
     """One key of the ``executor:`` section."""
 
     name: str
-    type: type  # int, bool or str
+    type: type
+    """int, bool, str, or float for a duration in seconds: configc takes whole seconds (its
+    units need them), the executor any number."""
     default: Any
     doc: str
     minimum: int | None = None
@@ -46,11 +48,11 @@ KEYS: tuple[Key, ...] = (
     Key("max_concurrent_tasks", int, 5, "tasks one process runs at once", 1, 1024),
     Key("max_concurrent_chunk_builders", int, 1, "upstream's chunk builders", 1, 256),
     Key("group_tasks", bool, True, "run ingestion tasks fetched together", check=_FLAG),
-    Key("heartbeat_interval", int, 30, "seconds between heartbeats", 1, 600),
-    Key("worker_heartbeat_timeout", int, 120, "a silent worker's seconds in TASKEXE", 2),
-    Key("reclaim_idle", int, 300, "seconds before a silent worker's tasks are reclaimed", 1),
+    Key("heartbeat_interval", float, 30, "seconds between heartbeats", 1, 600),
+    Key("worker_heartbeat_timeout", float, 120, "a silent worker's seconds in TASKEXE", 2),
+    Key("reclaim_idle", float, 300, "seconds before a silent worker's tasks are reclaimed", 1),
     Key("max_deliveries", int, 3, "deliveries before a task is dead-lettered", 1, 100),
-    Key("drain_timeout", int, 60, "seconds a stopping executor lets tasks finish", 0, 3600),
+    Key("drain_timeout", float, 60, "seconds a stopping executor lets tasks finish", 0, 3600),
     Key("lost_task_sweep", int, 600, "seconds between sweeps for lost tasks (0: off)", 0, 86400),
     Key("doc_engine", str, "embedded", "the document store", allowed=DOC_ENGINES, runtime=False),
     Key("db_type", str, "sqlite", "the task database", allowed=DB_TYPES, runtime=False),
@@ -105,9 +107,11 @@ Problem = tuple[tuple[str, str], str]
 
 
 def timing_problems(executor: Mapping[str, Any], watchdog: Watchdog | None) -> list[Problem]:
-    """What the ``executor:`` timings get wrong, under *watchdog* (None: none kills a hung
-    executor; then a live holder's lease, renewed every heartbeat, must look younger than
-    reclaim_idle: Worker._held_elsewhere takes half of it as the lease's age limit)."""
+    """What the ``executor:`` timings get wrong, under *watchdog* (None: nothing kills a hung
+    executor). With or without one, a live holder's lease, renewed every heartbeat, must
+    look younger than half of reclaim_idle (Worker._held_elsewhere's limit); a watchdog
+    adds that a hung holder must be dead before its entries are reclaimed (the stricter
+    rule under configc's watchdog, which is at least three heartbeats)."""
     beat = executor["heartbeat_interval"]
     problems: list[Problem] = []
     if executor["worker_heartbeat_timeout"] <= 2 * beat:
@@ -118,16 +122,7 @@ def timing_problems(executor: Mapping[str, Any], watchdog: Watchdog | None) -> l
                 "whose heartbeat is a little late is declared dead",
             )
         )
-    if watchdog is None and executor["reclaim_idle"] <= 2 * beat:
-        problems.append(
-            (
-                ("executor", "reclaim_idle"),
-                f"must be more than {2 * beat} s, twice heartbeat_interval: a live executor "
-                "renews its tasks' leases every heartbeat, and another takes over a task "
-                "whose lease is older than half of reclaim_idle",
-            )
-        )
-    elif watchdog is not None and executor["reclaim_idle"] <= (least := 2 * watchdog.seconds):
+    if watchdog is not None and executor["reclaim_idle"] <= (least := 2 * watchdog.seconds):
         problems.append(
             (
                 ("executor", "reclaim_idle"),
@@ -135,6 +130,15 @@ def timing_problems(executor: Mapping[str, Any], watchdog: Watchdog | None) -> l
                 f"({_seconds(watchdog.seconds)} s, {watchdog.source}): a hung executor is "
                 "killed by its watchdog at most that long after it last refreshed its tasks' "
                 "entries, and no other may take them over before, or both would run them",
+            )
+        )
+    elif executor["reclaim_idle"] <= 2 * beat:
+        problems.append(
+            (
+                ("executor", "reclaim_idle"),
+                f"must be more than {_seconds(2 * beat)} s, twice heartbeat_interval: a live "
+                "executor renews its tasks' leases every heartbeat, and another takes over "
+                "a task whose lease is older than half of reclaim_idle",
             )
         )
     return problems
