@@ -2,7 +2,8 @@
 
 Environment overrides (documented, and the only ones): ``RAGFLEET_CONFIG`` names the config
 file when ``--config`` is not given; ``RAGFLEET_HOST_ID`` replaces ``host_id`` (tests and
-ad-hoc runs on a machine whose compiled name differs).
+ad-hoc runs on a machine whose compiled name differs). systemd's ``WATCHDOG_USEC`` overrides
+nothing but decides which timing rule applies (settings_spec.timing_problems).
 """
 
 from __future__ import annotations
