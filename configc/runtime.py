@@ -14,8 +14,6 @@ from executor.settings_spec import RUNTIME_KEYS
 from .models import resolve_models
 from .schema import split_hostport, split_url
 
-EXECUTOR_KEYS = tuple(key.name for key in RUNTIME_KEYS)
-
 
 def host_with_role(doc: dict[str, Any], role: str) -> dict[str, Any] | None:
     return next((h for h in doc["hosts"] if role in h["roles"]), None)
@@ -76,7 +74,7 @@ def runtime_config(doc: dict[str, Any], host: dict[str, Any]) -> dict[str, Any]:
     executor = doc["executor"]
     return {
         "host_id": host["name"],
-        "executor": {key: executor[key] for key in EXECUTOR_KEYS},
+        "executor": {key.name: executor[key.name] for key in RUNTIME_KEYS},
         "redis": redis_endpoint(doc),
         "database": database_config(doc),
         "doc_store": doc_store_config(doc),
