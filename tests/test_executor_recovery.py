@@ -558,7 +558,7 @@ def test_reconcile_right_after_redis_lost_its_data_waits_for_the_heartbeats(make
     """The heartbeats went with the data: run at once, `reconcile` would not know that the
     task runs and would enqueue it a second time. It waits 1.5 heartbeat intervals from
     the loss, by which time the executor has named the task again."""
-    fleet = make_fleet(heartbeat_interval=3, worker_heartbeat_timeout=10)
+    fleet = make_fleet(heartbeat_interval=3, worker_heartbeat_timeout=10, reclaim_idle=7)
     fleet.start()
     (task_id,) = fleet.submit("sleep", seconds=10)
     started(fleet, task_id)

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...settings import DOC_ENGINES as ENGINES
 from ...settings import opening
+from ...settings_spec import DOC_ENGINES as ENGINES
 from ..types import DocStore
 
 
