@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ..embeddings import vector_field
 from ..types import Chunk, Hit
 from . import DocStoreError
 from .elastic_bodies import (
@@ -45,7 +46,6 @@ from .elastic_bodies import (
     hit_from,
     index_body,
     search_body,
-    vector_field,
     vector_mapping,
 )
 from .elastic_client import (

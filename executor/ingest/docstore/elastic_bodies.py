@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from ..embeddings import vector_field
 from ..types import Chunk, Hit
 from .mapping import has_vector_template, ragflow_index_body
 
@@ -18,11 +19,6 @@ FLAVORS: tuple[Flavor, ...] = ("elasticsearch", "opensearch")
 HYBRID_TEXT_BOOST = 0.05  # upstream's fusion weights "0.05,0.95": text boost = 1 - 0.95
 MIN_NUM_CANDIDATES = 100  # ES knn candidates per shard: at least this, else 2 x k (upstream)
 SOURCE_FIELDS = ["id", "doc_id", "kb_id", "docnm_kwd", "content_with_weight", "page_num_int"]
-
-
-def vector_field(dim: int) -> str:
-    """Upstream's name of the vector field of a dimension."""
-    return f"q_{dim}_vec"
 
 
 def vector_mapping(dim: int, flavor: Flavor = "elasticsearch") -> dict[str, Any]:
