@@ -20,10 +20,11 @@ from ruamel.yaml import YAML
 from servers import MariaDBServer, PostgresServer, RedisServer
 
 from executor.app import build_worker
+from executor.errors import DatabaseUnavailable
 from executor.queue.broker import connect
 from executor.queue.producer import enqueue, task_message
 from executor.settings import ExecutorSettings, Settings, load_settings
-from executor.store.database import DatabaseUnavailable, TaskStore, open_database
+from executor.store.database import TaskStore, open_database
 from executor.worker import Worker
 
 T = TypeVar("T")

@@ -24,6 +24,7 @@ from openpyxl import Workbook
 from PIL import Image, ImageDraw
 
 from executor.ingest import parsers
+from executor.ingest.errors import DocumentError
 from executor.ingest.parsers import (
     ROWS_PER_SECTION,
     SUPPORTED_SUFFIXES,
@@ -38,7 +39,7 @@ from executor.ingest.parsers import (
     parser_for,
     pdf_page_count,
 )
-from executor.ingest.types import DocumentError, Section
+from executor.ingest.types import Section
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 CORPUS = SAMPLES / "corpus"

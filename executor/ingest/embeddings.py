@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import EmbeddingError, EmbeddingUnavailable
+
 EMBEDDING_BATCH_SIZE = 16
 """Texts per request, upstream's EMBEDDING_BATCH_SIZE."""
 
@@ -33,14 +35,6 @@ LOCAL_FACTORIES = frozenset({"local", "sentence-transformers"})
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 
 
-class EmbeddingError(RuntimeError):
-    """Embedding failed in a way retrying will not fix: a rejected request (4xx), a malformed
-    response, or a model config that cannot work."""
-
-
-class EmbeddingUnavailable(EmbeddingError, ConnectionError):
-    """The embedding endpoint cannot be reached, or kept failing with 5xx/429 through every
-    retry: an infrastructure problem, not the document's."""
 
 
 def vector_field(dim: int) -> str:

@@ -22,7 +22,7 @@ like the database's DatabaseUnavailable) when the store cannot be reached: retry
 
 from __future__ import annotations
 
-from .types import DocumentError
+from .errors import DocumentError, StorageError, StorageUnavailable
 
 MIB = 1024 * 1024
 MAX_CONTENT_LENGTH = 128 * MIB
@@ -42,12 +42,6 @@ stay under all of these on stock servers; a 128 MiB document is 128 rows.
 """
 
 
-class StorageError(RuntimeError):
-    """The blob storage refused an operation (permissions, bad configuration)."""
-
-
-class StorageUnavailable(StorageError, ConnectionError):
-    """The blob storage cannot be reached right now; retry later, fail nothing."""
 
 
 # -- sizes and names -----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import peewee as pw
 
 from ..store.database import TaskStore
 from .storage import MAX_NAME_LENGTH, PART_SIZE, check_key
-from .types import DocumentError
+from .errors import DocumentError
 
 
 class _LongBlobField(pw.BlobField):

@@ -36,7 +36,7 @@ from typing import Any
 
 from ..embeddings import vector_field
 from ..types import Chunk, Hit
-from . import DocStoreError
+from ..errors import DocStoreError
 from .elastic_bodies import (
     FLAVORS,
     Flavor,
