@@ -8,12 +8,13 @@ import sys
 
 import trio
 
+from .errors import REDIS_DENIED, SettingsError
 from .handlers import INGEST_TASK_TYPE, HandlerRegistry, default_registry
 from .instance_guard import instance_lock
 from .queue import wire
-from .queue.broker import REDIS_DENIED, Broker, connect, redis_error_text, redis_location
+from .queue.broker import Broker, connect, redis_error_text, redis_location
 from .sdnotify import Notifier
-from .settings import Settings, SettingsError
+from .settings import Settings
 from .store.database import TaskStore, open_task_store
 from .worker import Worker, metrics_port
 

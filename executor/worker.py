@@ -33,36 +33,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import redis
 import trio
 
-from .handlers import (
-    GroupHandler,
-    HandlerRegistry,
-    Outcome,
-    SettledHook,
-    TaskContext,
+from .errors import (
+    REDIS_DENIED,
+    REDIS_REFUSED,
+    REDIS_UNAVAILABLE,
+    DatabaseUnavailable,
+    DependencyUnavailable,
+    MalformedMessage,
+    RedisAnswer,
+    SettingsError,
     TaskInputError,
+    TaskNotInDatabase,
+    is_outage,
+    refuses_writes,
 )
+from .handlers import GroupHandler, HandlerRegistry, Outcome, SettledHook, TaskContext
 from .instance_guard import refuse_a_live_twin
 from .lost_tasks import HEARTBEATS_AFTER_LOSS, LostTasks
 from .memtrace import MemoryTracer
 from .metrics import Metrics, serve_metrics_on
-from .outage import DependencyUnavailable, Outage
+from .outage import Outage
 from .progress import Progress, message_lines, stamp
 from .queue import wire
-from .queue.broker import (
-    REDIS_DENIED,
-    REDIS_REFUSED,
-    REDIS_UNAVAILABLE,
-    Broker,
-    Delivery,
-    redis_error_text,
-    refuses_writes,
-)
+from .queue.broker import Broker, Delivery, redis_error_text
 from .sdnotify import Notifier, run_watchdog
-from .settings import Settings, SettingsError
-from .store.database import CANCELLED_MESSAGE, DatabaseUnavailable, TaskStore
+from .settings import Settings
+from .store.database import CANCELLED_MESSAGE, TaskStore
 
 T = TypeVar("T")
 
@@ -108,14 +106,6 @@ class Finished:
     task: dict[str, Any]
     fields: dict[str, Any]
     progress_msg: str
-
-
-class TaskNotInDatabase(LookupError):
-    """A queue entry names a task the database does not have: the database was restored
-    from an older backup, or the executor uses another database than the producer (a
-    config mistake). Nothing to run, and not the task's fault: the entry is set aside to
-    the dead-letter stream, not dropped, for `ragfleet dlq retry` once the task is there,
-    and entries in a row like it pause fetching (see Worker._note_set_aside)."""
 
 
 @dataclass
@@ -273,9 +263,9 @@ class Worker:
             try:
                 if await self._redis(self.broker.ensure_groups):
                     self.note_queues_lost()
-                self.ip_address = await trio.to_thread.run_sync(self._local_address)
+                self.ip_address = await trio.to_thread.run_sync(self.broker.local_address)
                 await refuse_a_live_twin(
-                    self.broker.client,
+                    self.broker,
                     self.name,
                     address=self.ip_address,
                     interval=self.config.heartbeat_interval,
@@ -305,14 +295,6 @@ class Worker:
                 f"cannot serve metrics on port {self.metrics_port} (executor.metrics_port_base "
                 f"+ instance {self.instance}): {reason}"
             ) from None
-
-    def _local_address(self) -> str:
-        pool = self.broker.client.connection_pool
-        connection = pool.get_connection()
-        try:
-            return connection._sock.getsockname()[0] if connection._sock else ""
-        finally:
-            pool.release(connection)
 
     async def _work(self) -> None:
         with self._drain_scope:
@@ -353,7 +335,7 @@ class Worker:
                 self.redis_outage.failed(exc)
                 self.m_redis_errors.inc()
                 continue
-            except redis.ResponseError as exc:
+            except RedisAnswer as exc:
                 self._give_back(slots)
                 await self._recover_from(exc)
                 continue
@@ -451,7 +433,7 @@ class Worker:
         task (see :meth:`_held_elsewhere`), or left because the database cannot tell."""
         try:
             task_id = wire.decode_message(delivery.fields)["id"]
-        except wire.MalformedMessage:
+        except MalformedMessage:
             return False  # _process drops it
         try:
             age = await self._db(self._held_elsewhere, task_id)
@@ -558,7 +540,7 @@ class Worker:
         has the last word: see :meth:`_group_of`)."""
         try:
             message = wire.decode_message(delivery.fields)
-        except wire.MalformedMessage:
+        except MalformedMessage:
             return False
         return self.registry.group(message.get("task_type") or "") is not None
 
@@ -616,7 +598,7 @@ class Worker:
         if self._services is not None:
             self._services.start_soon(self.lost_tasks.after_loss, self._queues_lost_at)
 
-    async def _recover_from(self, exc: redis.ResponseError) -> None:
+    async def _recover_from(self, exc: RedisAnswer) -> None:
         if refuses_writes(exc):
             self.redis_outage.failed(exc)  # the next round probes until it takes writes
         elif "NOGROUP" in str(exc):  # Redis lost its data under us (FLUSHALL, say)
@@ -633,7 +615,7 @@ class Worker:
         try:
             await (work or functools.partial(self._process, delivery))()
         except Exception as exc:
-            if _is_outage(exc):
+            if is_outage(exc):
                 await self._note_outage(delivery, exc)
                 return
             await self._set_aside(delivery, exc)  # outside any handler: a bug, not the task's
@@ -712,7 +694,7 @@ class Worker:
         for delivery in batch:
             try:
                 ids.append(wire.decode_message(delivery.fields)["id"])
-            except wire.MalformedMessage:
+            except MalformedMessage:
                 ids.append(None)
         tasks = [self.store.get_task(task_id) if task_id else None for task_id in ids]
         cancelled = self.broker.cancelled([task["id"] for task in tasks if task])
@@ -801,7 +783,7 @@ class Worker:
                         nursery.start_soon(self._note_interrupted, ctx.progress)
             raise
         except Exception as exc:
-            if _is_outage(exc):
+            if is_outage(exc):
                 return exc
             self.log.warning(
                 "a group of %d tasks failed (%s: %s): running each on its own",
@@ -829,7 +811,7 @@ class Worker:
             for item in finished:
                 work = (
                     functools.partial(_raise, exc)
-                    if _is_outage(exc)
+                    if is_outage(exc)
                     else functools.partial(self._finish_alone, item)
                 )
                 self._hand_over(item.delivery, work, left)
@@ -907,7 +889,7 @@ class Worker:
         """Run or settle one delivery; *looked_up* if its group's hop has looked it up."""
         try:
             message = wire.decode_message(delivery.fields)
-        except wire.MalformedMessage as exc:
+        except MalformedMessage as exc:
             self.log.error("dropping entry %s of %s: %s", delivery.entry_id, delivery.queue, exc)
             self.m_malformed.inc()
             await self._redis(self.broker.ack, delivery)
@@ -1033,7 +1015,7 @@ class Worker:
             await self._note_interrupted(progress)
             raise
         except Exception as exc:
-            if _is_outage(exc):
+            if is_outage(exc):
                 raise  # not the task's fault: _settle leaves it for a retry
             await self._fail(delivery, progress, exc)
             return
@@ -1245,7 +1227,7 @@ class Worker:
         executor.lost_tasks)."""
         current: dict[str, Any] = {}
         for delivery in self._held.values():
-            with suppress(wire.MalformedMessage):
+            with suppress(MalformedMessage):
                 message = wire.decode_message(delivery.fields)
                 current[message["id"]] = {**message, "waiting": True}
         current.update((task_id, r.task) for task_id, r in self.running.items())
@@ -1323,13 +1305,6 @@ class Worker:
 async def _raise(exc: Exception) -> None:
     """A group member's settle: meet the error its group met."""
     raise exc
-
-
-def _is_outage(exc: Exception) -> bool:
-    """Whether *exc* means a service is unavailable for now (retry the task later), rather
-    than something wrong with the task or the executor."""
-    outages = (DatabaseUnavailable, DependencyUnavailable, *REDIS_UNAVAILABLE)
-    return isinstance(exc, outages) or refuses_writes(exc)
 
 
 def metrics_port(settings: Settings, instance: int) -> int | None:
