@@ -12,7 +12,8 @@ from .errors import REDIS_DENIED, SettingsError
 from .handlers import INGEST_TASK_TYPE, HandlerRegistry, default_registry
 from .instance_guard import instance_lock
 from .queue import wire
-from .queue.broker import Broker, connect, redis_error_text, redis_location
+from .queue.broker import Broker, redis_error_text
+from .queue.connection import connect, redis_location
 from .sdnotify import Notifier
 from .settings import Settings
 from .store.database import TaskStore, open_task_store

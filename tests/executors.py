@@ -21,7 +21,7 @@ from servers import MariaDBServer, PostgresServer, RedisServer
 
 from executor.app import build_worker
 from executor.errors import DatabaseUnavailable
-from executor.queue.broker import connect
+from executor.queue.connection import connect
 from executor.queue.producer import enqueue, task_message
 from executor.settings import ExecutorSettings, Settings, load_settings
 from executor.store.database import TaskStore, open_database

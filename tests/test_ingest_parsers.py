@@ -320,7 +320,7 @@ def test_an_aes_pdf_without_cryptography_says_what_is_missing(tmp_path: Path) ->
     script = (
         "import sys; sys.modules['cryptography'] = None\n"
         "from executor.ingest.parsers import parse_pdf\n"
-        "from executor.ingest.types import DocumentError\n"
+        "from executor.ingest.errors import DocumentError\n"
         "try:\n"
         f"    parse_pdf(open({str(path)!r}, 'rb').read(), filename='aes.pdf')\n"
         "except DocumentError as exc:\n"

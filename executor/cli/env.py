@@ -20,7 +20,8 @@ from ..errors import (
     redis_outage,
 )
 from ..ingest.errors import DocStoreUnavailable, StorageUnavailable
-from ..queue.broker import Broker, connect, redis_error_text, redis_location
+from ..queue.broker import Broker, redis_error_text
+from ..queue.connection import connect, redis_location
 from ..queue.roster import Roster
 from ..settings import Settings, load_settings
 from ..store.database import TaskStore, open_task_store

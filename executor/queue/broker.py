@@ -15,11 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ..errors import RedisAnswer
-from ..settings import RedisSettings
 from . import wire
 from .roster import Roster, latest_heartbeat
 
@@ -33,12 +30,6 @@ def redis_error_text(exc: BaseException) -> str:
 
 
 _PIPELINE_PREFIX = re.compile(r"^Command # \d+ \(.*\) of pipeline caused error: ", re.DOTALL)
-
-
-def redis_location(settings: RedisSettings) -> str:
-    """Where the config points, for messages: ``user@host:port/db``."""
-    user = f"{settings.username}@" if settings.username else ""
-    return f"{user}{settings.host}:{settings.port}/{settings.db}"
 
 
 # Compare-and-delete: release the cleanup lock only if we still hold it.
@@ -67,23 +58,6 @@ class Delivery:
     def priority(self) -> int:
         suffix = self.queue.removeprefix(wire.QUEUE)
         return int(suffix[1:]) if suffix else 0
-
-
-def connect(settings: RedisSettings, **overrides: Any) -> redis.Redis:
-    """A client that fails fast: one quick retry (a pooled connection that went stale when
-    Redis restarted), then the error, so the worker's own back-off paces reconnection."""
-    options: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "db": settings.db,
-        "username": settings.username or None,
-        "password": settings.password or None,
-        "socket_connect_timeout": 5,
-        "socket_timeout": 10,  # above the longest XREADGROUP BLOCK the worker uses
-        "retry": Retry(NoBackoff(), 1),
-        "health_check_interval": 15,
-    }
-    return redis.Redis(**{**options, **overrides})
 
 
 class Broker:
