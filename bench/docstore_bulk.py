@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from executor.ingest.chunking import chunk_id
-from executor.ingest.docstore.embedded import EmbeddedDocStore, default_tokenizer
+from executor.ingest.docstore.embedded import EmbeddedDocStore
+from executor.ingest.docstore.embedded_query import default_tokenizer
 from executor.ingest.types import Chunk
 
 INDEX = "ragflow_bench"

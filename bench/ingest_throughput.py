@@ -113,7 +113,7 @@ if _LOG:
     import threading
     import time
 
-    from executor.ingest import embeddings
+    from executor.ingest import embeddings_local
 
     _lock = threading.Lock()
     _out = open(f"{_LOG}.{os.getpid()}", "a", buffering=1)
@@ -122,8 +122,8 @@ if _LOG:
         with _lock:
             _out.write(f"{kind} {began:.6f} {ended:.6f} {count}\\n")
 
-    _embed = embeddings.LocalEmbedder.embed
-    _init = embeddings.LocalEmbedder.__init__
+    _embed = embeddings_local.LocalEmbedder.embed
+    _init = embeddings_local.LocalEmbedder.__init__
 
     def embed(self, texts):
         began = time.time()
@@ -148,8 +148,8 @@ if _LOG:
         model.encode = timed_encode
         _init(self, name, model, **kwargs)
 
-    embeddings.LocalEmbedder.embed = embed
-    embeddings.LocalEmbedder.__init__ = __init__
+    embeddings_local.LocalEmbedder.embed = embed
+    embeddings_local.LocalEmbedder.__init__ = __init__
 """
 
 # py-spy frames -> pipeline stage: the first rule that matches a sample wins. "Waiting" looks
@@ -162,11 +162,11 @@ IDLE_LEAF = re.compile(
     r"^(?:WorkerThread\._work|EpollIOManager\.get_events|SocketBuffer\._read_from_socket) \("
 )
 STAGES: list[tuple[str, re.Pattern[str]]] = [
-    ("upsert (embedded store)", re.compile(r"docstore/embedded\.py:")),
+    ("upsert (embedded store)", re.compile(r"docstore/embedded(_schema|_query)?\.py:")),
     ("parse", re.compile(r"ingest/parsers\.py:")),
     ("RAGFlow tokens (ragtokens.py)", re.compile(r"ingest/ragtokens\.py:|rag_tokenizer\.py:")),
     ("chunk, tokenize, hash (chunking.py, _chunks_of)", re.compile(r"ingest/chunking\.py:")),
-    ("blob read (storage)", re.compile(r"ingest/storage\.py:")),
+    ("blob read (storage)", re.compile(r"ingest/storage(_\w+)?\.py:")),
     (
         "progress and done writes (TaskStore.set_progress)",
         re.compile(r"^TaskStore\.set_progress \("),
@@ -540,7 +540,8 @@ def embed_share(log_prefix: Path, result: Result) -> dict[str, float]:
 def standalone_encode(texts: list[str]) -> tuple[float, float]:
     """Texts/s of the same model alone in this process (batches of 16, as the pipeline), and
     the CPUs it kept busy: what the embedder does when nothing else in the process runs."""
-    from executor.ingest.embeddings import EMBEDDING_BATCH_SIZE, open_embedder
+    from executor.ingest.embedders import open_embedder
+    from executor.ingest.embeddings import EMBEDDING_BATCH_SIZE
 
     embedder = open_embedder(EMBEDDING_MODEL)
     assert embedder is not None

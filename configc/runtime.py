@@ -9,23 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from executor.settings_spec import RUNTIME_KEYS
+
 from .models import resolve_models
 from .schema import split_hostport, split_url
-
-EXECUTOR_KEYS = (
-    "max_concurrent_tasks",
-    "max_concurrent_chunk_builders",
-    "group_tasks",
-    "heartbeat_interval",
-    "worker_heartbeat_timeout",
-    "reclaim_idle",
-    "max_deliveries",
-    "drain_timeout",
-    "lost_task_sweep",
-    "state_dir",
-    "log_level",
-    "metrics_port_base",
-)
 
 
 def host_with_role(doc: dict[str, Any], role: str) -> dict[str, Any] | None:
@@ -87,7 +74,7 @@ def runtime_config(doc: dict[str, Any], host: dict[str, Any]) -> dict[str, Any]:
     executor = doc["executor"]
     return {
         "host_id": host["name"],
-        "executor": {key: executor[key] for key in EXECUTOR_KEYS},
+        "executor": {key.name: executor[key.name] for key in RUNTIME_KEYS},
         "redis": redis_endpoint(doc),
         "database": database_config(doc),
         "doc_store": doc_store_config(doc),

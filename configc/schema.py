@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import cerberus
 
-from executor.settings import DOC_ENGINES as ENGINES
+from executor.settings_spec import KEYS, Key
 
 SECRET_KEYS = frozenset(
     {
@@ -32,11 +32,6 @@ SECRET_KEYS = frozenset(
 )
 """Key names whose values are secrets: masked when shown, written only to 0600 files."""
 
-DOC_ENGINES = ENGINES
-"""The document stores the executor can open: upstream's ``infinity`` is not among them, so
-``check`` refuses it rather than the executor at start."""
-DB_TYPES = ("mysql", "postgres", "sqlite")
-STORAGE_BACKENDS = ("local", "database", "s3", "minio")
 ROLES = ("redis", "mysql", "elasticsearch", "executor")
 
 _HOSTNAME = re.compile(
@@ -143,11 +138,24 @@ HOSTPORT = {"type": "string", "required": True, "check_with": "hostport"}
 URL = {"type": "string", "check_with": "url_list"}
 
 
-def _int(minimum: int, default: int, maximum: int | None = None) -> dict[str, Any]:
-    rule: dict[str, Any] = {"type": "integer", "min": minimum, "default": default}
-    if maximum is not None:
-        rule["max"] = maximum
-    return rule
+# A duration (float in settings_spec) is whole seconds here: the units take them so.
+_CERBERUS_TYPES = {int: "integer", float: "integer", bool: "boolean", str: "string"}
+
+
+def _key_rule(key: Key) -> dict[str, Any]:
+    """The cerberus rule of one ``executor:`` key, from its declaration in settings_spec."""
+    rule: dict[str, Any] = {"type": _CERBERUS_TYPES[key.type], **key.check}
+    if key.minimum is not None:
+        rule["min"] = key.minimum
+    if key.maximum is not None:
+        rule["max"] = key.maximum
+    if key.allowed:
+        rule["allowed"] = list(key.allowed)
+    return {**rule, "default": key.default}
+
+
+def executor_schema() -> dict[str, Any]:
+    return {key.name: _key_rule(key) for key in KEYS}
 
 
 def _section(fields: dict[str, Any], **rules: Any) -> dict[str, Any]:
@@ -302,42 +310,7 @@ SCHEMA: dict[str, Any] = {
         },
         nullable=True,
     ),
-    "executor": _section(
-        {
-            "instances": _int(1, 1, 64),
-            "max_concurrent_tasks": _int(1, 5, 1024),
-            "max_concurrent_chunk_builders": _int(1, 1, 256),
-            "group_tasks": {"type": "boolean", "coerce": "flag", "default": True},
-            "heartbeat_interval": _int(1, 30, 600),
-            "worker_heartbeat_timeout": _int(2, 120),
-            "reclaim_idle": _int(1, 300),
-            "max_deliveries": _int(1, 3, 100),
-            "drain_timeout": _int(0, 60, 3600),
-            "lost_task_sweep": _int(0, 600, 86400),
-            "doc_engine": {"type": "string", "allowed": list(DOC_ENGINES), "default": "embedded"},
-            "db_type": {"type": "string", "allowed": list(DB_TYPES), "default": "sqlite"},
-            "storage": {"type": "string", "allowed": list(STORAGE_BACKENDS), "default": "local"},
-            "state_dir": {
-                "type": "string",
-                "check_with": "absolute_path",
-                "default": "/var/lib/ragfleet",
-            },
-            "install_dir": {
-                "type": "string",
-                "check_with": "absolute_path",
-                "default": "/opt/ragfleet",
-            },
-            "user": {"type": "string", "regex": r"[a-z_][a-z0-9_-]{0,31}", "default": "ragfleet"},
-            "log_level": {
-                "type": "string",
-                "allowed": ["DEBUG", "INFO", "WARNING", "ERROR"],
-                "default": "INFO",
-            },
-            "metrics_port_base": {**PORT, "default": 9470},
-            "lighten": {"type": "boolean", "coerce": "flag", "default": False},
-        },
-        default={},
-    ),
+    "executor": _section(executor_schema(), default={}),
     "hosts": {
         "type": "list",
         "minlength": 1,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from executor.settings_spec import Watchdog, timing_problems, watchdog_sec
+
 from .errors import ConfigError, Problem
 from .loader import KeyPath, dotted
 from .merge import Merged
@@ -129,31 +131,11 @@ MIN_SWEEP = 60
 """Seconds: the shortest period between lost-task sweeps configc accepts."""
 
 
-def watchdog_sec(heartbeat_interval: int) -> int:
-    """WatchdogSec of an executor unit: systemd kills an instance that has not pinged it
-    for this long. An instance stops pinging when its event loop blocks, or when its
-    heartbeat loop has not come round for this long either (Worker._alive)."""
-    return max(30, 3 * heartbeat_interval)
-
-
 def _timing_checks(executor: dict[str, Any], problem) -> Iterator[Problem]:
-    beat = executor["heartbeat_interval"]
-    if executor["worker_heartbeat_timeout"] <= 2 * beat:
-        yield problem(
-            f"must be more than twice heartbeat_interval ({beat} s), or a live worker "
-            "whose heartbeat is a little late is declared dead",
-            "executor",
-            "worker_heartbeat_timeout",
-        )
-    if executor["reclaim_idle"] <= (least := 2 * watchdog_sec(beat)):
-        yield problem(
-            f"must be more than {least} s, twice the watchdog ({watchdog_sec(beat)} s, from "
-            "heartbeat_interval): a hung executor is killed by its watchdog at most that long "
-            "after it last refreshed its tasks' entries, and no other may take them over "
-            "before, or both would run them",
-            "executor",
-            "reclaim_idle",
-        )
+    # The watchdog the unit gets (render.py): the executor checks the same rules under it.
+    watchdog = Watchdog(watchdog_sec(executor["heartbeat_interval"]), "from heartbeat_interval")
+    for path, message in timing_problems(executor, watchdog):
+        yield problem(message, *path)
     if 0 < executor["lost_task_sweep"] < MIN_SWEEP:
         yield problem(
             f"must be 0 (off) or at least {MIN_SWEEP}: each sweep reads every unfinished "

@@ -8,13 +8,15 @@ import sys
 
 import trio
 
+from .errors import REDIS_DENIED, DatabaseUnavailable, SettingsError
 from .handlers import INGEST_TASK_TYPE, HandlerRegistry, default_registry
 from .instance_guard import instance_lock
 from .queue import wire
-from .queue.broker import REDIS_DENIED, Broker, connect, redis_error_text, redis_location
+from .queue.broker import Broker, redis_error_text
+from .queue.connection import connect, redis_location
 from .sdnotify import Notifier
-from .settings import Settings, SettingsError
-from .store.database import DatabaseUnavailable, TaskStore, open_task_store
+from .settings import Settings
+from .store.database import TaskStore, open_task_store
 from .worker import Worker, metrics_port
 
 

@@ -26,15 +26,18 @@ from typing import Any, Protocol
 
 import trio
 
-from .settings import SettingsError, opening
+from .errors import InstanceRunning
+from .settings import opening
 
 # How long a heartbeat may stay the newest while its sender lives, in heartbeat intervals:
 # one interval, plus the time its round of Redis calls takes.
 TWIN_WATCH = 2.0
 
 
-class InstanceRunning(SettingsError):
-    """Another live process is this executor instance."""
+class HeartbeatReader(Protocol):
+    """What the twin check needs of the queue (the Broker)."""
+
+    def latest_heartbeat(self, name: str) -> tuple[float, dict[str, Any]] | None: ...
 
 
 @contextmanager
@@ -76,12 +79,8 @@ def _holder(fd: int) -> str:
     return f"pid {pid}" if pid and _alive(pid) else "its pid is not recorded"
 
 
-class HeartbeatSource(Protocol):
-    def latest_heartbeat(self, name: str) -> tuple[float, dict[str, Any]] | None: ...
-
-
 async def refuse_a_live_twin(
-    broker: HeartbeatSource, name: str, *, address: str, interval: float, timeout: float
+    broker: HeartbeatReader, name: str, *, address: str, interval: float, timeout: float
 ) -> None:
     """Raise InstanceRunning if another live process heartbeats as *name*. Called before
     this process's first heartbeat, which would overwrite the twin's."""

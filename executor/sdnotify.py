@@ -45,7 +45,7 @@ class Notifier:
             elif not address.startswith("/"):  # e.g. vsock:, which systemd also allows
                 log.warning("unsupported NOTIFY_SOCKET %r; not notifying systemd", address)
                 address = None
-        return cls(address, _watchdog_usec(environ))
+        return cls(address, watchdog_usec(environ))
 
     @property
     def enabled(self) -> bool:
@@ -104,7 +104,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.splitlines())
 
 
-def _watchdog_usec(environ: Mapping[str, str]) -> int | None:
+def watchdog_usec(environ: Mapping[str, str]) -> int | None:
     """WATCHDOG_USEC if it is set, valid, and meant for this process (WATCHDOG_PID)."""
     usec = environ.get("WATCHDOG_USEC")
     if not usec:

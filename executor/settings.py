@@ -2,7 +2,8 @@
 
 Environment overrides (documented, and the only ones): ``RAGFLEET_CONFIG`` names the config
 file when ``--config`` is not given; ``RAGFLEET_HOST_ID`` replaces ``host_id`` (tests and
-ad-hoc runs on a machine whose compiled name differs).
+ad-hoc runs on a machine whose compiled name differs). systemd's ``WATCHDOG_USEC`` overrides
+nothing but decides which timing rule applies (settings_spec.timing_problems).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,20 +21,14 @@ import peewee as pw
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from .errors import SettingsError
+from .sdnotify import watchdog_usec
+from .settings_spec import RUNTIME_KEYS, Watchdog, timing_problems
 from .sqlite import codes as sqlite_codes
-
-DOC_ENGINES = ("embedded", "elasticsearch", "opensearch")
-"""The document stores the executor can run (``doc_store.engine``). configc's schema allows
-exactly these, so ``configc check`` refuses what the executor would refuse at start."""
 
 DEFAULT_CONFIG = Path("/etc/ragfleet/ragfleet.yaml")
 # A compiled config is a few KiB; reading at most this much, /dev/zero is refused, not read.
 MAX_CONFIG_BYTES = 1 << 20
-
-
-class SettingsError(ValueError):
-    """The runtime config file is missing or not what configc writes, or names something
-    that cannot be used."""
 
 
 @contextmanager
@@ -97,20 +92,14 @@ def _names_the_config(exc: BaseException) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class ExecutorSettings:
-    max_concurrent_tasks: int = 5
-    max_concurrent_chunk_builders: int = 1
-    group_tasks: bool = True
-    heartbeat_interval: float = 30
-    worker_heartbeat_timeout: float = 120
-    reclaim_idle: float = 300
-    max_deliveries: int = 3
-    drain_timeout: float = 60
-    lost_task_sweep: int = 600
-    state_dir: str = "/var/lib/ragfleet"
-    log_level: str = "INFO"
-    metrics_port_base: int = 9470
+# The runtime config's `executor:` section: a field per key of settings_spec.RUNTIME_KEYS,
+# with its type and default (max_concurrent_tasks, heartbeat_interval, reclaim_idle, ...).
+ExecutorSettings = make_dataclass(
+    "ExecutorSettings",
+    [(key.name, key.type.__name__, field(default=key.default)) for key in RUNTIME_KEYS],
+    frozen=True,
+)
+ExecutorSettings.__module__ = __name__  # for repr and pickling (Python < 3.12 says "types")
 
 
 @dataclass(frozen=True)
@@ -134,9 +123,12 @@ class Settings:
     source: str = ""
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], source: str = "") -> Settings:
+    def from_mapping(
+        cls, data: Mapping[str, Any], source: str = "", watchdog: Watchdog | None = None
+    ) -> Settings:
         """The settings of a loaded config; a SettingsError names the first key that is
-        missing, unknown or of the wrong type (no traceback later, when it is used)."""
+        missing, unknown or of the wrong type, or the first timing that breaks a rule of
+        settings_spec under *watchdog* (no traceback later, when it is used)."""
         if "host_id" not in data or "database" not in data:
             missing = "host_id" if "host_id" not in data else "database"
             raise SettingsError(f"{source}: not a ragfleet runtime config (no {missing!r})")
@@ -146,9 +138,13 @@ class Settings:
             if model and not isinstance(model, Mapping):
                 got = _kind_of(model)  # not the value: it may hold a key
                 raise SettingsError(f"{source}: models.{kind}: expected a mapping, got {got}")
+        executor = _typed(ExecutorSettings, sections["executor"], "executor", source)
+        if problems := timing_problems(vars(executor), watchdog):
+            (section, key), message = problems[0]
+            raise SettingsError(f"{source}: {section}.{key}: {message}")
         return cls(
             host_id=str(data["host_id"]),
-            executor=_typed(ExecutorSettings, sections["executor"], "executor", source),
+            executor=executor,
             redis=_typed(RedisSettings, sections["redis"], "redis", source),
             database=sections["database"],
             doc_store=sections["doc_store"],
@@ -244,7 +240,14 @@ def load_settings(
         raise SettingsError(f"{path}: not a ragfleet runtime config (not a mapping)")
     if environ.get("RAGFLEET_HOST_ID"):
         data["host_id"] = environ["RAGFLEET_HOST_ID"]
-    return Settings.from_mapping(data, str(path))
+    return Settings.from_mapping(data, str(path), _watchdog(environ))
+
+
+def _watchdog(environ: Mapping[str, str]) -> Watchdog | None:
+    """The watchdog systemd runs this process under (the unit's WatchdogSec, which configc
+    derives from heartbeat_interval), if any: the timing rules depend on it."""
+    usec = watchdog_usec(environ)
+    return None if usec is None else Watchdog(usec / 1_000_000, "systemd's WATCHDOG_USEC")
 
 
 def _yaml_problem(exc: YAMLError) -> str:

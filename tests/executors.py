@@ -21,17 +21,14 @@ from ruamel.yaml import YAML
 from servers import MariaDBServer, PostgresServer, RedisServer
 
 from executor.app import build_worker
+from executor.errors import DatabaseUnavailable
 from executor.handlers import HandlerRegistry
 from executor.queue import wire
-from executor.queue.broker import Broker, connect
+from executor.queue.broker import Broker
+from executor.queue.connection import connect
 from executor.queue.producer import enqueue, task_message
 from executor.settings import ExecutorSettings, Settings, load_settings
-from executor.store.database import (
-    DatabaseUnavailable,
-    TaskStore,
-    open_database,
-    open_task_store,
-)
+from executor.store.database import TaskStore, open_database, open_task_store
 from executor.worker import Worker
 
 T = TypeVar("T")

@@ -135,6 +135,20 @@ ROWS = {
         r".*ragfleet\.yaml: executor\.heartbeat_interval: expected a number, got 'often'",
         _config_edit("executor", "heartbeat_interval", "often"),
     ),
+    "config a reclaim_idle within a live executor's lease (run)": Bad(
+        ("run", "--instance", "1"),
+        USAGE,
+        r".*ragfleet\.yaml: executor\.reclaim_idle: must be more than 2 s, twice "
+        r"heartbeat_interval: a live executor renews .*",
+        _config_edit("executor", "reclaim_idle", 2),
+    ),
+    "config a heartbeat timeout within two heartbeats (status)": Bad(
+        ("status",),
+        USAGE,
+        r".*ragfleet\.yaml: executor\.worker_heartbeat_timeout: must be more than twice "
+        r"heartbeat_interval \(1 s\), .*",
+        _config_edit("executor", "worker_heartbeat_timeout", 2),
+    ),
     "config a Redis port out of range": Bad(
         ("status",),
         USAGE,

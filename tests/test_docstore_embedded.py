@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 from executors import fill_disk
 
-from executor.ingest.docstore import DocStoreUnavailable, open_doc_store
-from executor.ingest.docstore.embedded import (
-    EmbeddedDocStore,
+from executor.ingest.docstore import open_doc_store
+from executor.ingest.docstore.embedded import EmbeddedDocStore
+from executor.ingest.docstore.embedded_query import (
     cosine_to_blobs,
     default_tokenizer,
     fts_query,
     hybrid_scores,
-    max_rows_per_statement,
-    vector_blob,
 )
+from executor.ingest.docstore.embedded_schema import max_rows_per_statement, vector_blob
+from executor.ingest.errors import DocStoreUnavailable
 from executor.ingest.types import Chunk
 
 INDEX = "ragflow_tenant1"
@@ -316,7 +316,8 @@ def test_threads_share_one_store(store: EmbeddedDocStore) -> None:
 WRITER = """
 import sys, time
 from pathlib import Path
-from executor.ingest.docstore.embedded import EmbeddedDocStore, default_tokenizer
+from executor.ingest.docstore.embedded import EmbeddedDocStore
+from executor.ingest.docstore.embedded_query import default_tokenizer
 from executor.ingest.types import Chunk
 
 path, index, name, count, shared, go = sys.argv[1:7]

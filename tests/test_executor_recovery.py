@@ -22,10 +22,11 @@ from executors import Executor, Fleet, fill_disk, sqlite_database, wait_for, wri
 from partition import Partition
 from servers import RedisServer, free_port
 
+from executor.errors import DatabaseUnavailable
 from executor.fleet import running_task_ids
 from executor.queue import wire
 from executor.queue.producer import task_message
-from executor.store.database import DatabaseUnavailable
+from executor.queue.roster import Roster
 
 
 def started(fleet, task_id):
@@ -539,7 +540,9 @@ def test_reconcile_leaves_a_task_that_runs_where_it_is(fleet):
     (task_id,) = fleet.submit("sleep", seconds=6)
     started(fleet, task_id)
     fleet.redis.flushall()  # the heartbeats too: wait for the next one to name the task
-    wait_for(lambda: task_id in running_task_ids(fleet.redis, 3), 5, "a heartbeat naming it")
+    wait_for(
+        lambda: task_id in running_task_ids(Roster(fleet.redis), 3), 5, "a heartbeat naming it"
+    )
     check = fleet.cli("reconcile", "--check", "--min-age", "0")  # the heartbeat spares it
     assert (check.returncode, check.stdout) == (
         0,
@@ -557,7 +560,7 @@ def test_reconcile_right_after_redis_lost_its_data_waits_for_the_heartbeats(make
     """The heartbeats went with the data: run at once, `reconcile` would not know that the
     task runs and would enqueue it a second time. It waits 1.5 heartbeat intervals from
     the loss, by which time the executor has named the task again."""
-    fleet = make_fleet(heartbeat_interval=3, worker_heartbeat_timeout=10)
+    fleet = make_fleet(heartbeat_interval=3, worker_heartbeat_timeout=10, reclaim_idle=7)
     fleet.start()
     (task_id,) = fleet.submit("sleep", seconds=10)
     started(fleet, task_id)

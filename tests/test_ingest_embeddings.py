@@ -18,16 +18,14 @@ import pytest
 from fake_openai import DIM, Answer, FakeOpenAI, fake_vector, serve_fake_openai
 from servers import free_port
 
+from executor.ingest.embedders import open_embedder
 from executor.ingest.embeddings import (
-    EmbeddingError,
-    EmbeddingUnavailable,
-    HTTPEmbedder,
-    LocalEmbedder,
     ModelSpec,
-    embeddings_url,
-    open_embedder,
     vector_field,
 )
+from executor.ingest.embeddings_http import HTTPEmbedder, embeddings_url
+from executor.ingest.embeddings_local import LocalEmbedder
+from executor.ingest.errors import EmbeddingError, EmbeddingUnavailable
 
 
 @pytest.fixture

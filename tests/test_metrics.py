@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import pytest
 import trio
 
-from executor.metrics import CONTENT_TYPE, HEAD_LIMIT, MAX_CONNECTIONS, Metrics, serve_metrics
+from executor.metrics import Metrics
+from executor.metrics.endpoint import CONTENT_TYPE, HEAD_LIMIT, MAX_CONNECTIONS, serve_metrics
 
 # -- rendering --------------------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 import trio
 from executors import Fleet
 
-from executor.handlers import HandlerRegistry, Outcome, TaskContext, TaskInputError
-from executor.outage import DependencyUnavailable
+from executor.errors import DependencyUnavailable, TaskInputError
+from executor.handlers import HandlerRegistry, Outcome, TaskContext
 from executor.queue import wire
 from executor.worker import Worker
 

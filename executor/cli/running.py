@@ -57,7 +57,7 @@ def db_init(env: Env) -> None:
     """Create the tables, or add the columns a newer ragfleet needs (idempotent)."""
     changes = env.store.init_schema()
     if env.settings.storage.get("backend") == "database":
-        from ..ingest.storage import DatabaseBlobStorage
+        from ..ingest.storage_database import DatabaseBlobStorage
 
         if DatabaseBlobStorage(env.store.database).ensure_schema():
             changes.append("created table blob")

@@ -6,7 +6,8 @@ from ..settings import Settings
 from ..store.database import TaskStore
 from .catalog import Catalog
 from .docstore import open_configured_doc_store
-from .embeddings import embedding_config, open_embedder
+from .embedders import open_embedder
+from .embeddings import embedding_config
 from .types import Hit
 
 

@@ -11,6 +11,8 @@ import json
 from datetime import datetime
 from typing import Any
 
+from ..errors import MalformedMessage
+
 QUEUE = "rag_flow_svr_queue"
 """Stream of priority 0; priority p > 0 is ``f"{QUEUE}_{p}"``."""
 GROUP = "rag_flow_svr_task_broker"
@@ -83,10 +85,6 @@ def iso_now(moment: datetime | None = None) -> str:
     """ISO-8601 with milliseconds and the local UTC offset, as upstream's heartbeats."""
     moment = moment or datetime.now().astimezone()
     return moment.isoformat(timespec="milliseconds")
-
-
-class MalformedMessage(ValueError):
-    """A stream entry that is not a task message; it is acked and logged, never retried."""
 
 
 def decode_message(fields: dict[bytes | str, bytes | str] | None) -> dict[str, Any]:

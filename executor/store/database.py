@@ -25,15 +25,12 @@ from typing import Any
 import peewee as pw
 from playhouse.migrate import SchemaMigrator, migrate
 
-from ..settings import SettingsError, opening
+from ..errors import DatabaseUnavailable, NoTurnToWrite, SettingsError
+from ..settings import opening
 from ..sqlite import codes as sqlite_codes
-from ..sqlite.turns import NoTurnToWrite, WriteTurns
+from ..sqlite.turns import WriteTurns
 from .keyed_rows import KeyedRows
 from .tables import RAGFLEET_COLUMNS, Document, Knowledgebase, Task
-
-
-class DatabaseUnavailable(ConnectionError):
-    """The database cannot be reached right now; retry later, fail nothing."""
 
 
 def new_id() -> str:

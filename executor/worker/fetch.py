@@ -7,13 +7,13 @@ import functools
 import logging
 from collections.abc import Callable
 
-import redis
 import trio
 
+from ..errors import REDIS_REFUSED, DatabaseUnavailable, RedisAnswer, refuses_writes
 from ..lost_tasks import HEARTBEATS_AFTER_LOSS
-from ..queue.broker import REDIS_REFUSED, Broker, Delivery, refuses_writes
+from ..queue.broker import Broker, Delivery
 from ..settings import ExecutorSettings
-from ..store.database import DatabaseUnavailable, TaskStore
+from ..store.database import TaskStore
 from .clock import Clock, in_thread
 from .health import Health
 from .ledger import Ledger, Ledgers
@@ -199,7 +199,7 @@ class Fetcher:
                 if created:  # it came back without its data
                     self.on_queues_lost()
 
-    async def recover_from(self, exc: redis.ResponseError) -> None:
+    async def recover_from(self, exc: RedisAnswer) -> None:
         if refuses_writes(exc):
             self.health.redis.failed(exc)  # the next round probes until it takes writes
         elif "NOGROUP" in str(exc):  # Redis lost its data under us (FLUSHALL, say)

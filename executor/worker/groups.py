@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from ..errors import is_outage
 from ..handlers import GroupHandler, HandlerRegistry, Outcome, TaskContext
 from ..settings import Settings
 from .clock import Clock, in_thread
@@ -16,7 +17,6 @@ from .health import Health
 from .ledger import Ledger, Ledgers
 from .lookup import TaskLookup
 from .meters import Meters
-from .outages import is_outage
 from .outcomes import Outcomes
 from .running import Finished, LookedUp, Running
 from .slots import Slots

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from ..outage import DependencyUnavailable, Outage
+from ..errors import DatabaseUnavailable, DependencyUnavailable
+from ..outage import Outage
 from ..queue.broker import redis_error_text
-from ..store.database import DatabaseUnavailable
 
 SET_ASIDE_STREAK = 3
 """Entries set aside in a row (executor errors, no task settled between them) after which

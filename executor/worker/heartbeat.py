@@ -10,10 +10,11 @@ from typing import Any
 
 import trio
 
+from ..errors import REDIS_REFUSED, REDIS_UNAVAILABLE, DatabaseUnavailable
 from ..queue import wire
-from ..queue.broker import REDIS_REFUSED, REDIS_UNAVAILABLE, Broker, Delivery
+from ..queue.broker import Broker, Delivery
 from ..settings import ExecutorSettings
-from ..store.database import DatabaseUnavailable, TaskStore
+from ..store.database import TaskStore
 from .clock import Clock, in_thread
 from .health import Health
 from .ledger import Ledgers

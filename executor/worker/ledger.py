@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import MalformedMessage
 from ..queue import wire
 from ..queue.broker import Delivery
 
@@ -18,7 +19,7 @@ class Ledger:
 
     delivery: Delivery
     message: dict[str, Any] | None = None
-    malformed: wire.MalformedMessage | None = None
+    malformed: MalformedMessage | None = None
     held: bool = False  # fetched and not settled nor let go: heartbeats keep it fresh
     alone: bool = False  # fetched to run alone (a suspect), not settled
     outage_deliveries: int = 0  # of its deliveries, those an outage cut short (this process)
@@ -29,7 +30,7 @@ class Ledger:
     def decode(self) -> None:
         try:
             self.message, self.malformed = wire.decode_message(self.delivery.fields), None
-        except wire.MalformedMessage as exc:
+        except MalformedMessage as exc:
             self.message, self.malformed = None, exc
 
     @property

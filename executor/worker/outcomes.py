@@ -8,15 +8,15 @@ from typing import Any
 
 import trio
 
-from ..handlers import HandlerRegistry, SettledHook, TaskContext, TaskInputError
+from ..errors import REDIS_UNAVAILABLE, DatabaseUnavailable, TaskInputError, is_outage
+from ..handlers import HandlerRegistry, SettledHook, TaskContext
 from ..progress import Progress
-from ..queue.broker import REDIS_UNAVAILABLE, Broker, Delivery
+from ..queue.broker import Broker, Delivery
 from ..settings import Settings
-from ..store.database import CANCELLED_MESSAGE, DatabaseUnavailable, TaskStore
+from ..store.database import CANCELLED_MESSAGE, TaskStore
 from .clock import Clock, in_thread
 from .health import Health
 from .meters import Meters
-from .outages import is_outage
 from .running import Counters, Finished, Running
 
 

@@ -6,17 +6,22 @@ from __future__ import annotations
 import logging
 from contextlib import suppress
 
-from ..outage import DependencyUnavailable
-from ..queue.broker import REDIS_REFUSED, Broker
+from ..errors import (
+    REDIS_REFUSED,
+    DatabaseUnavailable,
+    DependencyUnavailable,
+    TaskNotInDatabase,
+    is_outage,
+)
+from ..queue.broker import Broker
 from ..settings import ExecutorSettings
-from ..store.database import DatabaseUnavailable, TaskStore
+from ..store.database import TaskStore
 from .clock import in_thread
 from .fetch import Fetcher
 from .health import Health
 from .ledger import Ledger, Ledgers
 from .lookup import TaskLookup, not_runnable
 from .meters import Meters
-from .outages import TaskNotInDatabase, is_outage
 from .outcomes import Outcomes
 from .running import Counters, LookedUp
 from .slots import Slots

@@ -14,18 +14,18 @@ import signal
 from contextlib import suppress
 from pathlib import Path
 
-import redis
 import trio
 
+from ..errors import REDIS_DENIED, REDIS_REFUSED, REDIS_UNAVAILABLE, RedisAnswer, SettingsError
 from ..handlers import HandlerRegistry
 from ..instance_guard import refuse_a_live_twin
 from ..lost_tasks import LostTasks
 from ..memtrace import MemoryTracer
 from ..metrics import Metrics, serve_metrics_on
 from ..queue import wire
-from ..queue.broker import REDIS_DENIED, REDIS_REFUSED, REDIS_UNAVAILABLE, Broker, Delivery
+from ..queue.broker import Broker, Delivery
 from ..sdnotify import Notifier, run_watchdog
-from ..settings import Settings, SettingsError
+from ..settings import Settings
 from ..store.database import TaskStore
 from .clock import SYSTEM_CLOCK, Clock, in_thread
 from .fetch import Fetcher
@@ -317,7 +317,7 @@ class Worker:
                 health.redis.failed(exc)
                 self.meters.redis_errors.inc()
                 continue
-            except redis.ResponseError as exc:
+            except RedisAnswer as exc:
                 slots_of.give_back(slots)
                 await self.fetcher.recover_from(exc)
                 continue

@@ -17,20 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...settings import DOC_ENGINES as ENGINES
 from ...settings import opening
+from ...settings_spec import DOC_ENGINES as ENGINES
+from ..errors import DocStoreError, DocStoreUnavailable
 from ..types import DocStore
-
-
-class DocStoreError(RuntimeError):
-    """The document store refused or failed an operation; the message says which and why."""
-
-
-class DocStoreUnavailable(ConnectionError):
-    """The document store cannot take the operation now: unreachable, timed out, answering
-    429/502/503/504, or (embedded) its file locked past ``lock_timeout`` or its disk full.
-    An outage, not the task's fault: the executor pauses and runs the task again later
-    instead of failing it."""
 
 
 def open_doc_store(config: Mapping[str, Any]) -> DocStore:

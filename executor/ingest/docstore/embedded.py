@@ -5,38 +5,9 @@ short write transactions it takes several writer *processes* on one host
 (measured in ../shared/notes/doc-stores.md: 4 processes x 5k rows, no errors; kill -9 kept
 every committed batch). That is what several executor processes on one host need.
 
-Layout (one file, the configured ``path``):
-
-* ``chunks``: one row per chunk. ``rid`` is the rowid FTS5 needs; the chunk's identity is
-  ``(idx, id)`` (index name, chunk id), UNIQUE, so re-indexing a chunk id replaces it.
-  ``tokens`` is the chunk's ``content_ltks`` (RAGFlow's tokens, space-separated); ``pages``
-  is JSON; ``vector`` is little-endian float32 bytes (or NULL).
-* ``chunks_fts``: an external-content FTS5 table over ``chunks.tokens``, kept in step by
-  triggers, so the token text is stored once. FTS5's own tokenizer (unicode61) then splits
-  and case-folds those tokens; queries go through exactly the same two steps (see below), so
-  indexing and querying always agree.
-* ``indexes``: the ``(index, vector_dim)`` pairs ``create_index`` was called with.
-
-Searching: ``search(query=...)`` takes RAW text and tokenizes it with RAGFlow's tokenizer
-(:mod:`executor.ingest.ragtokens`), which made the chunks' ``content_ltks``: its coarse tokens
-and their fine-grained split, as RAGFlow's query side does (a store can be given another
-tokenizer with ``tokenizer=``; it must match the chunks'). Each token becomes an FTS5 string
-(``"token"``) and the strings are OR-ed, ranked by FTS5's ``bm25()``. A chunk built without
-RAGFlow's tokenizer is indexed with the chunker's tokens (``Chunk.ltks``).
-
-Hybrid: with a query vector, the BM25 candidates (up to ``candidates``, default 1024 like
-upstream's ``topk``) are re-scored in numpy::
-
-    score = (1 - w) * bm25 / max(bm25) + w * cosine(query_vector, chunk_vector)
-
-with ``w = vector_similarity_weight = 0.3``: upstream's default. RAGFlow's
-``rag/nlp/search.py`` ``Dealer.retrieval(..., vector_similarity_weight=0.3, ...)`` calls
-``self.rerank(sres, question, 1 - vector_similarity_weight, vector_similarity_weight)``,
-i.e. ``tkweight=0.7`` for the keyword side and ``vtweight=0.3`` for the vector side
-(``rerank``'s own defaults, 0.3/0.7, are overridden by that call). Upstream's keyword side
-is a token-overlap similarity, ours is BM25 normalised to the best candidate. Chunks without
-a vector of the query's dimension get cosine 0 (upstream uses a zero vector). A chunk that
-shares no token with the query is not a candidate: there is no vector-only recall here.
+The file's layout is in :mod:`.embedded_schema`; how a query is tokenized, matched and
+(with a vector) re-scored is in :mod:`.embedded_query`; this module opens, writes and
+searches the file.
 
 Concurrency: one connection per thread (the executor calls from a thread pool) and per
 process (a connection is never used across ``fork``). Writes are transactions of at most
@@ -53,14 +24,12 @@ most ``batch_size`` rows (:mod:`.group_commit`): a single ``INSERT OR REPLACE`` 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import random
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import closing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -68,132 +37,33 @@ import numpy as np
 
 from ...sqlite import codes as sqlite_codes
 from ...sqlite.turns import WriteTurns
-from ..ragtokens import query_tokens
+from ..errors import DocStoreError, DocStoreUnavailable
 from ..types import Chunk, Hit
-from . import DocStoreError, DocStoreUnavailable
+from .embedded_query import (
+    CANDIDATES,
+    VECTOR_SIMILARITY_WEIGHT,
+    candidates_sql,
+    cosine_to_blobs,
+    default_tokenizer,
+    fts_query,
+    hybrid_scores,
+)
+from .embedded_schema import (
+    ROW_VALUES,
+    SCHEMA,
+    SCHEMA_VERSION,
+    UPSERT,
+    chunk_row,
+    found_hit,
+    max_rows_per_statement,
+)
 from .group_commit import Batch, GroupCommit
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
 DEFAULT_BATCH_SIZE = 200
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds SQLite itself waits for a lock
 DEFAULT_LOCK_TIMEOUT = 120.0  # seconds we keep retrying after that
-VECTOR_SIMILARITY_WEIGHT = 0.3  # upstream Dealer.retrieval's default (see module docstring)
-CANDIDATES = 1024  # BM25 candidates re-scored in hybrid search (upstream's topk default)
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS indexes (
-        name TEXT NOT NULL,
-        vector_dim INTEGER NOT NULL DEFAULT 0,
-        created REAL NOT NULL,
-        PRIMARY KEY (name, vector_dim))""",
-    """CREATE TABLE IF NOT EXISTS chunks (
-        rid INTEGER PRIMARY KEY,
-        idx TEXT NOT NULL,
-        id TEXT NOT NULL,
-        kb_id TEXT NOT NULL,
-        doc_id TEXT NOT NULL,
-        doc_name TEXT NOT NULL,
-        content TEXT NOT NULL,
-        tokens TEXT NOT NULL,
-        pages TEXT NOT NULL,
-        vector BLOB,
-        create_time REAL NOT NULL,
-        UNIQUE (idx, id))""",
-    "CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks (idx, doc_id)",
-    """CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts
-        USING fts5(tokens, content='chunks', content_rowid='rid')""",
-    """CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
-        INSERT INTO chunks_fts (rowid, tokens) VALUES (new.rid, new.tokens);
-    END""",
-    """CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
-        INSERT INTO chunks_fts (chunks_fts, rowid, tokens) VALUES ('delete', old.rid, old.tokens);
-    END""",
-    """CREATE TRIGGER IF NOT EXISTS chunks_au AFTER UPDATE ON chunks BEGIN
-        INSERT INTO chunks_fts (chunks_fts, rowid, tokens) VALUES ('delete', old.rid, old.tokens);
-        INSERT INTO chunks_fts (rowid, tokens) VALUES (new.rid, new.tokens);
-    END""",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
-)
-
-# Insert-or-replace many rows in one statement: _UPSERT + one _ROW_VALUES per row (see _row).
-# The row an id already has is deleted first (UNIQUE (idx, id)), and with recursive_triggers
-# on (see _open) its delete trigger takes the old FTS entry out.
-_COLUMNS = (
-    "idx",
-    "id",
-    "kb_id",
-    "doc_id",
-    "doc_name",
-    "content",
-    "tokens",
-    "pages",
-    "vector",
-    "create_time",
-)
-_UPSERT = f"INSERT OR REPLACE INTO chunks ({', '.join(_COLUMNS)}) VALUES "
-_ROW_VALUES = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
-
-
-# --- tokens and queries --------------------------------------------------------------------
-
-
-def default_tokenizer() -> Callable[[str], Sequence[str] | str]:
-    """RAGFlow's tokenizer, which made the indexed ``content_ltks``: a query is split the
-    same way (its coarse and its fine-grained tokens, as RAGFlow's own query side)."""
-    return query_tokens  # loads the tokenizer on its first query, not when a store opens
-
-
-def fts_query(tokens: Iterable[str]) -> str:
-    """An FTS5 MATCH expression: each distinct token as a quoted string, OR-ed.
-
-    Quoting makes every token a literal (no FTS5 operators from user text) and lets FTS5
-    split it with the same tokenizer that indexed the chunks. Tokens with no letter or digit
-    would become empty phrases, so they are dropped.
-    """
-    kept = dict.fromkeys(t for t in tokens if any(ch.isalnum() for ch in t))
-    return " OR ".join('"' + t.replace('"', '""') + '"' for t in kept)
-
-
-# --- vectors and scores ----------------------------------------------------------------------
-
-
-def vector_blob(vector: Sequence[float] | None) -> bytes | None:
-    """A vector as little-endian float32 bytes (4 bytes per dimension)."""
-    if vector is None:
-        return None
-    array = np.asarray(vector, dtype="<f4")
-    if array.ndim != 1:
-        raise ValueError(f"a chunk vector must be one-dimensional, not of shape {array.shape}")
-    return array.tobytes()
-
-
-def cosine_to_blobs(query: Sequence[float], blobs: Sequence[bytes | None]) -> np.ndarray:
-    """Cosine similarity of ``query`` with each stored vector; 0 where there is none of the
-    query's dimension (or either vector is all zeros)."""
-    q = np.asarray(query, dtype=np.float32)
-    out = np.zeros(len(blobs), dtype=np.float64)
-    width = q.size * 4
-    rows = [i for i, blob in enumerate(blobs) if blob is not None and len(blob) == width]
-    q_norm = float(np.linalg.norm(q))
-    if not rows or q_norm == 0.0:
-        return out
-    matrix = np.frombuffer(b"".join(blobs[i] for i in rows), dtype="<f4").reshape(len(rows), -1)
-    norms = np.linalg.norm(matrix, axis=1) * q_norm
-    dots = matrix @ q
-    out[rows] = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
-    return out
-
-
-def hybrid_scores(bm25: np.ndarray, cosine: np.ndarray, weight: float) -> np.ndarray:
-    """``(1 - weight) * bm25 / max(bm25) + weight * cosine`` (see the module docstring)."""
-    top = float(bm25.max()) if bm25.size else 0.0
-    keyword = bm25 / top if top > 0 else np.zeros_like(bm25)
-    return (1.0 - weight) * keyword + weight * cosine
-
-
-# --- errors and retries ----------------------------------------------------------------------
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -207,30 +77,6 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 def _batches(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-@functools.cache
-def max_rows_per_statement() -> int:
-    """How many rows one statement can insert: this SQLite's limit on bound values (a
-    compile-time setting: 250,000 on Debian 12, 32,766 by default, 999 before 3.32)."""
-    with closing(sqlite3.connect(":memory:")) as conn:
-        return conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(_COLUMNS)
-
-
-def _row(index: str, chunk: Chunk, now: float) -> tuple[Any, ...]:
-    """The values of *chunk*'s row, in _COLUMNS order."""
-    return (
-        index,
-        chunk.id,
-        chunk.kb_id,
-        chunk.doc_id,
-        chunk.doc_name,
-        chunk.content,
-        chunk.ltks,
-        json.dumps(list(chunk.pages)),
-        vector_blob(chunk.vector),
-        chunk.create_time or now,
-    )
 
 
 # --- the store -------------------------------------------------------------------------------
@@ -314,7 +160,7 @@ class EmbeddedDocStore:
             )
         conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; WAL stays valid
         # A row that INSERT OR REPLACE deletes fires its delete trigger only with this on;
-        # without it the old row's FTS entry would stay behind (_UPSERT).
+        # without it the old row's FTS entry would stay behind (embedded_schema.UPSERT).
         conn.execute("PRAGMA recursive_triggers = ON")
         return conn
 
@@ -323,7 +169,7 @@ class EmbeddedDocStore:
             return
 
         def create(c: sqlite3.Connection) -> None:
-            for statement in _SCHEMA:
+            for statement in SCHEMA:
                 c.execute(statement)
 
         self._transaction(create, conn)
@@ -407,9 +253,9 @@ class EmbeddedDocStore:
         self._conn()  # open it (and check the schema) before queueing for a group commit
         now = time.time()
         latest = {chunk.id: chunk for chunk in chunks}
-        rows = [_row(index, chunk, now) for chunk in latest.values()]
+        rows = [chunk_row(index, chunk, now) for chunk in latest.values()]
         for batch in _batches(rows, self.batch_size):
-            self._group_commit.submit(Batch(index, [row[1] for row in batch], batch))
+            self._group_commit.submit(Batch(index, [values[1] for values in batch], batch))
 
     def _write_group(self, group: Sequence[Batch]) -> None:
         """The batches of a group commit in one statement, which is its own transaction: the
@@ -417,9 +263,9 @@ class EmbeddedDocStore:
         between BEGIN, the writes and COMMIT, each of which can wait for another thread's
         turn on the GIL (up to 5 ms) while the file stays locked. The values are bound as
         they are (text, and vectors as blobs), so nothing is encoded or parsed on the way."""
-        rows = [row for batch in group for row in batch.rows]
-        sql = _UPSERT + ",".join([_ROW_VALUES] * len(rows))
-        params = [value for row in rows for value in row]
+        rows = [values for batch in group for values in batch.rows]
+        sql = UPSERT + ",".join([ROW_VALUES] * len(rows))
+        params = [value for values in rows for value in values]
         conn = self._conn()
         self._retrying(lambda: conn.execute(sql, params))
 
@@ -479,7 +325,7 @@ class EmbeddedDocStore:
             if cosine.any():
                 scores = hybrid_scores(bm25, cosine, self.vector_similarity_weight)
         order = np.argsort(-scores, kind="stable")[:top_k]
-        return [_hit(rows[i], float(scores[i])) for i in order]
+        return [found_hit(rows[i], float(scores[i])) for i in order]
 
     def close(self) -> None:
         """Close every connection this process opened (in any thread). Idempotent."""
@@ -541,23 +387,7 @@ class EmbeddedDocStore:
         self, index: str, match: str, kb_ids: Sequence[str], limit: int, *, with_vectors: bool
     ) -> list[tuple[Any, ...]]:
         kbs = list(dict.fromkeys(kb_ids))
-        sql = f"""SELECT c.id, c.doc_id, c.kb_id, c.doc_name, c.content, c.pages,
-                -bm25(chunks_fts) AS score{", c.vector" if with_vectors else ""}
-            FROM chunks_fts JOIN chunks AS c ON c.rid = chunks_fts.rowid
-            WHERE chunks_fts MATCH ? AND c.idx = ? AND c.kb_id IN ({", ".join("?" * len(kbs))})
-            ORDER BY bm25(chunks_fts) LIMIT ?"""
+        sql = candidates_sql(len(kbs), with_vectors=with_vectors)
         params = [match, index, *kbs, limit]
         conn = self._conn()
         return self._retrying(lambda: conn.execute(sql, params).fetchall())
-
-
-def _hit(row: tuple[Any, ...], score: float) -> Hit:
-    return Hit(
-        chunk_id=row[0],
-        doc_id=row[1],
-        kb_id=row[2],
-        doc_name=row[3],
-        content=row[4],
-        score=score,
-        pages=tuple(json.loads(row[5])),
-    )

@@ -1,0 +1,148 @@
+"""The executor's keys (the ``executor:`` section) and the timing rules between them, declared
+once: configc's schema, the runtime config configc renders, the executor's ExecutorSettings,
+the shipped conf and the docs table all follow this module (tests check the last two).
+
+A leaf: standard library only, so that configc can import it (see the import contracts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+DOC_ENGINES = ("embedded", "elasticsearch", "opensearch")
+"""The document stores the executor can run (``doc_store.engine``). configc's schema allows
+exactly these (upstream's ``infinity`` is not among them), so ``configc check`` refuses
+what the executor would refuse at start."""
+DB_TYPES = ("mysql", "postgres", "sqlite")
+STORAGE_BACKENDS = ("local", "database", "s3", "minio")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of the ``executor:`` section."""
+
+    name: str
+    type: type
+    """int, bool, str, or float for a duration in seconds: configc takes whole seconds (its
+    units need them), the executor any number."""
+    default: Any
+    doc: str
+    minimum: int | None = None
+    maximum: int | None = None
+    allowed: tuple[str, ...] = ()
+    runtime: bool = True
+    """Whether the executor reads it (it is in the runtime config and ExecutorSettings);
+    False for what only configc uses (the units, the inventory, the other sections)."""
+    check: Mapping[str, Any] = field(default_factory=dict)
+    """Extra cerberus rules of configc's schema: a format (check_with, regex) or coercion."""
+
+
+_FLAG = {"coerce": "flag"}
+_DIRECTORY = {"check_with": "absolute_path"}
+
+KEYS: tuple[Key, ...] = (
+    Key("instances", int, 1, "executor processes per host", 1, 64, runtime=False),
+    Key("max_concurrent_tasks", int, 5, "tasks one process runs at once", 1, 1024),
+    Key("max_concurrent_chunk_builders", int, 1, "upstream's chunk builders", 1, 256),
+    Key("group_tasks", bool, True, "run ingestion tasks fetched together", check=_FLAG),
+    Key("heartbeat_interval", float, 30, "seconds between heartbeats", 1, 600),
+    Key("worker_heartbeat_timeout", float, 120, "a silent worker's seconds in TASKEXE", 2),
+    Key("reclaim_idle", float, 300, "seconds before a silent worker's tasks are reclaimed", 1),
+    Key("max_deliveries", int, 3, "deliveries before a task is dead-lettered", 1, 100),
+    Key("drain_timeout", float, 60, "seconds a stopping executor lets tasks finish", 0, 3600),
+    Key("lost_task_sweep", int, 600, "seconds between sweeps for lost tasks (0: off)", 0, 86400),
+    Key("doc_engine", str, "embedded", "the document store", allowed=DOC_ENGINES, runtime=False),
+    Key("db_type", str, "sqlite", "the task database", allowed=DB_TYPES, runtime=False),
+    Key(
+        "storage", str, "local", "where documents are kept", allowed=STORAGE_BACKENDS, runtime=False
+    ),
+    Key("state_dir", str, "/var/lib/ragfleet", "the only writable directory", check=_DIRECTORY),
+    Key(
+        "install_dir",
+        str,
+        "/opt/ragfleet",
+        "the virtualenv's parent",
+        runtime=False,
+        check=_DIRECTORY,
+    ),
+    Key(
+        "user",
+        str,
+        "ragfleet",
+        "system user the executors run as",
+        runtime=False,
+        check={"regex": r"[a-z_][a-z0-9_-]{0,31}"},
+    ),
+    Key("log_level", str, "INFO", "the log's threshold", allowed=LOG_LEVELS),
+    Key("metrics_port_base", int, 9470, "instance N serves metrics on base + N", 1, 65535),
+    Key("lighten", bool, False, "upstream's LIGHTEN", runtime=False, check=_FLAG),
+)
+
+RUNTIME_KEYS = tuple(key for key in KEYS if key.runtime)
+"""The keys of the runtime config's ``executor:`` section, in the order configc writes them."""
+
+
+# -- timing rules ------------------------------------------------------------------------------
+
+
+class Watchdog(NamedTuple):
+    """The systemd watchdog an executor runs under: seconds, and where that figure is from."""
+
+    seconds: float
+    source: str
+
+
+def watchdog_sec(heartbeat_interval: int) -> int:
+    """WatchdogSec of an executor unit: systemd kills an instance that has not pinged it
+    for this long. An instance stops pinging when its event loop blocks, or when its
+    heartbeat loop has not come round for this long either (Worker._alive)."""
+    return max(30, 3 * heartbeat_interval)
+
+
+Problem = tuple[tuple[str, str], str]
+"""A broken rule: the key path it names, and why."""
+
+
+def timing_problems(executor: Mapping[str, Any], watchdog: Watchdog | None) -> list[Problem]:
+    """What the ``executor:`` timings get wrong, under *watchdog* (None: nothing kills a hung
+    executor). With or without one, a live holder's lease, renewed every heartbeat, must
+    look younger than half of reclaim_idle (Worker._held_elsewhere's limit); a watchdog
+    adds that a hung holder must be dead before its entries are reclaimed (the stricter
+    rule under configc's watchdog, which is at least three heartbeats)."""
+    beat = executor["heartbeat_interval"]
+    problems: list[Problem] = []
+    if executor["worker_heartbeat_timeout"] <= 2 * beat:
+        problems.append(
+            (
+                ("executor", "worker_heartbeat_timeout"),
+                f"must be more than twice heartbeat_interval ({beat} s), or a live worker "
+                "whose heartbeat is a little late is declared dead",
+            )
+        )
+    if watchdog is not None and executor["reclaim_idle"] <= (least := 2 * watchdog.seconds):
+        problems.append(
+            (
+                ("executor", "reclaim_idle"),
+                f"must be more than {_seconds(least)} s, twice the watchdog "
+                f"({_seconds(watchdog.seconds)} s, {watchdog.source}): a hung executor is "
+                "killed by its watchdog at most that long after it last refreshed its tasks' "
+                "entries, and no other may take them over before, or both would run them",
+            )
+        )
+    elif executor["reclaim_idle"] <= 2 * beat:
+        problems.append(
+            (
+                ("executor", "reclaim_idle"),
+                f"must be more than {_seconds(2 * beat)} s, twice heartbeat_interval: a live "
+                "executor renews its tasks' leases every heartbeat, and another takes over "
+                "a task whose lease is older than half of reclaim_idle",
+            )
+        )
+    return problems
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
