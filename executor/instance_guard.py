@@ -24,10 +24,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import redis
 import trio
 
-from .fleet import latest_heartbeat
+from .queue.broker import Broker
 from .settings import SettingsError, opening
 
 # How long a heartbeat may stay the newest while its sender lives, in heartbeat intervals:
@@ -79,15 +78,15 @@ def _holder(fd: int) -> str:
 
 
 async def refuse_a_live_twin(
-    client: redis.Redis, name: str, *, address: str, interval: float, timeout: float
+    broker: Broker, name: str, *, address: str, interval: float, timeout: float
 ) -> None:
     """Raise InstanceRunning if another live process heartbeats as *name*. Called before
     this process's first heartbeat, which would overwrite the twin's."""
-    seen = await trio.to_thread.run_sync(latest_heartbeat, client, name)
+    seen = await trio.to_thread.run_sync(broker.latest_heartbeat, name)
     if seen is None or not _may_live(*seen, address=address, timeout=timeout):
         return
     await trio.sleep(TWIN_WATCH * interval)
-    newest = await trio.to_thread.run_sync(latest_heartbeat, client, name)
+    newest = await trio.to_thread.run_sync(broker.latest_heartbeat, name)
     if newest is not None and newest[0] > seen[0]:
         score, beat = newest
         raise InstanceRunning(

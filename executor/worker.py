@@ -273,9 +273,9 @@ class Worker:
             try:
                 if await self._redis(self.broker.ensure_groups):
                     self.note_queues_lost()
-                self.ip_address = await trio.to_thread.run_sync(self._local_address)
+                self.ip_address = await trio.to_thread.run_sync(self.broker.local_address)
                 await refuse_a_live_twin(
-                    self.broker.client,
+                    self.broker,
                     self.name,
                     address=self.ip_address,
                     interval=self.config.heartbeat_interval,
@@ -305,14 +305,6 @@ class Worker:
                 f"cannot serve metrics on port {self.metrics_port} (executor.metrics_port_base "
                 f"+ instance {self.instance}): {reason}"
             ) from None
-
-    def _local_address(self) -> str:
-        pool = self.broker.client.connection_pool
-        connection = pool.get_connection()
-        try:
-            return connection._sock.getsockname()[0] if connection._sock else ""
-        finally:
-            pool.release(connection)
 
     async def _work(self) -> None:
         with self._drain_scope:

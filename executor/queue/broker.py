@@ -9,6 +9,7 @@ nothing.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -370,6 +371,27 @@ class Broker:
         return {t for t, found in zip(task_ids, pipe.execute(), strict=True) if found}
 
     # -- fleet bookkeeping -------------------------------------------------------------------
+
+    def local_address(self) -> str:
+        """This host's address on the connection to Redis, for the heartbeats."""
+        pool = self.client.connection_pool
+        connection = pool.get_connection()
+        try:
+            return connection._sock.getsockname()[0] if connection._sock else ""
+        finally:
+            pool.release(connection)
+
+    def latest_heartbeat(self, name: str) -> tuple[float, dict[str, Any]] | None:
+        """The newest heartbeat of executor *name* and its time, if any (as
+        fleet.latest_heartbeat, which the queue may not import: fleet imports the store)."""
+        newest = self.client.zrevrangebyscore(name, "+inf", "-inf", start=0, num=1, withscores=True)
+        if not newest:
+            return None
+        payload, score = newest[0]
+        try:
+            return score, json.loads(payload)
+        except ValueError:
+            return score, {}
 
     def queue_info(self) -> tuple[int, int]:
         """(pending, lag) of the group summed over the queues, as the heartbeat reports them."""
