@@ -127,7 +127,7 @@ def test_replay_own_counts_a_delivery_and_skips_excluded_and_others(side):
     a.ensure_groups()
     for n in range(3):
         side.enqueue(_task(n), 0)
-    first, second = a.read_new(2, 0)
+    first, _ = a.read_new(2, 0)
     b.read_new(1, 0)
     replayed = a.replay_own({first.entry_id}, 5)
     assert (_ids(replayed), _counts(replayed)) == (["t1"], [(2, 0)])

@@ -55,8 +55,9 @@ def test_a_task_type_without_handler_fails_naming_the_known_ones(tmp_path):
     task = rig.task("nope")
     rig.run(rig.settled(task))
     assert rig.state(task) == "failed"
-    assert "no handler for task type 'nope' (known: 'bad_input', 'fail', 'ok', 'slow')" in (
-        rig.row(task)["progress_msg"]
+    assert (
+        "no handler for task type 'nope' (known: 'bad_input', 'fail', 'ok', 'slow')"
+        in (rig.row(task)["progress_msg"])
     )
     assert rig.ran == [] and _drained(rig)
 
