@@ -8,12 +8,14 @@ import sys
 
 import trio
 
+from .errors import REDIS_DENIED, DatabaseUnavailable, SettingsError
 from .handlers import INGEST_TASK_TYPE, HandlerRegistry, default_registry
 from .instance_guard import instance_lock
 from .queue import wire
-from .queue.broker import REDIS_DENIED, Broker, connect, redis_error_text, redis_location
+from .queue.broker import Broker, redis_error_text
+from .queue.connection import connect, redis_location
 from .sdnotify import Notifier
-from .settings import Settings, SettingsError
+from .settings import Settings
 from .store.database import TaskStore, open_task_store
 from .worker import Worker, metrics_port
 
@@ -53,12 +55,21 @@ def build_registry(settings: Settings, store: TaskStore) -> HandlerRegistry:
 
 
 def build_worker(
-    settings: Settings, instance: int, registry: HandlerRegistry | None = None
+    settings: Settings,
+    instance: int,
+    registry: HandlerRegistry | None = None,
+    *,
+    broker: Broker | None = None,
+    opened: tuple[TaskStore, DatabaseUnavailable | None] | None = None,
 ) -> Worker:
-    consumer = wire.consumer_name(settings.host_id, instance)
-    store, unavailable = open_task_store(settings.database)
-    store.database.close()  # this thread's connection; the worker's threads open their own
-    broker = Broker(connect(settings.redis), consumer)
+    """The executor's Worker; *broker* and the task store (*opened*, as open_task_store
+    returns it) are opened from the settings unless given (a test's, faults injected)."""
+    if opened is None:
+        opened = open_task_store(settings.database)
+        opened[0].database.close()  # this thread's connection; the worker's threads open theirs
+    store, unavailable = opened
+    if broker is None:
+        broker = Broker(connect(settings.redis), wire.consumer_name(settings.host_id, instance))
     worker = Worker(
         settings,
         instance,

@@ -3,40 +3,26 @@ unfinished tasks that no queue holds."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Set
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import redis
-
 from .queue import wire
-from .queue.producer import enqueue, queued_task_ids, scan_stream, task_message
+from .queue.producer import task_message
+from .queue.roster import Roster
 from .store.database import TaskStore
 
 
-def latest_heartbeat(client: redis.Redis, name: str) -> tuple[float, dict[str, Any]] | None:
-    """The newest heartbeat of executor *name* and its timestamp, or None."""
-    newest = client.zrevrangebyscore(name, "+inf", "-inf", start=0, num=1, withscores=True)
-    if not newest:
-        return None
-    payload, score = newest[0]
-    try:
-        return score, json.loads(payload)
-    except ValueError:
-        return score, {}
-
-
-def fleet_status(client: redis.Redis, timeout: float, now: float | None = None) -> list[dict]:
+def fleet_status(roster: Roster, timeout: float, now: float | None = None) -> list[dict]:
     """One row per member of TASKEXE, ``state`` alive or stale (no heartbeat in *timeout*);
     ``running`` counts the tasks it runs, ``waiting`` those it has fetched and holds until a
     slot is free, ``current`` names both."""
     now = time.time() if now is None else now
     rows = []
-    for member in sorted(m.decode() for m in client.smembers(wire.EXECUTORS_SET)):
-        beat = latest_heartbeat(client, member)
+    for member in roster.executors():
+        beat = roster.latest_heartbeat(member)
         score, data = beat if beat else (0.0, {})
         age = now - score if beat else None
         current = data.get("current") or {}
@@ -47,7 +33,7 @@ def fleet_status(client: redis.Redis, timeout: float, now: float | None = None) 
                 "name": member,
                 "age": f"{age:.0f}s" if age is not None else "never",
                 "running": len(current) - waiting,
-                "waiting": waiting,  # fetched, waiting for a slot (see Worker._current_tasks)
+                "waiting": waiting,  # fetched, waiting for a slot (see Heartbeats.current_tasks)
                 "current": sorted(current),
                 "state": "alive" if age is not None and age <= timeout else "stale",
             }
@@ -59,33 +45,7 @@ def _waiting(task: Any) -> bool:
     return isinstance(task, dict) and bool(task.get("waiting"))
 
 
-def dead_letters(client: redis.Redis) -> list[dict[str, Any]]:
-    """The dead-letter stream, oldest first, with the task id pulled out of each message."""
-    entries = []
-    for entry_id, fields in scan_stream(client, wire.DEAD_LETTER_STREAM):
-        record = {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
-        try:
-            task_id = wire.decode_message(fields)["id"]
-        except wire.MalformedMessage:
-            task_id = ""
-        entries.append({"dlq_id": entry_id, "task_id": task_id, **record})
-    return entries
-
-
-def purge_dead_letters(client: redis.Redis) -> int:
-    """Delete the dead-letter stream; how many entries it held."""
-    pipe = client.pipeline(transaction=True)
-    pipe.xlen(wire.DEAD_LETTER_STREAM)
-    pipe.delete(wire.DEAD_LETTER_STREAM)
-    count, _ = pipe.execute()
-    return int(count)
-
-
-def dead_letter_count(client: redis.Redis) -> int:
-    return int(client.xlen(wire.DEAD_LETTER_STREAM))
-
-
-def requeue_dead_letter(client: redis.Redis, store: TaskStore, entry: dict[str, Any]) -> bool:
+def requeue_dead_letter(roster: Roster, store: TaskStore, entry: dict[str, Any]) -> bool:
     """Reset the entry's task, put it back on its queue, and drop the dead-letter entry;
     False (the entry kept) if the database has no such task: a database restored from a
     backup older than the task, say, or an entry that names none."""
@@ -93,8 +53,8 @@ def requeue_dead_letter(client: redis.Redis, store: TaskStore, entry: dict[str, 
     task = store.reset_task(entry["task_id"], note) if entry["task_id"] else None
     if task is None:
         return False
-    enqueue(client, [task_message(task)])
-    client.xdel(wire.DEAD_LETTER_STREAM, entry["dlq_id"])
+    roster.enqueue([task_message(task)])
+    roster.drop_dead_letter(entry["dlq_id"])
     return True
 
 
@@ -125,7 +85,7 @@ class LostTaskFilter:
 
 
 def tasks_in_no_queue(
-    client: redis.Redis, store: TaskStore, lost: LostTaskFilter = LostTaskFilter()
+    roster: Roster, store: TaskStore, lost: LostTaskFilter = LostTaskFilter()
 ) -> tuple[list[dict], int]:
     """Unfinished tasks (by the database) that no queue stream and no dead-letter entry
     holds and *lost* keeps, and how many tasks are unfinished in all.
@@ -134,7 +94,7 @@ def tasks_in_no_queue(
     written) is the operator's: `ragfleet dlq retry` puts it back.
     """
     stamps = store.unfinished_task_stamps()
-    held = queued_task_ids(client) | {entry["task_id"] for entry in dead_letters(client)}
+    held = roster.queued_task_ids() | {entry["task_id"] for entry in roster.dead_letters()}
     candidates = [row["id"] for row in stamps if row["id"] not in held and lost.keeps(row)]
     # Read again: a task that finished (its entry deleted) between the two reads is not lost.
     missing = [row for row in store.unfinished_tasks(among=candidates) if lost.keeps(row)]
@@ -142,16 +102,16 @@ def tasks_in_no_queue(
 
 
 def requeue_lost(
-    client: redis.Redis, store: TaskStore, lost: LostTaskFilter = LostTaskFilter()
+    roster: Roster, store: TaskStore, lost: LostTaskFilter = LostTaskFilter()
 ) -> tuple[list[str], int]:
     """Re-enqueue the tasks :func:`tasks_in_no_queue` finds; returns their ids, and how many
     tasks are unfinished. Idempotent: a task already in a stream is left alone."""
-    missing, unfinished = tasks_in_no_queue(client, store, lost)
-    enqueue(client, (task_message(t) for t in missing))
+    missing, unfinished = tasks_in_no_queue(roster, store, lost)
+    roster.enqueue(task_message(t) for t in missing)
     return [t["id"] for t in missing], unfinished
 
 
-def running_task_ids(client: redis.Redis, timeout: float) -> set[str]:
+def running_task_ids(roster: Roster, timeout: float) -> set[str]:
     """The tasks that live executors (a heartbeat within *timeout*) say they are running."""
-    rows = fleet_status(client, timeout)
+    rows = fleet_status(roster, timeout)
     return {task_id for row in rows if row["state"] == "alive" for task_id in row["current"]}

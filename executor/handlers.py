@@ -24,6 +24,7 @@ from typing import Any
 
 import trio
 
+from .errors import TaskInputError
 from .progress import Progress
 from .settings import Settings
 
@@ -66,10 +67,6 @@ class TaskContext:
         if not isinstance(payload, dict):
             raise TaskInputError("the task's payload is not a JSON object")
         return payload
-
-
-class TaskInputError(ValueError):
-    """The task itself is wrong (bad parameters, unreadable document): fail it, do not retry."""
 
 
 Handler = Callable[[TaskContext], Awaitable[None]]
@@ -118,6 +115,9 @@ class HandlerRegistry:
 
     def group(self, task_type: str) -> GroupHandler | None:
         return self._groups.get(task_type)
+
+    def has_group(self, task_type: str) -> bool:
+        return task_type in self._groups
 
     def types(self) -> list[str]:
         return sorted(self._handlers)

@@ -22,21 +22,22 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import redis
 import trio
 
-from .fleet import latest_heartbeat
-from .settings import SettingsError, opening
+from .errors import InstanceRunning
+from .settings import opening
 
 # How long a heartbeat may stay the newest while its sender lives, in heartbeat intervals:
 # one interval, plus the time its round of Redis calls takes.
 TWIN_WATCH = 2.0
 
 
-class InstanceRunning(SettingsError):
-    """Another live process is this executor instance."""
+class HeartbeatReader(Protocol):
+    """What the twin check needs of the queue (the Broker)."""
+
+    def latest_heartbeat(self, name: str) -> tuple[float, dict[str, Any]] | None: ...
 
 
 @contextmanager
@@ -79,15 +80,15 @@ def _holder(fd: int) -> str:
 
 
 async def refuse_a_live_twin(
-    client: redis.Redis, name: str, *, address: str, interval: float, timeout: float
+    broker: HeartbeatReader, name: str, *, address: str, interval: float, timeout: float
 ) -> None:
     """Raise InstanceRunning if another live process heartbeats as *name*. Called before
     this process's first heartbeat, which would overwrite the twin's."""
-    seen = await trio.to_thread.run_sync(latest_heartbeat, client, name)
+    seen = await trio.to_thread.run_sync(broker.latest_heartbeat, name)
     if seen is None or not _may_live(*seen, address=address, timeout=timeout):
         return
     await trio.sleep(TWIN_WATCH * interval)
-    newest = await trio.to_thread.run_sync(latest_heartbeat, client, name)
+    newest = await trio.to_thread.run_sync(broker.latest_heartbeat, name)
     if newest is not None and newest[0] > seen[0]:
         score, beat = newest
         raise InstanceRunning(

@@ -27,10 +27,11 @@ from dataclasses import replace
 
 import trio
 
+from .errors import not_now
 from .fleet import LostTaskFilter, requeue_lost, running_task_ids
-from .queue.broker import REDIS_REFUSED, Broker
+from .queue.broker import Broker
 from .settings import ExecutorSettings
-from .store.database import DatabaseUnavailable, TaskStore
+from .store.database import TaskStore
 
 REQUEUE_GRACE = 5.0
 """Seconds a producer may take between recording a task and enqueuing it: the tasks
@@ -44,8 +45,6 @@ REQUEUE_TURN_WAIT = 10.0
 """Seconds to wait for another executor's pass to end before giving up."""
 SHOWN_IDS = 5
 """Task ids a pass names in its log line; the rest are counted."""
-
-OUTAGES = (DatabaseUnavailable, TimeoutError, *REDIS_REFUSED)
 
 
 class LostTasks:
@@ -82,7 +81,7 @@ class LostTasks:
             self.log.error(
                 "could not re-enqueue the tasks Redis lost (%s): run `ragfleet reconcile`",
                 exc,
-                exc_info=not isinstance(exc, OUTAGES),
+                exc_info=not not_now(exc),
             )
 
     async def sweep(self) -> None:
@@ -98,10 +97,11 @@ class LostTasks:
             await trio.sleep(period)
             try:
                 self.on_requeued(await trio.to_thread.run_sync(self._sweep_once, period))
-            except OUTAGES as exc:
-                self.log.info("lost-task sweep skipped: %s", exc)
-            except Exception:  # a bug: the worker goes on, the next sweep tries again
-                self.log.exception("lost-task sweep failed")
+            except Exception as exc:  # unless not_now, a bug: the next sweep tries again
+                if not_now(exc):
+                    self.log.info("lost-task sweep skipped: %s", exc)
+                else:
+                    self.log.exception("lost-task sweep failed")
 
     def _sweep_once(self, period: int) -> int:
         """In a thread: one sweep, unless another executor swept less than *period* ago;
@@ -161,8 +161,9 @@ def requeue_in_turn(
             )
         time.sleep(0.2)  # never on the event loop
     try:
-        running = running_task_ids(broker.client, heartbeat_timeout)
-        return requeue_lost(broker.client, store, replace(lost, running=running))
+        roster = broker.roster()
+        running = running_task_ids(roster, heartbeat_timeout)
+        return requeue_lost(roster, store, replace(lost, running=running))
     finally:
         broker.give_back_requeue_turn()
 

@@ -14,11 +14,6 @@ import trio
 _SAME_ROUND = 0.01
 
 
-class DependencyUnavailable(ConnectionError):
-    """A service a task needs (document store, embedding endpoint) cannot be reached: the task
-    is retried later, never failed."""
-
-
 class Outage:
     """Tracks one dependency (Redis, the database) and paces retries while it is down.
 

@@ -21,6 +21,7 @@ import peewee as pw
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from .errors import SettingsError
 from .sdnotify import watchdog_usec
 from .settings_spec import RUNTIME_KEYS, Watchdog, timing_problems
 from .sqlite import codes as sqlite_codes
@@ -28,11 +29,6 @@ from .sqlite import codes as sqlite_codes
 DEFAULT_CONFIG = Path("/etc/ragfleet/ragfleet.yaml")
 # A compiled config is a few KiB; reading at most this much, /dev/zero is refused, not read.
 MAX_CONFIG_BYTES = 1 << 20
-
-
-class SettingsError(ValueError):
-    """The runtime config file is missing or not what configc writes, or names something
-    that cannot be used."""
 
 
 @contextmanager

@@ -16,14 +16,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
+from faults import Faulty
 from ruamel.yaml import YAML
 from servers import MariaDBServer, PostgresServer, RedisServer
 
 from executor.app import build_worker
-from executor.queue.broker import connect
+from executor.errors import DatabaseUnavailable
+from executor.handlers import HandlerRegistry
+from executor.queue import wire
+from executor.queue.broker import Broker
+from executor.queue.connection import connect
 from executor.queue.producer import enqueue, task_message
 from executor.settings import ExecutorSettings, Settings, load_settings
-from executor.store.database import DatabaseUnavailable, TaskStore, open_database
+from executor.store.database import TaskStore, open_database, open_task_store
 from executor.worker import Worker
 
 T = TypeVar("T")
@@ -153,15 +158,33 @@ class Fleet:
         )
 
     @contextmanager
-    def in_process_worker(self, instance: int = 1) -> Iterator[Worker]:
+    def in_process_worker(
+        self,
+        instance: int = 1,
+        *,
+        registry: HandlerRegistry | None = None,
+        store_faults: dict[str, Callable[..., Any]] | None = None,
+        broker_faults: dict[str, Callable[..., Any]] | None = None,
+    ) -> Iterator[Worker]:
         """A worker built in this process, for a test that reaches into it or runs it under
-        its own trio.run; its Redis and database connections are closed afterwards."""
-        worker = build_worker(load_settings(self.config), instance)
+        its own trio.run; its Redis and database connections are closed afterwards. The
+        faults are injected into its store and broker (see tests/faults.py)."""
+        settings = load_settings(self.config)
+        broker = Broker(connect(settings.redis), wire.consumer_name(settings.host_id, instance))
+        store, unavailable = open_task_store(settings.database)
+        store.database.close()  # this thread's connection; the worker's threads open their own
+        worker = build_worker(
+            settings,
+            instance,
+            registry,
+            broker=Faulty(broker, **(broker_faults or {})),
+            opened=(Faulty(store, **(store_faults or {})), unavailable),
+        )
         try:
             yield worker
         finally:
-            worker.broker.client.close()
-            worker.store.database.close()
+            broker.client.close()
+            store.database.close()
 
     def close(self) -> None:
         for process in self.processes:

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from servers import EmulatorServer
 
-from executor.ingest.docstore import DocStoreError, DocStoreUnavailable, open_doc_store
+from executor.ingest.docstore import open_doc_store
 from executor.ingest.docstore.elastic import ElasticDocStore
 from executor.ingest.docstore.elastic_bodies import (
     bulk_actions,
@@ -41,6 +41,7 @@ from executor.ingest.docstore.elastic_bodies import (
     search_body,
 )
 from executor.ingest.docstore.mapping import ragflow_index_body
+from executor.ingest.errors import DocStoreError, DocStoreUnavailable
 from executor.ingest.ragtokens import shared_tokenizer
 from executor.ingest.types import Chunk
 

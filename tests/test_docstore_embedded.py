@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from executors import fill_disk
 
-from executor.ingest.docstore import DocStoreUnavailable, open_doc_store
+from executor.ingest.docstore import open_doc_store
 from executor.ingest.docstore.embedded import EmbeddedDocStore
 from executor.ingest.docstore.embedded_query import (
     cosine_to_blobs,
@@ -26,6 +26,7 @@ from executor.ingest.docstore.embedded_query import (
     hybrid_scores,
 )
 from executor.ingest.docstore.embedded_schema import max_rows_per_statement, vector_blob
+from executor.ingest.errors import DocStoreUnavailable
 from executor.ingest.types import Chunk
 
 INDEX = "ragflow_tenant1"

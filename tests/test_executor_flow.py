@@ -257,3 +257,21 @@ def test_operator_commands_say_what_is_wrong_with_the_database(
                 )
     assert ragfleet(config, "db", "init").returncode == 0
     assert ragfleet(config, "tasks").returncode == 0
+
+
+def test_db_init_creates_the_blob_table_of_the_database_storage_once(tmp_path, redis_server):
+    """`ragfleet db init` also makes what the configured blob storage keeps in the task
+    database (the `database` backend's blob table), and a second run changes nothing."""
+    config = write_config(
+        tmp_path, redis_server, sqlite_database(tmp_path), storage={"backend": "database"}
+    )
+
+    def db_init() -> str:
+        argv = [str(RAGFLEET), "--config", str(config), "db", "init"]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    first = db_init()
+    assert "ragfleet: created table blob\n" in first
+    assert db_init() == "ragfleet: schema is up to date (0 changes)\n"

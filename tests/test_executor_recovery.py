@@ -22,10 +22,11 @@ from executors import Executor, Fleet, fill_disk, sqlite_database, wait_for, wri
 from partition import Partition
 from servers import RedisServer, free_port
 
+from executor.errors import DatabaseUnavailable
 from executor.fleet import running_task_ids
 from executor.queue import wire
 from executor.queue.producer import task_message
-from executor.store.database import DatabaseUnavailable
+from executor.queue.roster import Roster
 
 
 def started(fleet, task_id):
@@ -102,16 +103,15 @@ def test_an_entry_taken_over_when_the_database_cannot_say_who_holds_it_waits(fle
     queue = wire.queue_name(0)
     fleet.redis.xgroup_create(queue, wire.GROUP, id="0")
     fleet.redis.xreadgroup(wire.GROUP, "task_executor_gone_9", {queue: ">"}, count=1)  # died
-    with fleet.in_process_worker() as worker:
-        held_elsewhere, answers = worker._held_elsewhere, []
+    answers = []
 
-        def database_down_once(task_id: str):
-            answers.append(task_id)
-            if len(answers) == 1:
-                raise DatabaseUnavailable("injected: the server went away")
-            return held_elsewhere(task_id)
+    def database_down_once(lease_stamp, task_id: str):
+        answers.append(task_id)
+        if len(answers) == 1:
+            raise DatabaseUnavailable("injected: the server went away")
+        return lease_stamp(task_id)
 
-        worker._held_elsewhere = database_down_once  # type: ignore[method-assign]
+    with fleet.in_process_worker(store_faults={"lease_stamp": database_down_once}) as worker:
 
         def owner() -> str:
             (pending,) = fleet.redis.xpending_range(queue, wire.GROUP, "-", "+", 1)
@@ -136,7 +136,7 @@ def test_an_entry_taken_over_when_the_database_cannot_say_who_holds_it_waits(fle
             assert trio.run(run) == wire.HELD_ELSEWHERE
     assert len(answers) == 2
     assert f"cannot tell whether task {task_id} is held elsewhere" in caplog.text
-    assert worker.m_db_errors.value() == 1
+    assert worker.meters.db_errors.value() == 1
     row = fleet.task(task_id)
     assert row["progress"] == 1 and row["retry_count"] == 1, row  # this delivery is not counted
 
@@ -216,7 +216,7 @@ def test_a_stop_before_the_crash_replay_is_over_keeps_the_next_replay_one_at_a_t
 
 def test_entries_reclaimed_from_a_dead_worker_run_one_at_a_time(fleet):
     """What a dead worker held may include the task that killed it: another worker takes
-    those entries over one at a time and runs each alone (see Worker._fetch)."""
+    those entries over one at a time and runs each alone (see Fetcher.fetch)."""
     victim = fleet.start(instance=1)
     ids = fleet.submit("sleep", count=3, seconds=1, steps=1)
     ids += fleet.submit("sleep", seconds=30, steps=30)  # holds a slot until the kill
@@ -540,7 +540,9 @@ def test_reconcile_leaves_a_task_that_runs_where_it_is(fleet):
     (task_id,) = fleet.submit("sleep", seconds=6)
     started(fleet, task_id)
     fleet.redis.flushall()  # the heartbeats too: wait for the next one to name the task
-    wait_for(lambda: task_id in running_task_ids(fleet.redis, 3), 5, "a heartbeat naming it")
+    wait_for(
+        lambda: task_id in running_task_ids(Roster(fleet.redis), 3), 5, "a heartbeat naming it"
+    )
     check = fleet.cli("reconcile", "--check", "--min-age", "0")  # the heartbeat spares it
     assert (check.returncode, check.stdout) == (
         0,
@@ -802,15 +804,13 @@ def test_an_executor_bug_outside_the_handler_sets_the_task_aside_and_the_worker_
     with it, the others finish, and `ragfleet dlq retry` runs it once the bug is gone."""
     ids = fleet.submit("noop", count=3)
     bad = ids[1]
-    with fleet.in_process_worker() as worker:
-        look_up = worker._look_up
 
-        def buggy_look_up(task_id: str, deliveries: int):
-            if task_id == bad:
-                raise RuntimeError("injected look-up bug")
-            return look_up(task_id, deliveries)
+    def buggy_look_up(begin_task, task_id: str, *args):
+        if task_id == bad:
+            raise RuntimeError("injected look-up bug")
+        return begin_task(task_id, *args)
 
-        worker._look_up = buggy_look_up  # type: ignore[method-assign]
+    with fleet.in_process_worker(store_faults={"begin_task": buggy_look_up}) as worker:
 
         async def run_until_settled() -> None:
             async with trio.open_nursery() as nursery:
@@ -841,22 +841,22 @@ def test_a_probe_runs_one_task_when_its_read_returns_two(fleet):
     probe). Redis 7.0, the one installed here, answers from one stream only: the test tops
     that read up from the other stream, as 7.2 would (a stand-in, over the real server)."""
     fleet.submit("noop", count=3)  # three set aside in a row trip the pause
-    with fleet.in_process_worker() as worker:
+    woken = []
 
-        def broken_look_up(task_id: str, deliveries: int):
-            raise RuntimeError("injected look-up bug")
+    def broken_look_up(begin_task, *args):
+        raise RuntimeError("injected look-up bug")
 
-        worker._look_up = broken_look_up  # type: ignore[method-assign]
-        read_new, woken = worker.broker.read_new, []
+    def read_new_as_redis_72(read_new, count: int, block_ms: int):
+        got = read_new(count, block_ms)
+        if got and woken:  # the read the two entries woke
+            woken.clear()
+            got += read_new(1, 0)
+        return got
 
-        def read_new_as_redis_72(count: int, block_ms: int):
-            got = read_new(count, block_ms)
-            if got and woken:  # the read the two entries woke
-                woken.clear()
-                got += read_new(1, 0)
-            return got
-
-        worker.broker.read_new = read_new_as_redis_72  # type: ignore[method-assign]
+    with fleet.in_process_worker(
+        store_faults={"begin_task": broken_look_up},
+        broker_faults={"read_new": read_new_as_redis_72},
+    ) as worker:
 
         async def run() -> tuple[int, int]:
             async with trio.open_nursery() as nursery:
@@ -898,27 +898,25 @@ def test_executor_errors_on_task_after_task_slow_fetching_to_one_task(fleet, cap
     rest run at full speed."""
     ids = fleet.submit("noop", count=20)
     broken = True
-    with fleet.in_process_worker() as worker:
-        look_up = worker._look_up
 
-        def buggy_look_up(task_id: str, deliveries: int):
-            if broken:
-                raise RuntimeError("injected look-up bug")
-            return look_up(task_id, deliveries)
+    def buggy_look_up(begin_task, *args):
+        if broken:
+            raise RuntimeError("injected look-up bug")
+        return begin_task(*args)
 
-        worker._look_up = buggy_look_up  # type: ignore[method-assign]
+    with fleet.in_process_worker(store_faults={"begin_task": buggy_look_up}) as worker:
 
         async def run() -> int:
             nonlocal broken
             async with trio.open_nursery() as nursery:
                 await nursery.start(worker.run)
                 await trio.sleep(4)
-                assert worker._health() == (False, "task processing unavailable")  # /healthz
+                assert worker.healthz() == (False, "task processing unavailable")  # /healthz
                 set_aside, broken = worker.counters.failed, False
                 with trio.fail_after(30):
                     while worker.counters.done + worker.counters.failed < 20:
                         await trio.sleep(0.05)
-                assert worker._health() == (True, "ok")
+                assert worker.healthz() == (True, "ok")
                 worker.stop()
             return set_aside
 

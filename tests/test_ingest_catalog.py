@@ -93,7 +93,7 @@ def test_a_failed_settle_inside_the_done_transaction_undoes_only_its_own_writes(
             store.document_rows.update(doc_id, {"chunk_num": 99})
             store.database.execute_sql("SELECT no_such_column FROM task")
 
-    # What Worker._finish does: the done write and the hook in one transaction, the hook's
+    # What Outcomes.finish does: the done write and the hook in one transaction, the hook's
     # failure caught (and logged) inside it.
     with store.transaction():
         finish(catalog, task_id, 1.0, "a b", 20)

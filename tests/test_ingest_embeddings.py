@@ -20,13 +20,12 @@ from servers import free_port
 
 from executor.ingest.embedders import open_embedder
 from executor.ingest.embeddings import (
-    EmbeddingError,
-    EmbeddingUnavailable,
     ModelSpec,
     vector_field,
 )
 from executor.ingest.embeddings_http import HTTPEmbedder, embeddings_url
 from executor.ingest.embeddings_local import LocalEmbedder
+from executor.ingest.errors import EmbeddingError, EmbeddingUnavailable
 
 
 @pytest.fixture

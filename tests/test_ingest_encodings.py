@@ -13,8 +13,8 @@ import random
 
 import pytest
 
+from executor.ingest.errors import DocumentError
 from executor.ingest.parsers import decode_text, parser_for
-from executor.ingest.types import DocumentError
 
 FRENCH = (
     "Le cœur de la ville était animé ce matin-là. Les élèves étudiaient à l'école près du "

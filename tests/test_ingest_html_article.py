@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from executor.ingest.errors import DocumentError
 from executor.ingest.parsers import parse_html
-from executor.ingest.types import DocumentError, Section
+from executor.ingest.types import Section
 
 ARTICLE = [
     "The Hubble Space Telescope was launched into low Earth orbit in 1990 and remains in "

@@ -24,6 +24,7 @@ from openpyxl import Workbook
 from PIL import Image, ImageDraw
 
 from executor.ingest import parsers
+from executor.ingest.errors import DocumentError
 from executor.ingest.parsers import (
     ROWS_PER_SECTION,
     SUPPORTED_SUFFIXES,
@@ -38,7 +39,7 @@ from executor.ingest.parsers import (
     parser_for,
     pdf_page_count,
 )
-from executor.ingest.types import DocumentError, Section
+from executor.ingest.types import Section
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 CORPUS = SAMPLES / "corpus"
@@ -319,7 +320,7 @@ def test_an_aes_pdf_without_cryptography_says_what_is_missing(tmp_path: Path) ->
     script = (
         "import sys; sys.modules['cryptography'] = None\n"
         "from executor.ingest.parsers import parse_pdf\n"
-        "from executor.ingest.types import DocumentError\n"
+        "from executor.ingest.errors import DocumentError\n"
         "try:\n"
         f"    parse_pdf(open({str(path)!r}, 'rb').read(), filename='aes.pdf')\n"
         "except DocumentError as exc:\n"

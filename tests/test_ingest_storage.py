@@ -25,11 +25,12 @@ import pytest
 from executors import fill_disk
 from servers import MariaDBServer, free_port
 
+from executor.errors import DatabaseUnavailable
+from executor.ingest.errors import DocumentError, StorageUnavailable
 from executor.ingest.storage import (
     MAX_CONTENT_LENGTH,
     MIB,
     PART_SIZE,
-    StorageUnavailable,
     check_size,
     format_size,
 )
@@ -37,8 +38,8 @@ from executor.ingest.storage_database import DatabaseBlobStorage
 from executor.ingest.storage_local import LocalBlobStorage
 from executor.ingest.storage_open import open_blob_storage
 from executor.ingest.storage_s3 import S3BlobStorage
-from executor.ingest.types import BlobStorage, DocumentError
-from executor.store.database import DatabaseUnavailable, open_database
+from executor.ingest.types import BlobStorage
+from executor.store.database import open_database
 
 BAD_NAMES = ["", "../escape", "a/../../escape", "/etc/passwd", "a\0b", "a//b", "./a", "a/."]
 BAD_NAMES.append("x" * 256)

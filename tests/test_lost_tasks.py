@@ -16,6 +16,7 @@ from executor.fleet import LostTaskFilter, requeue_lost, tasks_in_no_queue
 from executor.queue import wire
 from executor.queue.broker import Broker
 from executor.queue.producer import enqueue, task_message
+from executor.queue.roster import Roster
 
 NOOP = {"task_type": "noop", "priority": 0, "payload": ""}
 
@@ -39,20 +40,20 @@ def test_only_tasks_no_queue_holds_and_no_executor_runs_are_lost(task_store, red
     task_store.set_progress(done[0]["id"], 1, "done")
     lost_filter = LostTaskFilter(running={running[0]["id"]})
 
-    missing, unfinished = tasks_in_no_queue(redis_client, task_store, lost_filter)
+    missing, unfinished = tasks_in_no_queue(Roster(redis_client), task_store, lost_filter)
 
     assert (_ids(missing), unfinished) == (_ids(lost), 5)
-    assert _ids(tasks_in_no_queue(redis_client, task_store)[0]) == _ids(running + lost)
+    assert _ids(tasks_in_no_queue(Roster(redis_client), task_store)[0]) == _ids(running + lost)
     # the row as a queue entry carries it, so that a worker can run it
     assert task_message(missing[0])["payload"] == ""
 
 
 def test_more_lost_tasks_than_one_query_binds_are_all_found(task_store, redis_client):
     created = task_store.create_tasks([NOOP] * 1203)  # three IN lists of at most 500
-    ids, unfinished = requeue_lost(redis_client, task_store)
+    ids, unfinished = requeue_lost(Roster(redis_client), task_store)
     assert (sorted(ids), unfinished) == (_ids(created), 1203)
     assert redis_client.xlen(wire.queue_name(0)) == 1203
-    assert requeue_lost(redis_client, task_store) == ([], 1203)  # idempotent
+    assert requeue_lost(Roster(redis_client), task_store) == ([], 1203)  # idempotent
 
 
 def test_a_task_recorded_or_changed_since_the_cutoff_is_not_lost(task_store, redis_client):
@@ -63,12 +64,14 @@ def test_a_task_recorded_or_changed_since_the_cutoff_is_not_lost(task_store, red
     task_store.create_tasks([NOOP])  # recorded after the cutoff
     stale = [old["id"]]
 
-    found = tasks_in_no_queue(redis_client, task_store, LostTaskFilter(created_before_ms=cutoff))
+    found = tasks_in_no_queue(
+        Roster(redis_client), task_store, LostTaskFilter(created_before_ms=cutoff)
+    )
     assert _ids(found[0]) == stale
     unchanged = LostTaskFilter(unchanged_since_ms=cutoff)
-    assert _ids(tasks_in_no_queue(redis_client, task_store, unchanged)[0]) == stale
+    assert _ids(tasks_in_no_queue(Roster(redis_client), task_store, unchanged)[0]) == stale
     task_store.set_progress(old["id"], None, "a line")  # its row changed: about to be queued
-    assert tasks_in_no_queue(redis_client, task_store, unchanged)[0] == []
+    assert tasks_in_no_queue(Roster(redis_client), task_store, unchanged)[0] == []
 
 
 def test_a_task_that_finishes_while_the_streams_are_read_is_not_lost(task_store, redis_client):
@@ -88,7 +91,7 @@ def test_a_task_that_finishes_while_the_streams_are_read_is_not_lost(task_store,
         def unfinished_tasks(self, among):
             return self.store.unfinished_tasks(among)
 
-    assert requeue_lost(redis_client, FinishingWhileRead(task_store)) == ([], 1)
+    assert requeue_lost(Roster(redis_client), FinishingWhileRead(task_store)) == ([], 1)
     assert redis_client.xlen(wire.queue_name(0)) == 0
 
 

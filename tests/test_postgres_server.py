@@ -19,7 +19,8 @@ import pytest
 from executors import postgres_database, wait_for
 from servers import PostgresServer, ServerStartError, child_pids, process_alive
 
-from executor.store.database import DatabaseUnavailable, TaskStore, open_database
+from executor.errors import DatabaseUnavailable
+from executor.store.database import TaskStore, open_database
 
 TESTS_DIR = Path(__file__).resolve().parent
 

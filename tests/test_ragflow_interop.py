@@ -31,10 +31,10 @@ from executor.ingest.chunking import DEFAULT_DELIMITER
 from executor.ingest.docstore.elastic import ElasticDocStore
 from executor.ingest.docstore.embedded import EmbeddedDocStore
 from executor.ingest.docstore.mapping import Flavor, ragflow_index_body
+from executor.ingest.errors import TokenizerUnavailable
 from executor.ingest.pipeline import build_chunks_of
 from executor.ingest.ragtokens import (
     RagTokenizer,
-    TokenizerUnavailable,
     check_installed,
     load_upstream_module,
     shared_tokenizer,

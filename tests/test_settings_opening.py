@@ -12,7 +12,8 @@ from contextlib import closing
 
 import pytest
 
-from executor.settings import SettingsError, opening
+from executor.errors import SettingsError
+from executor.settings import opening
 
 
 def test_a_path_under_a_regular_file_is_the_configs_to_fix(tmp_path):

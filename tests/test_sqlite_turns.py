@@ -19,10 +19,11 @@ from pathlib import Path
 import peewee as pw
 import pytest
 
+from executor.errors import DatabaseUnavailable, NoTurnToWrite
 from executor.ingest.docstore.embedded import EmbeddedDocStore
 from executor.ingest.types import Chunk
-from executor.sqlite.turns import NoTurnToWrite, WriteTurns
-from executor.store.database import DatabaseUnavailable, TaskStore
+from executor.sqlite.turns import WriteTurns
+from executor.store.database import TaskStore
 
 ROOT = Path(__file__).resolve().parents[1]
 

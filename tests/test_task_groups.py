@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 import trio
 from executors import Fleet
 
-from executor.handlers import Outcome, TaskContext, TaskInputError
-from executor.outage import DependencyUnavailable
+from executor.errors import DependencyUnavailable, TaskInputError
+from executor.handlers import HandlerRegistry, Outcome, TaskContext
 from executor.queue import wire
 from executor.worker import Worker
 
@@ -32,6 +32,14 @@ class Calls:
     async def group(self, ctxs: list[TaskContext]) -> None:
         self.groups.append([ctx.task["payload"]["name"] for ctx in ctxs])
         await self._group(ctxs)
+
+
+class GroupingFails(HandlerRegistry):
+    """A registry whose group handler lookup fails once the tasks are looked up (standing in
+    for a bug of ours in the grouping)."""
+
+    def group(self, task_type: str) -> GroupHandler | None:
+        raise RuntimeError("injected grouping bug")
 
 
 def named(ctxs: list[TaskContext], name: str) -> TaskContext:
@@ -90,7 +98,7 @@ def test_tasks_fetched_together_run_as_one_group_and_are_recorded_done(fleet):
         ]
         assert lines[2].split(" ", 1)[1].startswith("Task done (") and len(lines) == 3
     assert (worker.counters.done, worker.counters.failed) == (4, 0)
-    assert worker.m_grouped.value() == 4
+    assert worker.meters.grouped.value() == 4
     assert_queues_empty(fleet)
 
 
@@ -145,12 +153,10 @@ def test_an_error_of_ours_while_grouping_settles_each_task_on_its_own(fleet, cap
     no task and stops no worker: the entries not handed over yet settle one by one."""
     calls = Calls(lambda ctxs: trio.sleep(0))
     ids = submit(fleet, "a", "b", "c")
-    with fleet.in_process_worker() as worker, caplog.at_level(logging.ERROR):
-
-        def broken_group_of(*args):
-            raise RuntimeError("injected grouping bug")
-
-        worker._group_of = broken_group_of  # type: ignore[method-assign]
+    with (
+        fleet.in_process_worker(registry=GroupingFails()) as worker,
+        caplog.at_level(logging.ERROR),
+    ):
         run_until(with_type(worker, calls), settled=3)
     assert calls.groups == [] and sorted(calls.alone) == ["a", "b", "c"]
     assert all(fleet.task(task_id)["progress"] == 1 for task_id in ids.values())
@@ -235,4 +241,4 @@ def test_a_drain_that_times_out_leaves_a_groups_tasks_to_be_delivered_again(make
         )
     queue = wire.queue_name(0)
     assert fleet.redis.xpending(queue, wire.GROUP)["pending"] == 2
-    assert worker._held == {} and worker.running == {}
+    assert worker.ledgers.held == {} and worker.running == {}

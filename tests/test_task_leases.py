@@ -1,5 +1,5 @@
 """``TaskStore.renew_leases`` on every supported database: one statement stamps the
-unfinished tasks among the ids given, and no other row (see Worker._held_elsewhere)."""
+unfinished tasks among the ids given, and no other row (see TaskStore.lease_stamp)."""
 
 from __future__ import annotations
 

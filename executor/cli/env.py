@@ -12,21 +12,19 @@ from typing import Any
 
 import click
 import peewee as pw
-import redis
 
-from ..ingest.docstore import DocStoreUnavailable
-from ..ingest.storage import StorageUnavailable
-from ..queue.broker import (
-    REDIS_DENIED,
-    REDIS_REFUSED,
-    REDIS_UNAVAILABLE,
-    connect,
-    redis_error_text,
-    redis_location,
-    refuses_writes,
+from ..errors import (
+    DatabaseUnavailable,
+    SettingsError,
+    redis_denied,
+    redis_outage,
 )
-from ..settings import Settings, SettingsError, load_settings
-from ..store.database import DatabaseUnavailable, TaskStore, open_task_store
+from ..ingest.errors import DocStoreUnavailable, StorageUnavailable
+from ..queue.broker import Broker, redis_error_text
+from ..queue.connection import connect, redis_location
+from ..queue.roster import Roster
+from ..settings import Settings, load_settings
+from ..store.database import TaskStore, open_task_store
 from .usage import EXIT_USAGE, not_utf8, usage_error
 
 EXIT_NO, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 1, 3, 4  # and usage.EXIT_USAGE, 2
@@ -43,7 +41,16 @@ class Env:
         return load_settings(self.config)
 
     @cached_property
-    def redis(self) -> redis.Redis:
+    def roster(self) -> Roster:
+        """The fleet in Redis: heartbeats, dead letters, enqueuing, cancel flags."""
+        return Roster(self._redis)
+
+    def broker(self, consumer: str) -> Broker:
+        """The queue operations of *consumer*, on this invocation's connection."""
+        return Broker(self._redis, consumer)
+
+    @cached_property
+    def _redis(self):
         return connect(self.settings.redis)
 
     @cached_property
@@ -63,28 +70,36 @@ def errors_to_exit_codes(env: Env) -> Iterator[None]:
     except SettingsError as exc:
         click.echo(f"ragfleet: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    except REDIS_DENIED as exc:  # before REDIS_UNAVAILABLE: a refused login is one of those
-        where = redis_location(env.settings.redis)
-        click.echo(f"ragfleet: Redis ({where}) refused: {redis_error_text(exc)}", err=True)
-        sys.exit(EXIT_USAGE)
-    except REDIS_REFUSED as exc:
-        if not isinstance(exc, REDIS_UNAVAILABLE) and not refuses_writes(exc):
+    except Exception as exc:
+        failure = _failure(env, exc)
+        if failure is None:
             raise
-        click.echo(f"ragfleet: Redis unavailable: {redis_error_text(exc)}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
-    except DatabaseUnavailable as exc:
-        click.echo(f"ragfleet: database unavailable: {exc}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
-    except DocStoreUnavailable as exc:
-        click.echo(f"ragfleet: document store unavailable: {exc}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
-    except StorageUnavailable as exc:
-        click.echo(f"ragfleet: document storage unavailable: {exc}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
-    except (pw.OperationalError, pw.ProgrammingError) as exc:  # it answers and refuses
+        code, message = failure
+        click.echo(f"ragfleet: {message}", err=True)
+        sys.exit(code)
+
+
+_UNAVAILABLE = (
+    (DatabaseUnavailable, "database"),
+    (DocStoreUnavailable, "document store"),
+    (StorageUnavailable, "document storage"),
+)
+
+
+def _failure(env: Env, exc: Exception) -> tuple[int, str] | None:
+    """The exit code and message of an infrastructure error; None: not one (a bug)."""
+    if redis_denied(exc):  # before redis_outage: a refused login is one of those
+        where = redis_location(env.settings.redis)
+        return EXIT_USAGE, f"Redis ({where}) refused: {redis_error_text(exc)}"
+    if redis_outage(exc):
+        return EXIT_UNAVAILABLE, f"Redis unavailable: {redis_error_text(exc)}"
+    for kind, what in _UNAVAILABLE:
+        if isinstance(exc, kind):
+            return EXIT_UNAVAILABLE, f"{what} unavailable: {exc}"
+    if isinstance(exc, (pw.OperationalError, pw.ProgrammingError)):  # it answers and refuses
         hint = " (run `ragfleet db init`)" if missing_table(exc) else ""
-        click.echo(f"ragfleet: task database: {exc}{hint}", err=True)
-        sys.exit(EXIT_USAGE)
+        return EXIT_USAGE, f"task database: {exc}{hint}"
+    return None
 
 
 def missing_table(exc: Exception) -> bool:

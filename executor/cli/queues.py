@@ -14,16 +14,12 @@ import click
 
 from ..fleet import (
     LostTaskFilter,
-    dead_letter_count,
-    dead_letters,
     fleet_status,
-    purge_dead_letters,
     requeue_dead_letter,
     running_task_ids,
     tasks_in_no_queue,
 )
 from ..lost_tasks import REQUEUE_GRACE, heartbeats_due_after_loss, requeue_in_turn
-from ..queue.broker import Broker
 from .env import EXIT_NO, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, Env, operator_command
 from .output import JSON_OPTION, print_table
 from .usage import usage_error
@@ -41,7 +37,7 @@ def status(env: Env, as_json: bool) -> None:
     Exit 0 when every executor heartbeated within worker_heartbeat_timeout, 1 when one is
     stale or none is registered.
     """
-    rows = fleet_status(env.redis, env.settings.executor.worker_heartbeat_timeout)
+    rows = fleet_status(env.roster, env.settings.executor.worker_heartbeat_timeout)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
     else:
@@ -96,7 +92,7 @@ def reconcile(env: Env, check: bool, no_wait: bool, min_age: float) -> None:
     stream is left alone.
     """
     config = env.settings.executor
-    broker = Broker(env.redis, f"ragfleet-reconcile@{socket.gethostname()}:{os.getpid()}")
+    broker = env.broker(f"ragfleet-reconcile@{socket.gethostname()}:{os.getpid()}")
     if (due := heartbeats_due_after_loss(broker, config.heartbeat_interval)) and not no_wait:
         click.echo(
             f"ragfleet: Redis lost its data recently: waiting {due:.0f} s for the executors' "
@@ -107,8 +103,8 @@ def reconcile(env: Env, check: bool, no_wait: bool, min_age: float) -> None:
     timeout = config.worker_heartbeat_timeout
     settled = LostTaskFilter(unchanged_since_ms=int((time.time() - min_age) * 1000))
     if check:
-        lost = replace(settled, running=running_task_ids(env.redis, timeout))
-        missing, unfinished = tasks_in_no_queue(env.redis, env.store, lost)
+        lost = replace(settled, running=running_task_ids(env.roster, timeout))
+        missing, unfinished = tasks_in_no_queue(env.roster, env.store, lost)
         click.echo(f"ragfleet: {len(missing)} of {unfinished} unfinished tasks in no queue")
         sys.exit(EXIT_NO if missing else 0)
     try:
@@ -140,7 +136,7 @@ def dlq() -> None:
 @operator_command
 def dlq_list(env: Env, as_json: bool) -> None:
     """Entries of the dead-letter stream, oldest first."""
-    entries = dead_letters(env.redis)
+    entries = env.roster.dead_letters()
     if as_json:
         click.echo(json.dumps(entries, indent=2))
     else:
@@ -157,7 +153,7 @@ def dlq_retry(env: Env, dlq_ids: tuple[str, ...], retry_all: bool) -> None:
     An entry whose task the database does not have (restored from an older backup, say)
     is kept, and named; the exit code is then 4, as for a DLQ_ID that does not exist.
     """
-    entries = {e["dlq_id"]: e for e in dead_letters(env.redis)}
+    entries = {e["dlq_id"]: e for e in env.roster.dead_letters()}
     chosen = list(entries) if retry_all else list(dlq_ids)
     if not chosen:
         usage_error("name DLQ_IDs (see `ragfleet dlq list`), or --all")
@@ -165,7 +161,7 @@ def dlq_retry(env: Env, dlq_ids: tuple[str, ...], retry_all: bool) -> None:
     taskless = [
         i
         for i in chosen
-        if i in entries and not requeue_dead_letter(env.redis, env.store, entries[i])
+        if i in entries and not requeue_dead_letter(env.roster, env.store, entries[i])
     ]
     click.echo(f"ragfleet: re-enqueued {len(chosen) - len(missing) - len(taskless)} task(s)")
     for dlq_id in missing:
@@ -186,7 +182,7 @@ def dlq_retry(env: Env, dlq_ids: tuple[str, ...], retry_all: bool) -> None:
 @operator_command
 def dlq_purge(env: Env, yes: bool) -> None:
     """Delete every dead-letter entry (the tasks stay failed in the database)."""
-    count = dead_letter_count(env.redis)
+    count = env.roster.dead_letter_count()
     if count and not yes:
         click.confirm(f"delete {count} dead-letter entries?", abort=True)
-    click.echo(f"ragfleet: purged {purge_dead_letters(env.redis)} dead-letter entries")
+    click.echo(f"ragfleet: purged {env.roster.purge_dead_letters()} dead-letter entries")

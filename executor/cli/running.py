@@ -55,12 +55,10 @@ def db() -> None:
 @operator_command
 def db_init(env: Env) -> None:
     """Create the tables, or add the columns a newer ragfleet needs (idempotent)."""
-    changes = env.store.init_schema()
-    if env.settings.storage.get("backend") == "database":
-        from ..ingest.storage_database import DatabaseBlobStorage
+    from ..ingest.storage_open import init_storage_schema
 
-        if DatabaseBlobStorage(env.store.database).ensure_schema():
-            changes.append("created table blob")
+    changes = env.store.init_schema()
+    changes += init_storage_schema(env.settings.storage, env.store.database)
     for change in changes:
         click.echo(f"ragfleet: {change}")
     click.echo(f"ragfleet: schema is up to date ({len(changes)} changes)")

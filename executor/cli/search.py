@@ -8,6 +8,7 @@ import textwrap
 
 import click
 
+from ..ingest.errors import TokenizerUnavailable
 from .env import EXIT_NOT_FOUND, Env, operator_command
 from .output import JSON_OPTION
 from .usage import EXIT_USAGE
@@ -24,7 +25,6 @@ def search(env: Env, query: str, kb_name: str, top_k: int, as_json: bool) -> Non
 
     Exit 4 if the knowledge base does not exist.
     """
-    from ..ingest.ragtokens import TokenizerUnavailable
     from ..ingest.search import search_kb
 
     try:

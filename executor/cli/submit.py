@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from ..queue.broker import REDIS_REFUSED
-from ..queue.producer import enqueue, task_message
+from ..errors import REDIS_REFUSED
+from ..queue.producer import task_message
 from .env import EXIT_NO, Env, operator_command
 from .usage import usage_error
 
@@ -80,7 +80,7 @@ def submit(
     if files and not kb_name:
         usage_error("--kb NAME is required with FILES")
     parsed = {} if files else _task_parameters(kb_name, task_type, payload)
-    env.redis.ping()  # Redis down or refusing the login: stop before recording anything
+    env.roster.ping()  # Redis down or refusing the login: stop before recording anything
     if files:
         task_ids, refused = _submit_files(env, list(files), kb_name, quiet)
         failed = _wait_for_tasks(env, task_ids, quiet) if wait else 0
@@ -95,7 +95,7 @@ def submit(
         for start in range(0, count, 1000):
             batch = env.store.create_tasks([row] * min(1000, count - start))
             try:
-                enqueue(env.redis, (task_message(t) for t in batch))
+                env.roster.enqueue(task_message(t) for t in batch)
             except REDIS_REFUSED:
                 click.echo(
                     f"ragfleet: {len(created)} of {count} tasks queued; {len(batch)} more are "
@@ -144,7 +144,7 @@ def _submit_files(env: Env, files: list[Path], kb_name: str, quiet: bool) -> tup
     blobs = open_configured_storage(env.settings.storage, database=env.store.database)
     embedding = (env.settings.models.get("embedding_model") or {}).get("model", "")
     kb = Catalog(env.store).ensure_knowledge_base(kb_name, embd_id=embedding)
-    intake = Intake(env.store, blobs, env.redis)
+    intake = Intake(env.store, blobs, env.roster)
     submitted = failed = 0
     task_ids: list[str] = []
     try:

@@ -7,7 +7,6 @@ import sys
 
 import click
 
-from ..queue.producer import request_cancel
 from ..store.database import TASK_STATES, task_state
 from .env import EXIT_NOT_FOUND, Env, operator_command
 from .output import JSON_OPTION, ms_to_iso, print_table
@@ -59,7 +58,7 @@ def cancel(env: Env, task_ids: tuple[str, ...], doc_id: str | None) -> None:
     no_document = bool(doc_id) and not of_document and _no_document(env, doc_id)
     ids = [*task_ids, *of_document]
     missing = [task_id for task_id in ids if env.store.get_task(task_id) is None]
-    request_cancel(env.redis, [task_id for task_id in ids if task_id not in missing])
+    env.roster.request_cancel([task_id for task_id in ids if task_id not in missing])
     if of_document:
         _mark_cancelled(env, doc_id)
     click.echo(f"ragfleet: cancel requested for {len(ids) - len(missing)} task(s)")

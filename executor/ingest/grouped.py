@@ -23,7 +23,8 @@ from typing import Any
 
 import trio
 
-from ..handlers import Outcome, TaskContext, TaskInputError
+from ..errors import TaskInputError
+from ..handlers import Outcome, TaskContext
 from .catalog import KnowledgeBase
 from .pipeline import (
     Built,

@@ -14,16 +14,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from ..handlers import INGEST_TASK_TYPE
-from ..queue.producer import enqueue, task_message
+from ..queue.producer import task_message
+from ..queue.roster import Roster
 from ..store.database import TaskStore, new_id
 from ..store.tables import RunStatus
 from .catalog import Catalog, KnowledgeBase
+from .errors import DocumentError
 from .parsers import pdf_page_count
 from .storage import MAX_CONTENT_LENGTH, check_size
-from .types import BlobStorage, DocumentError
+from .types import BlobStorage
 
 WHOLE_DOCUMENT = (0, 100_000_000)  # upstream's from_page/to_page for "all pages"
 
@@ -54,13 +54,13 @@ class Intake:
         self,
         store: TaskStore,
         blobs: BlobStorage,
-        client: redis.Redis,
+        roster: Roster,
         limit: int = MAX_CONTENT_LENGTH,
     ) -> None:
         self.store = store
         self.catalog = Catalog(store)
         self.blobs = blobs
-        self.client = client
+        self.roster = roster
         self.limit = limit
 
     def submit(self, kb: KnowledgeBase, paths: list[Path]) -> Iterator[Submitted]:
@@ -114,7 +114,7 @@ class Intake:
             raise
         # Tasks recorded but not enqueued (Redis unavailable) are what `ragfleet reconcile`
         # puts back on their queues.
-        enqueue(self.client, (task_message(t) for t in tasks))
+        self.roster.enqueue(task_message(t) for t in tasks)
         return Submitted(path, doc_id, tuple(t["id"] for t in tasks))
 
 

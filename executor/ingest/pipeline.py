@@ -27,19 +27,26 @@ from typing import Any, TypeVar
 
 import trio
 
-from ..handlers import TaskContext, TaskInputError
-from ..outage import DependencyUnavailable
-from ..settings import Settings, SettingsError
-from ..store.database import DatabaseUnavailable, TaskStore
+from ..errors import (
+    DatabaseUnavailable,
+    DependencyUnavailable,
+    SettingsError,
+    TaskInputError,
+    unreachable,
+)
+from ..handlers import TaskContext
+from ..settings import Settings
+from ..store.database import TaskStore
 from .catalog import Catalog, KnowledgeBase
 from .chunking import chunk, chunk_id
 from .docstore import open_configured_doc_store
 from .embedders import open_embedder
-from .embeddings import EmbeddingError, EmbeddingUnavailable, embedding_config
+from .embeddings import embedding_config
+from .errors import DocumentError, EmbeddingError, EmbeddingUnavailable, TokenizerUnavailable
 from .parsers import parser_for
-from .ragtokens import TokenizerUnavailable, check_installed, shared_tokenizer
+from .ragtokens import check_installed, shared_tokenizer
 from .storage_open import open_configured_storage
-from .types import BlobStorage, Chunk, DocStore, DocumentError, Embedder, Section
+from .types import BlobStorage, Chunk, DocStore, Embedder, Section
 
 T = TypeVar("T")
 
@@ -213,8 +220,10 @@ async def store_call(fn: Callable[..., T], *args: Any) -> T:
     """A blocking document store call, in a thread; the store out of reach is an outage."""
     try:
         return await trio.to_thread.run_sync(functools.partial(fn, *args))
-    except ConnectionError as exc:
-        raise DependencyUnavailable(f"document store: {exc}") from exc
+    except Exception as exc:
+        if unreachable(exc):
+            raise DependencyUnavailable(f"document store: {exc}") from exc
+        raise
 
 
 def load_document(
@@ -234,8 +243,10 @@ def load_document(
         raise TaskInputError(f"{doc['name']}: {exc}") from None
     except DatabaseUnavailable:
         raise  # the blob table's database: an outage, not the document store's
-    except ConnectionError as exc:
-        raise DependencyUnavailable(f"document storage: {exc}") from exc
+    except Exception as exc:
+        if unreachable(exc):
+            raise DependencyUnavailable(f"document storage: {exc}") from exc
+        raise
 
 
 @dataclass

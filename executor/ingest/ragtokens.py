@@ -35,6 +35,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
+from .errors import TokenizerUnavailable
+
 WORDNET_DIR = Path("/usr/share/wordnet")  # Debian's wordnet-base
 LEXNAMES = Path(__file__).with_name("wordnet_lexnames")
 INSTALL_HINT = (
@@ -48,10 +50,6 @@ CACHE_SIZE = 1 << 16  # distinct words remembered per tokenizer
 _TABLE_TAGS = re.compile(r"</?(table|td|caption|tr|th)( [^<>]{0,12})?>")
 # naive.py: the title is the file name without a final letters-only extension
 _EXTENSION = re.compile(r"\.[a-zA-Z]+$")
-
-
-class TokenizerUnavailable(RuntimeError):
-    """The tokenizer's package or data is missing; the message says how to install them."""
 
 
 def _module_path() -> Path:

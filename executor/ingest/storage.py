@@ -22,7 +22,7 @@ like the database's DatabaseUnavailable) when the store cannot be reached: retry
 
 from __future__ import annotations
 
-from .types import DocumentError
+from .errors import DocumentError
 
 MIB = 1024 * 1024
 MAX_CONTENT_LENGTH = 128 * MIB
@@ -40,14 +40,6 @@ server answers by dropping the connection, which looks like an outage, not a bad
 MySQL 5.6/5.7 also refuse a row whose BLOB data exceeds 10% of the redo log. 1 MiB parts
 stay under all of these on stock servers; a 128 MiB document is 128 rows.
 """
-
-
-class StorageError(RuntimeError):
-    """The blob storage refused an operation (permissions, bad configuration)."""
-
-
-class StorageUnavailable(StorageError, ConnectionError):
-    """The blob storage cannot be reached right now; retry later, fail nothing."""
 
 
 # -- sizes and names -----------------------------------------------------------------------------

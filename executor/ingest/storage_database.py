@@ -9,8 +9,8 @@ from typing import Any
 import peewee as pw
 
 from ..store.database import TaskStore
+from .errors import DocumentError
 from .storage import MAX_NAME_LENGTH, PART_SIZE, check_key
-from .types import DocumentError
 
 
 class _LongBlobField(pw.BlobField):

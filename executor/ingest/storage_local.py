@@ -8,8 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from .storage import StorageUnavailable, check_key
-from .types import DocumentError
+from .errors import DocumentError, StorageUnavailable
+from .storage import check_key
 
 
 class LocalBlobStorage:

@@ -44,3 +44,12 @@ def open_configured_storage(
     where = storage_config.get("path") or storage_config.get("backend")
     with opening("the document storage", where):
         return open_blob_storage(storage_config, database=database)
+
+
+def init_storage_schema(storage_config: Mapping[str, Any], database: pw.Database) -> list[str]:
+    """Create what the configured backend keeps in the task database (the ``database``
+    backend's ``blob`` table; nothing for the others); returns the changes made, for
+    ``ragfleet db init`` to report. Idempotent."""
+    if storage_config.get("backend") != "database":
+        return []
+    return ["created table blob"] if DatabaseBlobStorage(database).ensure_schema() else []

@@ -6,8 +6,8 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .storage import StorageError, StorageUnavailable, check_key
-from .types import DocumentError
+from .errors import DocumentError, StorageError, StorageUnavailable
+from .storage import check_key
 
 
 class S3BlobStorage:

@@ -13,11 +13,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 
-class DocumentError(ValueError):
-    """The document cannot be processed (corrupt, unsupported, too large): fail the task with
-    this message; retrying would not help. Messages are for an operator: say what and why."""
-
-
 @dataclass(frozen=True)
 class Section:
     """A unit of parsed text in reading order: a paragraph, a heading, a table row batch."""

@@ -2,9 +2,8 @@
 
 redis-py is synchronous, so the worker calls every method here through
 ``trio.to_thread.run_sync``; nothing here knows about trio. Redis failing to take commands
-(down, loading, out of memory, a read-only replica) surfaces as one of
-:data:`REDIS_UNAVAILABLE`, which the worker treats as an outage: it backs off and acks
-nothing.
+(down, loading, out of memory, a read-only replica) is what :func:`executor.errors.is_outage`
+calls an outage: the worker backs off and acks nothing.
 """
 
 from __future__ import annotations
@@ -16,37 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from ..settings import RedisSettings
+from ..errors import RedisAnswer
 from . import wire
+from .roster import Roster, latest_heartbeat
 
 _PEL_SCAN_LIMIT = 10_000
-
-# Redis cannot take our commands for now: down or unreachable, loading its data, out of
-# memory (maxmemory with noeviction refuses writes), or a read-only replica (a failover).
-REDIS_UNAVAILABLE = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.BusyLoadingError,
-    redis.OutOfMemoryError,
-    redis.ReadOnlyError,
-)
-
-
-REDIS_REFUSED = (*REDIS_UNAVAILABLE, redis.ResponseError)
-"""Redis unavailable, or answering an error (MISCONF among them): what a probe or a
-best-effort call takes as "not now" rather than a failure of its own."""
-
-REDIS_DENIED = (
-    redis.AuthenticationError,
-    redis.exceptions.AuthorizationError,
-    redis.exceptions.NoPermissionError,
-)
-"""Redis answers and refuses us: a wrong password, an unknown or disabled user, an ACL
-without our commands or keys. The config's or the ACL's to fix, not an outage to wait out
-(redis-py makes a refused login a ConnectionError: test for this first)."""
 
 
 def redis_error_text(exc: BaseException) -> str:
@@ -56,22 +30,6 @@ def redis_error_text(exc: BaseException) -> str:
 
 
 _PIPELINE_PREFIX = re.compile(r"^Command # \d+ \(.*\) of pipeline caused error: ", re.DOTALL)
-
-
-def redis_location(settings: RedisSettings) -> str:
-    """Where the config points, for messages: ``user@host:port/db``."""
-    user = f"{settings.username}@" if settings.username else ""
-    return f"{user}{settings.host}:{settings.port}/{settings.db}"
-
-
-def refuses_writes(exc: BaseException) -> bool:
-    """Redis answered MISCONF: it failed to persist (its AOF or its last save; a full disk,
-    say) and refuses writes until it can again. redis-py has no exception class for it, and
-    prefixes an error inside a pipeline with the command that met it."""
-    text = str(exc)
-    return isinstance(exc, redis.ResponseError) and (
-        text.startswith("MISCONF ") or "of pipeline caused error: MISCONF " in text
-    )
 
 
 # Compare-and-delete: release the cleanup lock only if we still hold it.
@@ -102,23 +60,6 @@ class Delivery:
         return int(suffix[1:]) if suffix else 0
 
 
-def connect(settings: RedisSettings, **overrides: Any) -> redis.Redis:
-    """A client that fails fast: one quick retry (a pooled connection that went stale when
-    Redis restarted), then the error, so the worker's own back-off paces reconnection."""
-    options: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "db": settings.db,
-        "username": settings.username or None,
-        "password": settings.password or None,
-        "socket_connect_timeout": 5,
-        "socket_timeout": 10,  # above the longest XREADGROUP BLOCK the worker uses
-        "retry": Retry(NoBackoff(), 1),
-        "health_check_interval": 15,
-    }
-    return redis.Redis(**{**options, **overrides})
-
-
 class Broker:
     """Queue operations of one consumer, ``consumer``, on the priority streams."""
 
@@ -129,6 +70,23 @@ class Broker:
         self.consumer = consumer
         self.queues = [wire.queue_name(p) for p in priorities]
 
+    def local_address(self) -> str:
+        """This host's address on its connection to Redis: the one heartbeats carry."""
+        pool = self.client.connection_pool
+        connection = pool.get_connection()
+        try:
+            return connection._sock.getsockname()[0] if connection._sock else ""
+        finally:
+            pool.release(connection)
+
+    def latest_heartbeat(self, name: str) -> tuple[float, dict[str, Any]] | None:
+        """The newest heartbeat of executor *name* and its timestamp, or None."""
+        return latest_heartbeat(self.client, name)
+
+    def roster(self) -> Roster:
+        """The fleet-wide reads (heartbeats, dead letters, queued ids) on this connection."""
+        return Roster(self.client)
+
     # -- setup -------------------------------------------------------------------------------
 
     def ensure_groups(self) -> list[str]:
@@ -138,7 +96,7 @@ class Broker:
         for queue in self.queues:
             try:
                 self.client.xgroup_create(queue, wire.GROUP, id="0", mkstream=True)
-            except redis.ResponseError as exc:
+            except RedisAnswer as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
             else:
@@ -154,7 +112,7 @@ class Broker:
         for queue in self.queues:
             try:
                 groups = self.client.xinfo_groups(queue)
-            except redis.ResponseError:  # no such stream
+            except RedisAnswer:  # no such stream
                 return True
             if not any(_text(g["name"]) == wire.GROUP for g in groups):
                 return True
@@ -377,7 +335,7 @@ class Broker:
         for queue in self.queues:
             try:
                 groups = self.client.xinfo_groups(queue)
-            except redis.ResponseError as exc:
+            except RedisAnswer as exc:
                 if "no such key" not in str(exc):
                     raise
                 continue  # Redis lost the stream: no reason to go without a heartbeat

@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from ..errors import MalformedMessage
 from . import wire
 
 
@@ -36,7 +37,7 @@ def queued_task_ids(client: redis.Redis, priorities: Iterable[int] = wire.PRIORI
         for _entry_id, fields in scan_stream(client, wire.queue_name(priority)):
             try:
                 ids.add(wire.decode_message(fields)["id"])
-            except wire.MalformedMessage:
+            except MalformedMessage:
                 continue
     return ids
 

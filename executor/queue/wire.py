@@ -11,6 +11,8 @@ import json
 from datetime import datetime
 from typing import Any
 
+from ..errors import MalformedMessage
+
 QUEUE = "rag_flow_svr_queue"
 """Stream of priority 0; priority p > 0 is ``f"{QUEUE}_{p}"``."""
 GROUP = "rag_flow_svr_task_broker"
@@ -37,13 +39,13 @@ OUTAGE_DELIVERIES = "ragfleet_outage_deliveries"
 short: those do not count against max_deliveries, whichever executor delivers it next."""
 HELD_ELSEWHERE = "ragfleet-held-elsewhere"
 """The consumer that owns the entries an executor took over and left to the executor still
-running their task (cut off from Redis: see Worker._held_elsewhere). Its entries go idle
+running their task (cut off from Redis: see executor.worker.fetch). Its entries go idle
 and are taken over again after reclaim_idle, to be checked again; it is in no heartbeat,
 and is deleted from a group only once it has no pending entry."""
 CLEAN_STOPS = "ragfleet_clean_stops"
 """Hash of consumer -> when it last stopped cleanly (drained). A consumer that starts and
 finds no entry of its own here died (or was killed) holding its entries, so it replays
-them one at a time, each alone: see Worker._fetch."""
+them one at a time, each alone: see Fetcher.fetch in executor.worker.fetch."""
 PRIORITIES = (1, 0)
 """Priorities in the order consumers read them: 1 before 0, as upstream."""
 
@@ -83,10 +85,6 @@ def iso_now(moment: datetime | None = None) -> str:
     """ISO-8601 with milliseconds and the local UTC offset, as upstream's heartbeats."""
     moment = moment or datetime.now().astimezone()
     return moment.isoformat(timespec="milliseconds")
-
-
-class MalformedMessage(ValueError):
-    """A stream entry that is not a task message; it is acked and logged, never retried."""
 
 
 def decode_message(fields: dict[bytes | str, bytes | str] | None) -> dict[str, Any]:

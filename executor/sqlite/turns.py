@@ -24,11 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
-class NoTurnToWrite(ConnectionError):
-    """Another thread of this process kept the file for longer than the timeout. A
-    ConnectionError, so callers treat it as the file being unavailable for now: the
-    executor retries the task later instead of failing it."""
+from ..errors import NoTurnToWrite
 
 
 class WriteTurns:

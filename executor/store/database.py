@@ -25,15 +25,12 @@ from typing import Any
 import peewee as pw
 from playhouse.migrate import SchemaMigrator, migrate
 
-from ..settings import SettingsError, opening
-from ..sqlite import codes as sqlite_codes
-from ..sqlite.turns import NoTurnToWrite, WriteTurns
+from ..errors import DatabaseUnavailable, NoTurnToWrite, SettingsError
+from ..settings import opening
+from ..sqlite.turns import WriteTurns
+from .classify import failed_commit, is_connection_error, is_passing_refusal, raise_if_damaged
 from .keyed_rows import KeyedRows
 from .tables import RAGFLEET_COLUMNS, Document, Knowledgebase, Task
-
-
-class DatabaseUnavailable(ConnectionError):
-    """The database cannot be reached right now; retry later, fail nothing."""
 
 
 def new_id() -> str:
@@ -165,19 +162,19 @@ class TaskStore:
         try:
             yield
         except (pw.OperationalError, pw.InterfaceError, pw.InternalError) as exc:
-            error = _failed_commit(exc) or exc
-            if _is_connection_error(error):
+            error = failed_commit(exc) or exc
+            if is_connection_error(error):
                 # The driver may refuse to close what it closed already (PyMySQL's "Already
                 # closed"); peewee forgets the connection either way.
                 with suppress(Exception):
                     self.database.close()
                 raise DatabaseUnavailable(str(error)) from error
-            if _is_passing_refusal(error):
+            if is_passing_refusal(error):
                 raise DatabaseUnavailable(str(error)) from error
-            _raise_if_damaged(self.database, error)
+            raise_if_damaged(self.database, error)
             raise
         except pw.DatabaseError as exc:  # SQLite's CORRUPT and NOTADB come as this
-            _raise_if_damaged(self.database, exc)
+            raise_if_damaged(self.database, exc)
             raise
 
     @contextmanager
@@ -266,10 +263,19 @@ class TaskStore:
         with self.writing():
             self.task_rows.update(task_id, fields)
 
+    def lease_stamp(self, task_id: str) -> float | None:
+        """When the unfinished task's row was last stamped (seconds since the epoch), or
+        None if the task is missing or settled: an executor holding a task renews the
+        stamp every heartbeat (see renew_leases)."""
+        task = self.get_task(task_id)
+        if task is None or not 0 <= task["progress"] < 1:
+            return None
+        return (task["update_time"] or 0) / 1000
+
     def renew_leases(self, task_ids: Collection[str]) -> None:
         """Stamp the unfinished tasks among *task_ids* as changed now, in one statement: an
         executor holding them says so where another one that takes over their entries
-        can see it, even when it cannot reach Redis (see Worker._held_elsewhere)."""
+        can see it, even when it cannot reach Redis (see lease_stamp)."""
         if not task_ids:
             return
         task = self.Task
@@ -377,83 +383,3 @@ def _where_state(query: pw.ModelSelect, task: type[pw.Model], state: str | None)
     if state in ("queued", "running"):
         return query.where(unfinished)
     return query
-
-
-# MySQL/MariaDB client errors that mean "no usable connection" (CR_* codes), and the
-# server-side "shutdown in progress" family; anything else is a real SQL error.
-_MYSQL_CONNECTION_CODES = {1040, 1053, 1077, 1078, 1079, 1080, 2002, 2003, 2006, 2013, 2055}
-
-
-# Refusals that pass, so the task is retried rather than failed: a lock wait timeout or a
-# deadlock, a server in read-only mode (a replica, a failover under way), a full disk.
-# MySQL/MariaDB error codes, PostgreSQL SQLSTATEs and SQLite's SQLITE_FULL;
-# tests/test_db_conflicts.py provokes all but the servers' full disk (1021, 53100), which
-# are here from their documentation; a test fills SQLite's disk (test_ingest_pipeline.py).
-_MYSQL_PASSING_CODES = {1205, 1213, 1290, 1836, 1021}
-_POSTGRES_PASSING_STATES = {"40001", "40P01", "55P03", "25006", "53100"}
-
-
-def _is_passing_refusal(exc: Exception) -> bool:
-    cause = exc.__cause__ or exc.__context__ or exc
-    if getattr(cause, "pgcode", None) in _POSTGRES_PASSING_STATES:
-        return True
-    if sqlite_codes.primary_code(cause) == sqlite_codes.FULL:
-        return True
-    args = getattr(exc, "args", ()) or getattr(cause, "args", ())
-    return bool(args) and isinstance(args[0], int) and args[0] in _MYSQL_PASSING_CODES
-
-
-def _raise_if_damaged(database: pw.Database, exc: Exception) -> None:
-    """A SQLite file that is damaged or fails to read is an outage, not each task's fault:
-    failing (or dead-lettering) every task that meets it would empty the queue. The
-    connection is dropped, so that a file restored in place is read afresh."""
-    cause = exc.__cause__ or exc.__context__ or exc
-    if sqlite_codes.primary_code(cause) not in sqlite_codes.DAMAGED:
-        return
-    with suppress(pw.PeeweeException):
-        database.close()
-    raise DatabaseUnavailable(
-        f"{exc} (the file {database.database} or its disk is failing: restore it from a "
-        "backup or mend it; tasks wait, none is failed)"
-    ) from exc
-
-
-def _failed_commit(exc: Exception) -> Exception | None:
-    """The COMMIT's error behind peewee's failed ROLLBACK: SQLite rolls a transaction back
-    itself when its COMMIT fails for a full disk, so the ROLLBACK that peewee then sends
-    fails with "no transaction is active" and would hide why."""
-    if "no transaction is active" not in str(exc):
-        return None
-    cause = exc.__context__
-    while cause is not None:  # peewee's error, SQLite's error, then the COMMIT's
-        if isinstance(cause, pw.PeeweeException) and "no transaction is active" not in str(cause):
-            return cause
-        cause = cause.__context__
-    return None
-
-
-def _is_connection_error(exc: Exception) -> bool:
-    if isinstance(exc, pw.InterfaceError):
-        # The driver's own connection is unusable (PyMySQL's InterfaceError(0, ''): closed
-        # after the server went away; psycopg2's "connection already closed").
-        return True
-    cause = exc.__cause__ or exc.__context__ or exc
-    args = getattr(exc, "args", ()) or getattr(cause, "args", ())
-    if args and isinstance(args[0], int):
-        return args[0] in _MYSQL_CONNECTION_CODES
-    text = str(exc).lower()
-    if any(refusal in text for refusal in _POSTGRES_LOGIN_REFUSALS):
-        return False  # the server answered: wrong credentials or names, as MariaDB's 1045
-    return any(
-        marker in text
-        for marker in ("connection", "server closed", "could not connect", "database is locked")
-    )
-
-
-# PostgreSQL refusing a login, in its messages (the connection has no SQLSTATE yet): the
-# config's to fix, not an outage to wait out. The wording of libpq 15 and server 15.
-_POSTGRES_LOGIN_REFUSALS = (
-    "password authentication failed",
-    "no pg_hba.conf entry",
-    "does not exist",  # role or database
-)

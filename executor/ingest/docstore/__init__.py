@@ -19,18 +19,8 @@ from typing import Any
 
 from ...settings import opening
 from ...settings_spec import DOC_ENGINES as ENGINES
+from ..errors import DocStoreError, DocStoreUnavailable
 from ..types import DocStore
-
-
-class DocStoreError(RuntimeError):
-    """The document store refused or failed an operation; the message says which and why."""
-
-
-class DocStoreUnavailable(ConnectionError):
-    """The document store cannot take the operation now: unreachable, timed out, answering
-    429/502/503/504, or (embedded) its file locked past ``lock_timeout`` or its disk full.
-    An outage, not the task's fault: the executor pauses and runs the task again later
-    instead of failing it."""
 
 
 def open_doc_store(config: Mapping[str, Any]) -> DocStore:

@@ -35,8 +35,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..embeddings import vector_field
+from ..errors import DocStoreError
 from ..types import Chunk, Hit
-from . import DocStoreError
 from .elastic_bodies import (
     FLAVORS,
     Flavor,

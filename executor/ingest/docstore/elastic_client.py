@@ -7,7 +7,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import DocStoreUnavailable
+from ..errors import DocStoreUnavailable
 from .elastic_bodies import Flavor
 
 if TYPE_CHECKING:

@@ -37,8 +37,8 @@ import numpy as np
 
 from ...sqlite import codes as sqlite_codes
 from ...sqlite.turns import WriteTurns
+from ..errors import DocStoreError, DocStoreUnavailable
 from ..types import Chunk, Hit
-from . import DocStoreError, DocStoreUnavailable
 from .embedded_query import (
     CANDIDATES,
     VECTOR_SIMILARITY_WEIGHT,

@@ -13,7 +13,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, time
 
-from executor.ingest.types import DocumentError, Section
+from executor.ingest.types import Section
+
+from ..errors import DocumentError
 
 ALL_PAGES = 100_000_000
 """Upstream's "to the end" value of ``to_page``."""

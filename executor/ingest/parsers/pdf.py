@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from executor.ingest.types import DocumentError, Section
+from executor.ingest.types import Section
 
+from ..errors import DocumentError
 from .common import ALL_PAGES, error, reading
 
 _NO_TEXT_LAYER = "no text layer (scanned PDF?); OCR is not supported"
