@@ -126,7 +126,7 @@ BREAKAGES = {
     ),
     "db": (
         "host_vars/db.yml",
-        "change-me-mysql",
+        "golden-mysql-password-0123456789",
         "''",
         "and a non-empty ragfleet_mysql_password",
     ),
@@ -162,4 +162,4 @@ def test_preflight_names_what_is_wrong(tmp_path: Path, host: str) -> None:
     assert message in output, output[-4000:]
     recap = output[output.rindex("PLAY RECAP") :]
     assert f"{host} " in recap and "failed=1" in recap and "changed=0" in recap, recap
-    assert "change-me" not in output  # the golden tree's passwords
+    assert "golden-" not in output  # the golden tree's passwords
