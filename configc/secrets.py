@@ -129,28 +129,37 @@ class SecretStore:
 
     def __init__(self, conf_dir: Path, vault: Vault | None = None, strict: bool = False) -> None:
         """*strict*: an unreadable file is an error; else its passwords are stood in for
-        (``check`` needs no vault password to validate)."""
+        (``check`` needs no vault password to validate). The file is read only when a
+        password is needed: a fleet's build never touches a single-host demo's file."""
         self.path = conf_dir / SECRETS_FILE
         self.vault = vault
-        self.readonly = not strict
-        try:
-            self.values: dict[str, str] = read_secret_file(self.path, vault)
-        except ConfigError:
-            if strict:
-                raise
-            self.values = {}
+        self.strict = strict
+        self.values: dict[str, str] | None = None
         self.changed = False
 
     def get(self, key: str) -> str:
+        if self.values is None:
+            self.values = self._read()
         if key not in self.values:
             self.values[key] = secrets.token_urlsafe(24)  # 32 characters, 192 random bits
             self.changed = True
         return self.values[key]
 
+    def _read(self) -> dict[str, str]:
+        try:
+            return read_secret_file(self.path, self.vault)
+        except ConfigError:
+            if self.strict:
+                raise
+            return {}
+
     def save(self) -> None:
-        """Write the file (0600) if a password was generated, or to encrypt it in vault mode."""
-        if self.readonly:
-            raise OSError(f"{self.path}: opened read-only")
+        """Write the file (0600) if a password was generated, or, in vault mode, to encrypt
+        one this build used (a fleet's build leaves a single-host demo's file alone)."""
+        if self.values is None:
+            return  # not used by this build
+        if not self.strict:
+            raise OSError(f"{self.path}: opened for checking only")
         plaintext = self.path.exists() and not is_encrypted(self.path.read_bytes())
         if self.changed or (self.vault and plaintext):
             write_secret_file(self.path, self.values, self.vault)

@@ -48,7 +48,9 @@ FLEET_PASSWORDS = {
 def _conf_copy_cwd_and_clean_env(monkeypatch, tmp_path):
     """Builds run beside a copy of the shipped conf/ (configc keeps its generated passwords
     there) with none of the conf's variables set, as in CI."""
-    shutil.copytree(REPO / "conf", tmp_path / "repo" / "conf")
+    shutil.copytree(
+        REPO / "conf", tmp_path / "repo" / "conf", ignore=shutil.ignore_patterns(".secrets.yaml")
+    )
     write(tmp_path / "repo" / "conf" / ".secrets.yaml", GENERATED).chmod(0o600)
     monkeypatch.chdir(tmp_path / "repo")
     for name in VARIABLES:

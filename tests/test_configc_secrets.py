@@ -135,6 +135,18 @@ def test_external_services_weak_passwords_are_refused_but_none_is_their_business
 # -- generated on one loopback host ------------------------------------------------------
 
 
+def test_a_fleet_build_in_vault_mode_leaves_a_plaintext_store_alone(tmp_path):
+    """conf/.secrets.yaml of the single-host demo is not the fleet's: a vault-mode fleet
+    build neither uses nor encrypts it (scripts/main.sh would then need the vault)."""
+    conf = shipped_conf(tmp_path)
+    assert configc("build", conf, "-o", tmp_path / "demo").exit_code == 0
+    before = (conf / ".secrets.yaml").read_bytes()
+    password_file, _ = vault_file(tmp_path)
+    args = ("-o", tmp_path / "fleet", "--overlay", FIVE_HOSTS, "--vault-password-file")
+    assert configc("build", conf, *args, password_file, env=strong()).exit_code == 0
+    assert (conf / ".secrets.yaml").read_bytes() == before
+
+
 def test_the_single_host_default_gets_a_generated_password_once(tmp_path):
     conf = shipped_conf(tmp_path)
     out = tmp_path / "out"
@@ -236,6 +248,9 @@ def test_vault_mode_writes_no_secret_in_plaintext(tmp_path):
     before = files_under(out)
     result = configc(*args, password_file, env=env)
     assert "0 written" in result.output and files_under(out) == before
+    diff = ("diff", conf, out, "--overlay", FIVE_HOSTS, "--vault-password-file", password_file)
+    result = configc(*diff, env=env)
+    assert result.exit_code == 0, result.output
 
 
 def test_vault_mode_encrypts_the_generated_passwords_too(tmp_path):
@@ -246,6 +261,9 @@ def test_vault_mode_encrypts_the_generated_passwords_too(tmp_path):
     store = (conf / ".secrets.yaml").read_bytes()
     generated = yaml_load(vault.decrypt(store).decode())["redis.password"]
     assert holders((tmp_path / "out", conf), [generated]) == []
+    five_hosts = ("--overlay", FIVE_HOSTS, "--vault-password-file", password_file)
+    result = configc("build", conf, "-o", tmp_path / "fleet", *five_hosts, env=strong())
+    assert result.exit_code == 0 and (conf / ".secrets.yaml").read_bytes() == store  # unused
     result = configc("build", conf, "-o", tmp_path / "other")  # no vault password: refused
     assert result.exit_code == 2
     assert ".secrets.yaml:1:1: is vault-encrypted: pass --vault-password-file" in result.output
