@@ -29,23 +29,33 @@ def is_encrypted(data: bytes) -> bool:
 class Vault:
     """One vault password (ansible-vault's default vault id)."""
 
-    def __init__(self, password: bytes) -> None:
+    def __init__(self, secret: Any) -> None:
+        """*secret*: an ansible ``VaultSecret``, loaded."""
+        from ansible.parsing.vault import VaultLib
+
+        self._lib = VaultLib([("default", secret)])
+
+    @classmethod
+    def from_file(cls, path: Path) -> Vault:
+        """The password in *path*, read by ansible-core as ansible-playbook
+        --vault-password-file reads it (a file's content, stripped, or an executable's
+        output)."""
         try:
-            from ansible.parsing.vault import VaultLib, VaultSecret
+            from ansible.errors import AnsibleError
+            from ansible.parsing.dataloader import DataLoader
+            from ansible.parsing.vault import get_file_vault_secret
         except ImportError as exc:  # pragma: no cover: the deploy extra is missing
             raise OSError(
                 f"vault mode needs ansible-core (pip install '.[deploy]'): {exc}"
             ) from exc
-        self._lib = VaultLib([("default", VaultSecret(password))])
-
-    @classmethod
-    def from_file(cls, path: Path) -> Vault:
-        """The password in *path*, as ansible-playbook --vault-password-file reads a plain
-        (not executable) file: its content without surrounding whitespace."""
-        password = path.read_bytes().strip()
-        if not password:
+        try:
+            secret = get_file_vault_secret(filename=str(path), loader=DataLoader())
+            secret.load()
+        except AnsibleError as exc:
+            raise OSError(f"{path}: {exc}") from exc
+        if not secret.bytes:
             raise OSError(f"{path} is empty: it must hold the vault password")
-        return cls(password)
+        return cls(secret)
 
     is_encrypted = staticmethod(is_encrypted)
 
