@@ -138,6 +138,10 @@ def build(
     files = _compile(config, out_dir, vault)
     try:
         config.store.save()
+    except OSError as exc:
+        click.echo(f"configc: cannot write {config.store.path}: {exc}", err=True)
+        sys.exit(EXIT_WRITE)
+    try:
         report = write_tree(out_dir, files)
     except OSError as exc:
         click.echo(f"configc: cannot write {out_dir}: {exc}", err=True)

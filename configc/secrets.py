@@ -176,7 +176,8 @@ def apply_secrets(
         value = _get(doc, secret.path)
         local = single_host and all(is_loopback(a) for a in secret.addresses)
         if local and secret.deployed and unset_reason(value):
-            doc[secret.path[0]][secret.path[1]] = store.get(dotted(secret.path))
+            section = doc.get(secret.path[0]) or {}  # an upstream conf may have no redis:
+            doc[secret.path[0]] = {**section, secret.path[1]: store.get(dotted(secret.path))}
             continue
         reason = weakness(value)
         if local or reason is None or (not value and not secret.deployed):

@@ -74,7 +74,7 @@ def test_five_hosts_with_no_passwords_set_is_refused_at_each_line(tmp_path):
         ("mysql.password", "MYSQL_PASSWORD", "MariaDB at 10.213.0.12"),
         ("es.password", "ELASTIC_PASSWORD", "Elasticsearch at 10.213.0.13"),
     ):
-        line = next(n for n, text in enumerate(lines, 1) if variable in text)
+        line = next(n for n, text in enumerate(lines, 1) if "${" + variable in text)
         (error,) = [e for e in errors if f" {key}: " in e]
         assert error.startswith(f"error: {FIVE_HOSTS}:{line}:3: {key}: {service} is reachable")
         assert "is a placeholder (change-me...)" in error
