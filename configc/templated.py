@@ -13,7 +13,6 @@ must hold no Jinja syntax.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,17 +40,10 @@ def var_name(path: tuple[str, ...], doc: dict[str, Any]) -> str:
     return "ragfleet_" + "_".join(_NAME_PART.sub("_", p.lower()).strip("_") for p in parts)
 
 
-def secret_leaves(data: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
-    """Every non-empty string under a secret key name (schema.SECRET_KEYS) in *data*."""
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if key in SECRET_KEYS and isinstance(value, str) and value:
-                yield (*path, key), value
-            else:
-                yield from secret_leaves(value, (*path, str(key)))
-    elif isinstance(data, list):
-        for index, item in enumerate(data):
-            yield from secret_leaves(item, (*path, str(index)))
+def _token(name: str) -> str:
+    """A bare word in YAML and redis.conf alike (the renderer writes it as it is); the
+    upper-case end, which no variable name holds, keeps one token out of another."""
+    return f"RAGFLEETVAULT{name}END"
 
 
 @dataclass
@@ -64,8 +56,7 @@ class Placeholders:
 
     def token(self, name: str, secret: str) -> str:
         self.variables[name] = secret
-        # A bare word in YAML and redis.conf alike, so the renderer writes it as it is.
-        return f"RAGFLEETVAULT0{name}0"
+        return _token(name)
 
     def swap(self, data: Any, path: tuple[str, ...] = ()) -> Any:
         """A copy of *data* with every secret leaf replaced by its token."""
@@ -86,7 +77,7 @@ class Placeholders:
         text = body.decode()
         plain = text
         for name in self.variables:
-            plain = plain.replace(f"RAGFLEETVAULT0{name}0", "")
+            plain = plain.replace(_token(name), "")
         for marker in _JINJA:
             if marker in plain:
                 self.problems.append(
@@ -97,7 +88,5 @@ class Placeholders:
                 )
                 break
         for name in self.variables:
-            text = text.replace(
-                f"RAGFLEETVAULT0{name}0", _QUOTED[file_format].replace("NAME", name)
-            )
+            text = text.replace(_token(name), _QUOTED[file_format].replace("NAME", name))
         return text.encode()

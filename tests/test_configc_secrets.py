@@ -350,3 +350,17 @@ def test_ansible_templates_the_vault_mode_files_into_the_plaintext_ones(tmp_path
     assert rendered == plain
     assert plain["redis"]["password"] == env["REDIS_PASSWORD"]
     redis_answers(tmp_path / "rendered/redis/ragfleet.conf", env["REDIS_PASSWORD"])
+
+
+def test_vault_mode_refuses_jinja_in_a_templated_file(tmp_path):
+    """Outside its placeholders a templated file must hold no Jinja: Ansible would run it."""
+    password_file, _ = vault_file(tmp_path)
+    local = 'user_default_llm:\n  base_url: \'http://models.example/{{ lookup("pipe", "id") }}\'\n'
+    conf = shipped_conf(tmp_path, local)
+    assert configc("check", conf).exit_code == 0  # plaintext mode: the file is copied as is
+    result = configc("check", conf, "--vault-password-file", password_file)
+    assert result.exit_code == 2
+    assert (
+        "error: in vault mode hosts/localhost/etc/ragfleet/ragfleet.yaml is an Ansible "
+        "template, and a value in it holds '{{': Ansible would evaluate it" in result.output
+    )
