@@ -12,6 +12,7 @@ What it measures, for each size (default 10, 100 and 1,000 hosts):
 The conf dir is a copy of conf/service_conf.yaml; each size gets an overlay setting
 executor.db_type: mysql, executor.doc_engine: elasticsearch, executor.storage: database
 (configc refuses the shipped sqlite/embedded/local on more than one host), redis.password,
+mysql.password and es.password (16+ characters: configc checks a fleet's passwords),
 and a hosts list of 1 redis, 1 mysql, 3 elasticsearch hosts and the rest executors on
 10.x.y.z addresses (strings in a config only: no network is touched). Sizes are interleaved
 within each repeat, so a noisy neighbour slows every size alike rather than one. Everything
@@ -69,6 +70,10 @@ def overlay_text(hosts: int) -> str:
         "  storage: database",  # 'local' is refused on more than one host
         "redis:",
         "  password: 'bench-redis-password'",
+        "mysql:",  # a fleet's passwords must be 16+ characters and not upstream's default
+        "  password: 'bench-mysql-password'",
+        "es:",
+        "  password: 'bench-elastic-password'",
         "hosts:",
     ]
     for index, (name, role) in enumerate([*SERVICES, *executors]):

@@ -19,6 +19,8 @@ from .explain import explain_lines
 from .init import write_local_template
 from .output import diff_tree, manifest_file, write_tree
 from .render import OutputFile
+from .secrets import SecretStore
+from .vault import Vault, seal_host_vars
 
 EXIT_CHANGES, EXIT_INVALID, EXIT_WRITE = 1, 2, 3
 
@@ -38,10 +40,38 @@ def overlay_option(func: Callable) -> Callable:
     )(func)
 
 
-def _load(conf: Path, overlays: Sequence[Path]) -> Config:
-    """Load or exit 2, printing every problem as file:line:col: key.path: message."""
+def vault_option(func: Callable) -> Callable:
+    return click.option(
+        "--vault-password-file",
+        "vault_file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        metavar="FILE",
+        help="Vault mode: no secret in plaintext under OUTPUT or conf/ (ansible-vault "
+        "encrypted host_vars, templated host files); give Ansible the same file. "
+        "See docs/security.md.",
+    )(func)
+
+
+def _vault(vault_file: Path | None) -> Vault | None:
+    if vault_file is None:
+        return None
     try:
-        return load_config(conf, overlays)
+        return Vault.from_file(vault_file)
+    except OSError as exc:
+        click.echo(f"configc: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def _load(
+    conf: Path, overlays: Sequence[Path], vault: Vault | None = None, strict: bool = False
+) -> Config:
+    """Load or exit 2, printing every problem as file:line:col: key.path: message.
+
+    *strict*: the generated passwords must be readable (build and diff use them; check,
+    explain and init only need to know the configuration is valid)."""
+    try:
+        store = SecretStore(conf, vault, strict) if conf.is_dir() else None
+        return load_config(conf, overlays, store=store, vault=vault is not None)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(f"error: {problem}", err=True)
@@ -50,8 +80,11 @@ def _load(conf: Path, overlays: Sequence[Path]) -> Config:
         sys.exit(EXIT_INVALID)
 
 
-def _compile(config: Config) -> list[OutputFile]:
-    return [*config.files, manifest_file(config.files, config.input_files)]
+def _compile(config: Config, out_dir: Path, vault: Vault | None) -> list[OutputFile]:
+    files, notes = seal_host_vars(out_dir, config.files, vault)
+    for note in notes:
+        click.echo(f"configc: {note}", err=True)
+    return [*files, manifest_file(files, config.input_files)]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,8 +114,11 @@ def main() -> None:
     help="Directory for the compiled tree (created if missing).",
 )
 @overlay_option
+@vault_option
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def build(conf: Path, out_dir: Path, overlays: tuple[Path, ...], quiet: bool) -> None:
+def build(
+    conf: Path, out_dir: Path, overlays: tuple[Path, ...], vault_file: Path | None, quiet: bool
+) -> None:
     """Validate CONF_DIR and write the compiled tree to OUTPUT.
 
     \b
@@ -90,13 +126,21 @@ def build(conf: Path, out_dir: Path, overlays: tuple[Path, ...], quiet: bool) ->
                                   elasticsearch, executor)
     OUTPUT/host_vars/NAME.yml     secrets the roles need (mode 0600)
     OUTPUT/hosts/NAME/...         the exact files to install on host NAME
-    OUTPUT/manifest.json          sha256 and mode of every file, input digests
+    OUTPUT/manifest.json          mode of every file, sha256 of the public ones
 
     Only changed files are rewritten; files an earlier build wrote and this one
-    does not are removed. Nothing else in OUTPUT is touched.
+    does not are removed. Nothing else in OUTPUT is touched. A vault-encrypted
+    host_vars file is never rewritten in plaintext. On a single loopback host,
+    unset passwords are generated once into CONF_DIR/.secrets.yaml (0600).
     """
-    config = _load(conf, overlays)
-    files = _compile(config)
+    vault = _vault(vault_file)
+    config = _load(conf, overlays, vault, strict=True)
+    files = _compile(config, out_dir, vault)
+    try:
+        config.store.save()
+    except OSError as exc:
+        click.echo(f"configc: cannot write {config.store.path}: {exc}", err=True)
+        sys.exit(EXIT_WRITE)
     try:
         report = write_tree(out_dir, files)
     except OSError as exc:
@@ -114,9 +158,10 @@ def build(conf: Path, out_dir: Path, overlays: tuple[Path, ...], quiet: bool) ->
 @main.command()
 @CONF_ARG
 @overlay_option
-def check(conf: Path, overlays: tuple[Path, ...]) -> None:
+@vault_option
+def check(conf: Path, overlays: tuple[Path, ...], vault_file: Path | None) -> None:
     """Validate CONF_DIR only; exit 0 if valid, 2 with every problem listed if not."""
-    config = _load(conf, overlays)
+    config = _load(conf, overlays, _vault(vault_file))
     hosts = len(config.document["hosts"])
     layers = ", ".join(str(p) for p in config.input_files)
     click.echo(f"configc: valid ({layers}; {hosts} host{'s' * (hosts != 1)})")
@@ -126,14 +171,16 @@ def check(conf: Path, overlays: tuple[Path, ...]) -> None:
 @CONF_ARG
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path), metavar="OUT_DIR")
 @overlay_option
-def diff(conf: Path, out_dir: Path, overlays: tuple[Path, ...]) -> None:
+@vault_option
+def diff(conf: Path, out_dir: Path, overlays: tuple[Path, ...], vault_file: Path | None) -> None:
     """Show what `build CONF_DIR -o OUT_DIR` would change, without writing anything.
 
     Exit 0 when OUT_DIR is up to date, 1 when something would change. Secret files
     (mode 0600) are reported as changed but never shown.
     """
-    config = _load(conf, overlays)
-    files = _compile(config)
+    vault = _vault(vault_file)
+    config = _load(conf, overlays, vault, strict=True)
+    files = _compile(config, out_dir, vault)
     changed = False
     for line in diff_tree(out_dir, files):
         click.echo(line)

@@ -13,6 +13,7 @@ from .loader import KeyPath, Layer, dotted, load_layer
 from .merge import Merged, merge_layers
 from .render import OutputFile, TreeRenderer, UnsafeValues
 from .safe_values import BARE_WORD, UnsafeValue
+from .secrets import SecretStore, apply_secrets
 from .validate import validate
 
 BASE_FILE = "service_conf.yaml"
@@ -30,6 +31,8 @@ class Config:
     files: list[OutputFile]
     """The compiled files (without the manifest): rendered here, so that a value that
     cannot be written safely is refused by ``check`` as by ``build``."""
+    store: SecretStore
+    """The generated passwords (conf/.secrets.yaml); ``build`` saves it."""
 
 
 def layer_paths(conf_dir: Path, overlays: Sequence[Path] = ()) -> list[Path]:
@@ -41,9 +44,17 @@ def layer_paths(conf_dir: Path, overlays: Sequence[Path] = ()) -> list[Path]:
 
 
 def load_config(
-    conf_dir: Path, overlays: Sequence[Path] = (), environ: Mapping[str, str] | None = None
+    conf_dir: Path,
+    overlays: Sequence[Path] = (),
+    environ: Mapping[str, str] | None = None,
+    store: SecretStore | None = None,
+    vault: bool = False,
 ) -> Config:
-    """Load and validate; raise ConfigError listing every problem in every file."""
+    """Load and validate; raise ConfigError listing every problem in every file.
+
+    *store* holds the generated passwords (default: conf_dir's, read only); with *vault* the
+    secret-holding host files are compiled as Ansible templates (templated.py).
+    """
     environ = os.environ if environ is None else environ
     if not conf_dir.is_dir():
         location = Location(str(conf_dir), 0, 0)
@@ -59,13 +70,19 @@ def load_config(
     if problems:
         raise ConfigError(problems)
     merged = merge_layers(layers)
-    document = validate(merged)
+    store = store or SecretStore(conf_dir)
+    document = validate(
+        merged, lambda doc: apply_secrets(doc, merged, store, conf_dir / LOCAL_FILE)
+    )
+    renderer = TreeRenderer(document, vault=vault)
     try:
-        files = TreeRenderer(document).files()
+        files = renderer.files()
     except UnsafeValues as exc:
-        problems = {_unsafe_problem(unsafe, merged) for unsafe in exc.refused}
-        raise ConfigError(list(problems)) from None
-    return Config(merged, document, layers, paths, files)
+        problems = list({_unsafe_problem(unsafe, merged) for unsafe in exc.refused})
+        raise ConfigError(problems) from None
+    if renderer.problems:
+        raise ConfigError(renderer.problems)
+    return Config(merged, document, layers, paths, files, store)
 
 
 def _unsafe_problem(unsafe: UnsafeValue, merged: Merged) -> Problem:

@@ -21,16 +21,34 @@ def sha256(data: bytes) -> str:
 
 
 def manifest_file(files: Sequence[OutputFile], inputs: Sequence[Path]) -> OutputFile:
-    """manifest.json: every output with its digest and mode, and digests of the inputs."""
+    """manifest.json: every output with its mode, and the digests of what others may read.
+
+    The manifest is 0644, so it holds no digest of a 0600 output (the files that hold
+    secrets) nor of an input others cannot read: an unsalted digest would let anyone who can
+    read the manifest confirm a guessed password offline. Nothing consumes those digests
+    (the roles read only the modes), so none is written rather than a keyed one.
+    """
     manifest = {
         "generator": f"configc {__version__}",
-        "inputs": [{"path": str(p), "sha256": sha256(p.read_bytes())} for p in inputs],
-        "files": [
-            {"path": f.path, "sha256": sha256(f.content), "mode": f"{f.mode:04o}"} for f in files
-        ],
+        "inputs": [_input_entry(p) for p in inputs],
+        "files": [_output_entry(f) for f in files],
     }
     body = (json.dumps(manifest, indent=2) + "\n").encode()
     return OutputFile(MANIFEST, body, PUBLIC)
+
+
+def _output_entry(file: OutputFile) -> dict[str, str]:
+    entry = {"path": file.path, "mode": f"{file.mode:04o}"}
+    if file.mode & 0o044:
+        entry["sha256"] = sha256(file.content)
+    return entry
+
+
+def _input_entry(path: Path) -> dict[str, str]:
+    entry = {"path": str(path)}
+    if path.stat().st_mode & 0o004:
+        entry["sha256"] = sha256(path.read_bytes())
+    return entry
 
 
 def previous_outputs(out_dir: Path) -> set[str]:

@@ -11,9 +11,11 @@ import jinja2
 from executor.settings_spec import watchdog_sec
 
 from . import yamlout
+from .errors import Problem
 from .runtime import redis_endpoint, runtime_config
 from .safe_values import SafeValues, UnsafeValue, Verbatim, yaml_flow_list
 from .schema import ROLES
+from .templated import Placeholders
 from .validate import instance_count, service_ports
 
 GENERATED_HEADER = (
@@ -65,10 +67,17 @@ class UnsafeValues(Exception):
 
 
 class TreeRenderer:
-    """Turns a validated document into the list of output files."""
+    """Turns a validated document into the list of output files.
 
-    def __init__(self, doc: dict[str, Any]) -> None:
+    With *vault*, the host files that would hold a secret are Ansible templates instead, and
+    their secrets go to the host's ``host_vars`` file (see templated.py); ``problems`` then
+    lists what cannot be written that way.
+    """
+
+    def __init__(self, doc: dict[str, Any], vault: bool = False) -> None:
         self.doc = doc
+        self.vault = vault
+        self.problems: list[Problem] = []
         self.safe = SafeValues()
         self.env = template_environment(self.safe)
         executor = doc["executor"]
@@ -99,8 +108,12 @@ class TreeRenderer:
     def _files(self) -> list[OutputFile]:
         out = [self.inventory()]
         for host in self.doc["hosts"]:
-            out.extend(self.host_files(host))
+            placeholders = Placeholders(self.doc) if self.vault else None
+            out.extend(self.host_files(host, placeholders))
             secrets = self.host_secrets(host)
+            if placeholders is not None:
+                secrets.update(placeholders.variables)
+                self.problems.extend(placeholders.problems)
             if secrets:
                 out.append(
                     self.yaml_file(
@@ -150,6 +163,8 @@ class TreeRenderer:
             "ragfleet_user": executor["user"],
             "ragfleet_install_dir": executor["install_dir"],
             "ragfleet_state_dir": executor["state_dir"],
+            # Vault mode: the roles template the secret-holding files from host_vars.
+            "ragfleet_vault": self.vault,
         }
 
     def host_secrets(self, host: dict[str, Any]) -> dict[str, Any]:
@@ -165,16 +180,24 @@ class TreeRenderer:
             secrets["ragfleet_elasticsearch_password"] = self.doc["es"]["password"]
         return secrets
 
-    def host_files(self, host: dict[str, Any]) -> list[OutputFile]:
+    def host_files(
+        self, host: dict[str, Any], placeholders: Placeholders | None = None
+    ) -> list[OutputFile]:
         root = f"hosts/{host['name']}"
         context = {"host": {**host, "instances": instance_count(self.doc, host)}}
         files: list[OutputFile] = []
         roles = host["roles"]
         if "executor" in roles:
-            files += self.executor_files(host, context)
+            files += self.executor_files(host, context, placeholders)
         if "redis" in roles:
             redis = redis_endpoint(self.doc)
+            if placeholders is not None:
+                redis = placeholders.swap(redis, ("redis",))
             body = self.render("redis.conf.j2", redis=redis, **context)
+            if placeholders is not None:
+                body = placeholders.template(
+                    f"hosts/{host['name']}/etc/redis/ragfleet.conf", body, "redis"
+                )
             files.append(OutputFile("etc/redis/ragfleet.conf", body, SECRET))
         if "mysql" in roles and self.doc.get("mysql"):
             body = self.render("mariadb.cnf.j2", mysql=self.doc["mysql"], **context)
@@ -186,7 +209,12 @@ class TreeRenderer:
             files.append(OutputFile("etc/elasticsearch/elasticsearch.yml", body, PUBLIC))
         return [OutputFile(f"{root}/{f.path}", f.content, f.mode) for f in files]
 
-    def executor_files(self, host: dict[str, Any], context: dict[str, Any]) -> list[OutputFile]:
+    def executor_files(
+        self,
+        host: dict[str, Any],
+        context: dict[str, Any],
+        placeholders: Placeholders | None = None,
+    ) -> list[OutputFile]:
         executor = self.doc["executor"]
         unit_context = {
             **context,
@@ -198,13 +226,21 @@ class TreeRenderer:
             "stop_timeout_sec": executor["drain_timeout"] + 30,
         }
         config = runtime_config(self.doc, host)
+        if placeholders is not None:
+            config = placeholders.swap(config)
+        runtime = self.yaml_file(
+            f"{ETC}/ragfleet.yaml",
+            config,
+            SECRET,
+            f"Runtime configuration of the ragfleet executors on {host['name']}.",
+        )
+        if placeholders is not None:
+            where = f"hosts/{host['name']}/{runtime.path}"
+            runtime = OutputFile(
+                runtime.path, placeholders.template(where, runtime.content, "yaml"), SECRET
+            )
         return [
-            self.yaml_file(
-                f"{ETC}/ragfleet.yaml",
-                config,
-                SECRET,
-                f"Runtime configuration of the ragfleet executors on {host['name']}.",
-            ),
+            runtime,
             OutputFile(
                 f"{ETC}/executor.env", self.render("executor.env.j2", **unit_context), PUBLIC
             ),

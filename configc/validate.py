@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from executor.settings_spec import Watchdog, timing_problems, watchdog_sec
@@ -18,11 +18,15 @@ _SECTION_FOR = {
     "doc_engine": {"elasticsearch": "es", "opensearch": "os"},
     "storage": {"s3": "s3", "minio": "minio"},
 }
-_LOOPBACK = ("127.", "::1", "localhost")
 
 
-def validate(merged: Merged) -> dict[str, Any]:
-    """Return the document with defaults filled in, or raise ConfigError with all problems."""
+def validate(
+    merged: Merged, finish: Callable[[dict[str, Any]], list[Problem]] | None = None
+) -> dict[str, Any]:
+    """Return the document with defaults filled in, or raise ConfigError with all problems.
+
+    *finish* runs after the cross-checks on the document (it may change it) and returns its
+    own problems, reported with theirs (secrets.apply_secrets)."""
     validator = ConfigValidator(SCHEMA)
     if not validator.validate(merged.data):
         raise ConfigError(
@@ -33,6 +37,8 @@ def validate(merged: Merged) -> dict[str, Any]:
         )
     document = validator.document
     problems = list(_cross_checks(document, merged))
+    if finish is not None:
+        problems += finish(document)
     if problems:
         raise ConfigError(problems)
     return document
@@ -188,33 +194,16 @@ def _port_checks(doc: dict[str, Any], problem) -> Iterator[Problem]:
 
 
 def _secret_checks(doc: dict[str, Any], problem) -> Iterator[Problem]:
-    """A service reachable from other hosts must not run without a password, and a deployed
-    Elasticsearch (security on) needs the one password its role can set."""
+    """A deployed Elasticsearch (security on) needs the one user its role can set; whether
+    each password is strong enough is secrets.py's (after generated ones are filled in)."""
     es_hosts = [host["name"] for host in doc["hosts"] if "elasticsearch" in host["roles"]]
     if es_hosts:
-        yield from _elasticsearch_login_checks(doc.get("es") or {}, es_hosts, problem)
-    for host in doc["hosts"]:
-        if host["address"].startswith(_LOOPBACK):
-            continue
-        if "redis" in host["roles"] and not (doc.get("redis") or {}).get("password"):
-            yield problem(
-                f"redis on {host['name']} listens on {host['address']}: set a password",
-                "redis",
-                "password",
-            )
+        yield from _elasticsearch_login_checks(doc.get("es") or {}, problem)
 
 
-def _elasticsearch_login_checks(
-    es: dict[str, Any], es_hosts: list[str], problem
-) -> Iterator[Problem]:
+def _elasticsearch_login_checks(es: dict[str, Any], problem) -> Iterator[Problem]:
     # The role puts es.password into the keystore as the built-in `elastic` user's bootstrap
     # password; it creates no other user, so the executors must log in as `elastic`.
-    if not es.get("password"):
-        yield problem(
-            f"Elasticsearch on {', '.join(es_hosts)} runs with security on: set es.password",
-            "es",
-            "password",
-        )
     if es.get("username", "elastic") != "elastic":
         yield problem(
             "the elasticsearch role sets only the built-in 'elastic' user's password; "

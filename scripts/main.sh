@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the single-host embedded default, from this checkout: set up (Debian
-# packages, .venv), compile conf/, start Redis if none answers, run two executor instances,
+# packages, .venv), compile conf/ (configc generates the Redis password into
+# conf/.secrets.yaml the first time), start Redis if none answers, run two executor instances,
 # ingest the sample corpus (samples/corpus), and show search results. Everything it starts
 # is stopped at the end; state stays in .demo/ (delete it to start over).
 set -euo pipefail
@@ -24,23 +25,38 @@ cleanup() {
         kill -TERM "${pids[@]}" 2>/dev/null || true
         wait "${pids[@]}" 2>/dev/null || true
     fi
-    if [ -n "$started_redis" ]; then
-        redis-cli -p 6379 shutdown >/dev/null 2>&1 || true
+    if [ -n "$started_redis" ] && [ -f .demo/redis.pid ]; then
+        kill -TERM "$(cat .demo/redis.pid)" 2>/dev/null || true  # saves and exits
     fi
 }
 trap cleanup EXIT
 
+# How Redis answers the compiled config: `ragfleet status` exits 3 when nothing answers, 2
+# when Redis refuses the password (configc generated one into conf/.secrets.yaml).
+redis_answer() {
+    local rc=0
+    $BIN/ragfleet --config "$CONFIG" status >/dev/null 2>&1 || rc=$?
+    echo "$rc"
+}
+
 step "Redis"
-if redis-cli -p 6379 ping >/dev/null 2>&1; then
-    echo "using the Redis already answering on 127.0.0.1:6379"
-else
+case "$(redis_answer)" in
+0 | 1) echo "using the Redis already answering on 127.0.0.1:6379" ;;
+3)
+    # The compiled fragment: bind, port, requirepass, AOF, noeviction. The password stays
+    # out of the command line (and so out of ps).
     echo "starting redis-server on 127.0.0.1:6379 for this run (AOF in .demo/)"
-    redis-server --port 6379 --bind 127.0.0.1 --dir "$PWD/.demo" --appendonly yes \
-        --appendfsync everysec --maxmemory-policy noeviction --daemonize yes \
-        --logfile "$PWD/.demo/redis.log"
+    redis-server out/hosts/localhost/etc/redis/ragfleet.conf --dir "$PWD/.demo" \
+        --daemonize yes --pidfile "$PWD/.demo/redis.pid" --logfile "$PWD/.demo/redis.log"
     started_redis=1
-    for _ in $(seq 50); do redis-cli -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
-fi
+    for _ in $(seq 50); do [ "$(redis_answer)" != 3 ] && break; sleep 0.1; done
+    ;;
+*)
+    echo "the Redis on 127.0.0.1:6379 refuses the password in conf/.secrets.yaml: stop it, or" >&2
+    echo "set REDIS_PASSWORD to its password and run again (see docs/security.md)" >&2
+    exit 2
+    ;;
+esac
 
 step "task database"
 $BIN/ragfleet --config "$CONFIG" db init

@@ -211,7 +211,12 @@ def test_merge_keys_apply_with_positions(tmp_path):
 def test_five_hosts_compiled_files_read_back(tmp_path):
     conf = shipped_conf(tmp_path, FIVE_HOSTS.read_text())
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["build", str(conf), "-o", str(out)])
+    env = {
+        "REDIS_PASSWORD": 'redis password with "quotes" and \\',
+        "MYSQL_PASSWORD": "mysql-password-0123456789",
+        "ELASTIC_PASSWORD": "elastic-password-0123456789",
+    }
+    result = CliRunner().invoke(main, ["build", str(conf), "-o", str(out)], env=env)
     assert result.exit_code == 0, result.output
     check_yaml_files(out)
     check_mariadb(
@@ -219,7 +224,7 @@ def test_five_hosts_compiled_files_read_back(tmp_path):
         {"address": "10.213.0.12"},
         {"port": 3306},
     )
-    redis_answers(out / "hosts/redis/etc/redis/ragfleet.conf", "change-me-redis")
+    redis_answers(out / "hosts/redis/etc/redis/ragfleet.conf", env["REDIS_PASSWORD"])
     check_units(out / "hosts/exec2", "/opt/ragfleet/venv")
 
 

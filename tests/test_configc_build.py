@@ -34,12 +34,25 @@ VARIABLES = (
 )
 yaml_load = YAML(typ="safe", pure=True).load
 TOPOLOGIES = {"shipped": (), "five-hosts": ("conf/examples/five-hosts.yaml",)}
+# The golden trees' passwords: the one configc generates for the single host (fixed here in
+# conf/.secrets.yaml), and the fleet's (refused unless set: they are read from variables).
+GENERATED = "redis.password: golden-generated-redis-password\n"
+FLEET_PASSWORDS = {
+    "REDIS_PASSWORD": "golden-redis-password-0123456789",
+    "MYSQL_PASSWORD": "golden-mysql-password-0123456789",
+    "ELASTIC_PASSWORD": "golden-elastic-password-01234567",
+}
 
 
 @pytest.fixture(autouse=True)
-def _repo_cwd_and_clean_env(monkeypatch):
-    """Builds run from the repo root with none of the conf's variables set, as in CI."""
-    monkeypatch.chdir(REPO)
+def _conf_copy_cwd_and_clean_env(monkeypatch, tmp_path):
+    """Builds run beside a copy of the shipped conf/ (configc keeps its generated passwords
+    there) with none of the conf's variables set, as in CI."""
+    shutil.copytree(
+        REPO / "conf", tmp_path / "repo" / "conf", ignore=shutil.ignore_patterns(".secrets.yaml")
+    )
+    write(tmp_path / "repo" / "conf" / ".secrets.yaml", GENERATED).chmod(0o600)
+    monkeypatch.chdir(tmp_path / "repo")
     for name in VARIABLES:
         monkeypatch.delenv(name, raising=False)
 
@@ -50,7 +63,7 @@ def configc(*args: str, env: dict[str, str] | None = None):
 
 def build(out: Path, *overlays: str, conf: str = "conf") -> None:
     flags = [arg for overlay in overlays for arg in ("--overlay", overlay)]
-    result = configc("build", conf, "-o", str(out), *flags)
+    result = configc("build", conf, "-o", str(out), *flags, env=FLEET_PASSWORDS if flags else None)
     assert result.exit_code == 0, result.output
 
 
@@ -88,9 +101,9 @@ def test_build_is_deterministic(tmp_path):
 
 def test_secrets_only_in_0600_files(tmp_path):
     env = {
-        "REDIS_PASSWORD": "s3cret-redis",
-        "MYSQL_PASSWORD": "s3cret-mysql",
-        "ELASTIC_PASSWORD": "s3cret-es",
+        "REDIS_PASSWORD": "s3cret-redis-0123456789",
+        "MYSQL_PASSWORD": "s3cret-mysql-0123456789",
+        "ELASTIC_PASSWORD": "s3cret-es-0123456789",
     }
     overlays = [arg for o in TOPOLOGIES["five-hosts"] for arg in ("--overlay", o)]
     result = configc("build", "conf", "-o", str(tmp_path / "out"), *overlays, env=env)
@@ -135,6 +148,7 @@ def test_inventory_carries_what_the_units_assume_from_conf(tmp_path):
         "ragfleet_user": "rfexec",
         "ragfleet_install_dir": "/opt/rfleet",
         "ragfleet_state_dir": "/srv/rfleet",
+        "ragfleet_vault": False,
     }
     unit = (out / "hosts/localhost/etc/systemd/system/ragfleet-executor@.service").read_text()
     assert "User=rfexec\nGroup=rfexec\n" in unit

@@ -48,7 +48,7 @@ ERROR_LINE = re.compile(r"error: \S+:[1-9]\d*:[1-9]\d*: ")
 SITE = """\
 # A one-host site: its own address, a Redis password, state on /srv.
 redis:
-  password: 's3cret-pass'
+  password: 's3cret-pass-0123456789'
 executor:
   instances: 3
   state_dir: /srv/ragfleet
@@ -64,7 +64,14 @@ OVERRIDES = {
     "checkout": (SHIPPED_CONF / "examples/checkout.yaml").read_text(),
 }
 BASE = (SHIPPED_CONF / "service_conf.yaml").read_text()
-ENV = {"RAGFLEET_STATE_DIR": "/tmp/ragfleet-state", "REDIS_PASSWORD": None, "LIGHTEN": None}
+# The fleet's passwords must be set (configc refuses five-hosts.yaml's placeholders).
+ENV = {
+    "RAGFLEET_STATE_DIR": "/tmp/ragfleet-state",
+    "REDIS_PASSWORD": "fuzz-redis-password-0123",
+    "MYSQL_PASSWORD": "fuzz-mysql-password-0123",
+    "ELASTIC_PASSWORD": "fuzz-elastic-password-0123",
+    "LIGHTEN": None,
+}
 
 # Keys whose values reach redis.conf, the .cnf, the units or elasticsearch.yml; the Redis
 # password, the one free-form text among them, thrice as often.

@@ -32,7 +32,9 @@ def test_shipped_conf_is_valid():
 
 
 def test_five_host_example_is_valid():
-    doc = load_config(SHIPPED_CONF, [FIVE_HOSTS], {}).document
+    passwords = ("REDIS_PASSWORD", "MYSQL_PASSWORD", "ELASTIC_PASSWORD")
+    environ = {name: f"{name.lower()}-0123456789" for name in passwords}
+    doc = load_config(SHIPPED_CONF, [FIVE_HOSTS], environ).document
     assert [h["name"] for h in doc["hosts"]] == ["redis", "db", "es", "exec1", "exec2"]
 
 
@@ -173,19 +175,34 @@ hosts:
 def test_multi_host_topology_rejects_single_host_backends(tmp_path):
     base = "conf/service_conf.yaml"
     single = "works on a single host only; this topology has 2 hosts"
-    assert problems(tmp_path, "redis:\n  password: pw\n" + TWO_HOSTS) == [
+    assert problems(tmp_path, "redis:\n  password: long-enough-redis-pw\n" + TWO_HOSTS) == [
         f"{base}:{shipped_line('doc_engine:')}:3: executor.doc_engine: 'embedded' {single}",
         f"{base}:{shipped_line('db_type:')}:3: executor.db_type: 'sqlite' {single}",
         f"{base}:{shipped_line('storage:')}:3: executor.storage: 'local' {single}",
     ]
 
 
-def test_redis_on_a_network_address_needs_a_password(tmp_path):
+def test_services_on_network_addresses_need_strong_passwords(tmp_path):
+    """The shipped conf's passwords (upstream's default, or none) on a fleet: refused, each
+    at its line, saying how to set it (more cases in test_configc_secrets.py)."""
     local = "executor:\n  db_type: mysql\n  doc_engine: elasticsearch\n  storage: database\n"
     local += TWO_HOSTS.replace("[executor]", "[executor, mysql, elasticsearch]")
+    how = (
+        "to a random password of 16 or more characters (e.g. `openssl rand -base64 24`); "
+        "see docs/security.md"
+    )
+    default = "is a published default (upstream RAGFlow's or the vendor's)"
+    base = "conf/service_conf.yaml"
     assert problems(tmp_path, local) == [
-        f"conf/service_conf.yaml:{shipped_line(REDIS_PASSWORD_LINE)}:3: redis.password: "
-        "redis on a listens on 10.0.0.1: set a password"
+        f"{base}:{shipped_line('password: ' + chr(39) + '${MYSQL')}:3: mysql.password: MariaDB "
+        f"at 10.0.0.2 is reachable off loopback and this password {default}: set "
+        f"MYSQL_PASSWORD (read on this line) or mysql.password in {LOCAL} {how}",
+        f"{base}:{shipped_line('password: ' + chr(39) + '${ELASTIC')}:3: es.password: "
+        f"Elasticsearch at 10.0.0.2 is reachable off loopback and this password {default}: "
+        f"set ELASTIC_PASSWORD (read on this line) or es.password in {LOCAL} {how}",
+        f"{base}:{shipped_line(REDIS_PASSWORD_LINE)}:3: redis.password: Redis at 10.0.0.1 is "
+        "reachable off loopback and this password is empty: set REDIS_PASSWORD (read on this "
+        f"line) or redis.password in {LOCAL} {how}",
     ]
 
 
@@ -193,7 +210,8 @@ def test_a_deployed_elasticsearch_needs_the_elastic_users_password(tmp_path):
     """The role can set only the built-in elastic user's (bootstrap) password, and the
     compiled elasticsearch.yml turns security on: the executors must log in as elastic."""
     local = """
-    redis: {password: pw}
+    redis: {password: long-enough-redis-password}
+    mysql: {password: long-enough-mysql-password}
     es: {username: ragflow, password: ''}
     executor: {db_type: mysql, doc_engine: elasticsearch, storage: database}
     hosts:
@@ -201,10 +219,13 @@ def test_a_deployed_elasticsearch_needs_the_elastic_users_password(tmp_path):
       - {name: b, address: 10.0.0.2, roles: [executor, elasticsearch]}
     """
     assert problems(tmp_path, local) == [  # once, not once per Elasticsearch host
-        f"{LOCAL}:2:6: es.username: the elasticsearch role sets only the built-in 'elastic' "
+        f"{LOCAL}:3:6: es.username: the elasticsearch role sets only the built-in 'elastic' "
         "user's password; use username 'elastic' (got 'ragflow') or create that user yourself "
         "and take the elasticsearch role off the hosts",
-        f"{LOCAL}:2:25: es.password: Elasticsearch on a, b runs with security on: set es.password",
+        f"{LOCAL}:3:25: es.password: Elasticsearch at 10.0.0.1, 10.0.0.2 is reachable off "
+        "loopback and this password is empty: set es.password in conf/local.service_conf.yaml "
+        "to a random password of 16 or more characters (e.g. `openssl rand -base64 24`); see "
+        "docs/security.md",
     ]
 
 
@@ -237,11 +258,13 @@ def test_topology_rules(tmp_path, hosts, expected):
 
 def test_duplicate_names_and_addresses(tmp_path):
     local = """
-    redis: {password: pw}
+    redis: {password: long-enough-redis-pw}
     executor: {db_type: mysql, doc_engine: elasticsearch, storage: database}
     hosts:
       - {name: a, address: 10.0.0.1, roles: [redis, mysql, elasticsearch]}
       - {name: a, address: 10.0.0.1, roles: [executor]}
+    mysql: {password: long-enough-mysql-pw}
+    es: {password: long-enough-elastic-pw}
     """
     assert problems(tmp_path, local) == [
         f"{LOCAL}:5:6: hosts[1].name: 'a' is already used by hosts[0]",
@@ -251,11 +274,13 @@ def test_duplicate_names_and_addresses(tmp_path):
 
 def test_mysql_and_elasticsearch_roles_required_by_the_choices(tmp_path):
     local = """
-    redis: {password: pw}
+    redis: {password: long-enough-redis-pw}
     executor: {db_type: mysql, doc_engine: elasticsearch, storage: database}
     hosts:
       - {name: a, address: 10.0.0.1, roles: [redis, executor]}
       - {name: b, address: 10.0.0.2, roles: [executor]}
+    mysql: {password: long-enough-mysql-pw}
+    es: {password: long-enough-elastic-pw}
     """
     assert problems(tmp_path, local) == [
         f"{LOCAL}:2:12: executor.db_type: db_type is 'mysql' but no host has the 'mysql' role",

@@ -22,6 +22,7 @@ GOLDEN = REPO / "tests/golden/five-hosts"
 PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 ROLES = ("common", "redis", "mysql", "elasticsearch", "executor")
 PHASES = ("install", "configure", "run")
+PASSWORDS = ("REDIS_PASSWORD", "MYSQL_PASSWORD", "ELASTIC_PASSWORD")
 
 
 def playbook(inventory: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -110,6 +111,27 @@ def test_preflight_passes_on_the_golden_tree() -> None:
     assert "changed=0" in result.stdout and "failed=1" not in result.stdout
 
 
+def test_preflight_passes_on_a_vault_mode_tree(tmp_path: Path) -> None:
+    """configc's vault mode: encrypted host_vars, templated ragfleet.yaml and Redis fragment;
+    every role's preflight reads them with the vault password."""
+    from click.testing import CliRunner
+    from confdirs import FIVE_HOSTS, shipped_conf
+
+    from configc.cli import main
+
+    (tmp_path / "vault").write_text("preflight-vault-password\n")
+    env = {name: f"{name.lower()}-0123456789" for name in PASSWORDS}
+    args = ["build", str(shipped_conf(tmp_path)), "-o", str(tmp_path / "out")]
+    args += ["--overlay", str(FIVE_HOSTS), "--vault-password-file", str(tmp_path / "vault")]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    inventory = tmp_path / "out/inventory.yml"
+    result = preflight(inventory, "--vault-password-file", str(tmp_path / "vault"))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+    assert "changed=0" in result.stdout and "failed=1" not in result.stdout
+    assert not any(value in result.stdout + result.stderr for value in env.values())
+
+
 def replace_in(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
@@ -126,7 +148,7 @@ BREAKAGES = {
     ),
     "db": (
         "host_vars/db.yml",
-        "change-me-mysql",
+        "golden-mysql-password-0123456789",
         "''",
         "and a non-empty ragfleet_mysql_password",
     ),
@@ -162,4 +184,4 @@ def test_preflight_names_what_is_wrong(tmp_path: Path, host: str) -> None:
     assert message in output, output[-4000:]
     recap = output[output.rindex("PLAY RECAP") :]
     assert f"{host} " in recap and "failed=1" in recap and "changed=0" in recap, recap
-    assert "change-me" not in output  # the golden tree's passwords
+    assert "golden-" not in output  # the golden tree's passwords

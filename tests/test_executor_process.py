@@ -109,12 +109,14 @@ def test_the_compiled_units_execstart_runs_an_executor(fleet, tmp_path):
     """The exact command line configc writes into ragfleet-executor@.service starts a worker
     (with only the install paths swapped for this checkout's)."""
     from click.testing import CliRunner
-    from confdirs import REPO
+    from confdirs import shipped_conf
 
     from configc.cli import main as configc
 
     out = tmp_path / "out"
-    assert CliRunner().invoke(configc, ["build", str(REPO / "conf"), "-o", str(out)]).exit_code == 0
+    # A copy of conf/: configc keeps the password it generates there.
+    conf = shipped_conf(tmp_path)
+    assert CliRunner().invoke(configc, ["build", str(conf), "-o", str(out)]).exit_code == 0
     unit = (out / "hosts/localhost/etc/systemd/system/ragfleet-executor@.service").read_text()
     (line,) = [x for x in unit.splitlines() if x.startswith("ExecStart=")]
     argv = shlex.split(line.removeprefix("ExecStart=").replace("%i", "1"))

@@ -76,11 +76,15 @@ def snapshot_source(destination: Path) -> Path:
     return destination
 
 
-def configc_build(overlays: Sequence[Path], out: Path, env: dict[str, str]) -> None:
-    """Compile conf/ with the overlays into *out*."""
+def configc_build(
+    overlays: Sequence[Path], out: Path, env: dict[str, str], vault_file: Path | None = None
+) -> None:
+    """Compile conf/ with the overlays into *out* (in vault mode with *vault_file*)."""
     argv = [str(BIN / "configc"), "build", str(REPO / "conf"), "-o", str(out)]
     for overlay in overlays:
         argv += ["--overlay", str(overlay)]
+    if vault_file is not None:
+        argv += ["--vault-password-file", str(vault_file)]
     result = subprocess.run(
         argv, capture_output=True, text=True, env={**os.environ, **env}, check=False
     )

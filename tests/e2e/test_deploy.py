@@ -1,9 +1,11 @@
 """deploy/site.yml for real on five systemd-nspawn Debian 12 hosts over SSH.
 
 The module's fixture boots redis, db, es, exec1 and exec2 (testbed.py), compiles conf/ with
-conf/examples/five-hosts.yaml and tests/e2e/topology.yaml, runs site.yml three times (a plan
-in check mode, converge, idempotent re-run) and the document store stand-in's playbook; the
-tests then check the fleet. The tests run in file order: the last ones kill and stop executors.
+conf/examples/five-hosts.yaml and tests/e2e/topology.yaml in vault mode (configc
+--vault-password-file: no secret in plaintext on the control machine; ansible-playbook gets
+the same file), runs site.yml three times (a plan in check mode, converge, idempotent
+re-run) and the document store stand-in's playbook; the tests then check the fleet. The
+tests run in file order: the last ones kill and stop executors.
 
 Elasticsearch cannot be installed here: the es host runs osmem-server (an in-memory
 Elasticsearch API emulator from PyPI) as a stand-in, the real runs skip the elasticsearch
@@ -72,6 +74,7 @@ class Deployment:
     secrets: dict[str, str]
     inventory: dict[str, Any]
     source: Path
+    vault_file: Path
     runs: dict[str, PlaybookRun] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -82,7 +85,11 @@ class Deployment:
             playbook,
             self.out / "inventory.yml",
             self.env,
-            ("-e", f"executor_source_dir={self.source}", *extra),
+            (
+                *("-e", f"executor_source_dir={self.source}"),
+                *("--vault-password-file", str(self.vault_file)),
+                *extra,
+            ),
             log_file=self.out.parent / f"{name}.log",
         )
         self.runs[name] = result
@@ -135,13 +142,18 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         pytest.fail(f"e2e deployment test cannot run: {exc}", pytrace=False)
     started = time.monotonic()
     work = tmp_path_factory.mktemp("e2e")
+    # Long random passwords (configc refuses short or known ones for a fleet), and the vault
+    # password configc encrypts them with and ansible-playbook decrypts them with.
     passwords = {
         "REDIS_PASSWORD": secrets.token_hex(12),
         "MYSQL_PASSWORD": secrets.token_hex(12),
         "ELASTIC_PASSWORD": secrets.token_hex(12),
     }
+    vault_file = work / "vault-password"
+    vault_file.write_text(secrets.token_urlsafe(24) + "\n")
+    vault_file.chmod(0o600)
     out = work / "out"
-    configc_build(OVERLAYS, out, passwords)
+    configc_build(OVERLAYS, out, passwords, vault_file)
     inventory = YAML(typ="safe").load((out / "inventory.yml").read_text())
     wheels = standin_wheelhouse()
     with Testbed(host_specs(inventory)) as testbed:
@@ -152,6 +164,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             passwords,
             inventory,
             snapshot_source(work / "source"),
+            vault_file,
         )
         deployment.timings.update(testbed.timings)
         deployment.playbook("plan", SITE, "--check", "--diff", *REAL_RUN)
@@ -302,6 +315,21 @@ def test_secrets_never_logged(deployment: Deployment) -> None:
             assert password not in run.output, f"{variable} appears in the {name} output"
 
 
+def test_no_secret_in_plaintext_on_the_control_machine(deployment: Deployment) -> None:
+    """Vault mode: every file configc wrote (and the wheelhouse beside them) is free of the
+    passwords; the host_vars are ansible-vault files; the hosts got them all the same (the
+    converge's health checks log in with each, and test_redis_requires_the_password)."""
+    converged(deployment)
+    assert deployment.inventory["all"]["vars"]["ragfleet_vault"] is True
+    for path in sorted(deployment.out.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            for variable, password in deployment.secrets.items():
+                assert password.encode() not in data, f"{variable} in {path}"
+    host_vars = sorted((deployment.out / "host_vars").glob("*.yml"))
+    assert host_vars and all(p.read_bytes().startswith(b"$ANSIBLE_VAULT;") for p in host_vars)
+
+
 def test_compiled_files_have_the_manifest_modes(deployment: Deployment) -> None:
     """Modes and owners of the compiled files and directories, and the executor account."""
     converged(deployment)
@@ -441,7 +469,7 @@ def test_a_config_change_restarts_the_instances_and_the_deploy_waits_for_them(
     before = {host: main_pids(deployment, host, n) for host, n in deployment.instances().items()}
     overlay = deployment.out.parent / "debug.yaml"
     overlay.write_text("executor:\n  log_level: DEBUG\n")
-    configc_build((*OVERLAYS, overlay), deployment.out, deployment.secrets)
+    configc_build((*OVERLAYS, overlay), deployment.out, deployment.secrets, deployment.vault_file)
     run = deployment.playbook("reconfigure", SITE, "--tags", "executor_configure", *REAL_RUN)
     assert run.returncode == 0 and not run.total("failed"), run.describe()
     assert "into the wheelhouse]" not in run.output, "a configure run built the wheelhouse"
