@@ -11,6 +11,7 @@ from typing import Any
 from .errors import ConfigError, Location, Problem
 from .loader import KeyPath, Layer, dotted, load_layer
 from .merge import Merged, merge_layers
+from .pki import TlsError, prepare_tls
 from .render import OutputFile, TreeRenderer, UnsafeValues
 from .safe_values import BARE_WORD, UnsafeValue
 from .validate import validate
@@ -61,7 +62,12 @@ def load_config(
     merged = merge_layers(layers)
     document = validate(merged)
     try:
-        files = TreeRenderer(document).files()
+        tls = prepare_tls(conf_dir, document)
+    except TlsError as exc:
+        location = merged.origin(exc.path) if exc.path else _first(merged)
+        raise ConfigError([Problem(str(exc), dotted(exc.path), location)]) from None
+    try:
+        files = TreeRenderer(document, tls).files()
     except UnsafeValues as exc:
         problems = {_unsafe_problem(unsafe, merged) for unsafe in exc.refused}
         raise ConfigError(list(problems)) from None

@@ -21,16 +21,23 @@ def sha256(data: bytes) -> str:
 
 
 def manifest_file(files: Sequence[OutputFile], inputs: Sequence[Path]) -> OutputFile:
-    """manifest.json: every output with its digest and mode, and digests of the inputs."""
+    """manifest.json: every output with its mode and, unless it is secret (0600: private
+    keys, passwords), its digest; and digests of the inputs."""
     manifest = {
         "generator": f"configc {__version__}",
         "inputs": [{"path": str(p), "sha256": sha256(p.read_bytes())} for p in inputs],
-        "files": [
-            {"path": f.path, "sha256": sha256(f.content), "mode": f"{f.mode:04o}"} for f in files
-        ],
+        "files": [_manifest_entry(f) for f in files],
     }
     body = (json.dumps(manifest, indent=2) + "\n").encode()
     return OutputFile(MANIFEST, body, PUBLIC)
+
+
+def _manifest_entry(file: OutputFile) -> dict[str, str]:
+    # A digest of a secret file would let anyone who reads the manifest (0644) confirm a
+    # guess of it offline: a secret file is listed by path and mode only.
+    if file.mode == SECRET:
+        return {"path": file.path, "mode": f"{file.mode:04o}"}
+    return {"path": file.path, "sha256": sha256(file.content), "mode": f"{file.mode:04o}"}
 
 
 def previous_outputs(out_dir: Path) -> set[str]:

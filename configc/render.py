@@ -8,10 +8,11 @@ from typing import Any
 
 import jinja2
 
-from executor.settings_spec import watchdog_sec
+from executor.settings_spec import REDIS_ACL_COMMANDS, REDIS_ACL_KEYS, watchdog_sec
 
 from . import yamlout
-from .runtime import redis_endpoint, runtime_config
+from .pki import TlsMaterial
+from .runtime import CA_CERT, acl_enabled, client_redis, redis_endpoint, runtime_config
 from .safe_values import SafeValues, UnsafeValue, Verbatim, yaml_flow_list
 from .schema import ROLES
 from .validate import instance_count, service_ports
@@ -23,6 +24,13 @@ PUBLIC, SECRET = 0o644, 0o600
 
 ETC = "etc/ragfleet"
 UNIT_DIR = "etc/systemd/system"
+# Where each TLS service's CA certificate, certificate and key go on its hosts (the roles
+# install them from there): (directory, certificate and key file name stem).
+TLS_FILES = {
+    "redis": ("etc/redis/tls", "redis"),
+    "mysql": ("etc/mysql/tls", "mysql"),
+    "elasticsearch": ("etc/elasticsearch/certs", "http"),
+}
 
 
 @dataclass(frozen=True)
@@ -67,8 +75,10 @@ class UnsafeValues(Exception):
 class TreeRenderer:
     """Turns a validated document into the list of output files."""
 
-    def __init__(self, doc: dict[str, Any]) -> None:
+    def __init__(self, doc: dict[str, Any], tls: TlsMaterial | None = None) -> None:
         self.doc = doc
+        self.tls = tls
+        self.tls_services = sorted(tls.servers) if tls else []
         self.safe = SafeValues()
         self.env = template_environment(self.safe)
         executor = doc["executor"]
@@ -173,18 +183,64 @@ class TreeRenderer:
         if "executor" in roles:
             files += self.executor_files(host, context)
         if "redis" in roles:
-            redis = redis_endpoint(self.doc)
-            body = self.render("redis.conf.j2", redis=redis, **context)
-            files.append(OutputFile("etc/redis/ragfleet.conf", body, SECRET))
+            files += self.redis_files(context)
         if "mysql" in roles and self.doc.get("mysql"):
-            body = self.render("mariadb.cnf.j2", mysql=self.doc["mysql"], **context)
+            tls = self.tls_paths("mysql")
+            body = self.render("mariadb.cnf.j2", mysql=self.doc["mysql"], tls=tls, **context)
             files.append(OutputFile("etc/mysql/mariadb.conf.d/60-ragfleet.cnf", body, PUBLIC))
+            files += self.tls_files("mysql")
         if "elasticsearch" in roles:
             es_hosts = [h for h in self.doc["hosts"] if "elasticsearch" in h["roles"]]
             port = service_ports(self.doc, host)["elasticsearch"]
-            body = self.render("elasticsearch.yml.j2", es_hosts=es_hosts, es_port=port, **context)
+            # elasticsearch.yml names its certificates relative to /etc/elasticsearch.
+            tls = self.tls_paths("elasticsearch", relative_to="/etc/elasticsearch/")
+            body = self.render(
+                "elasticsearch.yml.j2", es_hosts=es_hosts, es_port=port, tls=tls, **context
+            )
             files.append(OutputFile("etc/elasticsearch/elasticsearch.yml", body, PUBLIC))
+            files += self.tls_files("elasticsearch")
         return [OutputFile(f"{root}/{f.path}", f.content, f.mode) for f in files]
+
+    def redis_files(self, context: dict[str, Any]) -> list[OutputFile]:
+        redis = redis_endpoint(self.doc)
+        section = self.doc["redis"]
+        acl = (
+            {
+                "commands": REDIS_ACL_COMMANDS,
+                "patterns": REDIS_ACL_KEYS,
+                "users": [
+                    (section[f"{role}_user"], section.get(f"{role}_password") or "")
+                    for role in ("executor", "operator")
+                ],
+            }
+            if acl_enabled(self.doc)
+            else None
+        )
+        tls = self.tls_paths("redis")
+        body = self.render("redis.conf.j2", redis=redis, acl=acl, tls=tls, **context)
+        return [OutputFile("etc/redis/ragfleet.conf", body, SECRET), *self.tls_files("redis")]
+
+    def tls_paths(self, service: str, relative_to: str = "") -> dict[str, str] | None:
+        """The absolute paths (or relative to *relative_to*) of *service*'s CA certificate,
+        certificate and key on its hosts; None when it does not speak TLS."""
+        if service not in self.tls_services:
+            return None
+        folder, stem = TLS_FILES[service]
+        paths = {"ca": f"/{folder}/ca.crt", "cert": f"/{folder}/{stem}.crt"}
+        paths["key"] = f"/{folder}/{stem}.key"
+        return {k: v.removeprefix(relative_to) for k, v in paths.items()}
+
+    def tls_files(self, service: str) -> list[OutputFile]:
+        """*service*'s CA certificate, certificate (0644) and private key (0600)."""
+        if self.tls is None or service not in self.tls.servers:
+            return []
+        folder, stem = TLS_FILES[service]
+        server = self.tls.servers[service]
+        return [
+            OutputFile(f"{folder}/ca.crt", self.tls.ca_cert, PUBLIC),
+            OutputFile(f"{folder}/{stem}.crt", server.cert, PUBLIC),
+            OutputFile(f"{folder}/{stem}.key", server.key, SECRET),
+        ]
 
     def executor_files(self, host: dict[str, Any], context: dict[str, Any]) -> list[OutputFile]:
         executor = self.doc["executor"]
@@ -197,8 +253,23 @@ class TreeRenderer:
             # Drain first; systemd's SIGKILL must come only after the drain gave up.
             "stop_timeout_sec": executor["drain_timeout"] + 30,
         }
-        config = runtime_config(self.doc, host)
+        config = runtime_config(self.doc, host, self.tls_services)
+        extra: list[OutputFile] = []
+        if self.tls is not None:
+            extra.append(OutputFile(CA_CERT.lstrip("/"), self.tls.ca_cert, PUBLIC))
+        if acl_enabled(self.doc):
+            # The operator CLI's Redis login, apart from the executors' config: root's only.
+            operator = {"redis": client_redis(self.doc, "operator", self.tls_services)}
+            extra.append(
+                self.yaml_file(
+                    f"{ETC}/operator.yaml",
+                    operator,
+                    SECRET,
+                    f"The ragfleet operator CLI's Redis login on {host['name']} (root's only).",
+                )
+            )
         return [
+            *extra,
             self.yaml_file(
                 f"{ETC}/ragfleet.yaml",
                 config,

@@ -219,7 +219,10 @@ def test_five_hosts_compiled_files_read_back(tmp_path):
         {"address": "10.213.0.12"},
         {"port": 3306},
     )
-    redis_answers(out / "hosts/redis/etc/redis/ragfleet.conf", "change-me-redis")
+    fragment, tls = out / "hosts/redis/etc/redis/ragfleet.conf", out / "hosts/redis/etc/redis/tls"
+    redis_answers(fragment, "change-me-redis", tls)
+    redis_answers(fragment, "change-me-redis-executor", tls, username="ragfleet-executor")
+    redis_answers(fragment, "change-me-redis-operator", tls, username="ragfleet-operator")
     check_units(out / "hosts/exec2", "/opt/ragfleet/venv")
 
 

@@ -33,7 +33,11 @@ VARIABLES = (
     "LIGHTEN",
 )
 yaml_load = YAML(typ="safe", pure=True).load
-TOPOLOGIES = {"shipped": (), "five-hosts": ("conf/examples/five-hosts.yaml",)}
+TOPOLOGIES = {
+    "shipped": (),
+    # With fixed certificates (tests/data/tls): configc's own CA would differ on every run.
+    "five-hosts": ("conf/examples/five-hosts.yaml", "tests/data/tls/five-hosts-tls.yaml"),
+}
 
 
 @pytest.fixture(autouse=True)
