@@ -38,10 +38,11 @@ def overlay_option(func: Callable) -> Callable:
     )(func)
 
 
-def _load(conf: Path, overlays: Sequence[Path]) -> Config:
-    """Load or exit 2, printing every problem as file:line:col: key.path: message."""
+def _load(conf: Path, overlays: Sequence[Path], keep_tls: bool = False) -> Config:
+    """Load or exit 2, printing every problem as file:line:col: key.path: message. Only
+    ``build`` (*keep_tls*) writes the CA and certificates it needs into CONF_DIR/tls."""
     try:
-        return load_config(conf, overlays)
+        return load_config(conf, overlays, keep_tls=keep_tls)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(f"error: {problem}", err=True)
@@ -93,9 +94,11 @@ def build(conf: Path, out_dir: Path, overlays: tuple[Path, ...], quiet: bool) ->
     OUTPUT/manifest.json          sha256 and mode of every file, input digests
 
     Only changed files are rewritten; files an earlier build wrote and this one
-    does not are removed. Nothing else in OUTPUT is touched.
+    does not are removed. Nothing else in OUTPUT is touched. When services speak
+    TLS (tls.mode), the private CA and the certificates it issues are made once in
+    CONF_DIR/tls (keys 0600; keep it out of version control) and reused.
     """
-    config = _load(conf, overlays)
+    config = _load(conf, overlays, keep_tls=True)
     files = _compile(config)
     try:
         report = write_tree(out_dir, files)

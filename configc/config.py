@@ -42,9 +42,14 @@ def layer_paths(conf_dir: Path, overlays: Sequence[Path] = ()) -> list[Path]:
 
 
 def load_config(
-    conf_dir: Path, overlays: Sequence[Path] = (), environ: Mapping[str, str] | None = None
+    conf_dir: Path,
+    overlays: Sequence[Path] = (),
+    environ: Mapping[str, str] | None = None,
+    keep_tls: bool = False,
 ) -> Config:
-    """Load and validate; raise ConfigError listing every problem in every file."""
+    """Load and validate; raise ConfigError listing every problem in every file. *keep_tls*:
+    a CA or certificate that TLS needs and conf_dir/tls lacks is made there (``build``);
+    False: made in memory only, for a command that must write nothing (``check``, ``diff``)."""
     environ = os.environ if environ is None else environ
     if not conf_dir.is_dir():
         location = Location(str(conf_dir), 0, 0)
@@ -62,7 +67,7 @@ def load_config(
     merged = merge_layers(layers)
     document = validate(merged)
     try:
-        tls = prepare_tls(conf_dir, document)
+        tls = prepare_tls(conf_dir, document, persist=keep_tls)
     except TlsError as exc:
         location = merged.origin(exc.path) if exc.path else _first(merged)
         raise ConfigError([Problem(str(exc), dotted(exc.path), location)]) from None

@@ -94,16 +94,17 @@ def subject_names(hosts: list[dict[str, Any]]) -> list[str]:
     return names
 
 
-def prepare_tls(conf_dir: Path, doc: dict[str, Any]) -> TlsMaterial | None:
+def prepare_tls(conf_dir: Path, doc: dict[str, Any], persist: bool = True) -> TlsMaterial | None:
     """The TLS material of *doc*'s services, or None when none speaks TLS. configc's own CA
-    and certificates are created (or renewed) under *conf_dir*/tls as needed."""
+    and certificates are created (or renewed) under *conf_dir*/tls as needed; with *persist*
+    False (``check``, ``diff``), what is missing is made in memory only and nothing written."""
     services = tls_services(doc)
     if not services:
         return None
     section = doc.get("tls") or {}
     if section.get("ca_cert"):
         return _supplied(conf_dir, section, services)
-    store = conf_dir / TLS_DIR
+    store = _Store(conf_dir / TLS_DIR, persist)
     ca_key, ca_cert = _ensure_ca(store)
     servers = {
         service: _ensure_server(
@@ -159,7 +160,18 @@ def _load_key(pem: bytes, *path: str) -> ec.EllipticCurvePrivateKey:
 # -- configc's own CA --------------------------------------------------------------------------
 
 
-def _ensure_ca(store: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+@dataclass(frozen=True)
+class _Store:
+    """configc's CA directory; *persist* False: read, never written."""
+
+    path: Path
+    persist: bool
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+
+def _ensure_ca(store: _Store) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key_path, cert_path = store / "ca.key", store / "ca.crt"
     if key_path.exists() and cert_path.exists():
         key = _load_key(_read_stored(key_path))
@@ -175,11 +187,12 @@ def _ensure_ca(store: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificat
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write(key_path, _key_pem(key), 0o600)
-    _write(cert_path, _pem(cert), 0o644)
-    for stale in store.glob("*.crt"):  # issued by the CA just replaced
-        if stale.name != "ca.crt":
-            stale.unlink()
+    if store.persist:
+        _write(key_path, _key_pem(key), 0o600)
+        _write(cert_path, _pem(cert), 0o644)
+        for stale in store.path.glob("*.crt"):  # issued by the CA just replaced
+            if stale.name != "ca.crt":
+                stale.unlink()
     return key, cert
 
 
@@ -192,7 +205,7 @@ def _read_stored(path: Path) -> bytes:
 
 
 def _ensure_server(
-    store: Path,
+    store: _Store,
     service: str,
     names: list[str],
     ca_key: ec.EllipticCurvePrivateKey,
@@ -218,8 +231,9 @@ def _ensure_server(
         .sign(ca_key, hashes.SHA256())
     )
     server = ServerTls(_pem(cert), _key_pem(key))
-    _write(key_path, server.key, 0o600)
-    _write(cert_path, server.cert, 0o644)
+    if store.persist:
+        _write(key_path, server.key, 0o600)
+        _write(cert_path, server.cert, 0o644)
     return server
 
 

@@ -20,7 +20,8 @@ def write(path: Path, text: str) -> Path:
 def shipped_conf(tmp_path: Path, local: str | None = None) -> Path:
     """A copy of the shipped conf/ with an optional local.service_conf.yaml."""
     conf = tmp_path / "conf"
-    shutil.copytree(SHIPPED_CONF, conf)
+    # Not conf/tls: the CA a build from the repository's conf/ may have left there.
+    shutil.copytree(SHIPPED_CONF, conf, ignore=shutil.ignore_patterns("tls"))
     if local is not None:
         write(conf / "local.service_conf.yaml", local)
     return conf

@@ -67,7 +67,7 @@ def secured_conf(tmp_path: Path) -> Secured:
           - {{name: localhost, address: 127.0.0.1, roles: [redis, mysql, executor]}}
         """,
     )
-    config = load_config(conf, environ={})
+    config = load_config(conf, environ={}, keep_tls=True)
     out = tmp_path / "out"
     write_tree(out, config.files)
     return Secured(conf, out, executor_password, operator_password)
