@@ -91,7 +91,8 @@ def build(conf: Path, out_dir: Path, overlays: tuple[Path, ...], quiet: bool) ->
                                   elasticsearch, executor)
     OUTPUT/host_vars/NAME.yml     secrets the roles need (mode 0600)
     OUTPUT/hosts/NAME/...         the exact files to install on host NAME
-    OUTPUT/manifest.json          sha256 and mode of every file, input digests
+    OUTPUT/manifest.json          mode of every file, sha256 of those not
+                                  secret (0600), input digests
 
     Only changed files are rewritten; files an earlier build wrote and this one
     does not are removed. Nothing else in OUTPUT is touched. When services speak
