@@ -14,8 +14,9 @@ from ruamel.yaml import YAML
 from secured import EXECUTOR_USER, OPERATOR_USER, Secured, secured_conf, secured_redis
 from servers import RedisServer, no_retry
 
+from executor.queue import wire
 from executor.queue.connection import connect
-from executor.queue.producer import request_cancel
+from executor.queue.producer import enqueue, request_cancel
 from executor.settings import OPERATOR_FILE, RedisSettings
 
 
@@ -136,3 +137,51 @@ def test_the_operator_cli_logs_in_as_its_own_user(acl_fleet, acl_redis, secured,
         assert "NOPERM" not in result.stderr
     status = json.loads(acl_fleet.cli("status", "--json").stdout)
     assert status, "the executor's heartbeat is readable as the operator"
+
+
+def no_acl_refusal(*logs: str) -> None:
+    for log in logs:
+        assert "NOPERM" not in log and "no permissions" not in log, log[-2000:]
+
+
+def test_a_killed_executors_task_is_reclaimed_as_the_acl_user(acl_fleet):
+    """The recovery paths (XAUTOCLAIM/XCLAIM/XPENDING, the dead consumer's removal under the
+    cleanup lock) need nothing outside the list."""
+    victim = acl_fleet.start(instance=1)
+    (task_id,) = acl_fleet.submit("sleep", seconds=3, steps=3)
+    wait_for(lambda: acl_fleet.task(task_id)["begin_at"], 10, "the task to start")
+    survivor = acl_fleet.start(instance=2)
+    victim.kill()  # kill -9 mid-task: its entry stays pending under task_executor_test_1
+    row = acl_fleet.wait_done([task_id], timeout=30)[0]
+    assert row["progress"] == 1 and row["retry_count"] == 1
+    assert "reclaimed entry " in survivor.log
+    wait_for(
+        lambda: (
+            "task_executor_test_1"
+            not in {
+                c["name"].decode()
+                for c in acl_fleet.redis.xinfo_consumers(wire.queue_name(0), wire.GROUP)
+            }
+        ),
+        15,
+        "the dead consumer to be deleted",
+        survivor,
+    )
+    no_acl_refusal(victim.log, survivor.log)
+
+
+def test_dead_letters_as_the_acl_users(acl_fleet, acl_redis, secured):
+    """An entry whose task the database lacks is set aside to the dead-letter stream by the
+    executors' user; the operator's lists, retries and purges it."""
+    write_operator_file(acl_fleet.config.parent, acl_redis, secured.login("operator"))
+    executor = acl_fleet.start()
+    enqueue(acl_fleet.redis, [{"id": "not-in-the-database", "task_type": "noop"}])
+    wait_for(lambda: acl_fleet.redis.xlen(wire.DEAD_LETTER_STREAM), 15, "the dead letter")
+    (entry,) = json.loads(acl_fleet.cli("dlq", "list", "--json").stdout)
+    assert entry["task_id"] == "not-in-the-database"
+    retried = acl_fleet.cli("dlq", "retry", "--all")
+    assert retried.returncode == 4 and "the entry is kept" in retried.stderr, retried.stderr
+    purged = acl_fleet.cli("dlq", "purge", "--yes")
+    assert purged.returncode == 0, purged.stderr
+    assert json.loads(acl_fleet.cli("dlq", "list", "--json").stdout) == []
+    no_acl_refusal(executor.log, retried.stderr, purged.stderr)
