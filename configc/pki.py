@@ -103,7 +103,7 @@ def prepare_tls(conf_dir: Path, doc: dict[str, Any], persist: bool = True) -> Tl
         return None
     section = doc.get("tls") or {}
     if section.get("ca_cert"):
-        return _supplied(conf_dir, section, services)
+        return _supplied(conf_dir, section, services, doc)
     store = _Store(conf_dir / TLS_DIR, persist)
     ca_key, ca_cert = _ensure_ca(store)
     servers = {
@@ -115,7 +115,11 @@ def prepare_tls(conf_dir: Path, doc: dict[str, Any], persist: bool = True) -> Tl
     return TlsMaterial(_pem(ca_cert), servers)
 
 
-def _supplied(conf_dir: Path, section: dict[str, Any], services: list[str]) -> TlsMaterial:
+def _supplied(
+    conf_dir: Path, section: dict[str, Any], services: list[str], doc: dict[str, Any]
+) -> TlsMaterial:
+    """An operator's CA and certificates, each checked: a certificate must match its key and
+    name every host of its service, or the executors would refuse it at run time."""
     ca = _read(conf_dir, section["ca_cert"], "tls", "ca_cert")
     _load_cert(ca, "tls", "ca_cert")
     servers = {}
@@ -130,8 +134,21 @@ def _supplied(conf_dir: Path, section: dict[str, Any], services: list[str]) -> T
             )
         cert = _read(conf_dir, given["cert"], "tls", service, "cert")
         key = _read(conf_dir, given["key"], "tls", service, "key")
-        _load_cert(cert, "tls", service, "cert")
-        _load_key(key, "tls", service, "key")
+        certificate = _load_cert(cert, "tls", service, "cert")
+        private = _load_key(key, "tls", service, "key")
+        if certificate.public_key() != private.public_key():
+            raise TlsError(f"is not the key of tls.{service}.cert", "tls", service, "key")
+        named = set(_names_of(certificate))
+        # The executors dial each host by its topology address: that is what must match.
+        missing = [h["address"] for h in service_hosts(doc, service) if h["address"] not in named]
+        if missing:
+            raise TlsError(
+                f"does not name {', '.join(missing)} (it names: {', '.join(sorted(named))}): "
+                "the executors verify the address they connect to",
+                "tls",
+                service,
+                "cert",
+            )
         servers[service] = ServerTls(cert, key)
     return TlsMaterial(ca, servers)
 

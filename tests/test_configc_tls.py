@@ -180,11 +180,24 @@ def test_operator_certificates_are_used_as_they_are(five, tmp_path):
             r"tls\.redis: tls\.ca_cert is set, so redis needs its own cert and key",
         ),
         ("tls: {ca_cert: KEY}", r"tls\.ca_cert: not a PEM certificate"),
+        (
+            "tls: {ca_cert: CA, redis: {cert: DIR/mysql.crt, key: DIR/mysql.key}, "
+            "mysql: {cert: DIR/mysql.crt, key: DIR/mysql.key}, "
+            "elasticsearch: {cert: DIR/elasticsearch.crt, key: DIR/elasticsearch.key}}",
+            r"tls\.redis\.cert: does not name 10\.213\.0\.11 \(it names: 10\.213\.0\.12, db\)",
+        ),
+        (
+            "tls: {ca_cert: CA, redis: {cert: DIR/redis.crt, key: DIR/mysql.key}, "
+            "mysql: {cert: DIR/mysql.crt, key: DIR/mysql.key}, "
+            "elasticsearch: {cert: DIR/elasticsearch.crt, key: DIR/elasticsearch.key}}",
+            r"tls\.redis\.key: is not the key of tls\.redis\.cert",
+        ),
     ],
 )
 def test_operator_certificates_are_checked(five, tmp_path, tls, message):
     local = five / "local.service_conf.yaml"
     tls = tls.replace("CA", str(REPO_TLS / "ca.crt")).replace("KEY", str(REPO_TLS / "redis.key"))
+    tls = tls.replace("DIR", str(REPO_TLS))
     local.write_text(local.read_text() + tls + "\n")
     result = CliRunner().invoke(main, ["check", str(five)])
     assert result.exit_code == 2
