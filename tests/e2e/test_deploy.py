@@ -306,6 +306,16 @@ def test_secrets_never_logged(deployment: Deployment) -> None:
             assert password not in run.output, f"{variable} appears in the {name} output"
 
 
+def test_private_keys_never_logged(deployment: Deployment) -> None:
+    """The TLS keys the roles copy (no_log) appear in no Ansible output, even with --diff."""
+    keys = sorted(deployment.out.glob("hosts/*/etc/**/*.key"))
+    assert keys, "configc compiled no TLS key: is TLS on in the e2e topology?"
+    for key in keys:
+        body = "".join(line for line in key.read_text().splitlines() if "-----" not in line)
+        for name, run in converged(deployment).runs.items():
+            assert body[:40] not in run.output.replace("\n", ""), f"{key.name} in the {name} output"
+
+
 def test_compiled_files_have_the_manifest_modes(deployment: Deployment) -> None:
     """Modes and owners of the compiled files and directories, and the executor account."""
     converged(deployment)
