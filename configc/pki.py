@@ -58,9 +58,6 @@ class TlsMaterial:
     ca_cert: bytes
     servers: dict[str, ServerTls]
 
-    def on(self, service: str) -> bool:
-        return service in self.servers
-
 
 def tls_services(doc: dict[str, Any]) -> list[str]:
     """The services that speak TLS: ``tls.mode`` on, every service in the topology; auto,
