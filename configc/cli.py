@@ -63,15 +63,20 @@ def _vault(vault_file: Path | None) -> Vault | None:
 
 
 def _load(
-    conf: Path, overlays: Sequence[Path], vault: Vault | None = None, strict: bool = False
+    conf: Path,
+    overlays: Sequence[Path],
+    vault: Vault | None = None,
+    strict: bool = False,
+    keep_tls: bool = False,
 ) -> Config:
     """Load or exit 2, printing every problem as file:line:col: key.path: message.
 
     *strict*: the generated passwords must be readable (build and diff use them; check,
-    explain and init only need to know the configuration is valid)."""
+    explain and init only need to know the configuration is valid). Only ``build``
+    (*keep_tls*) writes the CA and certificates it needs into CONF_DIR/tls."""
     try:
         store = SecretStore(conf, vault, strict) if conf.is_dir() else None
-        return load_config(conf, overlays, store=store, vault=vault is not None)
+        return load_config(conf, overlays, store=store, vault=vault is not None, keep_tls=keep_tls)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(f"error: {problem}", err=True)
@@ -126,15 +131,18 @@ def build(
                                   elasticsearch, executor)
     OUTPUT/host_vars/NAME.yml     secrets the roles need (mode 0600)
     OUTPUT/hosts/NAME/...         the exact files to install on host NAME
-    OUTPUT/manifest.json          mode of every file, sha256 of the public ones
+    OUTPUT/manifest.json          mode of every file, sha256 of the public ones,
+                                  input digests
 
     Only changed files are rewritten; files an earlier build wrote and this one
     does not are removed. Nothing else in OUTPUT is touched. A vault-encrypted
     host_vars file is never rewritten in plaintext. On a single loopback host,
-    unset passwords are generated once into CONF_DIR/.secrets.yaml (0600).
+    unset passwords are generated once into CONF_DIR/.secrets.yaml (0600). When
+    services speak TLS (tls.mode), the private CA and the certificates it issues are
+    made once in CONF_DIR/tls (keys 0600; keep it out of version control) and reused.
     """
     vault = _vault(vault_file)
-    config = _load(conf, overlays, vault, strict=True)
+    config = _load(conf, overlays, vault, strict=True, keep_tls=True)
     files = _compile(config, out_dir, vault)
     try:
         config.store.save()

@@ -11,6 +11,7 @@ from typing import Any
 from .errors import ConfigError, Location, Problem
 from .loader import KeyPath, Layer, dotted, load_layer
 from .merge import Merged, merge_layers
+from .pki import TlsError, prepare_tls
 from .render import OutputFile, TreeRenderer, UnsafeValues
 from .safe_values import BARE_WORD, UnsafeValue
 from .secrets import SecretStore, apply_secrets
@@ -49,11 +50,14 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     store: SecretStore | None = None,
     vault: bool = False,
+    keep_tls: bool = False,
 ) -> Config:
     """Load and validate; raise ConfigError listing every problem in every file.
 
     *store* holds the generated passwords (default: conf_dir's, read only); with *vault* the
-    secret-holding host files are compiled as Ansible templates (templated.py).
+    secret-holding host files are compiled as Ansible templates (templated.py). *keep_tls*:
+    a CA or certificate that TLS needs and conf_dir/tls lacks is made there (``build``);
+    False: made in memory only, for a command that must write nothing (``check``, ``diff``).
     """
     environ = os.environ if environ is None else environ
     if not conf_dir.is_dir():
@@ -74,7 +78,12 @@ def load_config(
     document = validate(
         merged, lambda doc: apply_secrets(doc, merged, store, conf_dir / LOCAL_FILE)
     )
-    renderer = TreeRenderer(document, vault=vault)
+    try:
+        tls = prepare_tls(conf_dir, document, persist=keep_tls)
+    except TlsError as exc:
+        location = merged.origin(exc.path) if exc.path else _first(merged)
+        raise ConfigError([Problem(str(exc), dotted(exc.path), location)]) from None
+    renderer = TreeRenderer(document, tls, vault=vault)
     try:
         files = renderer.files()
     except UnsafeValues as exc:

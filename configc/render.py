@@ -8,11 +8,12 @@ from typing import Any
 
 import jinja2
 
-from executor.settings_spec import watchdog_sec
+from executor.settings_spec import REDIS_ACL_COMMANDS, REDIS_ACL_KEYS, watchdog_sec
 
 from . import yamlout
 from .errors import Problem
-from .runtime import redis_endpoint, runtime_config
+from .pki import TlsMaterial
+from .runtime import CA_CERT, acl_enabled, client_redis, redis_endpoint, runtime_config
 from .safe_values import SafeValues, UnsafeValue, Verbatim, yaml_flow_list
 from .schema import ROLES
 from .templated import Placeholders
@@ -25,6 +26,13 @@ PUBLIC, SECRET = 0o644, 0o600
 
 ETC = "etc/ragfleet"
 UNIT_DIR = "etc/systemd/system"
+# Where each TLS service's CA certificate, certificate and key go on its hosts (the roles
+# install them from there): (directory, certificate and key file name stem).
+TLS_FILES = {
+    "redis": ("etc/redis/tls", "redis"),
+    "mysql": ("etc/mysql/tls", "mysql"),
+    "elasticsearch": ("etc/elasticsearch/certs", "http"),
+}
 
 
 @dataclass(frozen=True)
@@ -74,8 +82,12 @@ class TreeRenderer:
     lists what cannot be written that way.
     """
 
-    def __init__(self, doc: dict[str, Any], vault: bool = False) -> None:
+    def __init__(
+        self, doc: dict[str, Any], tls: TlsMaterial | None = None, vault: bool = False
+    ) -> None:
         self.doc = doc
+        self.tls = tls
+        self.tls_services = sorted(tls.servers) if tls else []
         self.vault = vault
         self.problems: list[Problem] = []
         self.safe = SafeValues()
@@ -97,6 +109,27 @@ class TreeRenderer:
         lines = [Verbatim(line) for line in comment]
         body = self.render("yaml_document.j2", data=data, comment=lines, ansible=ansible)
         return OutputFile(path, body, mode)
+
+    def secret_yaml(
+        self,
+        host: dict[str, Any],
+        path: str,
+        data: dict[str, Any],
+        comment: str,
+        placeholders: Placeholders | None,
+        redis_variable: str | None = None,
+    ) -> OutputFile:
+        """A 0600 YAML file; in vault mode an Ansible template whose secrets are variables.
+        *redis_variable* names the variable of ``redis.password`` when that is an ACL user's
+        password rather than the default user's (``ragfleet_redis_password``)."""
+        if placeholders is not None:
+            rename = {("redis", "password"): redis_variable} if redis_variable else {}
+            data = placeholders.swap(data, rename=rename)
+        file = self.yaml_file(path, data, SECRET, comment)
+        if placeholders is None:
+            return file
+        body = placeholders.template(f"hosts/{host['name']}/{path}", file.content, "yaml")
+        return OutputFile(path, body, SECRET)
 
     def files(self) -> list[OutputFile]:
         """Every output file; UnsafeValues if a value could not be written safely."""
@@ -190,24 +223,78 @@ class TreeRenderer:
         if "executor" in roles:
             files += self.executor_files(host, context, placeholders)
         if "redis" in roles:
-            redis = redis_endpoint(self.doc)
-            if placeholders is not None:
-                redis = placeholders.swap(redis, ("redis",))
-            body = self.render("redis.conf.j2", redis=redis, **context)
-            if placeholders is not None:
-                body = placeholders.template(
-                    f"hosts/{host['name']}/etc/redis/ragfleet.conf", body, "redis"
-                )
-            files.append(OutputFile("etc/redis/ragfleet.conf", body, SECRET))
+            files += self.redis_files(context, placeholders)
         if "mysql" in roles and self.doc.get("mysql"):
-            body = self.render("mariadb.cnf.j2", mysql=self.doc["mysql"], **context)
+            tls = self.tls_paths("mysql")
+            body = self.render("mariadb.cnf.j2", mysql=self.doc["mysql"], tls=tls, **context)
             files.append(OutputFile("etc/mysql/mariadb.conf.d/60-ragfleet.cnf", body, PUBLIC))
+            files += self.tls_files("mysql")
         if "elasticsearch" in roles:
             es_hosts = [h for h in self.doc["hosts"] if "elasticsearch" in h["roles"]]
             port = service_ports(self.doc, host)["elasticsearch"]
-            body = self.render("elasticsearch.yml.j2", es_hosts=es_hosts, es_port=port, **context)
+            # elasticsearch.yml names its certificates relative to /etc/elasticsearch.
+            tls = self.tls_paths("elasticsearch", relative_to="/etc/elasticsearch/")
+            body = self.render(
+                "elasticsearch.yml.j2", es_hosts=es_hosts, es_port=port, tls=tls, **context
+            )
             files.append(OutputFile("etc/elasticsearch/elasticsearch.yml", body, PUBLIC))
+            files += self.tls_files("elasticsearch")
         return [OutputFile(f"{root}/{f.path}", f.content, f.mode) for f in files]
+
+    def redis_files(
+        self, context: dict[str, Any], placeholders: Placeholders | None = None
+    ) -> list[OutputFile]:
+        redis = redis_endpoint(self.doc)
+        users = self.acl_users(placeholders)
+        if placeholders is not None:
+            redis = placeholders.swap(redis, ("redis",))
+        acl = (
+            {"commands": REDIS_ACL_COMMANDS, "patterns": REDIS_ACL_KEYS, "users": users}
+            if users
+            else None
+        )
+        tls = self.tls_paths("redis")
+        body = self.render("redis.conf.j2", redis=redis, acl=acl, tls=tls, **context)
+        if placeholders is not None:
+            where = f"hosts/{context['host']['name']}/etc/redis/ragfleet.conf"
+            body = placeholders.template(where, body, "redis")
+        return [OutputFile("etc/redis/ragfleet.conf", body, SECRET), *self.tls_files("redis")]
+
+    def acl_users(self, placeholders: Placeholders | None = None) -> list[tuple[str, str]]:
+        """The Redis ACL users (name, password), none without ACL; in vault mode each
+        password is the token of its own variable (``ragfleet_redis_<role>_password``)."""
+        if not acl_enabled(self.doc):
+            return []
+        section = self.doc["redis"]
+        users = []
+        for role in ("executor", "operator"):
+            password = section.get(f"{role}_password") or ""
+            if placeholders is not None and password:
+                password = placeholders.token(_acl_variable(role), password)
+            users.append((section[f"{role}_user"], password))
+        return users
+
+    def tls_paths(self, service: str, relative_to: str = "") -> dict[str, str] | None:
+        """The absolute paths (or relative to *relative_to*) of *service*'s CA certificate,
+        certificate and key on its hosts; None when it does not speak TLS."""
+        if service not in self.tls_services:
+            return None
+        folder, stem = TLS_FILES[service]
+        paths = {"ca": f"/{folder}/ca.crt", "cert": f"/{folder}/{stem}.crt"}
+        paths["key"] = f"/{folder}/{stem}.key"
+        return {k: v.removeprefix(relative_to) for k, v in paths.items()}
+
+    def tls_files(self, service: str) -> list[OutputFile]:
+        """*service*'s CA certificate, certificate (0644) and private key (0600)."""
+        if self.tls is None or service not in self.tls.servers:
+            return []
+        folder, stem = TLS_FILES[service]
+        server = self.tls.servers[service]
+        return [
+            OutputFile(f"{folder}/ca.crt", self.tls.ca_cert, PUBLIC),
+            OutputFile(f"{folder}/{stem}.crt", server.cert, PUBLIC),
+            OutputFile(f"{folder}/{stem}.key", server.key, SECRET),
+        ]
 
     def executor_files(
         self,
@@ -225,22 +312,33 @@ class TreeRenderer:
             # Drain first; systemd's SIGKILL must come only after the drain gave up.
             "stop_timeout_sec": executor["drain_timeout"] + 30,
         }
-        config = runtime_config(self.doc, host)
-        if placeholders is not None:
-            config = placeholders.swap(config)
-        runtime = self.yaml_file(
-            f"{ETC}/ragfleet.yaml",
-            config,
-            SECRET,
-            f"Runtime configuration of the ragfleet executors on {host['name']}.",
-        )
-        if placeholders is not None:
-            where = f"hosts/{host['name']}/{runtime.path}"
-            runtime = OutputFile(
-                runtime.path, placeholders.template(where, runtime.content, "yaml"), SECRET
+        config = runtime_config(self.doc, host, self.tls_services)
+        files: list[OutputFile] = []
+        if self.tls is not None:
+            files.append(OutputFile(CA_CERT.lstrip("/"), self.tls.ca_cert, PUBLIC))
+        if acl_enabled(self.doc):
+            # The operator CLI's Redis login, apart from the executors' config: root's only.
+            operator = {"redis": client_redis(self.doc, "operator", self.tls_services)}
+            files.append(
+                self.secret_yaml(
+                    host,
+                    f"{ETC}/operator.yaml",
+                    operator,
+                    f"The ragfleet operator CLI's Redis login on {host['name']} (root's only).",
+                    placeholders,
+                    _acl_variable("operator"),
+                )
             )
         return [
-            runtime,
+            *files,
+            self.secret_yaml(
+                host,
+                f"{ETC}/ragfleet.yaml",
+                config,
+                f"Runtime configuration of the ragfleet executors on {host['name']}.",
+                placeholders,
+                _acl_variable("executor") if acl_enabled(self.doc) else None,
+            ),
             OutputFile(
                 f"{ETC}/executor.env", self.render("executor.env.j2", **unit_context), PUBLIC
             ),
@@ -255,3 +353,8 @@ class TreeRenderer:
                 PUBLIC,
             ),
         ]
+
+
+def _acl_variable(role: str) -> str:
+    """The host_vars variable of the Redis ACL user *role*'s password (vault mode)."""
+    return f"ragfleet_redis_{role}_password"

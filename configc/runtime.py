@@ -7,6 +7,7 @@ topology (an external PostgreSQL, OpenSearch or S3) is used at the address its s
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from executor.settings_spec import RUNTIME_KEYS
@@ -32,7 +33,29 @@ def redis_endpoint(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def database_config(doc: dict[str, Any]) -> dict[str, Any]:
+CA_CERT = "/etc/ragfleet/ca.crt"
+"""Where an executor host keeps the CA it verifies the TLS services' certificates with."""
+
+
+def acl_enabled(doc: dict[str, Any]) -> bool:
+    """Whether Redis gets the ACL users (the executors' password is set): see redis.conf.j2."""
+    return bool((doc.get("redis") or {}).get("executor_password"))
+
+
+def client_redis(doc: dict[str, Any], role: str, tls: Collection[str] = ()) -> dict[str, Any]:
+    """The Redis endpoint as *role* (``executor`` or ``operator``) logs in: its ACL user when
+    there are ACL users, else the default user; over TLS, verifying against CA_CERT."""
+    endpoint = redis_endpoint(doc)
+    if acl_enabled(doc):
+        section = doc["redis"]
+        endpoint["username"] = section[f"{role}_user"]
+        endpoint["password"] = section.get(f"{role}_password") or ""
+    if "redis" in tls:
+        endpoint.update(tls=True, ca_cert=CA_CERT)
+    return endpoint
+
+
+def database_config(doc: dict[str, Any], tls: Collection[str] = ()) -> dict[str, Any]:
     db_type = doc["executor"]["db_type"]
     if db_type == "sqlite":
         return {"type": "sqlite", "path": f"{doc['executor']['state_dir']}/ragfleet.db"}
@@ -41,10 +64,13 @@ def database_config(doc: dict[str, Any]) -> dict[str, Any]:
     if server:
         section["host"] = server["address"]
     keys = ("host", "port", "name", "user", "password", "max_connections", "stale_timeout")
-    return {"type": db_type, **{k: section[k] for k in keys if k in section}}
+    out = {"type": db_type, **{k: section[k] for k in keys if k in section}}
+    if db_type in tls:
+        out["ssl_ca"] = CA_CERT
+    return out
 
 
-def doc_store_config(doc: dict[str, Any]) -> dict[str, Any]:
+def doc_store_config(doc: dict[str, Any], tls: Collection[str] = ()) -> dict[str, Any]:
     engine = doc["executor"]["doc_engine"]
     if engine == "embedded":
         return {"engine": "embedded", "path": f"{doc['executor']['state_dir']}/docstore.db"}
@@ -52,10 +78,12 @@ def doc_store_config(doc: dict[str, Any]) -> dict[str, Any]:
     urls = [u.strip() for u in section["hosts"].split(",")]
     servers = [h for h in doc["hosts"] if "elasticsearch" in h["roles"]]
     if engine == "elasticsearch" and servers:
-        scheme = urls[0].split("://")[0]
+        scheme = "https" if "elasticsearch" in tls else urls[0].split("://")[0]
         port = split_url(urls[0])[1] or 9200
         urls = [f"{scheme}://{h['address']}:{port}" for h in servers]
-    out = {"engine": engine, "hosts": urls}
+    out: dict[str, Any] = {"engine": engine, "hosts": urls}
+    if engine == "elasticsearch" and servers and "elasticsearch" in tls:
+        out["ca_certs"] = CA_CERT
     out.update({k: section[k] for k in ("username", "password", "api_key") if section.get(k)})
     return out
 
@@ -69,15 +97,18 @@ def storage_config(doc: dict[str, Any]) -> dict[str, Any]:
     return {"backend": backend, **doc[backend]}
 
 
-def runtime_config(doc: dict[str, Any], host: dict[str, Any]) -> dict[str, Any]:
-    """Everything ``ragfleet run`` on *host* reads, and nothing it does not."""
+def runtime_config(
+    doc: dict[str, Any], host: dict[str, Any], tls: Collection[str] = ()
+) -> dict[str, Any]:
+    """Everything ``ragfleet run`` on *host* reads, and nothing it does not; *tls*: the
+    services that speak TLS (pki.tls_services)."""
     executor = doc["executor"]
     return {
         "host_id": host["name"],
         "executor": {key.name: executor[key.name] for key in RUNTIME_KEYS},
-        "redis": redis_endpoint(doc),
-        "database": database_config(doc),
-        "doc_store": doc_store_config(doc),
+        "redis": client_redis(doc, "executor", tls),
+        "database": database_config(doc, tls),
+        "doc_store": doc_store_config(doc, tls),
         "storage": storage_config(doc),
         "models": resolve_models(doc.get("user_default_llm"), executor["lighten"]),
     }

@@ -28,6 +28,8 @@ SECRET_KEYS = frozenset(
         "http_app_key",
         "mail_password",
         "session_token",
+        "executor_password",
+        "operator_password",
     }
 )
 """Key names whose values are secrets: masked when shown, written only to 0600 files."""
@@ -184,6 +186,11 @@ _SQL_DB = {
     "stale_timeout": {"type": "integer", "min": 0},
 }
 
+_ACL_USER = {"type": "string", "regex": r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"}
+_CERT_FILES = {"cert": OPT_STR, "key": OPT_STR}
+TLS_SERVICES = ("redis", "mysql", "elasticsearch")
+"""The services with a host in the topology that can speak TLS (the role of that name)."""
+
 SCHEMA: dict[str, Any] = {
     "ragflow": _section({"host": {**REQ_STR, "check_with": "hostname"}, "http_port": REQ_PORT}),
     "mysql": _section({**_SQL_DB, "max_allowed_packet": {"type": "integer", "min": 1024}}),
@@ -213,7 +220,20 @@ SCHEMA: dict[str, Any] = {
             "username": OPT_STR,
             "password": SECRET,
             "host": HOSTPORT,
+            # ragfleet's: the ACL users of the executors and of the operator CLI.
+            "executor_user": {**_ACL_USER, "default": "ragfleet-executor"},
+            "executor_password": SECRET,
+            "operator_user": {**_ACL_USER, "default": "ragfleet-operator"},
+            "operator_password": SECRET,
         }
+    ),
+    "tls": _section(
+        {
+            "mode": {"type": "string", "allowed": ["auto", "on", "off"], "default": "auto"},
+            "ca_cert": OPT_STR,
+            **{service: _section(_CERT_FILES, nullable=True) for service in TLS_SERVICES},
+        },
+        default={},
     ),
     "s3": _section(
         {

@@ -98,6 +98,10 @@ def service_secrets(doc: dict[str, Any]) -> Iterator[ServiceSecret]:
         return tuple(h["address"] for h in doc["hosts"] if role in h["roles"])
 
     yield ServiceSecret(("redis", "password"), "Redis", deployed("redis"), True)
+    if _get(doc, ("redis", "executor_password")) or _get(doc, ("redis", "operator_password")):
+        for role in ("executor", "operator"):  # the ACL users, on once either is set
+            path = ("redis", f"{role}_password")
+            yield ServiceSecret(path, f"Redis's {role} user", deployed("redis"), True)
     for role, section, service in (
         ("mysql", "mysql", "MariaDB"),
         ("elasticsearch", "es", "Elasticsearch"),

@@ -58,18 +58,25 @@ class Placeholders:
         self.variables[name] = secret
         return _token(name)
 
-    def swap(self, data: Any, path: tuple[str, ...] = ()) -> Any:
-        """A copy of *data* with every secret leaf replaced by its token."""
+    def swap(
+        self,
+        data: Any,
+        path: tuple[str, ...] = (),
+        rename: dict[tuple[str, ...], str] | None = None,
+    ) -> Any:
+        """A copy of *data* with every secret leaf replaced by its token; *rename* gives the
+        variable of a leaf whose default name (:func:`var_name`) belongs to another secret."""
+        rename = rename or {}
         if isinstance(data, dict):
-            return {k: self._leaf(v, (*path, str(k))) for k, v in data.items()}
+            return {k: self._leaf(v, (*path, str(k)), rename) for k, v in data.items()}
         if isinstance(data, list):
-            return [self.swap(item, (*path, str(i))) for i, item in enumerate(data)]
+            return [self.swap(item, (*path, str(i)), rename) for i, item in enumerate(data)]
         return data
 
-    def _leaf(self, value: Any, path: tuple[str, ...]) -> Any:
+    def _leaf(self, value: Any, path: tuple[str, ...], rename: dict[tuple[str, ...], str]) -> Any:
         if path[-1] in SECRET_KEYS and isinstance(value, str) and value:
-            return self.token(var_name(path, self.doc), value)
-        return self.swap(value, path)
+            return self.token(rename.get(path) or var_name(path, self.doc), value)
+        return self.swap(value, path, rename)
 
     def template(self, file_path: str, body: bytes, file_format: str) -> bytes:
         """*body* as an Ansible template: tokens become the variable, quoted by the rules of
@@ -88,5 +95,11 @@ class Placeholders:
                 )
                 break
         for name in self.variables:
-            text = text.replace(_token(name), _QUOTED[file_format].replace("NAME", name))
+            quoted = _QUOTED[file_format].replace("NAME", name)
+            # A token inside a quoted argument (redis.conf's ACL rule '">TOKEN"'): the value
+            # goes between those quotes, escaped by the same rule.
+            if file_format == "redis":
+                inside = re.compile(rf'"([^"\s]*){_token(name)}"')
+                text = inside.sub(lambda m, q=quoted: f'"{m.group(1)}{q[1:-1]}"', text)
+            text = text.replace(_token(name), quoted)
         return text.encode()

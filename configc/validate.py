@@ -199,6 +199,29 @@ def _secret_checks(doc: dict[str, Any], problem) -> Iterator[Problem]:
     es_hosts = [host["name"] for host in doc["hosts"] if "elasticsearch" in host["roles"]]
     if es_hosts:
         yield from _elasticsearch_login_checks(doc.get("es") or {}, problem)
+    if doc.get("redis"):
+        yield from _redis_acl_checks(doc["redis"], problem)
+
+
+def _redis_acl_checks(redis: dict[str, Any], problem) -> Iterator[Problem]:
+    """The ACL users (least privilege, docs/security.md) come as a pair, set by
+    executor_password: the executors' and the operator CLI's, each with its own password,
+    distinct from the default user's (redis.password: RAGFlow's server, administration)."""
+    executor, operator = redis.get("executor_password"), redis.get("operator_password")
+    if bool(executor) != bool(operator):
+        missing = "operator_password" if executor else "executor_password"
+        yield problem(
+            "executor_password and operator_password turn the ACL users on together: set both",
+            "redis",
+            missing,
+        )
+    passwords = [p for p in (redis.get("password"), executor, operator) if p]
+    if executor and len(set(passwords)) < len(passwords):
+        yield problem(
+            "redis.password, executor_password and operator_password must all differ",
+            "redis",
+            "executor_password",
+        )
 
 
 def _elasticsearch_login_checks(es: dict[str, Any], problem) -> Iterator[Problem]:

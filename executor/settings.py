@@ -13,7 +13,7 @@ import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -109,6 +109,9 @@ class RedisSettings:
     db: int = 1
     username: str = ""
     password: str = ""
+    tls: bool = False
+    """Connect over TLS, verifying the server's certificate and name against ca_cert."""
+    ca_cert: str = ""
 
 
 @dataclass(frozen=True)
@@ -241,6 +244,30 @@ def load_settings(
     if environ.get("RAGFLEET_HOST_ID"):
         data["host_id"] = environ["RAGFLEET_HOST_ID"]
     return Settings.from_mapping(data, str(path), _watchdog(environ))
+
+
+OPERATOR_FILE = "operator.yaml"
+"""Beside the runtime config: the operator CLI's own Redis login (configc writes it, root's
+only, when Redis has ACL users). The executors never read it."""
+
+
+def with_operator_login(settings: Settings) -> Settings:
+    """*settings* with the Redis login of OPERATOR_FILE beside its config, when that file
+    exists and this user may read it (root); else *settings* as they are, whose executor
+    login may run the same commands."""
+    if not settings.source:
+        return settings
+    path = Path(settings.source).parent / OPERATOR_FILE
+    try:
+        raw = path.read_bytes()[:MAX_CONFIG_BYTES]
+    except OSError:
+        return settings
+    try:
+        data = YAML(typ="safe", pure=True).load(raw.decode("utf-8"))
+    except (UnicodeDecodeError, YAMLError):
+        raise SettingsError(f"{path}: not valid YAML") from None
+    redis = _mapping(data if isinstance(data, dict) else {}, "redis", str(path))
+    return replace(settings, redis=_typed(RedisSettings, redis, "redis", str(path)))
 
 
 def _watchdog(environ: Mapping[str, str]) -> Watchdog | None:

@@ -146,3 +146,66 @@ def timing_problems(executor: Mapping[str, Any], watchdog: Watchdog | None) -> l
 
 def _seconds(value: float) -> str:
     return str(int(value)) if value == int(value) else str(value)
+
+
+# -- Redis ACL ---------------------------------------------------------------------------------
+
+REDIS_ACL_COMMANDS: tuple[str, ...] = (
+    # connection: health checks, the db of the config. Not CLIENT SETINFO, which redis-py
+    # sends on connect and lets fail: Debian 12's Redis 7.0 predates it (and refuses the rule)
+    "ping",
+    "select",
+    "time",
+    # transactions and the lock-release script (its GET and DEL are checked too)
+    "multi",
+    "exec",
+    "discard",
+    "eval",
+    # locks, marks and cancel flags
+    "get",
+    "set",
+    "del",
+    "exists",
+    # outage deliveries, clean stops
+    "hset",
+    "hget",
+    "hmget",
+    "hdel",
+    "hincrby",
+    # TASKEXE
+    "sadd",
+    "srem",
+    "smembers",
+    # heartbeats
+    "zadd",
+    "zcount",
+    "zremrangebyscore",
+    "zrevrangebyscore",
+    # the queues and the dead-letter stream
+    "xadd",
+    "xack",
+    "xdel",
+    "xlen",
+    "xrange",
+    "xreadgroup",
+    "xclaim",
+    "xautoclaim",
+    "xpending",
+    "xgroup|create",
+    "xgroup|delconsumer",
+    "xinfo|groups",
+    "xinfo|consumers",
+)
+"""Every Redis command the queue package (executor/queue) sends: the ACL users configc gives
+the executors and the operator CLI may run these and nothing else. A command added to the
+queue must be added here (tests/test_redis_acl.py runs the executor under this list)."""
+
+REDIS_ACL_KEYS: tuple[str, ...] = (
+    "rag_flow_svr_queue*",  # the priority streams (wire.QUEUE)
+    "TASKEXE",  # the executors' set (wire.EXECUTORS_SET)
+    "task_executor_*",  # each executor's heartbeats, by consumer name (wire.consumer_name)
+    "clean_task_executor",  # upstream's cleanup lock (wire.CLEANUP_LOCK)
+    "ragfleet_*",  # our locks, marks, dead letters and counters (wire.REQUEUE_LOCK, ...)
+    "*-cancel",  # cancel flags (wire.cancel_key)
+)
+"""The key patterns of executor/queue/wire.py, for the same ACL users."""

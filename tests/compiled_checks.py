@@ -57,29 +57,58 @@ def check_yaml_files(out: Path) -> None:
         load_settings(path, environ={})
 
 
-def redis_answers(fragment: Path, password: str) -> None:
-    """Start redis-server on *fragment*; it must accept *password* (or need none)."""
+def redis_answers(
+    fragment: Path, password: str, tls: Path | None = None, username: str | None = None
+) -> None:
+    """Start redis-server on *fragment*; it must accept *password* of *username* (default
+    user if None; or need none). *tls*: the compiled tree's folder of the fragment's
+    certificate and key (the fragment names them by their paths on the host), which
+    redis-server must load; it is then reached over TLS only."""
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
+        listen = ("--port", str(port))
+        if tls is not None:
+            listen = (
+                *("--port", "0", "--tls-port", str(port)),
+                *(
+                    "--tls-cert-file",
+                    str(tls / "redis.crt"),
+                    "--tls-key-file",
+                    str(tls / "redis.key"),
+                ),
+                *("--tls-ca-cert-file", str(tls / "ca.crt")),
+            )
         args = [
             find_binary("redis-server"),
             str(fragment),
-            *("--port", str(port), "--bind", HOST, "--dir", workdir),
+            *listen,
+            *("--bind", HOST, "--dir", workdir),
             *("--appendonly", "no", "--save", "", "--daemonize", "no"),
         ]
         log = Path(workdir) / "out.log"
         with log.open("wb") as sink:
             process = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT)
+        # The certificate names the host's address, not this loopback: check the chain only.
+        options = (
+            {"ssl": True, "ssl_ca_certs": str(tls / "ca.crt"), "ssl_check_hostname": False}
+            if tls is not None
+            else {}
+        )
         try:
-            _ping(port, password, process, log)
+            _ping(port, password, process, log, username=username, **options)
         finally:
             process.kill()
             process.wait(10)
 
 
-def _ping(port: int, password: str, process: subprocess.Popen, log: Path) -> None:
+def _ping(port: int, password: str, process: subprocess.Popen, log: Path, **options: Any) -> None:
     client = redis.Redis(
-        host=HOST, port=port, password=password or None, socket_timeout=2, retry=no_retry()
+        host=HOST,
+        port=port,
+        password=password or None,
+        socket_timeout=2,
+        retry=no_retry(),
+        **options,
     )
     deadline = time.monotonic() + 10
     with client:

@@ -20,8 +20,9 @@ def write(path: Path, text: str) -> Path:
 def shipped_conf(tmp_path: Path, local: str | None = None) -> Path:
     """A copy of the shipped conf/ with an optional local.service_conf.yaml."""
     conf = tmp_path / "conf"
-    # Not the passwords configc generated for this checkout (scripts/main.sh's).
-    shutil.copytree(SHIPPED_CONF, conf, ignore=shutil.ignore_patterns(".secrets.yaml"))
+    # Not the passwords configc generated for this checkout (scripts/main.sh's), nor conf/tls:
+    # the CA a build from the repository's conf/ may have left there.
+    shutil.copytree(SHIPPED_CONF, conf, ignore=shutil.ignore_patterns(".secrets.yaml", "tls"))
     if local is not None:
         write(conf / "local.service_conf.yaml", local)
     return conf

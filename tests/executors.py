@@ -74,10 +74,13 @@ def write_config(
     models: dict[str, Any] | None = None,
     storage: dict[str, Any] | None = None,
     doc_store: dict[str, Any] | None = None,
+    redis_login: dict[str, Any] | None = None,
     **executor: Any,
 ) -> Path:
     """A runtime config as configc compiles it, pointing at the test servers: documents on
-    the local filesystem and chunks in the embedded store under tmp_path, unless given."""
+    the local filesystem and chunks in the embedded store under tmp_path, unless given.
+    *redis_login* replaces keys of the redis section (an ACL user's username and password,
+    tls and ca_cert)."""
     config = {
         "host_id": "test",
         "executor": {**FAST, "state_dir": str(tmp_path / "state"), **executor},
@@ -86,6 +89,7 @@ def write_config(
             "port": redis_server.port,
             "db": 0,
             "password": redis_server.password,
+            **(redis_login or {}),
         },
         "database": database,
         "doc_store": doc_store or {"engine": "embedded", "path": str(tmp_path / "docstore.db")},

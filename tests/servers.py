@@ -41,7 +41,9 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -451,22 +453,43 @@ class Outage:
             raise self._error
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """A server's certificate, its key and the CA its clients verify it with (PEM files)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 def _redis_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class RedisServer(_Server):
-    """``redis-server`` with a password and an AOF fsynced every second, like production."""
+    """``redis-server`` with a password and an AOF fsynced every second, like production.
+
+    With *tls*, it speaks TLS only (``port 0``, ``tls-port``), as configc's redis.conf makes
+    it between hosts; ``client()`` then verifies its certificate. *extra_config*: lines
+    appended to its config (ACL ``user`` lines, say).
+    """
 
     name = "redis"
     start_timeout = 10.0
     stop_timeout = 10.0
     _probe_errors = (OSError, redis.RedisError)
 
-    def __init__(self, workdir: Path | str) -> None:
+    def __init__(
+        self,
+        workdir: Path | str,
+        tls: ServerTls | None = None,
+        extra_config: Sequence[str] = (),
+    ) -> None:
         super().__init__(workdir)
         self.binary: str | None = None
         self.config_path = self.workdir / "redis.conf"
+        self.tls = tls
+        self.extra_config = list(extra_config)
 
     @property
     def log_path(self) -> Path:
@@ -482,7 +505,31 @@ class RedisServer(_Server):
         Note: redis-py 8 retries a refused connection 10 times with backoff (~4 s) by
         default; pass ``retry=no_retry()`` to see a stopped server fail at once.
         """
+        if self.tls is not None:
+            kwargs = {**self.tls_options(), **kwargs}
         return redis.Redis(host=self.host, port=self.port, password=self.password, db=db, **kwargs)
+
+    def tls_options(self) -> dict[str, Any]:
+        """redis-py's options for a verified TLS connection to this server."""
+        assert self.tls is not None
+        return {
+            "ssl": True,
+            "ssl_ca_certs": str(self.tls.ca),
+            "ssl_cert_reqs": "required",
+            "ssl_check_hostname": True,
+        }
+
+    def _listen_lines(self) -> list[str]:
+        if self.tls is None:
+            return [f"port {self.port}"]
+        return [
+            "port 0",
+            f"tls-port {self.port}",
+            f"tls-cert-file {_redis_quote(str(self.tls.cert))}",
+            f"tls-key-file {_redis_quote(str(self.tls.key))}",
+            f"tls-ca-cert-file {_redis_quote(str(self.tls.ca))}",
+            "tls-auth-clients no",
+        ]
 
     def _prepare(self) -> None:
         self.binary = find_binary("redis-server")
@@ -493,7 +540,7 @@ class RedisServer(_Server):
             "\n".join(
                 [
                     "# Written by tests/servers.py for one test session.",
-                    f"port {self.port}",
+                    *self._listen_lines(),
                     f"bind {self.host}",
                     "protected-mode yes",
                     f"requirepass {self.password}",
@@ -508,6 +555,7 @@ class RedisServer(_Server):
                     "aof-load-truncated yes",
                     'save ""',
                     "maxmemory-policy noeviction",
+                    *self.extra_config,
                     "",
                 ]
             )
@@ -515,8 +563,12 @@ class RedisServer(_Server):
         return [self.binary, str(self.config_path)]
 
     def _probe(self) -> bool:
-        # PING answers -LOADING until the AOF is loaded, so ready means data is in.
-        with self.client(socket_connect_timeout=1, socket_timeout=2, retry=no_retry()) as c:
+        # PING answers -LOADING until the AOF is loaded, so ready means data is in. Up is
+        # up, whatever names its certificate has (a test may give it one naming another host).
+        names = {"ssl_check_hostname": False} if self.tls is not None else {}
+        with self.client(
+            socket_connect_timeout=1, socket_timeout=2, retry=no_retry(), **names
+        ) as c:
             return bool(c.ping())
 
 
@@ -534,6 +586,8 @@ class MariaDBServer(_Server):
 
     After ``start()``: database ``ragfleet_test``, user ``ragfleet``@``127.0.0.1`` (random
     password, ALL on that database), root@127.0.0.1 with the random ``root_password``.
+    With *tls*: TLS with that certificate and ``require_secure_transport`` (as configc's cnf
+    makes it between hosts); ``connect()`` then verifies the certificate.
     """
 
     name = "mariadb"
@@ -543,8 +597,9 @@ class MariaDBServer(_Server):
     database = "ragfleet_test"
     _probe_errors = (OSError, pymysql.MySQLError)
 
-    def __init__(self, workdir: Path | str) -> None:
+    def __init__(self, workdir: Path | str, tls: ServerTls | None = None) -> None:
         super().__init__(workdir)
+        self.tls = tls
         self.root_password = secrets.token_hex(16)
         self.binary: str | None = None
         self.datadir = self.workdir / "data"
@@ -573,6 +628,8 @@ class MariaDBServer(_Server):
             "charset": "utf8mb4",
             "connect_timeout": 5,
         }
+        if self.tls is not None:
+            params["ssl"] = {"ca": str(self.tls.ca), "check_hostname": True, "verify_mode": True}
         params.update(kwargs)
         return pymysql.connect(**params)
 
@@ -674,6 +731,17 @@ class MariaDBServer(_Server):
             f"--log-error={self.log_path}",
             f"--tmpdir={self.workdir / 'tmp'}",
             "--skip-log-bin",
+            *self._tls_options(),
+        ]
+
+    def _tls_options(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            f"--ssl-cert={self.tls.cert}",
+            f"--ssl-key={self.tls.key}",
+            f"--ssl-ca={self.tls.ca}",
+            "--require-secure-transport=ON",
         ]
 
     def _probe(self) -> bool:

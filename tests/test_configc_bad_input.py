@@ -215,6 +215,8 @@ def test_five_hosts_compiled_files_read_back(tmp_path):
         "REDIS_PASSWORD": 'redis password with "quotes" and \\',
         "MYSQL_PASSWORD": "mysql-password-0123456789",
         "ELASTIC_PASSWORD": "elastic-password-0123456789",
+        "REDIS_EXECUTOR_PASSWORD": 'executor "password" \\ 0123',
+        "REDIS_OPERATOR_PASSWORD": "operator-password-0123456789",
     }
     result = CliRunner().invoke(main, ["build", str(conf), "-o", str(out)], env=env)
     assert result.exit_code == 0, result.output
@@ -224,7 +226,11 @@ def test_five_hosts_compiled_files_read_back(tmp_path):
         {"address": "10.213.0.12"},
         {"port": 3306},
     )
-    redis_answers(out / "hosts/redis/etc/redis/ragfleet.conf", env["REDIS_PASSWORD"])
+    fragment, tls = out / "hosts/redis/etc/redis/ragfleet.conf", out / "hosts/redis/etc/redis/tls"
+    redis_answers(fragment, env["REDIS_PASSWORD"], tls)
+    executor, operator = env["REDIS_EXECUTOR_PASSWORD"], env["REDIS_OPERATOR_PASSWORD"]
+    redis_answers(fragment, executor, tls, username="ragfleet-executor")
+    redis_answers(fragment, operator, tls, username="ragfleet-operator")
     check_units(out / "hosts/exec2", "/opt/ragfleet/venv")
 
 

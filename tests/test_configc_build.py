@@ -30,10 +30,16 @@ VARIABLES = (
     "MYSQL_PASSWORD",
     "ELASTIC_PASSWORD",
     "REDIS_PASSWORD",
+    "REDIS_EXECUTOR_PASSWORD",
+    "REDIS_OPERATOR_PASSWORD",
     "LIGHTEN",
 )
 yaml_load = YAML(typ="safe", pure=True).load
-TOPOLOGIES = {"shipped": (), "five-hosts": ("conf/examples/five-hosts.yaml",)}
+TOPOLOGIES = {
+    "shipped": (),
+    # With fixed certificates (tests/data/tls): configc's own CA would differ on every run.
+    "five-hosts": ("conf/examples/five-hosts.yaml", "tests/data/tls/five-hosts-tls.yaml"),
+}
 # The golden trees' passwords: the one configc generates for the single host (fixed here in
 # conf/.secrets.yaml), and the fleet's (refused unless set: they are read from variables).
 GENERATED = "redis.password: golden-generated-redis-password\n"
@@ -41,6 +47,8 @@ FLEET_PASSWORDS = {
     "REDIS_PASSWORD": "golden-redis-password-0123456789",
     "MYSQL_PASSWORD": "golden-mysql-password-0123456789",
     "ELASTIC_PASSWORD": "golden-elastic-password-01234567",
+    "REDIS_EXECUTOR_PASSWORD": "golden-redis-executor-password-0",
+    "REDIS_OPERATOR_PASSWORD": "golden-redis-operator-password-0",
 }
 
 
@@ -52,6 +60,7 @@ def _conf_copy_cwd_and_clean_env(monkeypatch, tmp_path):
         REPO / "conf", tmp_path / "repo" / "conf", ignore=shutil.ignore_patterns(".secrets.yaml")
     )
     write(tmp_path / "repo" / "conf" / ".secrets.yaml", GENERATED).chmod(0o600)
+    (tmp_path / "repo" / "tests").symlink_to(REPO / "tests")  # the fixed TLS material
     monkeypatch.chdir(tmp_path / "repo")
     for name in VARIABLES:
         monkeypatch.delenv(name, raising=False)
@@ -104,6 +113,8 @@ def test_secrets_only_in_0600_files(tmp_path):
         "REDIS_PASSWORD": "s3cret-redis-0123456789",
         "MYSQL_PASSWORD": "s3cret-mysql-0123456789",
         "ELASTIC_PASSWORD": "s3cret-es-0123456789",
+        "REDIS_EXECUTOR_PASSWORD": "s3cret-redis-executor-0123456789",
+        "REDIS_OPERATOR_PASSWORD": "s3cret-redis-operator-0123456789",
     }
     overlays = [arg for o in TOPOLOGIES["five-hosts"] for arg in ("--overlay", o)]
     result = configc("build", "conf", "-o", str(tmp_path / "out"), *overlays, env=env)

@@ -70,6 +70,8 @@ ENV = {
     "REDIS_PASSWORD": "fuzz-redis-password-0123",
     "MYSQL_PASSWORD": "fuzz-mysql-password-0123",
     "ELASTIC_PASSWORD": "fuzz-elastic-password-0123",
+    "REDIS_EXECUTOR_PASSWORD": "fuzz-redis-executor-password-0123",
+    "REDIS_OPERATOR_PASSWORD": "fuzz-redis-operator-password-0123",
     "LIGHTEN": None,
 }
 
@@ -303,7 +305,8 @@ def check_accepted(out: Path, override: str, budget: Budget) -> None:
             host = Path(name).parts[1]
             secrets = load_both((out / f"host_vars/{host}.yml").read_text())
             password = secrets["ragfleet_redis_password"]
-            redis_answers(out / name, password)
+            tls = out / Path(name).parent / "tls"
+            redis_answers(out / name, password, tls if tls.is_dir() else None)
             variable = "ragfleet_redis_password"
             assert ansible_value(out / "inventory.yml", host, variable) == password
     unit_files = compiled(out, "hosts/*/etc/systemd/system/*")

@@ -23,7 +23,13 @@ from ruamel.yaml import YAML
 from configc.cli import main
 
 BIN = Path(sys.executable).parent
-VARIABLES = ("REDIS_PASSWORD", "MYSQL_PASSWORD", "ELASTIC_PASSWORD")
+VARIABLES = (
+    "REDIS_PASSWORD",
+    "MYSQL_PASSWORD",
+    "ELASTIC_PASSWORD",
+    "REDIS_EXECUTOR_PASSWORD",
+    "REDIS_OPERATOR_PASSWORD",
+)
 yaml_load = YAML(typ="safe", pure=True).load
 
 
@@ -44,6 +50,8 @@ def strong() -> dict[str, str]:
         "REDIS_PASSWORD": f"{secrets.token_urlsafe(18)}'\"{{{{ x }}}}\\",
         "MYSQL_PASSWORD": f"{secrets.token_urlsafe(18)}'\\",
         "ELASTIC_PASSWORD": secrets.token_urlsafe(18),
+        "REDIS_EXECUTOR_PASSWORD": secrets.token_urlsafe(18),
+        "REDIS_OPERATOR_PASSWORD": f'{secrets.token_urlsafe(18)}"\\',
     }
 
 
@@ -200,7 +208,8 @@ def test_no_file_others_can_read_holds_a_secret_or_its_digest(tmp_path):
     out = tmp_path / "out"
     assert configc("build", conf, "-o", out, "--overlay", FIVE_HOSTS, env=env).exit_code == 0
     private = [data for path, data in files_under(out).items() if not path.stat().st_mode & 0o044]
-    assert len(private) == 6  # 3 host_vars, 2 ragfleet.yaml, the Redis fragment
+    # 3 host_vars, 2 ragfleet.yaml, 2 operator.yaml, the Redis fragment, 3 TLS private keys
+    assert len(private) == 11
     private.append(local.read_bytes())
     digests = [hashlib.sha256(data).hexdigest() for data in private]
     digests += [hashlib.sha256(value.encode()).hexdigest() for value in env.values()]
@@ -235,9 +244,13 @@ def test_vault_mode_writes_no_secret_in_plaintext(tmp_path):
         assert path.read_bytes().startswith(b"$ANSIBLE_VAULT;1.1;AES256\n")
         # Ansible's own YAML loader: the values may carry its !unsafe tag.
         variables[path.stem] = from_yaml(vault.decrypt(path.read_bytes()).decode())
-    assert variables["redis"] == {"ragfleet_redis_password": env["REDIS_PASSWORD"]}
+    acl = {  # the executors' and the operator CLI's Redis users (least privilege)
+        "ragfleet_redis_executor_password": env["REDIS_EXECUTOR_PASSWORD"],
+        "ragfleet_redis_operator_password": env["REDIS_OPERATOR_PASSWORD"],
+    }
+    assert variables["redis"] == {"ragfleet_redis_password": env["REDIS_PASSWORD"], **acl}
     assert variables["exec1"] == {
-        "ragfleet_redis_password": env["REDIS_PASSWORD"],
+        **acl,
         "ragfleet_mysql_password": env["MYSQL_PASSWORD"],
         "ragfleet_elasticsearch_password": env["ELASTIC_PASSWORD"],
     }
@@ -290,7 +303,10 @@ def test_host_vars_encrypted_with_ansible_vault_survive_a_rebuild(tmp_path):
     assert {p: p.read_bytes() for p in host_vars} == encrypted
     result = configc(*build, "--vault-password-file", password_file, env=env)
     assert result.exit_code == 0
-    assert {p: p.read_bytes() for p in host_vars} == encrypted  # same variables: kept
+    # Same variables: kept. The Redis host's gain its ACL users' passwords in vault mode
+    # (in plaintext mode only its fragment holds them), so that file is rewritten.
+    kept = {p: data for p, data in encrypted.items() if p.stem != "redis"}
+    assert {p: p.read_bytes() for p in kept} == kept
 
 
 def test_ansible_templates_the_vault_mode_files_into_the_plaintext_ones(tmp_path):
@@ -319,7 +335,8 @@ def test_ansible_templates_the_vault_mode_files_into_the_plaintext_ones(tmp_path
                 src: "{{{{ inventory_dir }}}}/{{{{ ragfleet_files }}}}/{{{{ item }}}}"
                 dest: "{tmp_path}/rendered/{{{{ inventory_hostname }}}}/{{{{ item | basename }}}}"
                 mode: "0600"
-              loop: "{{{{ ['etc/ragfleet/ragfleet.yaml'] if 'executor' in group_names
+              loop: "{{{{ ['etc/ragfleet/ragfleet.yaml', 'etc/ragfleet/operator.yaml']
+                         if 'executor' in group_names
                          else ['etc/redis/ragfleet.conf'] }}}}"
               delegate_to: localhost
               no_log: true
@@ -348,8 +365,17 @@ def test_ansible_templates_the_vault_mode_files_into_the_plaintext_ones(tmp_path
     rendered = yaml_load((tmp_path / "rendered/exec1/ragfleet.yaml").read_text())
     plain = yaml_load((tmp_path / "plain/hosts/exec1/etc/ragfleet/ragfleet.yaml").read_text())
     assert rendered == plain
-    assert plain["redis"]["password"] == env["REDIS_PASSWORD"]
-    redis_answers(tmp_path / "rendered/redis/ragfleet.conf", env["REDIS_PASSWORD"])
+    assert plain["redis"]["password"] == env["REDIS_EXECUTOR_PASSWORD"]  # its ACL user's
+    operator = yaml_load((tmp_path / "rendered/exec1/operator.yaml").read_text())
+    assert operator["redis"]["password"] == env["REDIS_OPERATOR_PASSWORD"]
+    fragment, tls = (
+        tmp_path / "rendered/redis/ragfleet.conf",
+        tmp_path / "out/hosts/redis/etc/redis/tls",
+    )
+    redis_answers(fragment, env["REDIS_PASSWORD"], tls)
+    for role in ("executor", "operator"):
+        password = env[f"REDIS_{role.upper()}_PASSWORD"]
+        redis_answers(fragment, password, tls, username=f"ragfleet-{role}")
 
 
 def test_vault_mode_refuses_jinja_in_a_templated_file(tmp_path):

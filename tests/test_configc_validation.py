@@ -32,7 +32,13 @@ def test_shipped_conf_is_valid():
 
 
 def test_five_host_example_is_valid():
-    passwords = ("REDIS_PASSWORD", "MYSQL_PASSWORD", "ELASTIC_PASSWORD")
+    passwords = (
+        "REDIS_PASSWORD",
+        "MYSQL_PASSWORD",
+        "ELASTIC_PASSWORD",
+        "REDIS_EXECUTOR_PASSWORD",
+        "REDIS_OPERATOR_PASSWORD",
+    )
     environ = {name: f"{name.lower()}-0123456789" for name in passwords}
     doc = load_config(SHIPPED_CONF, [FIVE_HOSTS], environ).document
     assert [h["name"] for h in doc["hosts"]] == ["redis", "db", "es", "exec1", "exec2"]

@@ -68,7 +68,8 @@ def test_vagrant_validate(tmp_path: Path) -> None:
 
 
 def test_elasticsearch_templates_render(tmp_path: Path) -> None:
-    """The elasticsearch role's heap file and its URL from configc's golden elasticsearch.yml.
+    """The elasticsearch role's heap file and its URL (https: TLS) from configc's golden
+    elasticsearch.yml.
 
     Elasticsearch cannot run here; this renders what the role would install (the e2e test
     runs the role in check mode against a host).
@@ -101,6 +102,7 @@ def test_elasticsearch_templates_render(tmp_path: Path) -> None:
       vars:
         elasticsearch_files_dir: "{{{{ defaults.elasticsearch_files_dir }}}}"
         elasticsearch_settings: "{{{{ defaults.elasticsearch_settings }}}}"
+        elasticsearch_tls: "{{{{ defaults.elasticsearch_tls }}}}"
 """
     )
     result = _run(
@@ -109,4 +111,5 @@ def test_elasticsearch_templates_render(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     heap = (tmp_path / "heap.options").read_text().splitlines()
     assert heap[-2:] == ["-Xms2g", "-Xmx2g"]
-    assert (tmp_path / "url").read_text() == "http://10.213.0.13:9200"
+    # The golden tree's node has configc's certificate: the health check speaks https.
+    assert (tmp_path / "url").read_text() == "https://10.213.0.13:9200"

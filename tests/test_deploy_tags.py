@@ -22,7 +22,13 @@ GOLDEN = REPO / "tests/golden/five-hosts"
 PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 ROLES = ("common", "redis", "mysql", "elasticsearch", "executor")
 PHASES = ("install", "configure", "run")
-PASSWORDS = ("REDIS_PASSWORD", "MYSQL_PASSWORD", "ELASTIC_PASSWORD")
+PASSWORDS = (
+    "REDIS_PASSWORD",
+    "MYSQL_PASSWORD",
+    "ELASTIC_PASSWORD",
+    "REDIS_EXECUTOR_PASSWORD",
+    "REDIS_OPERATOR_PASSWORD",
+)
 
 
 def playbook(inventory: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -23,7 +23,7 @@ from ..ingest.errors import DocStoreUnavailable, StorageUnavailable
 from ..queue.broker import Broker, redis_error_text
 from ..queue.connection import connect, redis_location
 from ..queue.roster import Roster
-from ..settings import Settings, load_settings
+from ..settings import RedisSettings, Settings, load_settings, with_operator_login
 from ..store.database import TaskStore, open_task_store
 from .usage import EXIT_USAGE, not_utf8, usage_error
 
@@ -41,6 +41,12 @@ class Env:
         return load_settings(self.config)
 
     @cached_property
+    def redis_settings(self) -> RedisSettings:
+        """The operator commands' Redis login: the operator's own ACL user where configc
+        made one (docs/security.md); `ragfleet run` uses settings.redis, the executors'."""
+        return with_operator_login(self.settings).redis
+
+    @cached_property
     def roster(self) -> Roster:
         """The fleet in Redis: heartbeats, dead letters, enqueuing, cancel flags."""
         return Roster(self._redis)
@@ -51,7 +57,7 @@ class Env:
 
     @cached_property
     def _redis(self):
-        return connect(self.settings.redis)
+        return connect(self.redis_settings)
 
     @cached_property
     def store(self) -> TaskStore:
@@ -89,7 +95,7 @@ _UNAVAILABLE = (
 def _failure(env: Env, exc: Exception) -> tuple[int, str] | None:
     """The exit code and message of an infrastructure error; None: not one (a bug)."""
     if redis_denied(exc):  # before redis_outage: a refused login is one of those
-        where = redis_location(env.settings.redis)
+        where = redis_location(env.redis_settings)
         return EXIT_USAGE, f"Redis ({where}) refused: {redis_error_text(exc)}"
     if redis_outage(exc):
         return EXIT_UNAVAILABLE, f"Redis unavailable: {redis_error_text(exc)}"

@@ -25,10 +25,19 @@ def connect(settings: RedisSettings, **overrides: Any) -> redis.Redis:
         "retry": Retry(NoBackoff(), 1),
         "health_check_interval": 15,
     }
+    if settings.tls:
+        # Verify the server: its certificate chains to the config's CA and names the address.
+        options.update(
+            ssl=True,
+            ssl_ca_certs=settings.ca_cert or None,
+            ssl_cert_reqs="required",
+            ssl_check_hostname=True,
+        )
     return redis.Redis(**{**options, **overrides})
 
 
 def redis_location(settings: RedisSettings) -> str:
-    """Where the config points, for messages: ``user@host:port/db``."""
+    """Where the config points, for messages: ``user@host:port/db`` (``rediss://`` on TLS)."""
     user = f"{settings.username}@" if settings.username else ""
-    return f"{user}{settings.host}:{settings.port}/{settings.db}"
+    scheme = "rediss://" if settings.tls else ""
+    return f"{scheme}{user}{settings.host}:{settings.port}/{settings.db}"

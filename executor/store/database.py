@@ -80,6 +80,10 @@ def open_database(config: dict[str, Any]) -> pw.Database:
         "password": config["password"],
     }
     if kind == "mysql":
+        if config.get("ssl_ca"):
+            # TLS, verifying the server's certificate against the CA and its name (PyMySQL
+            # requires a valid certificate once a CA is given).
+            common["ssl"] = {"ca": config["ssl_ca"], "check_hostname": True, "verify_mode": True}
         return pw.MySQLDatabase(
             config["name"], charset="utf8mb4", connect_timeout=5, read_timeout=30, **common
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -60,6 +61,7 @@ STANDIN = Path(__file__).with_name("docstore-standin.yml")
 STANDIN_WHEELHOUSE = CACHE_DIR / "standin-wheels"
 USER = "rfexec"  # executor.user in topology.yaml, like install_dir and state_dir below
 RAGFLEET = "/opt/rfleet/venv/bin/ragfleet"
+PYTHON = "/opt/rfleet/venv/bin/python"  # the executors' venv: redis-py and PyMySQL
 STATE_DIR = "/srv/rfleet"
 REAL_RUN = ("--skip-tags", "elasticsearch")
 
@@ -146,6 +148,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     # password configc encrypts them with and ansible-playbook decrypts them with.
     passwords = {
         "REDIS_PASSWORD": secrets.token_hex(12),
+        "REDIS_EXECUTOR_PASSWORD": secrets.token_hex(12),
+        "REDIS_OPERATOR_PASSWORD": secrets.token_hex(12),
         "MYSQL_PASSWORD": secrets.token_hex(12),
         "ELASTIC_PASSWORD": secrets.token_hex(12),
     }
@@ -330,6 +334,16 @@ def test_no_secret_in_plaintext_on_the_control_machine(deployment: Deployment) -
     assert host_vars and all(p.read_bytes().startswith(b"$ANSIBLE_VAULT;") for p in host_vars)
 
 
+def test_private_keys_never_logged(deployment: Deployment) -> None:
+    """The TLS keys the roles copy (no_log) appear in no Ansible output, even with --diff."""
+    keys = sorted(deployment.out.glob("hosts/*/etc/**/*.key"))
+    assert keys, "configc compiled no TLS key: is TLS on in the e2e topology?"
+    for key in keys:
+        body = "".join(line for line in key.read_text().splitlines() if "-----" not in line)
+        for name, run in converged(deployment).runs.items():
+            assert body[:40] not in run.output.replace("\n", ""), f"{key.name} in the {name} output"
+
+
 def test_compiled_files_have_the_manifest_modes(deployment: Deployment) -> None:
     """Modes and owners of the compiled files and directories, and the executor account."""
     converged(deployment)
@@ -353,18 +367,118 @@ def test_compiled_files_have_the_manifest_modes(deployment: Deployment) -> None:
         assert absent.stdout == "" and absent.returncode != 0, f"{host}: {absent.stdout}"
 
 
+REDIS_TLS = "--tls --cacert /etc/redis/tls/ca.crt"  # Redis speaks TLS only between hosts
+
+
 def test_redis_requires_the_password(deployment: Deployment) -> None:
     converged(deployment)
     redis_host = deployment.group("redis")[0]
     address = deployment.inventory["all"]["hosts"][redis_host]["ansible_host"]
-    anonymous = deployment.ssh(redis_host, f"redis-cli -h {address} ping", check=False)
+    cli = f"redis-cli {REDIS_TLS} -h {address}"
+    anonymous = deployment.ssh(redis_host, f"{cli} ping", check=False)
     assert "NOAUTH" in anonymous.stdout + anonymous.stderr
     settings = deployment.ssh(
         redis_host,
-        f"REDISCLI_AUTH={deployment.secrets['REDIS_PASSWORD']} redis-cli --no-auth-warning "
-        f"-h {address} config get appendfsync",
+        f"REDISCLI_AUTH={deployment.secrets['REDIS_PASSWORD']} {cli} --no-auth-warning "
+        "config get appendfsync",
     ).stdout.split()
     assert settings == ["appendfsync", "everysec"]
+
+
+# Run on an executor host with its venv's Python, as root: the executors' own logins (from
+# /etc/ragfleet/ragfleet.yaml), once without TLS and once as the executors connect.
+TRANSPORT_PROBE = """
+import json, pymysql, redis
+from ruamel.yaml import YAML
+config = YAML(typ="safe").load(open("/etc/ragfleet/ragfleet.yaml"))
+r, db = config["redis"], config["database"]
+out = {}
+def attempt(name, connect):
+    try:
+        out[name] = ["ok", connect()]
+    except Exception as exc:
+        out[name] = ["refused", f"{type(exc).__name__}: {exc}"]
+login = dict(host=r["host"], port=r["port"], username=r["username"], password=r["password"])
+attempt("redis_plain", lambda: redis.Redis(**login, socket_timeout=5).ping())
+attempt("redis_tls", lambda: redis.Redis(**login, ssl=True, ssl_ca_certs=r["ca_cert"],
+        ssl_cert_reqs="required", ssl_check_hostname=True).ping())
+attempt("redis_config", lambda: redis.Redis(**login, ssl=True, ssl_ca_certs=r["ca_cert"],
+        ssl_check_hostname=True).config_get("maxmemory"))
+sql = dict(host=db["host"], port=db["port"], user=db["user"], password=db["password"],
+           database=db["name"], connect_timeout=5)
+def cipher(**tls):
+    with pymysql.connect(**sql, **tls) as conn, conn.cursor() as cur:
+        cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        return cur.fetchone()[1]
+attempt("mysql_plain", lambda: cipher(ssl_disabled=True))
+attempt("mysql_tls", lambda: cipher(ssl={"ca": db["ssl_ca"], "check_hostname": True,
+        "verify_mode": True}))
+print(json.dumps(out))
+"""
+
+
+def transport_probe(deployment: Deployment, host: str) -> dict[str, list[Any]]:
+    result = deployment.ssh(host, f"{PYTHON} -c {shlex.quote(TRANSPORT_PROBE)}")
+    return json.loads(result.stdout)
+
+
+def test_plaintext_from_an_executor_host_is_refused(deployment: Deployment) -> None:
+    """Redis (TLS only: port 0) and MariaDB (require_secure_transport) refuse an executor
+    host's plaintext connection with its own valid login; over TLS, verifying configc's
+    certificates, the same login works. The executors -> document store link stays plain
+    here: the stand-in (osmem-server) cannot speak TLS (the elasticsearch role's TLS
+    settings run in check mode only)."""
+    converged(deployment)
+    for host in deployment.group("executor"):
+        probe = transport_probe(deployment, host)
+        assert probe["redis_plain"][0] == "refused", (host, probe)
+        assert probe["redis_tls"] == ["ok", True], (host, probe)
+        assert probe["mysql_plain"][0] == "refused", (host, probe)
+        assert "Access denied" in probe["mysql_plain"][1] or "insecure" in probe["mysql_plain"][1]
+        assert probe["mysql_tls"][0] == "ok" and probe["mysql_tls"][1], (host, probe)
+        # Least privilege: the executors' ACL user may not run CONFIG (nor FLUSHALL, ...).
+        assert probe["redis_config"][0] == "refused", (host, probe)
+        assert "NOPERM" in probe["redis_config"][1] or "permission" in probe["redis_config"][1]
+
+
+def test_the_fleet_works_over_tls_as_its_acl_users(deployment: Deployment) -> None:
+    """Every executor instance is connected to Redis as the executors' ACL user (over TLS:
+    Redis has no plaintext port), MariaDB admits TLS only, and the operator CLI's login
+    is root's alone on the executor hosts."""
+    converged(deployment)
+    redis_host = deployment.group("redis")[0]
+    address = deployment.inventory["all"]["hosts"][redis_host]["ansible_host"]
+    clients = deployment.ssh(
+        redis_host,
+        f"REDISCLI_AUTH={deployment.secrets['REDIS_PASSWORD']} redis-cli {REDIS_TLS} "
+        f"-h {address} --no-auth-warning client list",
+    ).stdout.splitlines()
+    executor_addresses = {
+        deployment.inventory["all"]["hosts"][h]["ansible_host"] for h in deployment.instances()
+    }
+    users = {
+        dict(f.split("=", 1) for f in line.split() if "=" in f)["user"]
+        for line in clients
+        if line.split("addr=")[1].split(":")[0] in executor_addresses
+    }
+    assert users == {"ragfleet-executor"}, clients
+    port = deployment.ssh(redis_host, "grep -E '^(port|tls-port) ' /etc/redis/ragfleet.conf")
+    assert port.stdout.split("\n")[0].strip() == "port 0", port.stdout
+    db_host = deployment.group("mysql")[0]
+    required = deployment.ssh(db_host, 'mariadb -N -e "SELECT @@require_secure_transport"')
+    assert required.stdout.strip() == "1"
+    for host in deployment.group("executor"):
+        modes = deployment.ssh(
+            host, "stat -c '%a %U' /etc/ragfleet/operator.yaml /etc/ragfleet/ca.crt"
+        ).stdout.split("\n")
+        assert modes[:2] == ["600 root", "644 root"], (host, modes)
+        unreadable = deployment.ssh(
+            host, f"runuser -u {USER} -- cat /etc/ragfleet/operator.yaml", check=False
+        )
+        assert unreadable.returncode != 0, f"{host}: {USER} can read the operator's login"
+    # The operator CLI (as root: operator.yaml) reads the fleet.
+    rows = deployment.ragfleet_json(deployment.group("executor")[0], "status")
+    assert any(row["state"] == "alive" for row in rows), rows
 
 
 def test_mariadb_accounts_are_least_privilege(deployment: Deployment) -> None:

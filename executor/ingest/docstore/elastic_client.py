@@ -29,8 +29,9 @@ def _hosts(config: Mapping[str, Any]) -> list[str]:
 def make_client(flavor: Flavor, config: Mapping[str, Any]) -> Any:
     """The official client for ``flavor`` from a ``doc_store`` config section.
 
-    Optional keys beyond configc's: ``request_timeout`` (seconds, default 60), ``ca_certs``
-    and ``verify_certs`` (TLS), passed to the client as they are.
+    Optional keys: ``request_timeout`` (seconds, default 60), ``ca_certs`` (TLS: configc
+    writes it, with https hosts, when the nodes have its certificates) and ``verify_certs``,
+    passed to the client as they are.
     """
     hosts = _hosts(config)
     user, password = config.get("username"), config.get("password")
