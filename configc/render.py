@@ -8,7 +8,7 @@ from typing import Any
 
 import jinja2
 
-from executor.settings_spec import watchdog_sec
+from executor.settings_spec import memory_high, watchdog_sec
 
 from . import yamlout
 from .runtime import redis_endpoint, runtime_config
@@ -196,6 +196,10 @@ class TreeRenderer:
             "watchdog_sec": watchdog_sec(executor["heartbeat_interval"]),
             # Drain first; systemd's SIGKILL must come only after the drain gave up.
             "stop_timeout_sec": executor["drain_timeout"] + 30,
+            "memory": {
+                "max": executor["memory_max"],
+                "high": memory_high(executor["memory_max"], executor["memory_high"]),
+            },
         }
         config = runtime_config(self.doc, host)
         return [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from executor.settings_spec import RUNTIME_KEYS
+from executor.settings_spec import RUNTIME_KEYS, metrics_host
 
 from .models import resolve_models
 from .schema import split_hostport, split_url
@@ -71,13 +71,15 @@ def storage_config(doc: dict[str, Any]) -> dict[str, Any]:
 
 def runtime_config(doc: dict[str, Any], host: dict[str, Any]) -> dict[str, Any]:
     """Everything ``ragfleet run`` on *host* reads, and nothing it does not."""
-    executor = doc["executor"]
+    executor = {key.name: doc["executor"][key.name] for key in RUNTIME_KEYS}
+    fleet = len(doc["hosts"]) > 1
+    executor["metrics_bind"] = metrics_host(executor["metrics_bind"], host["address"], fleet)
     return {
         "host_id": host["name"],
-        "executor": {key.name: executor[key.name] for key in RUNTIME_KEYS},
+        "executor": executor,
         "redis": redis_endpoint(doc),
         "database": database_config(doc),
         "doc_store": doc_store_config(doc),
         "storage": storage_config(doc),
-        "models": resolve_models(doc.get("user_default_llm"), executor["lighten"]),
+        "models": resolve_models(doc.get("user_default_llm"), doc["executor"]["lighten"]),
     }

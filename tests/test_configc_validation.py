@@ -55,6 +55,27 @@ def test_five_host_example_is_valid():
             "executor:\n  log_level: LOUD\n",
             f"{LOCAL}:2:3: executor.log_level: unallowed value LOUD",
         ),
+        # the address the metrics listen on, and memory sizes systemd reads
+        (
+            "executor:\n  metrics_bind: 'http://0.0.0.0'\n",
+            f"{LOCAL}:2:3: executor.metrics_bind: must be 'auto', an IP address or a host "
+            "name of this host; got 'http://0.0.0.0'",
+        ),
+        (
+            "executor:\n  memory_max: 2GiB\n",
+            f"{LOCAL}:2:3: executor.memory_max: must be a size as systemd reads it, such as "
+            "2G or 1536M (K, M, G, T: powers of 1024), or 'infinity'; got '2GiB'",
+        ),
+        (
+            "executor:\n  memory_max: auto\n",
+            f"{LOCAL}:2:3: executor.memory_max: must be a size as systemd reads it, such as "
+            "2G or 1536M (K, M, G, T: powers of 1024), or 'infinity'; got 'auto'",
+        ),
+        (
+            "executor:\n  memory_high: 80%\n",
+            f"{LOCAL}:2:3: executor.memory_high: must be a size as systemd reads it, such as "
+            "2G or 1536M (K, M, G, T: powers of 1024), or 'infinity', or 'auto'; got '80%'",
+        ),
         # host:port and URL formats
         (
             "redis:\n  host: 'localhost'\n",
@@ -142,6 +163,21 @@ def test_schema_rule(tmp_path, local, expected):
             "executor:\n  metrics_port_base: 65535\n",
             f"{LOCAL}:2:3: executor.metrics_port_base: executor@1 metrics would listen on "
             "port 65536, above 65535: lower metrics_port_base",
+        ),
+        (
+            "executor:\n  memory_max: 200M\n",
+            f"{LOCAL}:2:3: executor.memory_max: 200M is too little: an executor needs at "
+            "least 256M",
+        ),
+        (
+            "executor:\n  memory_max: 1G\n  memory_high: 2G\n",
+            f"{LOCAL}:3:3: executor.memory_high: must not exceed memory_max (1G): the "
+            "instance would be killed before it is ever throttled",
+        ),
+        (
+            "executor:\n  memory_max: 1G\n  memory_high: infinity\n",
+            f"{LOCAL}:3:3: executor.memory_high: must not exceed memory_max (1G): the "
+            "instance would be killed before it is ever throttled",
         ),
     ],
 )
