@@ -195,9 +195,10 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 MEMORY_HIGH_SHARE = 0.8
 """memory_high ``auto``: this share of memory_max, so the kernel reclaims and throttles an
 instance before it is killed."""
-MIN_MEMORY = 256 << 20
-"""The least memory_max/memory_high configc accepts: an idle executor with its tokenizer
-takes about 150 MiB."""
+MIN_MEMORY = 512 << 20
+"""The least memory_max/memory_high configc accepts: an executor starts at about 80 MiB
+resident, and holds about 400 MiB once it has ingested a document (tokenizer and models
+loaded)."""
 
 
 def memory_bytes(size: str) -> int | None:
@@ -230,7 +231,7 @@ def memory_problems(executor: Mapping[str, Any]) -> list[Problem]:
         limit = memory_bytes(value)
         if limit is not None and limit < MIN_MEMORY:
             problems.append(
-                (("executor", name), f"{value} is too little: an executor needs at least 256M")
+                (("executor", name), f"{value} is too little: an executor needs at least 512M")
             )
     top, high = (memory_bytes(value) for value in values.values())
     if top is not None and (high is None or high > top):

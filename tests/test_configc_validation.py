@@ -167,7 +167,7 @@ def test_schema_rule(tmp_path, local, expected):
         (
             "executor:\n  memory_max: 200M\n",
             f"{LOCAL}:2:3: executor.memory_max: 200M is too little: an executor needs at "
-            "least 256M",
+            "least 512M",
         ),
         (
             "executor:\n  memory_max: 1G\n  memory_high: 2G\n",
