@@ -34,6 +34,10 @@ def test_a_task_id_with_a_newline_forges_no_log_line(fleet):
     assert not re.search(rf"^{re.escape(FORGED)}", worker.log, re.MULTILINE), worker.log
     assert not set(worker.log) & {"\r", "\x1b", "\x85"}
     assert worker.process.poll() is None
+    # `ragfleet dlq list` shows the operator the same id, on one line and without the ESC.
+    listed = fleet.cli("dlq", "list").stdout
+    assert "t1\\nERROR ragfleet.task_executor_test_1: task t2 done" in listed
+    assert len(listed.splitlines()) == 2 and not set(listed) & {"\r", "\x1b", "\x85"}
 
 
 def _formatted(record: logging.LogRecord) -> str:
