@@ -223,17 +223,14 @@ def memory_problems(executor: Mapping[str, Any]) -> list[Problem]:
     """What memory_max and memory_high get wrong: too little to run, or a high mark above
     the maximum (it would never throttle before the kill)."""
     problems: list[Problem] = []
-    values = {
-        "memory_max": executor["memory_max"],
-        "memory_high": memory_high(executor["memory_max"], executor["memory_high"]),
-    }
-    for name, value in values.items():
-        limit = memory_bytes(value)
-        if limit is not None and limit < MIN_MEMORY:
+    for name in ("memory_max", "memory_high"):  # auto is a share of a maximum checked here
+        value = executor[name]
+        if value != AUTO and (limit := memory_bytes(value)) is not None and limit < MIN_MEMORY:
             problems.append(
                 (("executor", name), f"{value} is too little: an executor needs at least 512M")
             )
-    top, high = (memory_bytes(value) for value in values.values())
+    top = memory_bytes(executor["memory_max"])
+    high = memory_bytes(memory_high(executor["memory_max"], executor["memory_high"]))
     if top is not None and (high is None or high > top):
         problems.append(
             (

@@ -7,6 +7,7 @@ from confdirs import FIVE_HOSTS, SHIPPED_CONF, shipped_conf, write
 
 from configc.config import load_config
 from configc.errors import ConfigError
+from executor.settings_spec import memory_high, memory_problems
 
 LOCAL = "conf/local.service_conf.yaml"
 REDIS_PASSWORD_LINE = "password: '${REDIS_PASSWORD"
@@ -170,6 +171,11 @@ def test_schema_rule(tmp_path, local, expected):
             "least 512M",
         ),
         (
+            "executor:\n  memory_max: 1G\n  memory_high: 300M\n",
+            f"{LOCAL}:3:3: executor.memory_high: 300M is too little: an executor needs at "
+            "least 512M",
+        ),
+        (
             "executor:\n  memory_max: 1G\n  memory_high: 2G\n",
             f"{LOCAL}:3:3: executor.memory_high: must not exceed memory_max (1G): the "
             "instance would be killed before it is ever throttled",
@@ -184,6 +190,14 @@ def test_schema_rule(tmp_path, local, expected):
 def test_cross_check(tmp_path, local, expected):
     found = problems(tmp_path, local)
     assert expected in found, found
+
+
+def test_the_least_memory_max_takes_an_automatic_memory_high():
+    """memory_high auto under the least memory_max is below 512M itself (409M): fine, it is
+    memory_max's share, not a value anyone chose."""
+    executor = {"memory_max": "512M", "memory_high": "auto"}
+    assert memory_problems(executor) == []
+    assert memory_high("512M", "auto") == "409M"
 
 
 def test_port_collision_points_at_the_host_entry(tmp_path):
