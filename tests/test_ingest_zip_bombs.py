@@ -1,7 +1,7 @@
 """The zip bomb guard of DOCX and XLSX (executor/ingest/parsers/archive.py), on crafted files:
 XML padded past its limit, a picture that unpacks to 1.5 GiB, an archive that lies about the
 size of a member. Each is refused with a message naming the file and why, with the memory the
-parse takes bounded (tracemalloc's peak)."""
+parse takes bounded (tracemalloc's peak), and by a real executor, whose peak RSS is bounded."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import tracemalloc
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import zip_bombs
 from test_ingest_parsers import error_of, make_docx, make_xlsx
+from test_ingest_pipeline import CORPUS, search, submit
 
 from executor.ingest import parsers
 from executor.ingest.types import Section
@@ -132,3 +134,50 @@ def test_a_truncated_or_foreign_member_is_a_readable_error() -> None:
 
 def _member(archive: bytes, name: str) -> bytes:
     return zipfile.ZipFile(io.BytesIO(archive)).read(name)
+
+
+# -- a real executor -----------------------------------------------------------------------
+
+
+def test_zip_bombs_fail_their_task_and_the_executor_stays_small(fleet, tmp_path):
+    """Issue 19: a 1.5 MiB DOCX whose picture unpacks to 1.5 GiB took an executor to 3.1 GB
+    RSS; one whose archive lies about the picture's size inflated it all too (zipfile reads
+    a member in chunks of up to 2 GiB before cutting it to its declared size). Both fail
+    their task readably, the executor's peak RSS stays far below, and the rest goes on."""
+    document = zip_bombs.docx_with_picture("Quarterly report")
+    picture = zip_bombs.deflated(zipfile.ZipFile(io.BytesIO(document)).read(zip_bombs.IMAGE))
+    zeros = zip_bombs.deflated_zeros(1536)
+    lie = zip_bombs.Member(zeros.deflated, picture.crc, picture.declared)
+    files = {
+        "picture.docx": zip_bombs.rebuilt(document, {zip_bombs.IMAGE: zeros}),
+        "liar.docx": zip_bombs.rebuilt(document, {zip_bombs.IMAGE: lie}),
+        "report.docx": document,
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    ids = submit(fleet, *(tmp_path / name for name in files))
+    ids += submit(fleet, CORPUS / "gettysburg-address.pdf")
+    worker = fleet.start()
+    rows = fleet.wait_done(ids, timeout=60)
+    assert [r["progress"] for r in rows] == [-1, -1, 1, 1], [r["progress_msg"] for r in rows]
+    assert "[Exception]: picture.docx: it unpacks to 1,53" in rows[0]["progress_msg"]
+    assert (
+        "(word/media/image1.png: 1,536 MiB), more than the 192 MiB a DOCX may"
+        in (rows[0]["progress_msg"])
+    )
+    assert (
+        "[Exception]: liar.docx: word/media/image1.png unpacks to more than the "
+        f"{picture.declared:,} bytes the archive declares for it" in rows[1]["progress_msg"]
+    )
+    assert worker.process.poll() is None
+    peak = _status_kib(worker.process.pid, "VmHWM")
+    assert peak < 1024 * 1024, f"peak RSS {peak // 1024} MiB"
+    assert search(fleet, "Quarterly report")[0]["doc_name"] == "report.docx"
+
+
+def _status_kib(pid: int, field: str) -> int:
+    """A field of /proc/PID/status in KiB (VmHWM: the peak resident set)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
