@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import pytest
 import trio
 
-from executor.metrics import Metrics
-from executor.metrics.endpoint import CONTENT_TYPE, HEAD_LIMIT, MAX_CONNECTIONS, serve_metrics
+from executor.metrics import Metrics, endpoint
+from executor.metrics.endpoint import CONTENT_TYPE, HEAD_LIMIT, serve_metrics
 
 # -- rendering --------------------------------------------------------------------------------
 
@@ -330,21 +330,23 @@ def test_healthz_answers_while_100_idle_connections_are_open():
     serve(test, timeout=30)
 
 
-def test_a_connection_sending_its_request_is_not_closed_for_a_newcomer():
+def test_a_connection_sending_its_request_is_not_closed_for_a_newcomer(monkeypatch):
     """Only connections still waiting for their head make room: with every slot taken by
-    requests being answered slowly (a client that does not read), a newcomer is closed."""
-
+    requests being answered slowly (a client that does not read), a newcomer is closed.
+    Four slots, so that four responses larger than the socket buffers (send buffer up to
+    4 MiB, receive buffer of a reader that reads nothing 128 KiB) stay in memory."""
+    monkeypatch.setattr(endpoint, "MAX_CONNECTIONS", 4)
     big = Metrics()
-    big.gauge("padding", "x" * 4_000_000).set(1)  # a response larger than socket buffers
+    big.gauge("padding", "x" * 12 * 2**20).set(1)
 
     async def test(port: int) -> None:
         # Sending a request and reading nothing keeps each connection in its response phase.
         slow = []
-        for _ in range(MAX_CONNECTIONS):
+        for _ in range(4):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(get("/metrics"))
             slow.append(stream)
-        await trio.sleep(0.5)
+        await trio.sleep(1.5)  # past the 1 s a finished response lingers
         with trio.fail_after(2):  # closed at once, not after the 30 s the slow ones have
             assert await exchange(port, b"") == b""
         for stream in slow:
