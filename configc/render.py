@@ -8,7 +8,12 @@ from typing import Any
 
 import jinja2
 
-from executor.settings_spec import REDIS_ACL_COMMANDS, REDIS_ACL_KEYS, watchdog_sec
+from executor.settings_spec import (
+    REDIS_ACL_COMMANDS,
+    REDIS_ACL_KEYS,
+    memory_high,
+    watchdog_sec,
+)
 
 from . import yamlout
 from .errors import Problem
@@ -311,6 +316,10 @@ class TreeRenderer:
             "watchdog_sec": watchdog_sec(executor["heartbeat_interval"]),
             # Drain first; systemd's SIGKILL must come only after the drain gave up.
             "stop_timeout_sec": executor["drain_timeout"] + 30,
+            "memory": {
+                "max": executor["memory_max"],
+                "high": memory_high(executor["memory_max"], executor["memory_high"]),
+            },
         }
         config = runtime_config(self.doc, host, self.tls_services)
         files: list[OutputFile] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from executor.settings_spec import RUNTIME_KEYS
+from executor.settings_spec import RUNTIME_KEYS, metrics_host
 
 from .models import resolve_models
 from .schema import split_hostport, split_url
@@ -102,13 +102,15 @@ def runtime_config(
 ) -> dict[str, Any]:
     """Everything ``ragfleet run`` on *host* reads, and nothing it does not; *tls*: the
     services that speak TLS (pki.tls_services)."""
-    executor = doc["executor"]
+    executor = {key.name: doc["executor"][key.name] for key in RUNTIME_KEYS}
+    fleet = len(doc["hosts"]) > 1
+    executor["metrics_bind"] = metrics_host(executor["metrics_bind"], host["address"], fleet)
     return {
         "host_id": host["name"],
-        "executor": {key.name: executor[key.name] for key in RUNTIME_KEYS},
+        "executor": executor,
         "redis": client_redis(doc, "executor", tls),
         "database": database_config(doc, tls),
         "doc_store": doc_store_config(doc, tls),
         "storage": storage_config(doc),
-        "models": resolve_models(doc.get("user_default_llm"), executor["lighten"]),
+        "models": resolve_models(doc.get("user_default_llm"), doc["executor"]["lighten"]),
     }

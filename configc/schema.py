@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import cerberus
 
-from executor.settings_spec import KEYS, Key
+from executor.settings_spec import AUTO, KEYS, MEMORY_SIZE, Key
 
 SECRET_KEYS = frozenset(
     {
@@ -107,6 +107,24 @@ class ConfigValidator(cerberus.Validator):
     def _check_with_hostname(self, field: str, value: Any) -> None:
         if isinstance(value, str) and not is_hostname_or_ip(value):
             self._error(field, f"must be a host name or IP address, got {value!r}")
+
+    def _check_with_bind_address(self, field: str, value: Any) -> None:
+        if isinstance(value, str) and value != AUTO and not is_hostname_or_ip(value):
+            self._error(
+                field, f"must be {AUTO!r}, an IP address or a host name of this host; got {value!r}"
+            )
+
+    def _check_with_memory_size(self, field: str, value: Any) -> None:
+        auto = field == "memory_high"  # auto: derived from memory_max
+        if isinstance(value, str) and not (
+            MEMORY_SIZE.fullmatch(value) or (auto and value == AUTO)
+        ):
+            also = f", or {AUTO!r}" if auto else ""
+            self._error(
+                field,
+                "must be a size as systemd reads it, such as 2G or 1536M (K, M, G, T: powers "
+                f"of 1024), or 'infinity'{also}; got {value!r}",
+            )
 
     def _check_with_absolute_path(self, field: str, value: Any) -> None:
         if isinstance(value, str) and not is_normal_directory(value):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from executor.settings_spec import Watchdog, timing_problems, watchdog_sec
+from executor.settings_spec import Watchdog, memory_problems, timing_problems, watchdog_sec
 
 from .errors import ConfigError, Problem
 from .loader import KeyPath, dotted
@@ -83,6 +83,8 @@ def _cross_checks(doc: dict[str, Any], merged: Merged) -> Iterator[Problem]:
                 )
     yield from _topology_checks(doc, problem)
     yield from _timing_checks(executor, problem)
+    for path, message in memory_problems(executor):
+        yield problem(message, *path)
     yield from _port_checks(doc, problem)
     yield from _secret_checks(doc, problem)
     if doc.get("azure"):

@@ -7,6 +7,7 @@ A leaf: standard library only, so that configc can import it (see the import con
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -43,6 +44,12 @@ class Key:
 _FLAG = {"coerce": "flag"}
 _DIRECTORY = {"check_with": "absolute_path"}
 
+AUTO = "auto"
+"""The value of metrics_bind and memory_high that configc resolves (see below)."""
+LOOPBACK = "127.0.0.1"
+MEMORY_SIZE = re.compile(r"[1-9][0-9]*[KMGT]?|infinity")
+"""A size systemd reads for MemoryMax=/MemoryHigh= (matched whole)."""
+
 KEYS: tuple[Key, ...] = (
     Key("instances", int, 1, "executor processes per host", 1, 64, runtime=False),
     Key("max_concurrent_tasks", int, 5, "tasks one process runs at once", 1, 1024),
@@ -78,6 +85,29 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("log_level", str, "INFO", "the log's threshold", allowed=LOG_LEVELS),
     Key("metrics_port_base", int, 9470, "instance N serves metrics on base + N", 1, 65535),
+    Key(
+        "metrics_bind",
+        str,
+        AUTO,
+        "the address /metrics and /healthz listen on",
+        check={"check_with": "bind_address"},
+    ),
+    Key(
+        "memory_max",
+        str,
+        "2G",
+        "MemoryMax= of each executor instance",
+        runtime=False,
+        check={"check_with": "memory_size"},
+    ),
+    Key(
+        "memory_high",
+        str,
+        AUTO,
+        "MemoryHigh= of each instance",
+        runtime=False,
+        check={"check_with": "memory_size"},
+    ),
     Key("lighten", bool, False, "upstream's LIGHTEN", runtime=False, check=_FLAG),
 )
 
@@ -209,3 +239,65 @@ REDIS_ACL_KEYS: tuple[str, ...] = (
     "*-cancel",  # cancel flags (wire.cancel_key)
 )
 """The key patterns of executor/queue/wire.py, for the same ACL users."""
+# -- exposure and memory ---------------------------------------------------------------------
+
+
+def metrics_host(bind: str, host_address: str, fleet: bool) -> str:
+    """The address an executor serves /metrics and /healthz on: *bind* (metrics_bind) as
+    given, or for ``auto`` loopback on a single host (nothing else needs to scrape it) and
+    in a *fleet* the host's own *host_address* (the one Prometheus and the other hosts
+    reach it at), never every interface."""
+    if bind != AUTO:
+        return bind
+    return host_address if fleet else LOOPBACK
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+MEMORY_HIGH_SHARE = 0.8
+"""memory_high ``auto``: this share of memory_max, so the kernel reclaims and throttles an
+instance before it is killed."""
+MIN_MEMORY = 512 << 20
+"""The least memory_max/memory_high configc accepts: an executor starts at about 80 MiB
+resident, and holds about 400 MiB once it has ingested a document (tokenizer and models
+loaded)."""
+
+
+def memory_bytes(size: str) -> int | None:
+    """Bytes of a systemd size (``2G``, ``1536M``, ``1073741824``; K/M/G/T are powers of
+    1024, as systemd reads them); None for ``infinity``."""
+    if size == "infinity":
+        return None
+    unit = size[-1] if size[-1] in _UNITS else ""
+    return int(size.removesuffix(unit)) * _UNITS[unit]
+
+
+def memory_high(memory_max: str, high: str) -> str:
+    """The unit's MemoryHigh=: *high* as given, or for ``auto`` MEMORY_HIGH_SHARE of
+    *memory_max* in MiB (infinity under no maximum)."""
+    if high != AUTO:
+        return high
+    limit = memory_bytes(memory_max)
+    return "infinity" if limit is None else f"{int(limit * MEMORY_HIGH_SHARE) >> 20}M"
+
+
+def memory_problems(executor: Mapping[str, Any]) -> list[Problem]:
+    """What memory_max and memory_high get wrong: too little to run, or a high mark above
+    the maximum (it would never throttle before the kill)."""
+    problems: list[Problem] = []
+    for name in ("memory_max", "memory_high"):  # auto is a share of a maximum checked here
+        value = executor[name]
+        if value != AUTO and (limit := memory_bytes(value)) is not None and limit < MIN_MEMORY:
+            problems.append(
+                (("executor", name), f"{value} is too little: an executor needs at least 512M")
+            )
+    top = memory_bytes(executor["memory_max"])
+    high = memory_bytes(memory_high(executor["memory_max"], executor["memory_high"]))
+    if top is not None and (high is None or high > top):
+        problems.append(
+            (
+                ("executor", "memory_high"),
+                f"must not exceed memory_max ({executor['memory_max']}): the instance would be "
+                "killed before it is ever throttled",
+            )
+        )
+    return problems

@@ -243,9 +243,25 @@ ROWS = {
     "run with its metrics port in use": Bad(
         ("run", "--instance", "1"),
         USAGE,
-        r"cannot serve metrics on port \d+ \(executor\.metrics_port_base \+ instance 1\): "
-        r"Address already in use",
+        r"cannot serve metrics on 127\.0\.0\.1 port \d+ \(executor\.metrics_bind, "
+        r"executor\.metrics_port_base \+ instance 1\): Address already in use",
         _metrics_port_taken,
+    ),
+    "run with a metrics_bind that is not this host's": Bad(
+        ("run", "--instance", "1"),
+        USAGE,
+        r"cannot serve metrics on 192\.0\.2\.1 port \d+ \(executor\.metrics_bind, "
+        r"executor\.metrics_port_base \+ instance 1\): Cannot assign requested address",
+        lambda make, _: make(metrics_port_base=free_port(), metrics_bind="192.0.2.1").config,
+    ),
+    "run with a metrics_bind that names no address": Bad(
+        ("run", "--instance", "1"),
+        USAGE,
+        r"cannot serve metrics on no-such-host\.invalid port \d+ \(executor\.metrics_bind, "
+        r"executor\.metrics_port_base \+ instance 1\): Name or service not known",
+        lambda make, _: (
+            make(metrics_port_base=free_port(), metrics_bind="no-such-host.invalid").config
+        ),
     ),
 }
 

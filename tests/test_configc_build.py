@@ -182,6 +182,44 @@ def test_compiled_units_pass_systemd_analyze(tmp_path):
     )
 
 
+def _runtime(out: Path, host: str) -> dict:
+    return yaml_load((out / f"hosts/{host}/etc/ragfleet/ragfleet.yaml").read_text())
+
+
+def test_metrics_listen_on_loopback_alone_and_on_the_hosts_address_in_a_fleet(tmp_path):
+    """executor.metrics_bind auto: nothing off the host reaches a single host's metrics; in
+    a fleet each host listens on its own address (Prometheus scrapes it), never 0.0.0.0."""
+    build(tmp_path / "single")
+    assert _runtime(tmp_path / "single", "localhost")["executor"]["metrics_bind"] == "127.0.0.1"
+    build(tmp_path / "fleet", *TOPOLOGIES["five-hosts"])
+    for host, address in (("exec1", "10.213.0.21"), ("exec2", "10.213.0.22")):
+        assert _runtime(tmp_path / "fleet", host)["executor"]["metrics_bind"] == address
+    local = "executor:\n  metrics_bind: '::1'\n"
+    build(
+        tmp_path / "given", "conf/examples/five-hosts.yaml", conf=str(shipped_conf(tmp_path, local))
+    )
+    assert _runtime(tmp_path / "given", "exec1")["executor"]["metrics_bind"] == "::1"
+
+
+@pytest.mark.parametrize(
+    ("local", "limits"),
+    [
+        ("", ("2G", "1638M")),
+        ("executor:\n  memory_max: 3G\n", ("3G", "2457M")),
+        ("executor:\n  memory_max: 1536M\n  memory_high: 1G\n", ("1536M", "1G")),
+        ("executor:\n  memory_max: infinity\n", ("infinity", "infinity")),
+    ],
+)
+def test_the_unit_gets_the_memory_limits_of_the_conf(tmp_path, local, limits):
+    build(tmp_path / "out", conf=str(shipped_conf(tmp_path, local)))
+    units = tmp_path / "out/hosts/localhost/etc/systemd/system"
+    service = units / "ragfleet-executor@.service"
+    verify_units([service, units / "ragfleet-executor.target"], ["/opt/ragfleet/venv/bin/ragfleet"])
+    text = service.read_text()
+    assert f"\nMemoryHigh={limits[1]}\nMemoryMax={limits[0]}\n" in text
+    assert "memory_max" not in _runtime(tmp_path / "out", "localhost")["executor"]
+
+
 def test_upstream_docker_style_conf_validates_unchanged_with_a_local_override(tmp_path):
     """A user's upstream service_conf.yaml, ${VAR:-default}s and all, plus a local override."""
     conf = tmp_path / "conf"

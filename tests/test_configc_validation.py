@@ -7,6 +7,7 @@ from confdirs import FIVE_HOSTS, SHIPPED_CONF, shipped_conf, write
 
 from configc.config import load_config
 from configc.errors import ConfigError
+from executor.settings_spec import memory_high, memory_problems
 
 LOCAL = "conf/local.service_conf.yaml"
 REDIS_PASSWORD_LINE = "password: '${REDIS_PASSWORD"
@@ -62,6 +63,27 @@ def test_five_host_example_is_valid():
         (
             "executor:\n  log_level: LOUD\n",
             f"{LOCAL}:2:3: executor.log_level: unallowed value LOUD",
+        ),
+        # the address the metrics listen on, and memory sizes systemd reads
+        (
+            "executor:\n  metrics_bind: 'http://0.0.0.0'\n",
+            f"{LOCAL}:2:3: executor.metrics_bind: must be 'auto', an IP address or a host "
+            "name of this host; got 'http://0.0.0.0'",
+        ),
+        (
+            "executor:\n  memory_max: 2GiB\n",
+            f"{LOCAL}:2:3: executor.memory_max: must be a size as systemd reads it, such as "
+            "2G or 1536M (K, M, G, T: powers of 1024), or 'infinity'; got '2GiB'",
+        ),
+        (
+            "executor:\n  memory_max: auto\n",
+            f"{LOCAL}:2:3: executor.memory_max: must be a size as systemd reads it, such as "
+            "2G or 1536M (K, M, G, T: powers of 1024), or 'infinity'; got 'auto'",
+        ),
+        (
+            "executor:\n  memory_high: 80%\n",
+            f"{LOCAL}:2:3: executor.memory_high: must be a size as systemd reads it, such as "
+            "2G or 1536M (K, M, G, T: powers of 1024), or 'infinity', or 'auto'; got '80%'",
         ),
         # host:port and URL formats
         (
@@ -151,11 +173,39 @@ def test_schema_rule(tmp_path, local, expected):
             f"{LOCAL}:2:3: executor.metrics_port_base: executor@1 metrics would listen on "
             "port 65536, above 65535: lower metrics_port_base",
         ),
+        (
+            "executor:\n  memory_max: 200M\n",
+            f"{LOCAL}:2:3: executor.memory_max: 200M is too little: an executor needs at "
+            "least 512M",
+        ),
+        (
+            "executor:\n  memory_max: 1G\n  memory_high: 300M\n",
+            f"{LOCAL}:3:3: executor.memory_high: 300M is too little: an executor needs at "
+            "least 512M",
+        ),
+        (
+            "executor:\n  memory_max: 1G\n  memory_high: 2G\n",
+            f"{LOCAL}:3:3: executor.memory_high: must not exceed memory_max (1G): the "
+            "instance would be killed before it is ever throttled",
+        ),
+        (
+            "executor:\n  memory_max: 1G\n  memory_high: infinity\n",
+            f"{LOCAL}:3:3: executor.memory_high: must not exceed memory_max (1G): the "
+            "instance would be killed before it is ever throttled",
+        ),
     ],
 )
 def test_cross_check(tmp_path, local, expected):
     found = problems(tmp_path, local)
     assert expected in found, found
+
+
+def test_the_least_memory_max_takes_an_automatic_memory_high():
+    """memory_high auto under the least memory_max is below 512M itself (409M): fine, it is
+    memory_max's share, not a value anyone chose."""
+    executor = {"memory_max": "512M", "memory_high": "auto"}
+    assert memory_problems(executor) == []
+    assert memory_high("512M", "auto") == "409M"
 
 
 def test_port_collision_points_at_the_host_entry(tmp_path):

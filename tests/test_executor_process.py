@@ -11,7 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import urllib.request
-from contextlib import closing
+from contextlib import ExitStack, closing
 
 import pytest
 import trio
@@ -100,9 +100,43 @@ def test_metrics_and_healthz(make_fleet):
     assert _get(f"{url}/healthz") == "ok\n"
 
 
-def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
+def _get(url: str, timeout: float = 5) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.read().decode()
+
+
+def test_healthz_answers_while_100_idle_connections_are_open(make_fleet):
+    """Issue 19: 40 idle connections made /healthz fail (every slot held until they timed
+    out). The newest connection now closes the oldest idle one."""
+    port = free_port()
+    fleet = make_fleet(metrics_port_base=port - 1)
+    worker = fleet.start(instance=1)
+    url = f"http://127.0.0.1:{port}/healthz"
+    assert wait_for(lambda: _get(url), 10, "healthz") == "ok\n"
+    with ExitStack() as idle:
+        for _ in range(100):
+            idle.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
+        for _ in range(3):
+            assert _get(url, timeout=2) == "ok\n"  # promptly: the idle ones have 5 s each
+    assert worker.process.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("bind", "served", "refused"),
+    [
+        (None, "127.0.0.1", "127.0.0.2"),  # auto, in a config configc did not compile
+        ("127.0.0.2", "127.0.0.2", "127.0.0.1"),
+    ],
+)
+def test_metrics_listen_on_the_configured_address_only(make_fleet, bind, served, refused):
+    """Every executor listened on 0.0.0.0; now only on executor.metrics_bind. (All of
+    127/8 is this host's loopback: a listener on 0.0.0.0 would answer on both.)"""
+    port = free_port()
+    fleet = make_fleet(metrics_port_base=port - 1, **({"metrics_bind": bind} if bind else {}))
+    fleet.start(instance=1)
+    assert wait_for(lambda: _get(f"http://{served}:{port}/healthz"), 10, "healthz") == "ok\n"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((refused, port), timeout=5).close()
 
 
 def test_the_compiled_units_execstart_runs_an_executor(fleet, tmp_path):

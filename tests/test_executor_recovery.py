@@ -176,11 +176,15 @@ def test_a_task_that_kills_its_worker_takes_no_other_task_with_it(fleet):
     """A poison task (here: the worker is killed whenever it runs) is dead-lettered after
     max_deliveries; the tasks that ran beside it when it first struck are not. After a
     crash, the worker's unacknowledged entries are replayed one at a time, each alone, so
-    the next crash is charged to the task that ran, not to every entry the worker held."""
+    the next crash is charged to the task that ran, not to every entry the worker held.
+
+    This is what the kernel does to an instance past its unit's MemoryMax (issue 19): a
+    SIGKILL while the task runs, then systemd's restart (Restart=on-failure); the task goes
+    to the dead-letter stream with a readable reason instead of a restart loop."""
     (poison,) = fleet.submit("sleep", seconds=30, steps=30)
     bystanders = fleet.submit("sleep", count=3, seconds=4, steps=4)
     for _ in range(3):  # max_deliveries
-        worker = fleet.start(instance=1)
+        worker = fleet.start(instance=1)  # started again, as systemd restarts a killed unit
         wait_for(
             lambda: "Task has been received." in (fleet.task(poison)["progress_msg"] or ""),
             15,
@@ -188,13 +192,17 @@ def test_a_task_that_kills_its_worker_takes_no_other_task_with_it(fleet):
             worker,
         )
         worker.kill()
+        assert worker.process.returncode == -signal.SIGKILL  # what the OOM killer sends
         fleet.store.set_progress(poison, None, "")  # forget the marker for the next round
     worker = fleet.start(instance=1)
     rows = fleet.wait_done([poison, *bystanders], timeout=60)
     assert [r["progress"] for r in rows] == [-1, 1, 1, 1], worker.log[-3000:]
-    assert "Task is abandoned after 3 deliveries" in rows[0]["progress_msg"]
-    dead = json.loads(fleet.cli("dlq", "list", "--json").stdout)
-    assert [entry["task_id"] for entry in dead] == [poison]
+    reason = "Task is abandoned after 3 deliveries (max_deliveries=3); see `ragfleet dlq list`."
+    assert rows[0]["progress_msg"].endswith(f"[ragfleet]: {reason}")
+    (entry,) = json.loads(fleet.cli("dlq", "list", "--json").stdout)
+    assert (entry["task_id"], entry["reason"]) == (poison, reason)
+    worker.wait_log(f"task {poison} dead-lettered: ")
+    assert worker.process.poll() is None
 
 
 def test_a_stop_before_the_crash_replay_is_over_keeps_the_next_replay_one_at_a_time(fleet):

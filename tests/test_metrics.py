@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import pytest
 import trio
 
-from executor.metrics import Metrics
-from executor.metrics.endpoint import CONTENT_TYPE, HEAD_LIMIT, MAX_CONNECTIONS, serve_metrics
+from executor.metrics import Metrics, endpoint
+from executor.metrics.endpoint import CONTENT_TYPE, HEAD_LIMIT, serve_metrics
 
 # -- rendering --------------------------------------------------------------------------------
 
@@ -306,16 +306,52 @@ def test_broken_clients_do_not_stop_the_server():
     serve(test)
 
 
-def test_connections_beyond_capacity_are_closed_at_once():
+def test_healthz_answers_while_100_idle_connections_are_open():
+    """Issue 19: idle connections (a port scanner, a stuck client, an attacker) held every
+    slot, and /healthz was refused until they timed out. Beyond MAX_CONNECTIONS, the
+    newest connection closes the oldest one still waiting for its head."""
+
     async def test(port: int) -> None:
-        idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(MAX_CONNECTIONS)]
+        idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(100)]
         await trio.sleep(0.5)  # let the server accept them all and start their handlers
-        with trio.fail_after(2):  # far sooner than the 10 s the idle ones are allowed
-            # Sending nothing: closing with our request unread would reset, not end, the stream.
-            assert await exchange(port, b"") == b""
+        with trio.fail_after(2):  # far sooner than the 30 s the idle ones are allowed
+            for _ in range(3):
+                reply = await fetch(port, get("/healthz"))
+                assert (reply.status, reply.body) == (200, b"ok\n")
+        # The oldest idle ones were closed (EOF, no answer); the newest still wait.
+        with trio.fail_after(2):
+            assert await idle[0].receive_some() == b""
+        with trio.move_on_after(0.2) as still_open:
+            await idle[-1].receive_some()
+        assert still_open.cancelled_caught
         for stream in idle:
+            await stream.aclose()
+
+    serve(test, timeout=30)
+
+
+def test_a_connection_sending_its_request_is_not_closed_for_a_newcomer(monkeypatch):
+    """Only connections still waiting for their head make room: with every slot taken by
+    requests being answered slowly (a client that does not read), a newcomer is closed.
+    Four slots, so that four responses larger than the socket buffers (send buffer up to
+    4 MiB, receive buffer of a reader that reads nothing 128 KiB) stay in memory."""
+    monkeypatch.setattr(endpoint, "MAX_CONNECTIONS", 4)
+    big = Metrics()
+    big.gauge("padding", "x" * 12 * 2**20).set(1)
+
+    async def test(port: int) -> None:
+        # Sending a request and reading nothing keeps each connection in its response phase.
+        slow = []
+        for _ in range(4):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(get("/metrics"))
+            slow.append(stream)
+        await trio.sleep(1.5)  # past the 1 s a finished response lingers
+        with trio.fail_after(2):  # closed at once, not after the 30 s the slow ones have
+            assert await exchange(port, b"") == b""
+        for stream in slow:
             await stream.aclose()
         await trio.sleep(0.1)
         assert (await fetch(port, get("/healthz"))).status == 200
 
-    serve(test, timeout=10)
+    serve(test, big, timeout=30)

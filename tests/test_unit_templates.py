@@ -36,6 +36,7 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     },
     "watchdog_sec": 90,
     "stop_timeout_sec": 90,
+    "memory": {"max": "2G", "high": "1638M"},
     "generated_header": HEADER,
 }
 EXEC_PATHS = [f"{SAMPLE_CONTEXT['paths']['venv']}/bin/ragfleet"]
@@ -105,6 +106,7 @@ def test_service_directives(units: tuple[Path, Path]) -> None:
     assert service["ExecStart"] == [
         "/opt/ragfleet/venv/bin/ragfleet run --config /etc/ragfleet/ragfleet.yaml --instance %i"
     ]
+    assert (service["MemoryMax"], service["MemoryHigh"]) == (["2G"], ["1638M"])
     assert service["User"] == ["ragfleet"]
     assert service["Group"] == ["ragfleet"]
     assert service["StateDirectory"] == ["ragfleet"]
@@ -136,6 +138,15 @@ def test_state_dir_outside_var_lib(tmp_path: Path) -> None:
     assert "StateDirectory" not in d
     verify_units([service, target], EXEC_PATHS)
     assert security_exposure(service) <= MAX_EXPOSURE
+
+
+def test_checker_catches_a_bad_memory_limit(tmp_path: Path) -> None:
+    """systemd 252 only warns about a size it cannot read (and runs without the limit):
+    the checker must catch that, as configc's schema does first."""
+    ctx = context_with()
+    ctx["memory"]["max"] = "2GiB"
+    with pytest.raises(AssertionError, match="Invalid memory limit '2GiB'"):
+        verify_units(list(write_units(tmp_path, ctx)), EXEC_PATHS)
 
 
 def test_checker_catches_bad_value(units: tuple[Path, Path]) -> None:

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from ..logs import escape_controls
+
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="JSON output.")
 
 
@@ -22,7 +24,8 @@ def print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
 
 
 def _cell(value: Any) -> str:
-    text = "" if value is None else str(value)
+    # Task ids and reasons come from queue entries: no control character reaches the terminal.
+    text = "" if value is None else escape_controls(str(value))
     return text if len(text) <= 60 else text[:57] + "..."
 
 

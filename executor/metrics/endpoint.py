@@ -20,8 +20,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HEAD_LIMIT = 8192
 #: Default seconds a client gets to send its request head, and again to take the response.
 TIMEOUT = 5.0
-#: Connections served at once; more are closed at once instead of holding a descriptor.
-MAX_CONNECTIONS = 32
+#: Connections served at once. A connection beyond them closes the oldest one still waiting
+#: for its request head (idle, or a slow client), so idle connections, however many, cannot
+#: keep /healthz from answering; only when none waits is the newcomer closed instead.
+MAX_CONNECTIONS = 64
 # After the response, how long and how much we read and discard before closing: closing a
 # socket with unread input sends an RST, which can destroy the response before it is read.
 _LINGER_SECONDS = 1.0
@@ -90,6 +92,18 @@ def _parse_request_line(head: bytes) -> tuple[str, str]:
     return method, target.split("?", 1)[0]
 
 
+class _Waiting:
+    """A connection waiting for its request head: the scope that ends the wait."""
+
+    def __init__(self, timeout: float) -> None:
+        self.scope = trio.CancelScope(deadline=trio.current_time() + timeout)
+        self.evicted = False
+
+    def evict(self) -> None:
+        self.evicted = True
+        self.scope.cancel()
+
+
 class _Endpoint:
     """Answers one request per connection; see serve_metrics."""
 
@@ -100,12 +114,14 @@ class _Endpoint:
         self._health = health
         self._timeout = timeout
         self._active = 0
+        # Connections waiting for their head, oldest first (dicts keep insertion order).
+        self._waiting: dict[_Waiting, None] = {}
 
     async def handle(self, stream: trio.SocketStream) -> None:
         """Serve one connection. Never raises but Cancelled: a client cannot stop the server."""
         try:
             async with stream:
-                if self._active >= MAX_CONNECTIONS:
+                if self._active >= MAX_CONNECTIONS and not self._evict_oldest_waiting():
                     log.debug("metrics endpoint at capacity; dropping a connection")
                     return
                 self._active += 1
@@ -116,15 +132,32 @@ class _Endpoint:
         except Exception:  # peers reset, vanish or misbehave in many ways; none matter here
             log.debug("metrics connection failed", exc_info=True)
 
+    def _evict_oldest_waiting(self) -> bool:
+        """Close the oldest connection that has not sent its head yet, if there is one: a
+        request that arrives now is worth more than one that has not arrived so far."""
+        oldest = next(iter(self._waiting), None)
+        if oldest is None:
+            return False
+        del self._waiting[oldest]
+        oldest.evict()
+        log.debug("metrics endpoint at capacity; closing its oldest idle connection")
+        return True
+
     async def _exchange(self, stream: trio.SocketStream) -> None:
         method = "GET"
         response = _text(HTTPStatus.REQUEST_TIMEOUT, "request timeout")  # unless a head arrives
-        with trio.move_on_after(self._timeout):
-            try:
+        waiting = _Waiting(self._timeout)
+        self._waiting[waiting] = None
+        try:
+            with waiting.scope:
                 method, path = _parse_request_line(await _read_head(stream))
                 response = self._respond(method, path)
-            except _HTTPError as exc:
-                response = _text(exc.status, exc.message)
+        except _HTTPError as exc:
+            response = _text(exc.status, exc.message)
+        finally:
+            self._waiting.pop(waiting, None)
+        if waiting.evicted:
+            return  # it sent nothing in all that time: closed without an answer
         with trio.move_on_after(self._timeout):
             await stream.send_all(response.encode(include_body=method != "HEAD"))
             await stream.send_eof()
@@ -175,8 +208,9 @@ async def serve_metrics(
 
     A client gets ``timeout`` seconds to send a request head of at most HEAD_LIMIT bytes (else
     408 or 431) and as long again to take the response; at most MAX_CONNECTIONS are served at
-    once. Each connection runs in its own task and its errors are logged at debug level, so no
-    client can crash the server.
+    once, and a connection beyond them closes the oldest one still waiting for its head
+    (idle connections cannot starve ``/healthz``). Each connection runs in its own task and
+    its errors are logged at debug level, so no client can crash the server.
 
     Calls ``task_status.started(port)`` once listening, with the real port when ``port`` is 0.
     Only one port is reported: use a single-address ``host`` such as "127.0.0.1" or "::" with

@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import signal
+import socket
 from contextlib import suppress
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from ..queue import wire
 from ..queue.broker import Broker, Delivery
 from ..sdnotify import Notifier, run_watchdog
 from ..settings import Settings
+from ..settings_spec import LOOPBACK, metrics_host
 from ..store.database import TaskStore
 from .clock import SYSTEM_CLOCK, Clock, in_thread
 from .fetch import Fetcher
@@ -41,9 +43,9 @@ from .settle import Settler
 from .slots import Slots
 from .steps import Step
 
-_PORT_ERRNOS = frozenset({errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL})
+_PORT_ERRNOS = frozenset({errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL, socket.EAI_NONAME})
 """Errors taking the metrics port that are the config's: another process has the port, it
-is privileged, or the address is not this machine's."""
+is privileged, the address is not this machine's, or its name resolves to none."""
 
 
 class Worker:
@@ -266,15 +268,17 @@ class Worker:
         already running) or not ours to take is the config's to fix, a SettingsError."""
         if self.metrics_port is None:
             return []
+        # "auto" is configc's to resolve; a config it did not compile gets loopback.
+        host = metrics_host(self.config.metrics_bind, LOOPBACK, fleet=False)
         try:
-            return await trio.open_tcp_listeners(self.metrics_port, host="0.0.0.0")
+            return await trio.open_tcp_listeners(self.metrics_port, host=host)
         except (OSError, OverflowError) as exc:
             if isinstance(exc, OSError) and exc.errno not in _PORT_ERRNOS:
                 raise  # a shortage of the machine's (descriptors, memory): a restart mends it
             reason = exc.strerror if isinstance(exc, OSError) else "no such port"
             raise SettingsError(
-                f"cannot serve metrics on port {self.metrics_port} (executor.metrics_port_base "
-                f"+ instance {self.instance}): {reason}"
+                f"cannot serve metrics on {host} port {self.metrics_port} (executor.metrics_bind"
+                f", executor.metrics_port_base + instance {self.instance}): {reason}"
             ) from None
 
     async def _work(self) -> None:

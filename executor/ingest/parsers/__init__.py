@@ -11,16 +11,18 @@ from types import MappingProxyType
 
 from executor.ingest.types import Parser
 
+from .archive import MAX_UNPACKED, MAX_UNPACKED_XML
 from .common import ALL_PAGES, ROWS_PER_SECTION, error
 from .encoding import decode_text
 from .html import parse_html
 from .jsondoc import parse_json
-from .office import MAX_UNPACKED_XML, parse_csv, parse_docx, parse_xlsx
+from .office import parse_csv, parse_docx, parse_xlsx
 from .pdf import parse_pdf, pdf_page_count
 from .text import parse_markdown, parse_text
 
 __all__ = [
     "ALL_PAGES",
+    "MAX_UNPACKED",
     "MAX_UNPACKED_XML",
     "PARSER_IDS",
     "ROWS_PER_SECTION",

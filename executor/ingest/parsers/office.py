@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
-import zipfile
 from collections.abc import Iterator
 from typing import Any
 
 from executor.ingest.types import Section
 
+from .archive import check_unpacked_size
 from .common import ALL_PAGES, error, reading, require_sections, table_sections
 from .encoding import decode_text
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # legacy .doc/.xls and encrypted OOXML files
-
-MAX_UNPACKED_XML = {"DOCX": 64 * 2**20, "XLSX": 256 * 2**20}
-"""The most a DOCX's or XLSX's XML may unpack to, so that a small file unpacking to
-gigabytes (a zip bomb) fails its task instead of taking its executor's and the host's
-memory. python-docx builds the whole tree: about four times the XML in memory for prose,
-up to twenty for dense markup (16 MiB of empty paragraphs: 677 MiB, 43 s). openpyxl
-streams rows, so a spreadsheet may be larger."""
 
 # ---------------------------------------------------------------- CSV
 
@@ -52,7 +45,7 @@ def parse_csv(
 
 def _require_zip(data: bytes, filename: str, kind: str) -> None:
     """DOCX and XLSX are zip archives; say which common mistake it is when they are not,
-    and refuse one whose XML unpacks to more than MAX_UNPACKED_XML."""
+    and refuse one that unpacks to more than it may (archive.check_unpacked_size)."""
     if data.startswith(_OLE_MAGIC):
         raise error(
             filename,
@@ -63,16 +56,7 @@ def _require_zip(data: bytes, filename: str, kind: str) -> None:
         raise error(
             filename, f"not a valid {kind} file (not a zip archive: corrupt or another format)"
         )
-    with reading(filename, kind), zipfile.ZipFile(io.BytesIO(data)) as archive:
-        # The sizes the archive declares; zipfile never unpacks more than that.
-        parts = [i for i in archive.infolist() if i.filename.endswith((".xml", ".rels"))]
-        unpacked = sum(part.file_size for part in parts)
-    if unpacked > (limit := MAX_UNPACKED_XML[kind]):
-        raise error(
-            filename,
-            f"its XML unpacks to {unpacked / 2**20:,.0f} MiB, more than the "
-            f"{limit // 2**20} MiB a {kind} may (a zip bomb, or too large: split it)",
-        )
+    check_unpacked_size(data, filename, kind)
 
 
 def parse_xlsx(
