@@ -98,8 +98,12 @@ def service_secrets(doc: dict[str, Any]) -> Iterator[ServiceSecret]:
         return tuple(h["address"] for h in doc["hosts"] if role in h["roles"])
 
     yield ServiceSecret(("redis", "password"), "Redis", deployed("redis"), True)
-    if _get(doc, ("redis", "executor_password")) or _get(doc, ("redis", "operator_password")):
-        for role in ("executor", "operator"):  # the ACL users, on once either is set
+    # The ACL users (least privilege): on once either password is set, and required for a
+    # Redis other hosts reach (the executors must not log in as the all-powerful default user).
+    fleet_redis = len(doc["hosts"]) > 1 or not all(map(is_loopback, deployed("redis")))
+    acl_set = _get(doc, ("redis", "executor_password")) or _get(doc, ("redis", "operator_password"))
+    if acl_set or (deployed("redis") and fleet_redis):
+        for role in ("executor", "operator"):
             path = ("redis", f"{role}_password")
             yield ServiceSecret(path, f"Redis's {role} user", deployed("redis"), True)
     for role, section, service in (

@@ -127,7 +127,10 @@ def test_external_services_weak_passwords_are_refused_but_none_is_their_business
     # PostgreSQL elsewhere with upstream's default; OpenSearch with no password at all (it
     # may authenticate otherwise: configc does not run it).
     local = """
-        redis: {password: long-enough-redis-pw}
+        redis:
+          password: long-enough-redis-pw
+          executor_password: long-enough-executor-pw
+          operator_password: long-enough-operator-pw
         postgres: {name: rag, user: rag, password: infini_rag_flow, host: 10.0.0.5, port: 5432}
         os: {hosts: 'http://10.0.0.6:9200'}
         executor: {db_type: postgres, doc_engine: opensearch, storage: database}

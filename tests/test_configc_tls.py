@@ -51,6 +51,11 @@ def _fleet_passwords(monkeypatch):
         monkeypatch.setenv(name, f"{name.lower()}-0123456789")
 
 
+def _single_host_without_acl(monkeypatch) -> None:
+    for name in ("REDIS_EXECUTOR_PASSWORD", "REDIS_OPERATOR_PASSWORD"):
+        monkeypatch.delenv(name)
+
+
 @pytest.fixture
 def five(tmp_path) -> Path:
     return shipped_conf(tmp_path, FIVE_HOSTS.read_text())
@@ -232,13 +237,16 @@ def test_operator_certificates_are_checked(five, tmp_path, tls, message):
         ),
     ],
 )
-def test_the_acl_passwords_come_as_a_distinct_pair(tmp_path, redis, message):
+def test_the_acl_passwords_come_as_a_distinct_pair(tmp_path, monkeypatch, redis, message):
+    _single_host_without_acl(monkeypatch)
     conf = shipped_conf(tmp_path, f"redis: {redis}\n")
     result = CliRunner().invoke(main, ["check", str(conf)])
     assert result.exit_code == 2 and message in result.output, result.output
 
 
-def test_no_acl_users_without_their_passwords(tmp_path):
+def test_no_acl_users_without_their_passwords(tmp_path, monkeypatch):
+    """On one loopback host the ACL users are off unless set (a fleet requires them)."""
+    _single_host_without_acl(monkeypatch)
     out = tmp_path / "out"
     build(shipped_conf(tmp_path), out)
     assert "\nuser " not in (out / "hosts/localhost/etc/redis/ragfleet.conf").read_text()

@@ -19,11 +19,18 @@ def shipped_line(text: str) -> int:
     return next(n for n, line in enumerate(lines, 1) if line.strip().startswith(text))
 
 
+# A fleet requires the Redis ACL users' passwords; the tests of other rules set them.
+ACL_PASSWORDS = {
+    "REDIS_EXECUTOR_PASSWORD": "redis-executor-password-0123",
+    "REDIS_OPERATOR_PASSWORD": "redis-operator-password-0123",
+}
+
+
 def problems(tmp_path, local: str, *overlays: str, environ=None) -> list[str]:
     conf = shipped_conf(tmp_path, local)
     paths = [write(tmp_path / f"overlay{i}.yaml", text) for i, text in enumerate(overlays)]
     with pytest.raises(ConfigError) as info:
-        load_config(conf, paths, environ or {})
+        load_config(conf, paths, ACL_PASSWORDS if environ is None else environ)
     # Report paths relative to tmp_path so expectations read like what a user sees.
     return [str(p).replace(f"{tmp_path}/", "") for p in info.value.problems]
 
@@ -249,7 +256,14 @@ def test_services_on_network_addresses_need_strong_passwords(tmp_path):
     )
     default = "is a published default (upstream RAGFlow's or the vendor's)"
     base = "conf/service_conf.yaml"
-    assert problems(tmp_path, local) == [
+    acl = [
+        f"{base}:{shipped_line(role + '_password:')}:3: redis.{role}_password: Redis's {role} "
+        "user at 10.0.0.1 is reachable off loopback and this password is empty: set "
+        f"REDIS_{role.upper()}_PASSWORD (read on this line) or redis.{role}_password in "
+        f"{LOCAL} {how}"
+        for role in ("executor", "operator")
+    ]
+    assert problems(tmp_path, local, environ={}) == [
         f"{base}:{shipped_line('password: ' + chr(39) + '${MYSQL')}:3: mysql.password: MariaDB "
         f"at 10.0.0.2 is reachable off loopback and this password {default}: set "
         f"MYSQL_PASSWORD (read on this line) or mysql.password in {LOCAL} {how}",
@@ -259,6 +273,7 @@ def test_services_on_network_addresses_need_strong_passwords(tmp_path):
         f"{base}:{shipped_line(REDIS_PASSWORD_LINE)}:3: redis.password: Redis at 10.0.0.1 is "
         "reachable off loopback and this password is empty: set REDIS_PASSWORD (read on this "
         f"line) or redis.password in {LOCAL} {how}",
+        *acl,
     ]
 
 
