@@ -115,8 +115,8 @@ class Outcomes:
         self.health.dep.recovered()
         for item in finished:
             self.counters.done += 1
-            self.meters.done.inc()
-            self.meters.duration.observe(item.fields["process_duration"])
+            seconds = item.fields["process_duration"]
+            self.meters.ended(item.task.get("task_type"), "done", seconds)
 
     def finish(self, finished: list[Finished]) -> None:
         """In a thread: record the tasks done with their fields and run their on_settled
@@ -156,7 +156,7 @@ class Outcomes:
         )
         await progress(-1, f"[Exception]: {text}")
         self.counters.failed += 1
-        self.meters.failed.inc()
+        self.meters.ended(progress.task.get("task_type"), "failed")
         await in_thread(self.broker.ack, delivery)
         await self.settled(progress.task)
 
@@ -164,7 +164,7 @@ class Outcomes:
         self.log.info("task %s cancelled", progress.task["id"])
         await progress(-1, CANCELLED_MESSAGE)
         self.counters.failed += 1  # upstream counts cancelled tasks as failed
-        self.meters.cancelled.inc()
+        self.meters.ended(progress.task.get("task_type"), "cancelled")
 
     async def dead_letter(self, delivery: Delivery, task: dict[str, Any], limit: int) -> None:
         reason = (
@@ -175,7 +175,7 @@ class Outcomes:
         await self.progress(task)(-1, f"[ragfleet]: {reason}")
         await in_thread(self.broker.dead_letter, delivery, reason)
         self.counters.failed += 1
-        self.meters.dead.inc()
+        self.meters.ended(task.get("task_type"), "dead_lettered")
         await self.settled(task)
 
     async def note_interrupted(self, progress: Progress) -> None:
