@@ -10,6 +10,7 @@ import trio
 
 from ..errors import REDIS_UNAVAILABLE, DatabaseUnavailable, TaskInputError, is_outage
 from ..handlers import HandlerRegistry, SettledHook, TaskContext
+from ..logs import for_task
 from ..progress import Progress
 from ..queue.broker import Broker, Delivery
 from ..settings import Settings
@@ -144,11 +145,11 @@ class Outcomes:
         try:
             hook(task)
         except Exception:
-            self.log.exception("on_settled hook of task %s failed", task["id"])
+            for_task(self.log, task).exception("on_settled hook of task %s failed", task["id"])
 
     async def fail(self, delivery: Delivery, progress: Progress, exc: Exception) -> None:
         text = str(exc) if isinstance(exc, TaskInputError) else f"{type(exc).__name__}: {exc}"
-        self.log.error(
+        for_task(self.log, progress.task).error(
             "task %s failed: %s",
             progress.task["id"],
             text,
@@ -161,7 +162,7 @@ class Outcomes:
         await self.settled(progress.task)
 
     async def record_cancelled(self, progress: Progress) -> None:
-        self.log.info("task %s cancelled", progress.task["id"])
+        for_task(self.log, progress.task).info("task %s cancelled", progress.task["id"])
         await progress(-1, CANCELLED_MESSAGE)
         self.counters.failed += 1  # upstream counts cancelled tasks as failed
         self.meters.ended(progress.task.get("task_type"), "cancelled")
@@ -171,7 +172,7 @@ class Outcomes:
             f"Task is abandoned after {limit} deliveries "
             f"(max_deliveries={limit}); see `ragfleet dlq list`."
         )
-        self.log.error("task %s dead-lettered: %s", task["id"], reason)
+        for_task(self.log, task).error("task %s dead-lettered: %s", task["id"], reason)
         await self.progress(task)(-1, f"[ragfleet]: {reason}")
         await in_thread(self.broker.dead_letter, delivery, reason)
         self.counters.failed += 1

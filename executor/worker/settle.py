@@ -13,6 +13,7 @@ from ..errors import (
     TaskNotInDatabase,
     is_outage,
 )
+from ..logs import for_task
 from ..queue.broker import Broker
 from ..settings import ExecutorSettings
 from ..store.database import TaskStore
@@ -118,7 +119,9 @@ class Settler:
                 "backup, or this executor uses another database than the producer)"
             )
         if reason := not_runnable(task):
-            self.log.warning("acking entry %s without running it: %s", delivery.entry_id, reason)
+            for_task(self.log, task).warning(
+                "acking entry %s without running it: %s", delivery.entry_id, reason
+            )
             await in_thread(self.broker.ack, delivery)
             return
         if deliveries > self.config.max_deliveries:
@@ -159,7 +162,7 @@ class Settler:
         reason = (
             f"[ragfleet]: executor error: {type(exc).__name__}: {exc}; see `ragfleet dlq list`."
         )
-        self.log.error(
+        for_task(self.log, ledger.message or {}).error(
             "entry %s of %s set aside: %s",
             delivery.entry_id,
             delivery.queue,
