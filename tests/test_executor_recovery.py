@@ -248,7 +248,7 @@ def test_an_entry_taken_over_stays_with_its_taker_while_it_waits_to_run_alone(fl
     taker.wait_log(r"reclaimed entry .* running it alone")
 
     def taker_status() -> dict:
-        rows = json.loads(fleet.cli("status", "--json").stdout)
+        rows = json.loads(fleet.cli("status", "--json").stdout)["executors"]
         (row,) = [r for r in rows if r["name"] == "task_executor_test_1"]
         return row if row["waiting"] else {}
 
