@@ -71,3 +71,16 @@ def test_the_gauges_export_the_snapshot_and_hide_a_stale_one(redis_client):
     assert samples[("ragfleet_dead_letter_entries", ())] == 0
     time.sleep(0.7)  # more than STALE_AFTER periods without a refresh
     assert "ragfleet_queue" not in metrics.render()
+
+
+def test_a_failing_read_keeps_the_worker_going_and_the_last_snapshot(redis_client, caplog):
+    class Broken:
+        def queues(self):
+            raise KeyError("a reply we did not expect")
+
+    gauges = QueueGauges(Roster(redis_client), 60, SYSTEM_CLOCK, logging.getLogger("test"))
+    trio.run(gauges.refresh)
+    before = gauges.snapshot
+    gauges.roster = Broken()  # type: ignore[assignment]
+    trio.run(gauges.refresh)  # does not raise
+    assert gauges.snapshot is before and "reading the queues for the gauges failed" in caplog.text

@@ -39,12 +39,15 @@ class QueueGauges(Collector):
         self._taken = 0.0  # monotonic
 
     async def refresh(self) -> None:
-        """Read the queues now (in a thread); a refusal keeps the last snapshot."""
+        """Read the queues now (in a thread); a failure keeps the last snapshot (which is
+        not exported once it is STALE_AFTER periods old)."""
         try:
             self.snapshot = await in_thread(self.roster.queues)
             self._taken = self.clock.monotonic()
         except REDIS_REFUSED as exc:
             self.log.debug("queue gauges not refreshed: %s", exc)
+        except Exception:  # a gauge must never stop the worker: the figures go stale
+            self.log.exception("reading the queues for the gauges failed")
 
     async def refresh_forever(self) -> None:
         while True:
