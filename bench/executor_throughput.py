@@ -95,7 +95,8 @@ import trio  # noqa: E402
 
 from executor.progress import stamp  # noqa: E402
 from executor.queue import wire  # noqa: E402
-from executor.queue.broker import Broker, Delivery, connect  # noqa: E402
+from executor.queue.broker import Broker, Delivery  # noqa: E402
+from executor.queue.connection import connect  # noqa: E402
 from executor.queue.producer import enqueue, task_message  # noqa: E402
 from executor.settings import Settings, load_settings  # noqa: E402
 from executor.store.database import TaskStore, open_database  # noqa: E402

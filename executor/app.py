@@ -11,7 +11,7 @@ import trio
 from .errors import REDIS_DENIED, DatabaseUnavailable, SettingsError
 from .handlers import INGEST_TASK_TYPE, HandlerRegistry, default_registry
 from .instance_guard import instance_lock
-from .logs import EscapingFormatter
+from .logs import LineFormatter
 from .queue import wire
 from .queue.broker import Broker, redis_error_text
 from .queue.connection import connect, redis_location
@@ -22,16 +22,14 @@ from .worker import Worker, metrics_port
 
 
 def configure_logging(level: str) -> None:
-    """Log to stderr, one line a record (control characters escaped: see logs.py); under
-    systemd, journald adds the timestamp and unit, so we do not."""
+    """Log to stderr, one line a record (control characters escaped); under systemd, journald
+    adds the timestamp and unit, so we do not, and reads each line's priority from its
+    ``<N>`` prefix (executor.logs)."""
     under_journald = "JOURNAL_STREAM" in os.environ
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not under_journald:
-        fmt = "%(asctime)s " + fmt
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(EscapingFormatter(fmt))
     # Libraries (peewee logs every query at DEBUG) stay at WARNING; our loggers follow the config.
-    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:  # under journald: <N> priority prefixes
+        handler.setFormatter(LineFormatter(journald=under_journald))
     logging.getLogger("ragfleet").setLevel(level)
 
 

@@ -48,7 +48,12 @@ class NoTurnToWrite(ConnectionError):
 
 class DependencyUnavailable(ConnectionError):
     """A service a task needs (document store, embedding endpoint) cannot be reached: the task
-    is retried later, never failed."""
+    is retried later, never failed. *dependency* names it for the metrics: "document_store",
+    "embedding_endpoint" or "storage" (see executor.worker.gauges)."""
+
+    def __init__(self, message: str, dependency: str = "task_dependency") -> None:
+        super().__init__(message)
+        self.dependency = dependency
 
 
 # -- Redis's errors, sorted ------------------------------------------------------------------

@@ -46,6 +46,7 @@ class Outage:
         self.cap = cap
         self.settle = settle
         self.errors = 0
+        self.outages = 0  # begun, relapses included: ragfleet_dependency_outages_total
         self._clock = clock
         self._since: float | None = None  # the current outage began
         self._up_at: float | None = None  # the last outage ended
@@ -72,6 +73,7 @@ class Outage:
         elif self._up_at is not None and now - self._up_at < self.settle:
             self._relapse(exc, now - self._up_at)
             self._since = now
+            self.outages += 1
         else:
             self._log_held(now)  # if the end of a relapsing outage went unlogged
             self._delay = self.first
@@ -79,6 +81,7 @@ class Outage:
                 "%s unavailable: %s; retrying until it is back", self.name, self.describe(exc)
             )
             self._since = now
+            self.outages += 1
         self.retry_at = now + self._delay
         return self._delay
 

@@ -213,7 +213,7 @@ def test_status_and_tasks_commands(fleet):
     fleet.wait_done(ids)
     wait_for(lambda: fleet.cli("status").returncode == 0, 10, "status to be ok")
     result = fleet.cli("status", "--json")
-    (row,) = json.loads(result.stdout)
+    (row,) = json.loads(result.stdout)["executors"]
     assert row["name"] == "task_executor_test_1" and row["state"] == "alive"
     result = fleet.cli("tasks", "--state", "done", "--json")
     assert sorted(t["id"] for t in json.loads(result.stdout)) == sorted(ids)

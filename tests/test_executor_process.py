@@ -93,10 +93,17 @@ def test_metrics_and_healthz(make_fleet):
     fleet.start(instance=1)
     fleet.wait_done(ids)
     url = f"http://127.0.0.1:{base + 1}"
-    body = wait_for(lambda: _get(f"{url}/metrics"), 10, "metrics")
-    assert "ragfleet_tasks_done_total 3" in body
-    assert "ragfleet_tasks_failed_total 0" in body
-    assert "# TYPE ragfleet_task_duration_seconds histogram" in body
+    drained = 'ragfleet_queue_waiting_entries{queue="rag_flow_svr_queue"} 0.0'
+    # The queue gauges are read every heartbeat: wait for a reading after the tasks ran.
+    body = wait_for(lambda: b if drained in (b := _get(f"{url}/metrics")) else None, 10, "gauges")
+    lines = body.splitlines()
+    assert 'ragfleet_tasks_total{outcome="done",type="noop"} 3.0' in lines
+    assert 'ragfleet_tasks_total{outcome="failed",type="noop"} 0.0' in lines
+    assert 'ragfleet_task_duration_seconds_count{type="noop"} 3.0' in lines
+    assert 'ragfleet_dependency_up{dependency="redis"} 1.0' in lines
+    assert "ragfleet_dead_letter_entries 0.0" in lines
+    assert 'ragfleet_queue_oldest_entry_age_seconds{queue="rag_flow_svr_queue"} 0.0' in lines
+    assert any(line.startswith("process_resident_memory_bytes ") for line in lines)
     assert _get(f"{url}/healthz") == "ok\n"
 
 

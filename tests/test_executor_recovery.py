@@ -136,7 +136,7 @@ def test_an_entry_taken_over_when_the_database_cannot_say_who_holds_it_waits(fle
             assert trio.run(run) == wire.HELD_ELSEWHERE
     assert len(answers) == 2
     assert f"cannot tell whether task {task_id} is held elsewhere" in caplog.text
-    assert worker.meters.db_errors.value() == 1
+    assert worker.metrics.registry.get_sample_value("ragfleet_db_errors_total") == 1
     row = fleet.task(task_id)
     assert row["progress"] == 1 and row["retry_count"] == 1, row  # this delivery is not counted
 
@@ -256,7 +256,7 @@ def test_an_entry_taken_over_stays_with_its_taker_while_it_waits_to_run_alone(fl
     taker.wait_log(r"reclaimed entry .* running it alone")
 
     def taker_status() -> dict:
-        rows = json.loads(fleet.cli("status", "--json").stdout)
+        rows = json.loads(fleet.cli("status", "--json").stdout)["executors"]
         (row,) = [r for r in rows if r["name"] == "task_executor_test_1"]
         return row if row["waiting"] else {}
 

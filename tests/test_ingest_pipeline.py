@@ -275,7 +275,7 @@ def test_four_worker_processes_write_the_embedded_store_at_once(make_fleet, tmp_
     assert all(w.process.poll() is None for w in workers)
 
     def done_per_worker():
-        rows = json.loads(fleet.cli("status", "--json").stdout)
+        rows = json.loads(fleet.cli("status", "--json").stdout)["executors"]
         counts = [r["done"] or 0 for r in rows]
         return sum(counts) == len(ids) and counts
 

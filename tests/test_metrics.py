@@ -1,134 +1,114 @@
-"""The Prometheus registry's text format, and the HTTP endpoint over real TCP sockets."""
+"""The metrics registry and the worker's metrics (names, series from the start), and the
+HTTP endpoint over real TCP sockets. The queue gauges are tested in test_queue_stats.py."""
 
 from __future__ import annotations
 
-import math
+import logging
 import socket
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
+from executor import __version__
+from executor.errors import DependencyUnavailable
 from executor.metrics import Metrics, endpoint
-from executor.metrics.endpoint import CONTENT_TYPE, HEAD_LIMIT, serve_metrics
+from executor.metrics.endpoint import CONTENT_TYPE, HEAD_LIMIT, MAX_CONNECTIONS, serve_metrics
+from executor.worker.gauges import DEPENDENCIES, HealthGauges
+from executor.worker.health import Health as WorkerHealth
+from executor.worker.meters import OUTCOMES, Meters
 
-# -- rendering --------------------------------------------------------------------------------
-
-GOLDEN = """\
-# HELP ragfleet_tasks_total Tasks finished, by outcome.
-# TYPE ragfleet_tasks_total counter
-ragfleet_tasks_total{outcome="failed"} 2.0
-ragfleet_tasks_total{outcome="ok"} 2.0
-ragfleet_tasks_total{outcome="ok",queue="q1"} 1.0
-# HELP ragfleet_workers_busy Workers running a task.
-# TYPE ragfleet_workers_busy gauge
-ragfleet_workers_busy 2.0
-# HELP ragfleet_task_seconds Task duration.
-# TYPE ragfleet_task_seconds histogram
-ragfleet_task_seconds_bucket{kind="pdf",le="0.25"} 2
-ragfleet_task_seconds_bucket{kind="pdf",le="1.0"} 2
-ragfleet_task_seconds_bucket{kind="pdf",le="10.0"} 3
-ragfleet_task_seconds_bucket{kind="pdf",le="+Inf"} 4
-ragfleet_task_seconds_sum{kind="pdf"} 25.375
-ragfleet_task_seconds_count{kind="pdf"} 4
-ragfleet_task_seconds_bucket{kind="txt",le="0.25"} 1
-ragfleet_task_seconds_bucket{kind="txt",le="1.0"} 1
-ragfleet_task_seconds_bucket{kind="txt",le="10.0"} 1
-ragfleet_task_seconds_bucket{kind="txt",le="+Inf"} 1
-ragfleet_task_seconds_sum{kind="txt"} 0.0
-ragfleet_task_seconds_count{kind="txt"} 1
-"""
+# -- the registry and the worker's metrics ---------------------------------------------------
 
 
-def test_render_golden():
+def families(metrics: Metrics) -> dict[str, Any]:
+    """The rendered text parsed back (which also checks that it is valid exposition)."""
+    return {f.name: f for f in text_string_to_metric_families(metrics.render())}
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(metrics.render()):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    return None
+
+
+def test_registry_renders_build_info_and_process_metrics():
+    metrics = Metrics(process=True)
+    metrics.build_info()
+    found = families(metrics)
+    (info,) = found["ragfleet_build_info"].samples
+    assert info.labels["version"] == __version__ and info.value == 1
+    assert found["process_cpu_seconds"].type == "counter"  # parsed names drop _total
+    assert sample(metrics, "process_resident_memory_bytes") > 0
+    assert "_created" not in metrics.render()  # disabled: they would double the output
+
+
+def test_every_task_series_exists_before_the_first_task():
     metrics = Metrics()
-    tasks = metrics.counter("ragfleet_tasks_total", "Tasks finished, by outcome.")
-    busy = metrics.gauge("ragfleet_workers_busy", "Workers running a task.")
-    latency = metrics.histogram("ragfleet_task_seconds", "Task duration.", buckets=(0.25, 1, 10))
-    tasks.inc(outcome="ok")
-    tasks.inc(2, outcome="failed")
-    tasks.inc(queue="q1", outcome="ok")  # keyword order does not matter
-    tasks.inc(outcome="ok")
-    busy.set(3)
-    busy.dec()
-    latency.observe(0, kind="txt")  # series sort by labels, not by first use
-    for seconds in (0.125, 0.25, 5, 20):  # 0.25 lands in le="0.25": buckets are inclusive
-        latency.observe(seconds, kind="pdf")
-    assert metrics.render() == GOLDEN
-    assert tasks.value(outcome="ok") == 2.0
-    assert tasks.value(outcome="never") == 0.0
-    assert busy.value() == 2.0
+    Meters.define(metrics, ["", "noop"])
+    text = metrics.render()
+    for task_type in ("ingest", "noop", "unknown"):
+        for outcome in OUTCOMES:
+            line = f'ragfleet_tasks_total{{outcome="{outcome}",type="{task_type}"}} 0.0'
+            assert line in text.splitlines()
+        assert f'ragfleet_task_duration_seconds_count{{type="{task_type}"}} 0.0' in text
+    for name in ("ragfleet_reclaimed_total", "ragfleet_redis_errors_total"):
+        assert f"{name} 0.0" in text.splitlines()
+    assert "ragfleet_tasks_in_flight 0.0" in text.splitlines()
 
 
-def test_render_empty_and_unused():
+def test_tasks_are_counted_by_type_and_outcome_with_their_durations():
     metrics = Metrics()
-    assert metrics.render() == ""
-    metrics.counter("idle_total", "Never incremented.")
-    assert metrics.render() == "# HELP idle_total Never incremented.\n# TYPE idle_total counter\n"
+    meters = Meters.define(metrics, ["noop"])
+    meters.ended("noop", "done", 0.003)
+    meters.ended("noop", "done", 700.0)
+    meters.ended("", "failed")
+    meters.ended("new_type", "cancelled")  # a type first seen now gets all its series
+    assert sample(metrics, "ragfleet_tasks_total", type="noop", outcome="done") == 2
+    assert sample(metrics, "ragfleet_tasks_total", type="ingest", outcome="failed") == 1
+    assert sample(metrics, "ragfleet_tasks_total", type="new_type", outcome="cancelled") == 1
+    assert sample(metrics, "ragfleet_tasks_total", type="new_type", outcome="done") == 0
+    bucket = "ragfleet_task_duration_seconds_bucket"
+    assert sample(metrics, bucket, type="noop", le="0.005") == 1
+    assert sample(metrics, bucket, type="noop", le="600.0") == 1
+    assert sample(metrics, bucket, type="noop", le="+Inf") == 2
+    assert sample(metrics, "ragfleet_task_duration_seconds_sum", type="noop") == 700.003
+    assert sample(metrics, "ragfleet_task_duration_seconds_count", type="ingest") == 0
 
 
-def test_escaping():
+def test_dependency_gauges_follow_the_outages():
+    health = WorkerHealth(logging.getLogger("test"), heartbeat_interval=1)
     metrics = Metrics()
-    counter = metrics.counter(
-        "escaped_total", 'Help with a \\ backslash,\na newline and a " quote.'
-    )
-    counter.inc(path='C:\\dir\\"quoted"\nnext')
-    assert metrics.render().splitlines() == [
-        '# HELP escaped_total Help with a \\\\ backslash,\\na newline and a " quote.',
-        "# TYPE escaped_total counter",
-        'escaped_total{path="C:\\\\dir\\\\\\"quoted\\"\\nnext"} 1.0',
-    ]
-
-
-def test_values_and_labels():
-    metrics = Metrics()
-    gauge = metrics.gauge("g", "A gauge.")
-    gauge.set(math.inf, kind="inf")
-    gauge.set(-math.inf, kind="ninf")
-    gauge.set(math.nan, kind="nan")
-    gauge.inc(amount=7)  # positional-only parameters leave every label name free
-    gauge.inc(0.5, shard=3)
-    gauge.dec(2, shard=3)
-    assert metrics.render().splitlines()[2:] == [
-        'g{amount="7"} 1.0',
-        'g{kind="inf"} +Inf',
-        'g{kind="nan"} NaN',
-        'g{kind="ninf"} -Inf',
-        'g{shard="3"} -1.5',
-    ]
-
-
-def test_histogram_default_buckets_and_no_labels():
-    metrics = Metrics()
-    histogram = metrics.histogram("h_seconds", "A histogram.")
-    histogram.observe(0.003)
-    histogram.observe(1e9)
-    lines = metrics.render().splitlines()
-    assert lines[2] == 'h_seconds_bucket{le="0.005"} 1'
-    assert lines[-4] == 'h_seconds_bucket{le="600.0"} 1'
-    assert lines[-3:] == [
-        'h_seconds_bucket{le="+Inf"} 2',
-        "h_seconds_sum 1000000000.003",
-        "h_seconds_count 2",
-    ]
+    metrics.register(HealthGauges(health))
+    for name in DEPENDENCIES:
+        assert sample(metrics, "ragfleet_dependency_up", dependency=name) == 1
+        assert sample(metrics, "ragfleet_dependency_outages_total", dependency=name) == 0
+    health.outage_of(DependencyUnavailable("x", "embedding_endpoint")).failed(OSError())
+    health.redis.failed(OSError("down"))
+    assert sample(metrics, "ragfleet_dependency_up", dependency="embedding_endpoint") == 0
+    assert sample(metrics, "ragfleet_dependency_up", dependency="document_store") == 1
+    assert sample(metrics, "ragfleet_dependency_up", dependency="redis") == 0
+    health.dep.recovered()
+    health.redis.recovered()
+    assert sample(metrics, "ragfleet_dependency_up", dependency="embedding_endpoint") == 1
+    assert sample(metrics, "ragfleet_dependency_up", dependency="redis") == 1
+    for name in ("embedding_endpoint", "redis"):
+        assert sample(metrics, "ragfleet_dependency_outages_total", dependency=name) == 1
+    assert sample(metrics, "ragfleet_dependency_outages_total", dependency="database") == 0
 
 
 @pytest.mark.parametrize(
     "call",
     [
-        lambda m: m.counter("1bad", "x"),
-        lambda m: m.gauge("bad-name", "x"),
         lambda m: m.counter("ok_total", "x").inc(-1),
-        lambda m: m.counter("ok_total", "x").inc(math.nan),
-        lambda m: m.counter("ok_total", "x").inc(**{"bad-label": "v"}),
-        lambda m: m.counter("ok_total", "x").inc(__reserved="v"),
-        lambda m: m.histogram("h", "x").observe(1, le="1"),
-        lambda m: m.histogram("h", "x").observe(math.nan),
-        lambda m: m.histogram("h", "x", buckets=()),
+        lambda m: m.histogram("h", "x", ("le",)),
         lambda m: m.histogram("h", "x", buckets=(1, 0.5)),
-        lambda m: m.histogram("h", "x", buckets=(1, 1)),
         lambda m: (m.counter("twice", "x"), m.gauge("twice", "x")),
     ],
 )
@@ -213,7 +193,7 @@ def serve(
 
 def test_live_endpoints():
     metrics = Metrics()
-    metrics.counter("ragfleet_tasks_total", "Tasks.").inc(outcome="ok")
+    metrics.counter("ragfleet_tasks_total", "Tasks.", ("outcome",)).labels(outcome="ok").inc()
     health = Health()
 
     async def test(port: int) -> None:

@@ -98,7 +98,7 @@ def test_tasks_fetched_together_run_as_one_group_and_are_recorded_done(fleet):
         ]
         assert lines[2].split(" ", 1)[1].startswith("Task done (") and len(lines) == 3
     assert (worker.counters.done, worker.counters.failed) == (4, 0)
-    assert worker.meters.grouped.value() == 4
+    assert worker.metrics.registry.get_sample_value("ragfleet_grouped_tasks_total") == 4
     assert_queues_empty(fleet)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from . import queues, running, search, submit, tasks
+from . import queues, running, search, status, submit, tasks
 from .env import Env
 from .usage import OneLineUsageGroup
 
@@ -48,7 +48,7 @@ for command in (
     search.search,
     tasks.tasks,
     tasks.cancel,
-    queues.status,
+    status.status,
     queues.reconcile,
     queues.dlq,
 ):

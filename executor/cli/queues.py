@@ -1,4 +1,4 @@
-"""``ragfleet status``, ``reconcile`` and ``dlq``: the fleet and its queues."""
+"""``ragfleet reconcile`` and ``dlq``: the fleet's queues (``status`` is in status.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import click
 
 from ..fleet import (
     LostTaskFilter,
-    fleet_status,
     requeue_dead_letter,
     running_task_ids,
     tasks_in_no_queue,
@@ -26,37 +25,6 @@ from .usage import usage_error
 
 # The longest age an option takes, in seconds (ten years): a larger one is a typo.
 MAX_AGE = 10 * 365 * 86400.0
-
-
-@click.command()
-@JSON_OPTION
-@operator_command
-def status(env: Env, as_json: bool) -> None:
-    """The fleet, from heartbeats: one row per executor in TASKEXE.
-
-    Exit 0 when every executor heartbeated within worker_heartbeat_timeout, 1 when one is
-    stale or none is registered.
-    """
-    rows = fleet_status(env.roster, env.settings.executor.worker_heartbeat_timeout)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
-    else:
-        columns = (
-            "name",
-            "ip_address",
-            "pid",
-            "boot_at",
-            "age",
-            "pending",
-            "lag",
-            "done",
-            "failed",
-            "running",
-            "waiting",
-            "state",
-        )
-        print_table(rows, columns)
-    sys.exit(0 if rows and all(r["state"] == "alive" for r in rows) else EXIT_NO)
 
 
 @click.command()

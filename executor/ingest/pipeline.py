@@ -137,7 +137,9 @@ class Ingestion:
             try:
                 vectors = await self._thread(embedder.embed, [c.content for c in part])
             except EmbeddingUnavailable as exc:
-                raise DependencyUnavailable(f"embedding endpoint: {exc}") from exc
+                raise DependencyUnavailable(
+                    f"embedding endpoint: {exc}", "embedding_endpoint"
+                ) from exc
             except EmbeddingError as exc:
                 raise TaskInputError(f"embedding failed: {exc}") from None
             for item, vector in zip(part, vectors, strict=True):
@@ -222,7 +224,7 @@ async def store_call(fn: Callable[..., T], *args: Any) -> T:
         return await trio.to_thread.run_sync(functools.partial(fn, *args))
     except Exception as exc:
         if unreachable(exc):
-            raise DependencyUnavailable(f"document store: {exc}") from exc
+            raise DependencyUnavailable(f"document store: {exc}", "document_store") from exc
         raise
 
 
@@ -245,7 +247,7 @@ def load_document(
         raise  # the blob table's database: an outage, not the document store's
     except Exception as exc:
         if unreachable(exc):
-            raise DependencyUnavailable(f"document storage: {exc}") from exc
+            raise DependencyUnavailable(f"document storage: {exc}", "storage") from exc
         raise
 
 

@@ -1,7 +1,7 @@
-"""Prometheus metrics: a small in-process registry (registry.py) and the HTTP endpoint that
-exposes it (endpoint.py). The names below are what the worker uses."""
+"""Prometheus metrics: prometheus_client's registry (registry.py) and the HTTP endpoint that
+exposes it with /healthz (endpoint.py). The worker's metrics are named in executor.worker."""
 
 from .endpoint import serve_metrics, serve_metrics_on
-from .registry import Counter, Gauge, Histogram, Metrics
+from .registry import DEFAULT_BUCKETS, Metrics
 
-__all__ = ["Counter", "Gauge", "Histogram", "Metrics", "serve_metrics", "serve_metrics_on"]
+__all__ = ["DEFAULT_BUCKETS", "Metrics", "serve_metrics", "serve_metrics_on"]

@@ -13,6 +13,7 @@ import redis
 from ..errors import MalformedMessage
 from . import wire
 from .producer import enqueue, queued_task_ids, request_cancel, scan_stream
+from .stats import QueuesSnapshot, read_snapshot
 
 
 def latest_heartbeat(client: redis.Redis, name: str) -> tuple[float, dict[str, Any]] | None:
@@ -78,3 +79,8 @@ class Roster:
 
     def dead_letter_count(self) -> int:
         return int(self._client.xlen(wire.DEAD_LETTER_STREAM))
+
+    def queues(self) -> QueuesSnapshot:
+        """Per priority stream: depth, pending per consumer, oldest entry's age; and the
+        dead-letter count (``ragfleet status``, the executor's queue gauges)."""
+        return read_snapshot(self._client)

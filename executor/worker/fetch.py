@@ -10,6 +10,7 @@ from collections.abc import Callable
 import trio
 
 from ..errors import REDIS_REFUSED, DatabaseUnavailable, RedisAnswer, refuses_writes
+from ..logs import for_task
 from ..lost_tasks import HEARTBEATS_AFTER_LOSS
 from ..queue.broker import Broker, Delivery
 from ..settings import ExecutorSettings
@@ -141,7 +142,7 @@ class Fetcher:
             return True
         if age is None:
             return False
-        self.log.warning(
+        for_task(self.log, {"id": task_id}).warning(
             "entry %s of %s: task %s still runs elsewhere (its row was stamped %.1f s ago; "
             "its executor cannot reach Redis?): leaving it to that executor",
             delivery.entry_id,

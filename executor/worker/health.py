@@ -32,6 +32,10 @@ class Health:
         # on that fails in a way not known as an outage (see set_aside).
         self.executor_errors = Outage("task processing", log, first=1.0, cap=60.0, settle=settle)
         self.set_aside_streak = 0
+        # Which of the task dependencies failed in the current outage of self.dep, and how
+        # many outages each has had: the dependency gauges (gauges.py) tell them apart.
+        self.deps_down: set[str] = set()
+        self.dep_outages: dict[str, int] = {}
 
     def paused(self) -> bool:
         """Whether an outage says to wait before the next fetch."""
@@ -52,8 +56,20 @@ class Health:
         if isinstance(exc, DatabaseUnavailable):
             return self.db
         if isinstance(exc, DependencyUnavailable):
+            self._note_dependency(exc.dependency)
             return self.dep
         return self.redis
+
+    def _note_dependency(self, name: str) -> None:
+        if not self.dep.down:
+            self.deps_down.clear()  # the last outage is over
+        if name not in self.deps_down:
+            self.deps_down.add(name)
+            self.dep_outages[name] = self.dep_outages.get(name, 0) + 1
+
+    def dependency_down(self, name: str) -> bool:
+        """Whether task dependency *name* failed in the outage that goes on now."""
+        return self.dep.down and name in self.deps_down
 
     def settled(self) -> None:
         """A task settled: the streak is broken."""

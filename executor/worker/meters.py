@@ -1,18 +1,32 @@
-"""The worker's metrics, by name (exported on /metrics, see executor.metrics)."""
+"""The worker's own metrics, by name (exported on /metrics, see executor.metrics and
+docs/operations.md); the fleet-wide gauges are in gauges.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
-from ..metrics import Counter, Gauge, Histogram, Metrics
+from prometheus_client import Counter, Gauge, Histogram
+
+from ..metrics import Metrics
+
+OUTCOMES = ("done", "failed", "cancelled", "dead_lettered")
+"""How a task ends: the ``outcome`` label of ragfleet_tasks_total."""
+
+UNKNOWN_TYPE = "unknown"
+"""The ``type`` label of a task set aside before its row was read."""
+
+
+def type_label(task_type: str | None) -> str:
+    """The ``type`` label of a task type: upstream's ingestion type is "" (an empty label
+    value would be the same as no label to Prometheus)."""
+    return task_type or "ingest"
 
 
 @dataclass(frozen=True)
 class Meters:
-    done: Counter
-    failed: Counter
-    cancelled: Counter
-    dead: Counter
+    tasks: Counter
+    duration: Histogram
     reclaimed: Counter
     grouped: Counter
     left_to_holder: Counter
@@ -21,15 +35,21 @@ class Meters:
     redis_errors: Counter
     db_errors: Counter
     in_flight: Gauge
-    duration: Histogram
+    # Children of tasks/duration by label values, made once: .labels() is the slow part.
+    _tasks_by: dict[tuple[str, str], Counter] = field(default_factory=dict)
+    _duration_by: dict[str, Histogram] = field(default_factory=dict)
 
     @classmethod
-    def define(cls, m: Metrics) -> Meters:
+    def define(cls, m: Metrics, task_types: Iterable[str] = ()) -> Meters:
+        """The meters, with a series for every known task type and outcome from the start,
+        so that rate() and absent() behave before the first task."""
         meters = cls(
-            done=m.counter("ragfleet_tasks_done_total", "Tasks finished successfully."),
-            failed=m.counter("ragfleet_tasks_failed_total", "Tasks failed by their handler."),
-            cancelled=m.counter("ragfleet_tasks_cancelled_total", "Tasks cancelled."),
-            dead=m.counter("ragfleet_tasks_dead_lettered_total", "Tasks dead-lettered."),
+            tasks=m.counter(
+                "ragfleet_tasks_total", "Tasks ended, by type and outcome.", ("type", "outcome")
+            ),
+            duration=m.histogram(
+                "ragfleet_task_duration_seconds", "Run time of tasks done, by type.", ("type",)
+            ),
             reclaimed=m.counter("ragfleet_reclaimed_total", "Entries reclaimed from others."),
             grouped=m.counter(
                 "ragfleet_grouped_tasks_total",
@@ -47,10 +67,26 @@ class Meters:
             redis_errors=m.counter("ragfleet_redis_errors_total", "Redis call failures."),
             db_errors=m.counter("ragfleet_db_errors_total", "Database call failures."),
             in_flight=m.gauge("ragfleet_tasks_in_flight", "Tasks running now."),
-            duration=m.histogram("ragfleet_task_duration_seconds", "Task run time."),
         )
-        for field in fields(cls):
-            meter = getattr(meters, field.name)
-            if isinstance(meter, Counter):
-                meter.inc(0)  # export zeros from the start, so rate() and absent() behave
+        for task_type in (*task_types, UNKNOWN_TYPE):
+            meters.tasks_of(type_label(task_type), "done")  # one type's series make all
         return meters
+
+    def tasks_of(self, label: str, outcome: str) -> Counter:
+        """The ragfleet_tasks_total series of type *label* and *outcome* (made with every
+        other outcome of the type, the first time the type is seen)."""
+        child = self._tasks_by.get((label, outcome))
+        if child is None:
+            for each in OUTCOMES:
+                self._tasks_by[(label, each)] = self.tasks.labels(type=label, outcome=each)
+            self._duration_by[label] = self.duration.labels(type=label)
+            child = self._tasks_by[(label, outcome)]
+        return child
+
+    def ended(self, task_type: str | None, outcome: str, seconds: float | None = None) -> None:
+        """Count one task of *task_type* ended with *outcome* (one of OUTCOMES); a task
+        done also has its run time observed."""
+        label = type_label(task_type)
+        self.tasks_of(label, outcome).inc()
+        if seconds is not None:
+            self._duration_by[label].observe(seconds)

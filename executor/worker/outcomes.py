@@ -10,6 +10,7 @@ import trio
 
 from ..errors import REDIS_UNAVAILABLE, DatabaseUnavailable, TaskInputError, is_outage
 from ..handlers import HandlerRegistry, SettledHook, TaskContext
+from ..logs import for_task
 from ..progress import Progress
 from ..queue.broker import Broker, Delivery
 from ..settings import Settings
@@ -115,8 +116,8 @@ class Outcomes:
         self.health.dep.recovered()
         for item in finished:
             self.counters.done += 1
-            self.meters.done.inc()
-            self.meters.duration.observe(item.fields["process_duration"])
+            seconds = item.fields["process_duration"]
+            self.meters.ended(item.task.get("task_type"), "done", seconds)
 
     def finish(self, finished: list[Finished]) -> None:
         """In a thread: record the tasks done with their fields and run their on_settled
@@ -144,11 +145,11 @@ class Outcomes:
         try:
             hook(task)
         except Exception:
-            self.log.exception("on_settled hook of task %s failed", task["id"])
+            for_task(self.log, task).exception("on_settled hook of task %s failed", task["id"])
 
     async def fail(self, delivery: Delivery, progress: Progress, exc: Exception) -> None:
         text = str(exc) if isinstance(exc, TaskInputError) else f"{type(exc).__name__}: {exc}"
-        self.log.error(
+        for_task(self.log, progress.task).error(
             "task %s failed: %s",
             progress.task["id"],
             text,
@@ -156,26 +157,26 @@ class Outcomes:
         )
         await progress(-1, f"[Exception]: {text}")
         self.counters.failed += 1
-        self.meters.failed.inc()
+        self.meters.ended(progress.task.get("task_type"), "failed")
         await in_thread(self.broker.ack, delivery)
         await self.settled(progress.task)
 
     async def record_cancelled(self, progress: Progress) -> None:
-        self.log.info("task %s cancelled", progress.task["id"])
+        for_task(self.log, progress.task).info("task %s cancelled", progress.task["id"])
         await progress(-1, CANCELLED_MESSAGE)
         self.counters.failed += 1  # upstream counts cancelled tasks as failed
-        self.meters.cancelled.inc()
+        self.meters.ended(progress.task.get("task_type"), "cancelled")
 
     async def dead_letter(self, delivery: Delivery, task: dict[str, Any], limit: int) -> None:
         reason = (
             f"Task is abandoned after {limit} deliveries "
             f"(max_deliveries={limit}); see `ragfleet dlq list`."
         )
-        self.log.error("task %s dead-lettered: %s", task["id"], reason)
+        for_task(self.log, task).error("task %s dead-lettered: %s", task["id"], reason)
         await self.progress(task)(-1, f"[ragfleet]: {reason}")
         await in_thread(self.broker.dead_letter, delivery, reason)
         self.counters.failed += 1
-        self.meters.dead.inc()
+        self.meters.ended(task.get("task_type"), "dead_lettered")
         await self.settled(task)
 
     async def note_interrupted(self, progress: Progress) -> None:

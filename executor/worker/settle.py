@@ -13,6 +13,7 @@ from ..errors import (
     TaskNotInDatabase,
     is_outage,
 )
+from ..logs import for_task
 from ..queue.broker import Broker
 from ..settings import ExecutorSettings
 from ..store.database import TaskStore
@@ -21,7 +22,7 @@ from .fetch import Fetcher
 from .health import Health
 from .ledger import Ledger, Ledgers
 from .lookup import TaskLookup, not_runnable
-from .meters import Meters
+from .meters import UNKNOWN_TYPE, Meters
 from .outcomes import Outcomes
 from .running import Counters, LookedUp
 from .slots import Slots
@@ -118,7 +119,9 @@ class Settler:
                 "backup, or this executor uses another database than the producer)"
             )
         if reason := not_runnable(task):
-            self.log.warning("acking entry %s without running it: %s", delivery.entry_id, reason)
+            for_task(self.log, task).warning(
+                "acking entry %s without running it: %s", delivery.entry_id, reason
+            )
             await in_thread(self.broker.ack, delivery)
             return
         if deliveries > self.config.max_deliveries:
@@ -159,7 +162,7 @@ class Settler:
         reason = (
             f"[ragfleet]: executor error: {type(exc).__name__}: {exc}; see `ragfleet dlq list`."
         )
-        self.log.error(
+        for_task(self.log, ledger.message or {}).error(
             "entry %s of %s set aside: %s",
             delivery.entry_id,
             delivery.queue,
@@ -172,7 +175,7 @@ class Settler:
             self.log.error("entry %s stays pending: %s", delivery.entry_id, error)
             return
         self.counters.failed += 1
-        self.meters.dead.inc()
+        self.meters.ended(_task_type(ledger), "dead_lettered")
         try:
             task = await in_thread(self.store.get_task, _task_id(ledger))
             if task is not None and 0 <= task["progress"] < 1:  # not if it settled already
@@ -180,6 +183,13 @@ class Settler:
                 await self.outcomes.settled(task)
         except Exception as error:  # the same bug may stop this too: the DLQ has the entry
             self.log.error("task of entry %s not marked failed: %s", delivery.entry_id, error)
+
+
+def _task_type(ledger: Ledger) -> str | None:
+    """The task type the entry's message names (the row may be unread): for the metrics."""
+    if ledger.message is None:
+        return UNKNOWN_TYPE
+    return ledger.message.get("task_type", UNKNOWN_TYPE)
 
 
 def _task_id(ledger: Ledger) -> str:

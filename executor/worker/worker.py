@@ -31,6 +31,7 @@ from ..settings_spec import LOOPBACK, metrics_host
 from ..store.database import TaskStore
 from .clock import SYSTEM_CLOCK, Clock, in_thread
 from .fetch import Fetcher
+from .gauges import HealthGauges, start_queue_gauges
 from .groups import Groups
 from .health import Health
 from .heartbeat import Heartbeats, Identity
@@ -93,8 +94,10 @@ class Worker:
         self._services: trio.Nursery | None = None
         self._queues_lost_at: int | None = None  # ms; set when Redis had no groups
         self.memory = MemoryTracer(Path(c.state_dir) / "tracemalloc", log)
-        self.metrics = Metrics()
-        self.meters = meters = Meters.define(self.metrics)
+        self.metrics = Metrics(process=True)
+        self.meters = meters = Meters.define(self.metrics, registry.types())
+        self.metrics.build_info()
+        self.metrics.register(HealthGauges(health))
         self.lost_tasks = LostTasks(broker, store, c, log, meters.requeued.inc)
         shared = dict(health=health, meters=meters, log=log)
         self.fetcher = Fetcher(
@@ -171,6 +174,8 @@ class Worker:
             services.start_soon(beats.cancel_watcher)
             services.start_soon(run_watchdog, self.notifier, beats.alive)
             if listeners:
+                roster, period = self.broker.roster(), self.config.heartbeat_interval
+                await start_queue_gauges(services, self.metrics, roster, period, self.log)
                 await services.start(serve_metrics_on, listeners, self.metrics, self.healthz)
             self.notifier.ready(f"consuming as {self.name}")
             self.log.info(

@@ -529,7 +529,7 @@ def test_status_lists_every_instance_alive(deployment: Deployment) -> None:
         for n in range(1, count + 1)
     }
     for host in deployment.instances():
-        rows = deployment.ragfleet_json(host, "status")
+        rows = deployment.ragfleet_json(host, "status")["executors"]
         alive = {row["name"] for row in rows if row["state"] == "alive"}
         assert alive == expected, f"ragfleet status on {host}: {rows}"
 
