@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from executor import __version__
 from executor.errors import DependencyUnavailable
 from executor.metrics import Metrics, endpoint
-from executor.metrics.endpoint import CONTENT_TYPE, HEAD_LIMIT, MAX_CONNECTIONS, serve_metrics
+from executor.metrics.endpoint import CONTENT_TYPE, HEAD_LIMIT, serve_metrics
 from executor.worker.gauges import DEPENDENCIES, HealthGauges
 from executor.worker.health import Health as WorkerHealth
 from executor.worker.meters import OUTCOMES, Meters
