@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 
 import pytest
 
@@ -53,11 +54,18 @@ def test_outside_journald_lines_have_a_timestamp_and_no_priority(fleet):
 )
 def test_levels_map_to_syslog_priorities(level, priority):
     assert syslog_priority(level) == priority
-    record = logging.LogRecord("ragfleet.x", level, __file__, 1, "one\ntwo", None, None)
-    assert LineFormatter(journald=True).format(record).splitlines() == [
-        f"<{priority}>{logging.getLevelName(level)} ragfleet.x: one",
-        f"<{priority}>two",
-    ]
+    # A message is one line (its newline escaped, issue 19); a traceback's lines each get the
+    # priority, so journald files every one of them under it.
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord("ragfleet.x", level, __file__, 1, "one\ntwo", None, exc_info)
+    lines = LineFormatter(journald=True).format(record).splitlines()
+    assert lines[0] == f"<{priority}>{logging.getLevelName(level)} ragfleet.x: one\\ntwo"
+    assert lines[1] == f"<{priority}>Traceback (most recent call last):"
+    assert lines[-1] == f"<{priority}>ValueError: bad"
+    assert all(line.startswith(f"<{priority}>") for line in lines)
 
 
 def test_task_lines_carry_their_ids_first(caplog):
