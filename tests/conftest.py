@@ -9,6 +9,7 @@ A missing binary fails the tests that need it, never skips them.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import Iterator
 from contextlib import closing
@@ -18,6 +19,13 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
+
+# torch (the local embedding model's) before ansible (configc's vault mode, which tests import
+# in this process): ansible replaces sys.intern with an object torch's import-time polyfills
+# refuse (TypeError from torch._dynamo). configc and the executor never share a process; the
+# suite does.
+with contextlib.suppress(ImportError):
+    import torch._dynamo  # noqa: F401
 from servers import (
     EmulatorServer,
     MariaDBServer,
