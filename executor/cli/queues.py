@@ -41,8 +41,10 @@ def status(env: Env, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
     else:
+        table = [{**row, "version": _version_cell(row)} for row in rows]
         columns = (
             "name",
+            "version",
             "ip_address",
             "pid",
             "boot_at",
@@ -55,8 +57,18 @@ def status(env: Env, as_json: bool) -> None:
             "waiting",
             "state",
         )
-        print_table(rows, columns)
+        print_table(table, columns)
     sys.exit(0 if rows and all(r["state"] == "alive" for r in rows) else EXIT_NO)
+
+
+def _version_cell(row: dict) -> str | None:
+    """``0.1.0@45720f5d3c1b`` (the commit cut to 12 digits, ``-dirty`` kept); None from an
+    executor whose heartbeat carries no version (upstream's, or an older ragfleet)."""
+    if not row.get("version"):
+        return None
+    commit = str(row.get("commit") or "unknown")
+    short = commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+    return f"{row['version']}@{short}"
 
 
 @click.command()
