@@ -4,12 +4,16 @@ installed without the checkout (scripts/check_package.sh); what --version says w
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from executor import __version__
 from executor.version import PACKAGE_DIR, git_commit
@@ -73,3 +77,24 @@ def test_without_git_the_commit_is_unknown(tmp_path):
         cwd=REPO,
     )
     assert done.stdout.strip() == f"BuildInfo(version='{__version__}', commit='unknown')"
+
+
+def _pins(lock: Path) -> dict[str, str]:
+    pins = re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", lock.read_text(), re.M)
+    return {canonicalize_name(name): version for name, version in pins}
+
+
+def test_the_lock_pins_every_dependency_within_pyproject_and_for_the_hosts_python():
+    """lock/runtime.txt (scripts/lock.sh) is resolved for Debian 12's Python 3.11.2: every
+    dependency pyproject.toml declares is pinned there, with hashes, in the range declared."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pins = _pins(REPO / "lock" / "runtime.txt")
+    for spec in map(Requirement, project["dependencies"]):
+        name = canonicalize_name(spec.name)
+        assert name in pins and spec.specifier.contains(pins[name]), spec
+    assert "async-timeout" in pins  # redis needs it below Python 3.11.3: markers were 3.11.2's
+    text = (REPO / "lock" / "runtime.txt").read_text()
+    blocks = [b for b in re.split(r"\n(?=[A-Za-z0-9])", text) if "==" in b]
+    assert len(blocks) == len(pins) and all("--hash=sha256:" in b for b in blocks)
+    nodeps = _pins(REPO / "lock" / "nodeps.txt")
+    assert nodeps == _pins(REPO / "requirements-nodeps.txt")
