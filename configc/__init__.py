@@ -1,1 +1,3 @@
-__version__ = "0.1.0"
+from executor import __version__  # one version for the distribution (executor/__init__.py)
+
+__all__ = ["__version__"]

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from executor.version import version_callback
+
 from .config import LOCAL_FILE, Config, load_config
 from .errors import ConfigError
 from .explain import explain_lines
@@ -93,7 +94,14 @@ def _compile(config: Config, out_dir: Path, vault: Vault | None) -> list[OutputF
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="configc")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=version_callback("configc"),
+    help="Show the version and the commit it was built from, and exit.",
+)
 def main() -> None:
     """Compile a ragfleet configuration directory into everything a fleet needs.
 

@@ -14,11 +14,17 @@ from .queue.producer import task_message
 from .queue.roster import Roster
 from .store.database import TaskStore
 
+HEARTBEAT_KEYS = tuple(
+    key for key in (*wire.HEARTBEAT_FIELDS, *wire.RAGFLEET_HEARTBEAT_FIELDS) if key != "current"
+)
+"""The heartbeat fields a status row copies (None where an older executor sent none)."""
+
 
 def fleet_status(roster: Roster, timeout: float, now: float | None = None) -> list[dict]:
     """One row per member of TASKEXE, ``state`` alive or stale (no heartbeat in *timeout*);
     ``running`` counts the tasks it runs, ``waiting`` those it has fetched and holds until a
-    slot is free, ``current`` names both."""
+    slot is free, ``current`` names both; ``version`` and ``commit`` say what the executor
+    runs (executor.version)."""
     now = time.time() if now is None else now
     rows = []
     for member in roster.executors():
@@ -29,7 +35,7 @@ def fleet_status(roster: Roster, timeout: float, now: float | None = None) -> li
         waiting = sum(1 for task in current.values() if _waiting(task))
         rows.append(
             {
-                **{key: data.get(key) for key in wire.HEARTBEAT_FIELDS if key != "current"},
+                **{key: data.get(key) for key in HEARTBEAT_KEYS},
                 "name": member,
                 "age": f"{age:.0f}s" if age is not None else "never",
                 "running": len(current) - waiting,

@@ -7,10 +7,15 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from executors import RAGFLEET, sqlite_database, wait_for, write_config
 
+from executor import __version__
 from executor.queue import wire
+from executor.version import git_commit
+
+CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 def test_noop_tasks_complete_and_leave_streams_empty(fleet):
@@ -86,13 +91,13 @@ def test_malformed_entries_are_acked_and_logged_and_the_executor_stays_alive(fle
     assert worker.process.poll() is None
 
 
-def test_heartbeat_has_exactly_upstreams_fields_and_types(fleet):
+def test_heartbeat_has_upstreams_fields_and_types_plus_the_version(fleet):
     worker = fleet.start()
     name = "task_executor_test_1"
     wait_for(lambda: fleet.redis.zcard(name), 10, "a heartbeat")
     assert fleet.redis.smembers(wire.EXECUTORS_SET) == {name.encode()}
     beat = json.loads(fleet.redis.zrange(name, -1, -1)[0])
-    assert set(beat) == set(wire.HEARTBEAT_FIELDS)
+    assert set(beat) == {*wire.HEARTBEAT_FIELDS, *wire.RAGFLEET_HEARTBEAT_FIELDS}
     assert beat["name"] == name and beat["pid"] == worker.process.pid
     iso_ms_tz = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d$"
     assert re.match(iso_ms_tz, beat["now"]) and re.match(iso_ms_tz, beat["boot_at"])
@@ -108,8 +113,13 @@ def test_heartbeat_has_exactly_upstreams_fields_and_types(fleet):
         "current": "dict",
         "ip_address": "str",
         "pid": "int",
+        "version": "str",
+        "commit": "str",
     }
     assert beat["ip_address"] == "127.0.0.1"
+    # the checkout runs in place: the commit is the checkout's, as --version says
+    assert (beat["version"], beat["commit"]) == (__version__, git_commit(CHECKOUT))
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", beat["commit"])
     score = fleet.redis.zrange(name, -1, -1, withscores=True)[0][1]
     assert abs(score - time.time()) < 5
 
@@ -215,6 +225,12 @@ def test_status_and_tasks_commands(fleet):
     result = fleet.cli("status", "--json")
     (row,) = json.loads(result.stdout)["executors"]
     assert row["name"] == "task_executor_test_1" and row["state"] == "alive"
+    assert (row["version"], row["commit"]) == (__version__, git_commit(CHECKOUT))
+    table = fleet.cli("status").stdout.splitlines()
+    assert table[0].split()[:2] == ["NAME", "VERSION"]
+    assert table[1].split()[1] == f"{__version__}@{row['commit'][:12]}" + (
+        "-dirty" if row["commit"].endswith("-dirty") else ""
+    )
     result = fleet.cli("tasks", "--state", "done", "--json")
     assert sorted(t["id"] for t in json.loads(result.stdout)) == sorted(ids)
     result = fleet.cli("tasks")

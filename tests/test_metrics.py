@@ -18,6 +18,7 @@ from executor import __version__
 from executor.errors import DependencyUnavailable
 from executor.metrics import Metrics, endpoint
 from executor.metrics.endpoint import CONTENT_TYPE, HEAD_LIMIT, serve_metrics
+from executor.version import build_info
 from executor.worker.gauges import DEPENDENCIES, HealthGauges
 from executor.worker.health import Health as WorkerHealth
 from executor.worker.meters import OUTCOMES, Meters
@@ -44,6 +45,7 @@ def test_registry_renders_build_info_and_process_metrics():
     found = families(metrics)
     (info,) = found["ragfleet_build_info"].samples
     assert info.labels["version"] == __version__ and info.value == 1
+    assert info.labels["commit"] == build_info().commit  # as --version and the heartbeat say
     assert found["process_cpu_seconds"].type == "counter"  # parsed names drop _total
     assert sample(metrics, "process_resident_memory_bytes") > 0
     assert "_created" not in metrics.render()  # disabled: they would double the output

@@ -15,6 +15,7 @@ from worker_rig import A, Rig
 from executor.queue import wire
 from executor.queue.stub import StubBroker
 from executor.store.database import CANCELLED_MESSAGE
+from executor.version import build_info
 
 
 def _drained(rig: Rig) -> bool:
@@ -153,4 +154,6 @@ def test_the_heartbeat_names_the_running_task(tmp_path):
     rig.run(named)
     assert A in rig.redis.executors
     latest = StubBroker(rig.redis, A).latest_heartbeat(A)
-    assert latest is not None and set(latest[1]) == set(wire.HEARTBEAT_FIELDS)
+    assert latest is not None
+    assert set(latest[1]) == {*wire.HEARTBEAT_FIELDS, *wire.RAGFLEET_HEARTBEAT_FIELDS}
+    assert latest[1]["version"] == build_info().version

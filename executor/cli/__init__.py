@@ -14,14 +14,21 @@ from __future__ import annotations
 
 import click
 
-from .. import __version__
+from ..version import version_callback
 from . import queues, running, search, status, submit, tasks
 from .env import Env
 from .usage import OneLineUsageGroup
 
 
 @click.group(cls=OneLineUsageGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="ragfleet")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=version_callback("ragfleet"),
+    help="Show the version and the commit it was built from, and exit.",
+)
 @click.option(
     "--config",
     "-c",

@@ -15,7 +15,7 @@ from .env import EXIT_NO, Env, operator_command
 from .output import JSON_OPTION, print_table
 
 EXECUTOR_COLUMNS = (
-    "name", "ip_address", "pid", "boot_at", "age", "pending", "lag", "done", "failed",
+    "name", "version", "ip_address", "pid", "boot_at", "age", "pending", "lag", "done", "failed",
     "running", "waiting", "state",
 )  # fmt: skip
 QUEUE_COLUMNS = ("queue", "length", "waiting", "pending", "oldest", "consumers")
@@ -80,10 +80,21 @@ def _print(report: dict[str, Any], as_json: bool, indent: int | None) -> None:
         return
     taken = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(report["taken_at"]))
     click.echo(f"executors (at {taken}):")
-    print_table(report["executors"], EXECUTOR_COLUMNS)
+    executors = [{**row, "version": _version_cell(row)} for row in report["executors"]]
+    print_table(executors, EXECUTOR_COLUMNS)
     click.echo("\nqueues:")
     print_table([_queue_row(q) for q in report["queues"]], QUEUE_COLUMNS)
     click.echo(f"\ndead letters: {report['dead_letters']}")
+
+
+def _version_cell(row: dict[str, Any]) -> str | None:
+    """``0.1.0@45720f5d3c1b`` (the commit cut to 12 digits, ``-dirty`` kept); None from an
+    executor whose heartbeat carries no version (upstream's, or an older ragfleet)."""
+    if not row.get("version"):
+        return None
+    commit = str(row.get("commit") or "unknown")
+    short = commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+    return f"{row['version']}@{short}"
 
 
 def _queue_row(queue: dict[str, Any]) -> dict[str, Any]:

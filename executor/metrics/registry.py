@@ -14,7 +14,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.registry import Collector
 
-from .. import __version__
+from ..version import build_info
 
 # The ``_created`` series (a gauge per counter series, the time it was made) double the
 # output and no alert or dashboard of ours reads them.
@@ -50,10 +50,12 @@ class Metrics:
         return Histogram(name, help, labels, registry=self.registry, buckets=buckets)
 
     def build_info(self) -> None:
-        """``ragfleet_build_info{version,python}`` 1: which code an instance runs."""
-        info = self.gauge("ragfleet_build_info", "The running ragfleet.", ("version", "python"))
+        """``ragfleet_build_info{version,commit,python}`` 1: which code an instance runs."""
+        labels = ("version", "commit", "python")
+        info = self.gauge("ragfleet_build_info", "The running ragfleet.", labels)
         python = ".".join(str(part) for part in sys.version_info[:3])
-        info.labels(version=__version__, python=python).set(1)
+        build = build_info()
+        info.labels(version=build.version, commit=build.commit, python=python).set(1)
 
     def register(self, collector: Collector) -> None:
         self.registry.register(collector)

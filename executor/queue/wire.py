@@ -61,6 +61,9 @@ HEARTBEAT_FIELDS = (
     "ip_address",
     "pid",
 )
+"""What upstream's executors write in a heartbeat, and its status page reads."""
+RAGFLEET_HEARTBEAT_FIELDS = ("version", "commit")
+"""What ragfleet's heartbeats add (executor.version): upstream's readers ignore them."""
 
 
 def queue_name(priority: int) -> str:

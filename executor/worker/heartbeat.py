@@ -26,12 +26,15 @@ CANCEL_POLL_SECONDS = 0.2
 
 @dataclass
 class Identity:
-    """Who sends the heartbeats: upstream's fields about the executor itself."""
+    """Who sends the heartbeats: upstream's fields about the executor itself, and ours
+    (wire.RAGFLEET_HEARTBEAT_FIELDS: what runs, for ``ragfleet status``)."""
 
     name: str
     boot_at: str
     pid: int
     ip_address: str = ""
+    version: str = ""
+    commit: str = ""
 
 
 class Heartbeats:
@@ -114,7 +117,8 @@ class Heartbeats:
             self.log.warning("removed executor %s: no heartbeat for %.0f s", name, timeout)
 
     def _heartbeat(self) -> dict[str, Any]:
-        """Upstream's heartbeat fields; pending and lag are filled in by :meth:`_beat`."""
+        """Upstream's heartbeat fields, then ours (version, commit), which upstream's status
+        page ignores; pending and lag are filled in by :meth:`_beat`."""
         me = self.identity
         return {
             "name": me.name,
@@ -127,6 +131,8 @@ class Heartbeats:
             "current": self.current_tasks(),
             "ip_address": me.ip_address,
             "pid": me.pid,
+            "version": me.version,
+            "commit": me.commit,
         }
 
     def current_tasks(self) -> dict[str, Any]:

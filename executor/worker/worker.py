@@ -29,6 +29,7 @@ from ..sdnotify import Notifier, run_watchdog
 from ..settings import Settings
 from ..settings_spec import LOOPBACK, metrics_host
 from ..store.database import TaskStore
+from ..version import build_info
 from .clock import SYSTEM_CLOCK, Clock, in_thread
 from .fetch import Fetcher
 from .gauges import HealthGauges, start_queue_gauges
@@ -83,7 +84,10 @@ class Worker:
         self.refused_reads = health.refused_reads
         self.executor_errors = health.executor_errors
         self.counters = Counters()
-        self.identity = Identity(self.name, wire.iso_now(), os.getpid())
+        build = build_info()  # before trio.run: a checkout asks git
+        self.identity = Identity(
+            self.name, wire.iso_now(), os.getpid(), version=build.version, commit=build.commit
+        )
         self.running: dict[str, Running] = {}
         self.stopping = False
         self.ledgers = Ledgers()
