@@ -63,6 +63,8 @@ run "$work/venv/bin/python" -c 'from executor.ingest.ragtokens import LEXNAMES; 
 
 # A conf dir made here (the shipped defaults), compiled by the installed configc alone.
 mkdir conf && cp "$checkout/conf/service_conf.yaml" conf/
+# The golden tree's generated password (tests/test_configc_build.py fixes it the same way).
+(umask 077 && printf 'redis.password: golden-generated-redis-password\n' >conf/.secrets.yaml)
 run "$work/venv/bin/configc" check conf >/dev/null || fail "configc check"
 run "$work/venv/bin/configc" build conf -o out -q || fail "configc build"
 # the same tree the checkout's configc builds (tests/test_configc_build.py's golden tree)
