@@ -477,7 +477,7 @@ def test_the_fleet_works_over_tls_as_its_acl_users(deployment: Deployment) -> No
         )
         assert unreadable.returncode != 0, f"{host}: {USER} can read the operator's login"
     # The operator CLI (as root: operator.yaml) reads the fleet.
-    rows = deployment.ragfleet_json(deployment.group("executor")[0], "status")
+    rows = deployment.ragfleet_json(deployment.group("executor")[0], "status")["executors"]
     assert any(row["state"] == "alive" for row in rows), rows
 
 
