@@ -171,6 +171,10 @@ class TreeRenderer:
             role: {"hosts": {h["name"]: None for h in hosts if role in h["roles"]}}
             for role in ROLES
         }
+        # What the monitoring play's exporters run on: every host once one monitors, else
+        # none, so a fleet without a monitoring host deploys as if the play did not exist.
+        monitored = bool(groups["monitoring"]["hosts"])
+        groups["monitored"] = {"hosts": {h["name"]: None for h in hosts if monitored}}
         inventory = {
             "all": {
                 "vars": self.fleet_vars(),

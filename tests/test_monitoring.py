@@ -91,6 +91,10 @@ def test_fleet_config_scrapes_every_instance_and_exporter(tmp_path: Path) -> Non
     assert targets(config, "redis") == {"10.213.0.11:9121": "redis"}
     assert targets(config, "mysqld") == {"10.213.0.12:9104": "db"}
     assert targets(config, "prometheus") == {"localhost:9090": "exec1"}
+    # The monitoring play's exporters go on every host.
+    children = yaml.load(out / "inventory.yml")["all"]["children"]
+    assert children["monitoring"] == {"hosts": {"exec1": None}}
+    assert list(children["monitored"]["hosts"]) == list(addresses)
     # Only the monitoring host gets the files.
     assert sorted(p.name for p in out.glob("hosts/*/etc/prometheus/*")) == [
         "prometheus.yml",
@@ -120,6 +124,7 @@ def test_no_monitoring_host_no_prometheus_files(tmp_path: Path) -> None:
     assert not list(out.glob("hosts/*/etc/prometheus"))
     inventory = yaml.load(out / "inventory.yml")
     assert inventory["all"]["children"]["monitoring"] == {"hosts": {}}
+    assert inventory["all"]["children"]["monitored"] == {"hosts": {}}
 
 
 def problems(tmp_path: Path, *overlays: str) -> list[str]:
