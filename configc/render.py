@@ -17,6 +17,7 @@ from executor.settings_spec import (
 
 from . import yamlout
 from .errors import Problem
+from .monitoring import PROMETHEUS_DIR, RULES_FILE, prometheus_config
 from .pki import TlsMaterial
 from .runtime import CA_CERT, acl_enabled, client_redis, redis_endpoint, runtime_config
 from .safe_values import SafeValues, UnsafeValue, Verbatim, yaml_flow_list
@@ -170,6 +171,10 @@ class TreeRenderer:
             role: {"hosts": {h["name"]: None for h in hosts if role in h["roles"]}}
             for role in ROLES
         }
+        # What the monitoring play's exporters run on: every host once one monitors, else
+        # none, so a fleet without a monitoring host deploys as if the play did not exist.
+        monitored = bool(groups["monitoring"]["hosts"])
+        groups["monitored"] = {"hosts": {h["name"]: None for h in hosts if monitored}}
         inventory = {
             "all": {
                 "vars": self.fleet_vars(),
@@ -244,7 +249,20 @@ class TreeRenderer:
             )
             files.append(OutputFile("etc/elasticsearch/elasticsearch.yml", body, PUBLIC))
             files += self.tls_files("elasticsearch")
+        if "monitoring" in roles:
+            files += self.monitoring_files()
         return [OutputFile(f"{root}/{f.path}", f.content, f.mode) for f in files]
+
+    def monitoring_files(self) -> list[OutputFile]:
+        """Prometheus's config and ragfleet's alert rules (configc/monitoring.py)."""
+        config = self.yaml_file(
+            f"{PROMETHEUS_DIR}/prometheus.yml",
+            prometheus_config(self.doc),
+            PUBLIC,
+            "Prometheus on the monitoring host: every executor instance and exporter.",
+        )
+        rules = self.render("prometheus-alerts.yml.j2", m=self.doc["monitoring"])
+        return [config, OutputFile(f"{PROMETHEUS_DIR}/{RULES_FILE}", rules, PUBLIC)]
 
     def redis_files(
         self, context: dict[str, Any], placeholders: Placeholders | None = None

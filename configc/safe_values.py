@@ -81,6 +81,7 @@ _FORMATS = {
     "redis.conf.j2": _Format("redis.conf", redis_word),
     "elasticsearch.yml.j2": _Format("elasticsearch.yml (YAML)", yamlout.scalar),
     "yaml_document.j2": _Format("a YAML file", yamlout.scalar),
+    "prometheus-alerts.yml.j2": _Format("the alert rules (YAML)", yamlout.scalar),
     "mariadb.cnf.j2": _Format("the MariaDB option file", None),
     "executor.env.j2": _Format("the systemd environment file", None),
     "ragfleet-executor@.service.j2": _Format("the systemd unit", None),

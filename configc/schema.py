@@ -34,7 +34,7 @@ SECRET_KEYS = frozenset(
 )
 """Key names whose values are secrets: masked when shown, written only to 0600 files."""
 
-ROLES = ("redis", "mysql", "elasticsearch", "executor")
+ROLES = ("redis", "mysql", "elasticsearch", "executor", "monitoring")
 
 _HOSTNAME = re.compile(
     r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
@@ -349,6 +349,20 @@ SCHEMA: dict[str, Any] = {
         nullable=True,
     ),
     "executor": _section(executor_schema(), default={}),
+    # ragfleet's: the alert thresholds of the host with the `monitoring` role (seconds,
+    # percent); see configc/monitoring.py and docs/operations.md.
+    "monitoring": _section(
+        {
+            "scrape_interval": {"type": "integer", "min": 5, "max": 300, "default": 15},
+            "executor_down_for": {"type": "integer", "min": 0, "default": 120},
+            "queue_oldest_age": {"type": "integer", "min": 60, "default": 1800},
+            "dead_letter_window": {"type": "integer", "min": 60, "default": 900},
+            "dependency_down_for": {"type": "integer", "min": 0, "default": 300},
+            "disk_free_percent": {"type": "integer", "min": 1, "max": 50, "default": 10},
+            "redis_memory_percent": {"type": "integer", "min": 50, "max": 99, "default": 90},
+        },
+        default={},
+    ),
     "hosts": {
         "type": "list",
         "minlength": 1,

@@ -133,6 +133,26 @@ def _topology_checks(doc: dict[str, Any], problem) -> Iterator[Problem]:
             )
         if len(set(host["roles"])) != len(host["roles"]):
             yield problem("a role is listed twice", "hosts", index, "roles")
+    yield from _monitoring_checks(doc, with_role("monitoring"), problem)
+
+
+LOOPBACKS = ("127.0.0.1", "::1", "localhost")
+
+
+def _monitoring_checks(doc: dict[str, Any], monitors: list[int], problem) -> Iterator[Problem]:
+    """One Prometheus at most; it must reach every executor's /metrics."""
+    hosts = doc["hosts"]
+    if len(monitors) > 1:
+        names = ", ".join(hosts[i]["name"] for i in monitors)
+        yield problem(f"at most one host may have the 'monitoring' role (found: {names})", "hosts")
+    bind = doc["executor"]["metrics_bind"]
+    if monitors and len(hosts) > 1 and bind in LOOPBACKS:
+        yield problem(
+            f"the monitoring host cannot scrape executors bound to {bind}: use auto or an "
+            "address the monitoring host reaches",
+            "executor",
+            "metrics_bind",
+        )
 
 
 MIN_SWEEP = 60
@@ -167,6 +187,26 @@ def service_ports(doc: dict[str, Any], host: dict[str, Any]) -> dict[str, int]:
         base = doc["executor"]["metrics_port_base"]
         for instance in range(1, instance_count(doc, host) + 1):
             ports[f"executor@{instance} metrics"] = base + instance
+    if any("monitoring" in h["roles"] for h in doc["hosts"]):
+        ports.update(exporter_ports(host))
+    return ports
+
+
+PROMETHEUS_PORT = 9090
+"""Debian's prometheus listens here (its default); each exporter on its Debian default."""
+EXPORTERS = {
+    "all": ("prometheus-node-exporter", 9100),
+    "redis": ("prometheus-redis-exporter", 9121),
+    "mysql": ("prometheus-mysqld-exporter", 9104),
+}
+"""The exporter the monitoring role runs on a host, by the host's role (every host: all)."""
+
+
+def exporter_ports(host: dict[str, Any]) -> dict[str, int]:
+    """What the monitoring role runs on *host* (every host is watched when one monitors)."""
+    ports = dict(EXPORTERS[role] for role in EXPORTERS if role == "all" or role in host["roles"])
+    if "monitoring" in host["roles"]:
+        ports["prometheus"] = PROMETHEUS_PORT
     return ports
 
 

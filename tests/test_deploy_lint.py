@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -113,3 +114,52 @@ def test_elasticsearch_templates_render(tmp_path: Path) -> None:
     assert heap[-2:] == ["-Xms2g", "-Xmx2g"]
     # The golden tree's node has configc's certificate: the health check speaks https.
     assert (tmp_path / "url").read_text() == "https://10.213.0.13:9200"
+
+
+def test_monitoring_exporter_settings_render(tmp_path: Path) -> None:
+    """The monitoring role's exporter settings from configc's golden tree: the Redis
+    exporter reaches the fragment's TLS port with configc's CA, its password only in the
+    password file; the MariaDB exporter uses the socket with no password."""
+    role = DEPLOY / "roles/monitoring"
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(
+        f"""---
+- name: Render the monitoring role's exporter settings
+  hosts: localhost
+  gather_facts: false
+  vars:
+    ragfleet_files: hosts/redis
+    ragfleet_redis_password: not-a-real-password-0123
+    inventory_dir: {REPO / "tests/golden/five-hosts"}
+  tasks:
+    - name: Load the role's defaults
+      ansible.builtin.include_vars:
+        file: {role / "defaults/main.yml"}
+    - name: Render the settings
+      ansible.builtin.template:
+        src: {role / "templates"}/{{{{ item }}}}.j2
+        dest: {tmp_path}/{{{{ item }}}}
+        mode: "0644"
+      loop: [prometheus-redis-exporter, prometheus-mysqld-exporter]
+    - name: Write the password file's content
+      ansible.builtin.copy:
+        content: "{{{{ {{monitoring_redis_addr: ragfleet_redis_password}} | to_json }}}}"
+        dest: {tmp_path / "password.json"}
+        mode: "0600"
+"""
+    )
+    # localhost is in no redis group: say it runs the Redis exporter (over include_vars).
+    argv = [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(playbook)]
+    result = _run([*argv, "-e", "monitoring_redis_exporter=true"], DEPLOY)
+    assert result.returncode == 0, result.stdout + result.stderr
+    redis = (tmp_path / "prometheus-redis-exporter").read_text().splitlines()
+    folder = "/etc/prometheus-redis-exporter"
+    assert redis[-1] == (
+        f'ARGS="--redis.addr=rediss://10.213.0.11:6379 --redis.password-file={folder}/'
+        f'password.json --tls-ca-cert-file={folder}/ca.crt"'
+    )
+    assert "not-a-real-password" not in "\n".join(redis)
+    password = json.loads((tmp_path / "password.json").read_text())
+    assert password == {"rediss://10.213.0.11:6379": "not-a-real-password-0123"}
+    mysqld = (tmp_path / "prometheus-mysqld-exporter").read_text().splitlines()
+    assert mysqld[-1] == 'DATA_SOURCE_NAME="prometheus@unix(/run/mysqld/mysqld.sock)/"'

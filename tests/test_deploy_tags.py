@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 GOLDEN = REPO / "tests/golden/five-hosts"
 PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
-ROLES = ("common", "redis", "mysql", "elasticsearch", "executor")
+ROLES = ("common", "redis", "mysql", "elasticsearch", "executor", "monitoring")
 PHASES = ("install", "configure", "run")
 PASSWORDS = (
     "REDIS_PASSWORD",
@@ -74,18 +74,21 @@ def test_a_phase_tag_selects_that_phase_and_the_preflight_checks(phase: str) -> 
             "mysql": "Install Debian's mariadb-server",
             "elasticsearch": "Install elasticsearch from the repository",
             "executor": "Install ragfleet and its dependencies",
+            "monitoring": "Install Debian's prometheus and exporters",
         },
         "configure": {
             "redis": "Install the compiled ragfleet fragment (holds requirepass)",
             "mysql": "Create the executor's user, reachable from the executor hosts only",
             "elasticsearch": "Install the compiled elasticsearch.yml",
             "executor": "Install the compiled units",
+            "monitoring": "Install the compiled alert rules (checked by promtool first)",
         },
         "run": {
             "redis": "Enable and start redis-server (Debian's hardened unit)",
             "mysql": "Enable and start MariaDB",
             "elasticsearch": "Enable and start elasticsearch",
             "executor": "Enable and start ragfleet-executor.target (instances 1..N)",
+            "monitoring": "Enable and start prometheus and the exporters",
         },
     }
     for role in ROLES:
@@ -94,7 +97,7 @@ def test_a_phase_tag_selects_that_phase_and_the_preflight_checks(phase: str) -> 
             if role in tasks:
                 assert (tasks[role] in selected[role]) == (other == phase), (role, other)
     # Every role's preflight runs: the others import common's platform check.
-    assert selected["common"].count("Check that the host runs Debian 12") == 5
+    assert selected["common"].count("Check that the host runs Debian 12") == 6
     # The wheelhouse is built for the install phase only.
     building = "Build ragfleet and its dependencies into the wheelhouse" in selected["executor"]
     assert building == (phase == "install")
@@ -191,3 +194,44 @@ def test_preflight_names_what_is_wrong(tmp_path: Path, host: str) -> None:
     recap = output[output.rindex("PLAY RECAP") :]
     assert f"{host} " in recap and "failed=1" in recap and "changed=0" in recap, recap
     assert "golden-" not in output  # the golden tree's passwords
+
+
+def monitored_tree(tmp_path: Path) -> Path:
+    """configc's five-host tree with Prometheus on exec1 (the monitoring role)."""
+    from click.testing import CliRunner
+    from confdirs import FIVE_HOSTS, shipped_conf, write
+
+    from configc.cli import main
+
+    hosts = (FIVE_HOSTS.read_text().split("\nhosts:\n")[1]).replace(
+        "roles: [executor]\n", "roles: [executor, monitoring]\n", 1
+    )
+    overlay = write(tmp_path / "monitoring.yaml", "hosts:\n" + hosts)
+    env = {name: f"{name.lower()}-0123456789" for name in PASSWORDS}
+    args = ["build", str(shipped_conf(tmp_path)), "-o", str(tmp_path / "out")]
+    args += ["--overlay", str(FIVE_HOSTS), "--overlay", str(overlay)]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    return tmp_path / "out"
+
+
+def test_monitoring_play_runs_only_with_a_monitoring_host(tmp_path: Path) -> None:
+    """Without a monitoring host the play matches no host (the golden tree deploys as
+    before); with one, every host passes the monitoring preflight."""
+    result = preflight(GOLDEN / "inventory.yml")
+    play = result.stdout[result.stdout.index("PLAY [Monitoring") :]
+    assert "skipping: no hosts matched" in play.split("PLAY RECAP")[0], play[:2000]
+    out = monitored_tree(tmp_path)
+    # Only the preflight tags: a play tag (`monitoring`) would select every phase, here.
+    result = preflight(out / "inventory.yml")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+    play = result.stdout[result.stdout.index("PLAY [Monitoring") :]
+    assert "TASK [monitoring : Check that configc compiled Prometheus's config" in play
+    recap = play[play.rindex("PLAY RECAP") :]
+    assert all(f"{host} " in recap for host in ("redis", "db", "es", "exec1", "exec2")), recap
+    assert "failed=1" not in recap and "changed=1" not in recap
+    # The preflight names a missing compiled config.
+    (out / "hosts/exec1/etc/prometheus/prometheus.yml").unlink()
+    result = preflight(out / "inventory.yml", "--limit", "exec1")
+    assert result.returncode != 0
+    assert "give exec1 the monitoring role in conf/ and rebuild" in result.stdout + result.stderr
