@@ -149,6 +149,8 @@ def build(
     unset passwords are generated once into CONF_DIR/.secrets.yaml (0600). When
     services speak TLS (tls.mode), the private CA and the certificates it issues are
     made once in CONF_DIR/tls (keys 0600; keep it out of version control) and reused.
+    With --vault-password-file, host_vars, generated passwords and every TLS private
+    key (in OUTPUT and CONF_DIR/tls) are ansible-vault encrypted.
     """
     vault = _vault(vault_file)
     config = _load(conf, overlays, vault, strict=True, keep_tls=True)
