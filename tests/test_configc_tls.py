@@ -111,6 +111,19 @@ def test_a_moved_host_gets_a_new_certificate_and_the_others_are_kept(five, tmp_p
         assert after[name] == before[name], name
 
 
+def test_a_stored_key_that_is_not_its_certificates_is_replaced(five, tmp_path):
+    """configc reuses a stored certificate only with its own key (say conf/tls was restored
+    from two backups): otherwise the service could not start with them."""
+    build(five, tmp_path / "a")
+    store = five / "tls"
+    (store / "redis.key").write_bytes((store / "mysql.key").read_bytes())
+    build(five, tmp_path / "b")
+    key = serialization.load_pem_private_key((store / "redis.key").read_bytes(), password=None)
+    cert = x509.load_pem_x509_certificate((store / "redis.crt").read_bytes())
+    assert key.public_key() == cert.public_key()
+    assert (store / "redis.key").read_bytes() != (store / "mysql.key").read_bytes()
+
+
 def test_private_keys_are_0600_and_have_no_digest_in_the_manifest(five, tmp_path):
     out = tmp_path / "out"
     build(five, out)
