@@ -142,8 +142,9 @@ def _supplied(
                 service,
             )
         cert = _read(conf_dir, given["cert"], "tls", service, "cert")
+        key_file = conf_dir / given["key"]
         key = _unseal(
-            _read(conf_dir, given["key"], "tls", service, "key"), vault, "tls", service, "key"
+            key_file, _read(conf_dir, given["key"], "tls", service, "key"), vault, service
         )
         certificate = _load_cert(cert, "tls", service, "cert")
         private = _load_key(key, "tls", service, "key")
@@ -171,12 +172,12 @@ def _read(conf_dir: Path, name: str, *path: str) -> bytes:
         raise TlsError(f"cannot read {conf_dir / name}: {exc.strerror}", *path) from None
 
 
-def _unseal(data: bytes, vault: Vault | None, *path: str) -> bytes:
-    """A key file's PEM, decrypted if it is vault-encrypted (say by ``ansible-vault``)."""
+def _unseal(file: Path, data: bytes, vault: Vault | None, service: str) -> bytes:
+    """An operator's key file's PEM, decrypted if it is vault-encrypted (``ansible-vault``)."""
     try:
         return unseal(data, vault)
     except OSError as exc:
-        raise TlsError(str(exc), *path) from None
+        raise TlsError(f"{file} {exc}", "tls", service, "key") from None
 
 
 def _load_cert(pem: bytes, *path: str) -> x509.Certificate:

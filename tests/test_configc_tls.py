@@ -406,4 +406,4 @@ def test_operator_keys_may_be_vault_encrypted(five, tmp_path, vault):
     assert plaintext_keys(out) == []
     result = CliRunner().invoke(main, ["build", str(five), "-o", str(tmp_path / "plain")])
     assert result.exit_code == 2
-    assert "tls.redis.key: is vault-encrypted: pass --vault-password-file" in result.output
+    assert f"tls.redis.key: {given}/redis.key is vault-encrypted: pass" in result.output
