@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -21,7 +22,7 @@ from .init import write_local_template
 from .output import diff_tree, manifest_file, write_tree
 from .render import OutputFile
 from .secrets import SecretStore
-from .vault import Vault, seal_host_vars
+from .vault import Vault, seal_files
 
 EXIT_CHANGES, EXIT_INVALID, EXIT_WRITE = 1, 2, 3
 
@@ -48,7 +49,8 @@ def vault_option(func: Callable) -> Callable:
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
         metavar="FILE",
         help="Vault mode: no secret in plaintext under OUTPUT or conf/ (ansible-vault "
-        "encrypted host_vars, templated host files); give Ansible the same file. "
+        "encrypted host_vars and TLS private keys, templated host files); give Ansible the "
+        "same file. "
         "See docs/security.md.",
     )(func)
 
@@ -61,6 +63,14 @@ def _vault(vault_file: Path | None) -> Vault | None:
     except OSError as exc:
         click.echo(f"configc: {exc}", err=True)
         sys.exit(EXIT_INVALID)
+
+
+def _report(exc: ConfigError) -> NoReturn:
+    for problem in exc.problems:
+        click.echo(f"error: {problem}", err=True)
+    count = len(exc.problems)
+    click.echo(f"configc: {count} problem{'s' * (count != 1)} found", err=True)
+    sys.exit(EXIT_INVALID)
 
 
 def _load(
@@ -79,15 +89,14 @@ def _load(
         store = SecretStore(conf, vault, strict) if conf.is_dir() else None
         return load_config(conf, overlays, store=store, vault=vault is not None, keep_tls=keep_tls)
     except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(f"error: {problem}", err=True)
-        count = len(exc.problems)
-        click.echo(f"configc: {count} problem{'s' * (count != 1)} found", err=True)
-        sys.exit(EXIT_INVALID)
+        _report(exc)
 
 
 def _compile(config: Config, out_dir: Path, vault: Vault | None) -> list[OutputFile]:
-    files, notes = seal_host_vars(out_dir, config.files, vault)
+    try:
+        files, notes = seal_files(out_dir, config.files, vault)
+    except ConfigError as exc:
+        _report(exc)
     for note in notes:
         click.echo(f"configc: {note}", err=True)
     return [*files, manifest_file(files, config.input_files)]
@@ -148,6 +157,8 @@ def build(
     unset passwords are generated once into CONF_DIR/.secrets.yaml (0600). When
     services speak TLS (tls.mode), the private CA and the certificates it issues are
     made once in CONF_DIR/tls (keys 0600; keep it out of version control) and reused.
+    With --vault-password-file, host_vars, generated passwords and every TLS private
+    key (in OUTPUT and CONF_DIR/tls) are ansible-vault encrypted.
     """
     vault = _vault(vault_file)
     config = _load(conf, overlays, vault, strict=True, keep_tls=True)

@@ -79,7 +79,8 @@ def load_config(
         merged, lambda doc: apply_secrets(doc, merged, store, conf_dir / LOCAL_FILE)
     )
     try:
-        tls = prepare_tls(conf_dir, document, persist=keep_tls)
+        # The store's vault password (vault mode) also opens the TLS private keys.
+        tls = prepare_tls(conf_dir, document, persist=keep_tls, vault=store.vault)
     except TlsError as exc:
         location = merged.origin(exc.path) if exc.path else _first(merged)
         raise ConfigError([Problem(str(exc), dotted(exc.path), location)]) from None

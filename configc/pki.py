@@ -7,6 +7,10 @@ topology. Issued certificates are kept beside the CA and reused while they still
 same hosts and have more than ``RENEW_BEFORE`` left, so a rebuild writes the same bytes.
 An operator may bring their own instead: ``tls.ca_cert`` and, per service, ``cert`` and
 ``key`` (files; paths relative to the conf directory), and configc then issues nothing.
+
+In vault mode every private key configc writes under ``conf/tls/`` is ansible-vault
+encrypted (a plaintext one found there is encrypted in place), and an encrypted key, its
+own or an operator's, is decrypted when read; without the vault password it is an error.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .schema import TLS_SERVICES as SERVICES
+from .vault import Vault, is_encrypted, unseal
 
 TLS_DIR = "tls"
 """configc's CA and issued certificates, under the conf directory (ignored by git)."""
@@ -91,17 +96,20 @@ def subject_names(hosts: list[dict[str, Any]]) -> list[str]:
     return names
 
 
-def prepare_tls(conf_dir: Path, doc: dict[str, Any], persist: bool = True) -> TlsMaterial | None:
-    """The TLS material of *doc*'s services, or None when none speaks TLS. configc's own CA
-    and certificates are created (or renewed) under *conf_dir*/tls as needed; with *persist*
-    False (``check``, ``diff``), what is missing is made in memory only and nothing written."""
+def prepare_tls(
+    conf_dir: Path, doc: dict[str, Any], persist: bool = True, vault: Vault | None = None
+) -> TlsMaterial | None:
+    """The TLS material of *doc*'s services (keys in plaintext), or None when none speaks
+    TLS. configc's own CA and certificates are created (or renewed) under *conf_dir*/tls as
+    needed, keys encrypted with *vault* if given; with *persist* False (``check``,
+    ``diff``), what is missing is made in memory only and nothing written."""
     services = tls_services(doc)
     if not services:
         return None
     section = doc.get("tls") or {}
     if section.get("ca_cert"):
-        return _supplied(conf_dir, section, services, doc)
-    store = _Store(conf_dir / TLS_DIR, persist)
+        return _supplied(conf_dir, section, services, doc, vault)
+    store = _Store(conf_dir / TLS_DIR, persist, vault)
     ca_key, ca_cert = _ensure_ca(store)
     servers = {
         service: _ensure_server(
@@ -113,7 +121,11 @@ def prepare_tls(conf_dir: Path, doc: dict[str, Any], persist: bool = True) -> Tl
 
 
 def _supplied(
-    conf_dir: Path, section: dict[str, Any], services: list[str], doc: dict[str, Any]
+    conf_dir: Path,
+    section: dict[str, Any],
+    services: list[str],
+    doc: dict[str, Any],
+    vault: Vault | None,
 ) -> TlsMaterial:
     """An operator's CA and certificates, each checked: a certificate must match its key and
     name every host of its service, or the executors would refuse it at run time."""
@@ -130,7 +142,10 @@ def _supplied(
                 service,
             )
         cert = _read(conf_dir, given["cert"], "tls", service, "cert")
-        key = _read(conf_dir, given["key"], "tls", service, "key")
+        key_file = conf_dir / given["key"]
+        key = _unseal(
+            key_file, _read(conf_dir, given["key"], "tls", service, "key"), vault, service
+        )
         certificate = _load_cert(cert, "tls", service, "cert")
         private = _load_key(key, "tls", service, "key")
         if certificate.public_key() != private.public_key():
@@ -157,6 +172,14 @@ def _read(conf_dir: Path, name: str, *path: str) -> bytes:
         raise TlsError(f"cannot read {conf_dir / name}: {exc.strerror}", *path) from None
 
 
+def _unseal(file: Path, data: bytes, vault: Vault | None, service: str) -> bytes:
+    """An operator's key file's PEM, decrypted if it is vault-encrypted (``ansible-vault``)."""
+    try:
+        return unseal(data, vault)
+    except OSError as exc:
+        raise TlsError(f"{file} {exc}", "tls", service, "key") from None
+
+
 def _load_cert(pem: bytes, *path: str) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(pem)
@@ -176,19 +199,36 @@ def _load_key(pem: bytes, *path: str) -> ec.EllipticCurvePrivateKey:
 
 @dataclass(frozen=True)
 class _Store:
-    """configc's CA directory; *persist* False: read, never written."""
+    """configc's CA directory; *persist* False: read, never written. With *vault*, its keys
+    are ansible-vault files."""
 
     path: Path
     persist: bool
+    vault: Vault | None = None
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
+
+    def read_key(self, path: Path) -> bytes:
+        """*path*'s key in plaintext; in vault mode a plaintext one is encrypted in place."""
+        data = path.read_bytes()
+        try:
+            pem = unseal(data, self.vault)
+        except OSError as exc:
+            raise TlsError(f"{path} {exc}") from None
+        _check_pem(path, pem)
+        if self.vault and self.persist and not is_encrypted(data):
+            self.write_key(path, pem)
+        return pem
+
+    def write_key(self, path: Path, pem: bytes) -> None:
+        _write(path, self.vault.encrypt(pem.decode()) if self.vault else pem, 0o600)
 
 
 def _ensure_ca(store: _Store) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key_path, cert_path = store / "ca.key", store / "ca.crt"
     if key_path.exists() and cert_path.exists():
-        key = _load_key(_read_stored(key_path))
+        key = _load_key(store.read_key(key_path))
         cert = _load_cert(_read_stored(cert_path))
         if _fresh(cert):
             return key, cert
@@ -202,7 +242,7 @@ def _ensure_ca(store: _Store) -> tuple[ec.EllipticCurvePrivateKey, x509.Certific
         .sign(key, hashes.SHA256())
     )
     if store.persist:
-        _write(key_path, _key_pem(key), 0o600)
+        store.write_key(key_path, _key_pem(key))
         _write(cert_path, _pem(cert), 0o644)
         for stale in store.path.glob("*.crt"):  # issued by the CA just replaced
             if stale.name != "ca.crt":
@@ -212,7 +252,10 @@ def _ensure_ca(store: _Store) -> tuple[ec.EllipticCurvePrivateKey, x509.Certific
 
 def _read_stored(path: Path) -> bytes:
     """A file of configc's own CA store; one that is not PEM is named, to be removed."""
-    data = path.read_bytes()
+    return _check_pem(path, path.read_bytes())
+
+
+def _check_pem(path: Path, data: bytes) -> bytes:
     if b"-----BEGIN " not in data:
         raise TlsError(f"{path} is not PEM: remove it, and configc makes a new one")
     return data
@@ -230,7 +273,9 @@ def _ensure_server(
         cert_pem = _read_stored(cert_path)
         cert = _load_cert(cert_pem)
         if _fresh(cert) and _names_of(cert) == names and _issued_by(cert, ca_cert):
-            return ServerTls(cert_pem, _read_stored(key_path))
+            key_pem = store.read_key(key_path)
+            if _load_key(key_pem).public_key() == cert.public_key():
+                return ServerTls(cert_pem, key_pem)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ragfleet {service}")])
     cert = (
@@ -246,7 +291,7 @@ def _ensure_server(
     )
     server = ServerTls(_pem(cert), _key_pem(key))
     if store.persist:
-        _write(key_path, server.key, 0o600)
+        store.write_key(key_path, server.key)
         _write(cert_path, server.cert, 0o644)
     return server
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from . import yamlout
 from .errors import ConfigError, Location, Problem
-from .render import OutputFile
+
+if TYPE_CHECKING:  # render imports pki, which reads vault-encrypted keys through this module
+    from .render import OutputFile
 
 VAULT_HEADER = b"$ANSIBLE_VAULT;"
 
@@ -68,6 +70,16 @@ class Vault:
             return self._lib.decrypt(data).decode()
         except Exception as exc:  # AnsibleError and its subclasses, whatever the version
             raise OSError(f"cannot decrypt with this vault password: {exc}") from exc
+
+
+def unseal(data: bytes, vault: Vault | None) -> bytes:
+    """*data* in plaintext: decrypted with *vault* if it is an ansible-vault file; OSError
+    saying why it cannot be (no vault password, or another one)."""
+    if not is_encrypted(data):
+        return data
+    if vault is None:
+        raise OSError("is vault-encrypted: pass --vault-password-file to read it")
+    return vault.decrypt(data).encode()
 
 
 def read_secret_file(path: Path, vault: Vault | None) -> dict[str, str]:
@@ -124,26 +136,43 @@ def _file_problem(path: Path, message: str) -> ConfigError:
 
 
 HOST_VARS = "host_vars/"
+KEY_SUFFIX = ".key"
+"""The TLS private keys of the compiled tree (hosts/<name>/etc/.../<stem>.key, render.py)."""
 
 
-def seal_host_vars(
+def _sealed(path: str) -> bool:
+    """Whether *path* of the compiled tree is vault-encrypted in vault mode."""
+    return path.startswith(HOST_VARS) or (path.startswith("hosts/") and path.endswith(KEY_SUFFIX))
+
+
+def seal_files(
     out_dir: Path, files: list[OutputFile], vault: Vault | None
 ) -> tuple[list[OutputFile], list[str]]:
-    """The host_vars files as they must be written, and notes for the operator.
+    """The files as they must be written, and notes for the operator.
 
-    With *vault*, each is vault-encrypted; an encrypted file already in *out_dir* that holds
-    the same variables is kept byte for byte (encryption is salted, so re-encrypting would
-    rewrite it on every build). Without, an encrypted file found there (``ansible-vault
-    encrypt out/host_vars/*.yml``) is never replaced by plaintext: it is kept as it is.
+    With *vault*, each host_vars file and TLS private key is vault-encrypted; an encrypted
+    file already in *out_dir* that holds the same plaintext is kept byte for byte
+    (encryption is salted, so re-encrypting would rewrite it on every build). Without, an
+    encrypted host_vars file found there (``ansible-vault encrypt out/host_vars/*.yml``) is
+    never replaced by plaintext: it is kept as it is. An encrypted key found there without
+    the vault password is a ConfigError: kept, it might not be the key of the new
+    certificate; replaced, it would be plaintext.
     """
     sealed: list[OutputFile] = []
     notes: list[str] = []
+    problems: list[Problem] = []
     for file in files:
-        if file.path.startswith(HOST_VARS):
-            file, note = _seal(out_dir / file.path, file, vault)
+        if _sealed(file.path):
+            try:
+                file, note = _seal(out_dir / file.path, file, vault)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+                continue
             if note:
                 notes.append(note)
         sealed.append(file)
+    if problems:
+        raise ConfigError(problems)
     return sealed, notes
 
 
@@ -154,6 +183,12 @@ def _seal(target: Path, file: OutputFile, vault: Vault | None) -> tuple[OutputFi
         existing = b""
     if is_encrypted(existing):
         if vault is None:
+            if file.path.endswith(KEY_SUFFIX):
+                raise _file_problem(
+                    target,
+                    "is vault-encrypted (a vault-mode build wrote it): pass "
+                    "--vault-password-file, or delete it to build in plaintext",
+                )
             return replace(file, content=existing), (
                 f"{file.path} is vault-encrypted: left as it is (pass --vault-password-file "
                 "to update it)"

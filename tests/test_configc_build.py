@@ -55,9 +55,12 @@ FLEET_PASSWORDS = {
 @pytest.fixture(autouse=True)
 def _conf_copy_cwd_and_clean_env(monkeypatch, tmp_path):
     """Builds run beside a copy of the shipped conf/ (configc keeps its generated passwords
-    there) with none of the conf's variables set, as in CI."""
+    there; not the checkout's, nor its CA, which a vault-mode build may have encrypted) with
+    none of the conf's variables set, as in CI."""
     shutil.copytree(
-        REPO / "conf", tmp_path / "repo" / "conf", ignore=shutil.ignore_patterns(".secrets.yaml")
+        REPO / "conf",
+        tmp_path / "repo" / "conf",
+        ignore=shutil.ignore_patterns(".secrets.yaml", "tls"),
     )
     write(tmp_path / "repo" / "conf" / ".secrets.yaml", GENERATED).chmod(0o600)
     (tmp_path / "repo" / "tests").symlink_to(REPO / "tests")  # the fixed TLS material

@@ -241,7 +241,7 @@ def test_vault_mode_writes_no_secret_in_plaintext(tmp_path):
     args = ("build", conf, "-o", out, "--overlay", FIVE_HOSTS, "--vault-password-file")
     result = configc(*args, password_file, env=env)
     assert result.exit_code == 0, result.output
-    assert holders((out, conf), list(env.values())) == []
+    assert holders((out, conf), [*env.values(), "PRIVATE KEY"]) == []  # keys too (TLS)
     variables = {}
     for path in sorted((out / "host_vars").iterdir()):
         assert path.read_bytes().startswith(b"$ANSIBLE_VAULT;1.1;AES256\n")
@@ -314,10 +314,11 @@ def test_host_vars_encrypted_with_ansible_vault_survive_a_rebuild(tmp_path):
 
 def test_ansible_templates_the_vault_mode_files_into_the_plaintext_ones(tmp_path):
     """The roles' template tasks, run by ansible-playbook with the vault password, give the
-    files a plaintext build compiles (the same values; quoting may differ)."""
+    files a plaintext build compiles (the same values; quoting may differ); their copy tasks
+    install the vault-encrypted TLS key decrypted (``copy`` decrypts by default)."""
     env = strong()
     conf = shipped_conf(tmp_path)
-    password_file, _ = vault_file(tmp_path)
+    password_file, vault = vault_file(tmp_path)
     base = ("build", conf, "--overlay", FIVE_HOSTS)
     assert configc(*base, "-o", tmp_path / "plain", env=env).exit_code == 0
     assert (
@@ -343,10 +344,19 @@ def test_ansible_templates_the_vault_mode_files_into_the_plaintext_ones(tmp_path
                          else ['etc/redis/ragfleet.conf'] }}}}"
               delegate_to: localhost
               no_log: true
+            - name: Copy the TLS files as the redis role does
+              ansible.builtin.copy:
+                src: "{{{{ inventory_dir }}}}/{{{{ ragfleet_files }}}}/etc/redis/tls/{{{{ item }}}}"
+                dest: "{tmp_path}/rendered/redis/tls/{{{{ item }}}}"
+                mode: "0600"
+              loop: [ca.crt, redis.crt, redis.key]
+              when: "'redis' in group_names"
+              delegate_to: localhost
+              no_log: true
         """,
     )
-    for host in ("exec1", "redis"):
-        (tmp_path / "rendered" / host).mkdir(parents=True)
+    for folder in ("exec1", "redis/tls"):
+        (tmp_path / "rendered" / folder).mkdir(parents=True)
     result = subprocess.run(
         [
             BIN / "ansible-playbook",
@@ -365,16 +375,18 @@ def test_ansible_templates_the_vault_mode_files_into_the_plaintext_ones(tmp_path
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert not any(v in result.stdout + result.stderr for v in env.values())
+    assert "PRIVATE KEY" not in result.stdout + result.stderr
     rendered = yaml_load((tmp_path / "rendered/exec1/ragfleet.yaml").read_text())
     plain = yaml_load((tmp_path / "plain/hosts/exec1/etc/ragfleet/ragfleet.yaml").read_text())
     assert rendered == plain
     assert plain["redis"]["password"] == env["REDIS_EXECUTOR_PASSWORD"]  # its ACL user's
     operator = yaml_load((tmp_path / "rendered/exec1/operator.yaml").read_text())
     assert operator["redis"]["password"] == env["REDIS_OPERATOR_PASSWORD"]
-    fragment, tls = (
-        tmp_path / "rendered/redis/ragfleet.conf",
-        tmp_path / "out/hosts/redis/etc/redis/tls",
-    )
+    # redis-server loads the key the copy task decrypted (it cannot read a vault file).
+    fragment, tls = tmp_path / "rendered/redis/ragfleet.conf", tmp_path / "rendered/redis/tls"
+    key = (tls / "redis.key").read_bytes()
+    assert key.startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert key == vault.decrypt((tmp_path / "out/hosts/redis/etc/redis/tls/redis.key").read_bytes())
     redis_answers(fragment, env["REDIS_PASSWORD"], tls)
     for role in ("executor", "operator"):
         password = env[f"REDIS_{role.upper()}_PASSWORD"]

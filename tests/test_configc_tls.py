@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
+import shutil
 import stat
 from pathlib import Path
 
 import pytest
+from ansible.parsing.vault import VaultLib, VaultSecret
 from click.testing import CliRunner
 from confdirs import FIVE_HOSTS, shipped_conf
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from ruamel.yaml import YAML
 
 from configc.cli import main
@@ -105,6 +109,19 @@ def test_a_moved_host_gets_a_new_certificate_and_the_others_are_kept(five, tmp_p
     assert sans(after["redis.crt"][0]) == ["10.213.0.31", "redis"]
     for name in ("ca.crt", "ca.key", "mysql.crt", "mysql.key", "elasticsearch.crt"):
         assert after[name] == before[name], name
+
+
+def test_a_stored_key_that_is_not_its_certificates_is_replaced(five, tmp_path):
+    """configc reuses a stored certificate only with its own key (say conf/tls was restored
+    from two backups): otherwise the service could not start with them."""
+    build(five, tmp_path / "a")
+    store = five / "tls"
+    (store / "redis.key").write_bytes((store / "mysql.key").read_bytes())
+    build(five, tmp_path / "b")
+    key = serialization.load_pem_private_key((store / "redis.key").read_bytes(), password=None)
+    cert = x509.load_pem_x509_certificate((store / "redis.crt").read_bytes())
+    assert key.public_key() == cert.public_key()
+    assert (store / "redis.key").read_bytes() != (store / "mysql.key").read_bytes()
 
 
 def test_private_keys_are_0600_and_have_no_digest_in_the_manifest(five, tmp_path):
@@ -265,3 +282,128 @@ def test_only_build_writes_the_ca(five, tmp_path):
     build(five, tmp_path / "out")
     diff = runner.invoke(main, ["diff", str(five), str(tmp_path / "out")])
     assert diff.exit_code == 0, diff.output
+
+
+# -- vault mode: the private keys are ansible-vault files ------------------------------------
+
+OUT_KEYS = {  # each compiled key and the certificate beside it
+    "hosts/redis/etc/redis/tls/redis.key": "hosts/redis/etc/redis/tls/redis.crt",
+    "hosts/db/etc/mysql/tls/mysql.key": "hosts/db/etc/mysql/tls/mysql.crt",
+    "hosts/es/etc/elasticsearch/certs/http.key": "hosts/es/etc/elasticsearch/certs/http.crt",
+}
+
+
+@pytest.fixture
+def vault(tmp_path) -> tuple[Path, VaultLib]:
+    """A vault password file, and ansible-core's VaultLib with that password."""
+    password = secrets.token_urlsafe(16)
+    path = tmp_path / "vault-password"
+    path.write_text(password + "\n")
+    return path, VaultLib([("default", VaultSecret(password.encode()))])
+
+
+def plaintext_keys(*roots: Path) -> list[str]:
+    """Files under *roots* holding a PEM private key in plaintext."""
+    return [str(p) for p in files_under(*roots) if b"PRIVATE KEY" in p.read_bytes()]
+
+
+def files_under(*roots: Path) -> list[Path]:
+    return [p for root in roots for p in sorted(root.rglob("*")) if p.is_file()]
+
+
+def assert_key_of(encrypted: bytes, cert_pem: bytes, lib: VaultLib) -> bytes:
+    """*encrypted* is a vault file whose plaintext is the key of *cert_pem*; that plaintext."""
+    assert encrypted.startswith(b"$ANSIBLE_VAULT;1.1;AES256\n")
+    pem = lib.decrypt(encrypted)
+    key = serialization.load_pem_private_key(pem, password=None)
+    assert key.public_key() == x509.load_pem_x509_certificate(cert_pem).public_key()
+    return pem
+
+
+def test_vault_mode_writes_every_private_key_encrypted(five, tmp_path, vault):
+    password_file, lib = vault
+    out = tmp_path / "out"
+    build(five, out, "--vault-password-file", str(password_file))
+    assert plaintext_keys(out, five) == []
+    tree, store = files(out), files(five / "tls")
+    for key, cert in OUT_KEYS.items():
+        assert tree[key][1] == 0o600
+        assert_key_of(tree[key][0], tree[cert][0], lib)
+    for name in ("ca", "redis", "mysql", "elasticsearch"):
+        assert store[f"{name}.key"][1] == 0o600
+        assert_key_of(store[f"{name}.key"][0], store[f"{name}.crt"][0], lib)
+    # The compiled keys are configc's (the same plaintext, salted otherwise).
+    assert lib.decrypt(tree["hosts/redis/etc/redis/tls/redis.key"][0]) == lib.decrypt(
+        store["redis.key"][0]
+    )
+    result = CliRunner().invoke(
+        main, ["build", str(five), "-o", str(out), "--vault-password-file", str(password_file)]
+    )
+    assert "0 written" in result.output, result.output
+    assert files(out) == tree and files(five / "tls") == store  # not re-encrypted
+    diff = ["diff", str(five), str(out), "--vault-password-file", str(password_file)]
+    assert CliRunner().invoke(main, diff).exit_code == 0
+
+
+def test_a_vault_build_encrypts_the_plaintext_keys_it_finds(five, tmp_path, vault):
+    """A conf/tls made by a plaintext build: its keys are encrypted in place, not replaced
+    (the certificates the fleet runs with stay valid)."""
+    password_file, lib = vault
+    build(five, tmp_path / "plain")
+    before = files(five / "tls")
+    build(five, tmp_path / "out", "--vault-password-file", str(password_file))
+    after = files(five / "tls")
+    assert plaintext_keys(tmp_path / "out", five / "tls") == []
+    for name in ("ca", "redis", "mysql", "elasticsearch"):
+        assert after[f"{name}.crt"] == before[f"{name}.crt"]
+        assert lib.decrypt(after[f"{name}.key"][0]) == before[f"{name}.key"][0]
+        assert after[f"{name}.key"][1] == 0o600
+
+
+def test_encrypted_keys_without_the_vault_password_are_refused(five, tmp_path, vault):
+    """After a vault build, a build without the password (or with another) stops at the
+    first key it cannot read, naming it; so does a compiled key it would have to replace."""
+    password_file, _ = vault
+    out = tmp_path / "out"
+    build(five, out, "--vault-password-file", str(password_file))
+    tree = files(out)
+    for command in (["build", str(five), "-o", str(out)], ["check", str(five)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2, result.output
+        assert f"{five}/tls/ca.key is vault-encrypted: pass --vault-password-file" in result.output
+    other = tmp_path / "other-password"
+    other.write_text("another-password\n")
+    result = CliRunner().invoke(
+        main, ["build", str(five), "-o", str(out), "--vault-password-file", str(other)]
+    )
+    assert result.exit_code == 2 and "tls/ca.key cannot decrypt" in result.output, result.output
+    # conf/tls deleted: a plaintext build makes new keys, but will not put them in plaintext
+    # over the encrypted ones of out/.
+    shutil.rmtree(five / "tls")
+    result = CliRunner().invoke(main, ["build", str(five), "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    for key in OUT_KEYS:
+        assert f"{key}:1:1: is vault-encrypted (a vault-mode build wrote it)" in result.output
+    assert files(out) == tree
+
+
+def test_operator_keys_may_be_vault_encrypted(five, tmp_path, vault):
+    password_file, lib = vault
+    given = tmp_path / "given"
+    shutil.copytree(REPO_TLS, given)
+    for key in given.glob("*.key"):
+        key.write_bytes(lib.encrypt(key.read_bytes()))
+    local = five / "local.service_conf.yaml"
+    overlay = (
+        (REPO_TLS / "five-hosts-tls.yaml").read_text().replace("../tests/data/tls", str(given))
+    )
+    local.write_text(local.read_text() + overlay)
+    out = tmp_path / "out"
+    build(five, out, "--vault-password-file", str(password_file))
+    tree = files(out)
+    key = assert_key_of(tree[next(iter(OUT_KEYS))][0], (REPO_TLS / "redis.crt").read_bytes(), lib)
+    assert key == (REPO_TLS / "redis.key").read_bytes()
+    assert plaintext_keys(out) == []
+    result = CliRunner().invoke(main, ["build", str(five), "-o", str(tmp_path / "plain")])
+    assert result.exit_code == 2
+    assert f"tls.redis.key: {given}/redis.key is vault-encrypted: pass" in result.output

@@ -79,8 +79,15 @@ def snapshot_source(destination: Path) -> Path:
 def configc_build(
     overlays: Sequence[Path], out: Path, env: dict[str, str], vault_file: Path | None = None
 ) -> None:
-    """Compile conf/ with the overlays into *out* (in vault mode with *vault_file*)."""
-    argv = [str(BIN / "configc"), "build", str(REPO / "conf"), "-o", str(out)]
+    """Compile a copy of conf/ with the overlays into *out* (in vault mode with *vault_file*).
+
+    The copy, beside *out* and made once (a rebuild keeps its CA), keeps this run's
+    throwaway vault password away from the checkout's conf/tls: the keys configc makes there
+    are encrypted with it, and the next run, or a build without it, could not read them."""
+    conf = out.parent / "conf"
+    if not conf.exists():
+        shutil.copytree(REPO / "conf", conf, ignore=shutil.ignore_patterns(".secrets.yaml", "tls"))
+    argv = [str(BIN / "configc"), "build", str(conf), "-o", str(out)]
     for overlay in overlays:
         argv += ["--overlay", str(overlay)]
     if vault_file is not None:

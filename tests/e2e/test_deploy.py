@@ -51,6 +51,8 @@ from testbed import (
     require_environment,
 )
 
+from configc.vault import Vault
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 Testbed.__test__ = False  # type: ignore[attr-defined]  # not a test class
 TestbedUnavailable.__test__ = False  # type: ignore[attr-defined]
@@ -330,16 +332,21 @@ def test_no_secret_in_plaintext_on_the_control_machine(deployment: Deployment) -
             data = path.read_bytes()
             for variable, password in deployment.secrets.items():
                 assert password.encode() not in data, f"{variable} in {path}"
+            assert b"PRIVATE KEY" not in data, f"a TLS key in plaintext in {path}"
     host_vars = sorted((deployment.out / "host_vars").glob("*.yml"))
     assert host_vars and all(p.read_bytes().startswith(b"$ANSIBLE_VAULT;") for p in host_vars)
 
 
 def test_private_keys_never_logged(deployment: Deployment) -> None:
-    """The TLS keys the roles copy (no_log) appear in no Ansible output, even with --diff."""
+    """The TLS keys the roles copy (no_log) appear in no Ansible output, even with --diff.
+    Vault mode: they are ansible-vault files in out/, searched for decrypted."""
     keys = sorted(deployment.out.glob("hosts/*/etc/**/*.key"))
     assert keys, "configc compiled no TLS key: is TLS on in the e2e topology?"
+    vault = Vault.from_file(deployment.vault_file)
     for key in keys:
-        body = "".join(line for line in key.read_text().splitlines() if "-----" not in line)
+        assert key.read_bytes().startswith(b"$ANSIBLE_VAULT;"), key
+        pem = vault.decrypt(key.read_bytes())
+        body = "".join(line for line in pem.splitlines() if "-----" not in line)
         for name, run in converged(deployment).runs.items():
             assert body[:40] not in run.output.replace("\n", ""), f"{key.name} in the {name} output"
 
@@ -390,6 +397,8 @@ def test_redis_requires_the_password(deployment: Deployment) -> None:
 TRANSPORT_PROBE = """
 import json, pymysql, redis
 from ruamel.yaml import YAML
+
+from configc.vault import Vault
 config = YAML(typ="safe").load(open("/etc/ragfleet/ragfleet.yaml"))
 r, db = config["redis"], config["database"]
 out = {}
