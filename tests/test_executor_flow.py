@@ -226,7 +226,9 @@ def test_status_and_tasks_commands(fleet):
     (row,) = json.loads(result.stdout)["executors"]
     assert row["name"] == "task_executor_test_1" and row["state"] == "alive"
     assert (row["version"], row["commit"]) == (__version__, git_commit(CHECKOUT))
-    table = fleet.cli("status").stdout.splitlines()
+    lines = fleet.cli("status").stdout.splitlines()
+    assert lines[0].startswith("executors (at ")  # then the executors' table, then the queues'
+    table = lines[1:]
     assert table[0].split()[:2] == ["NAME", "VERSION"]
     assert table[1].split()[1] == f"{__version__}@{row['commit'][:12]}" + (
         "-dirty" if row["commit"].endswith("-dirty") else ""
