@@ -55,7 +55,8 @@ def sqlite_database(tmp_path: Path) -> dict[str, Any]:
     return {"type": "sqlite", "path": str(tmp_path / "ragfleet.db")}
 
 
-def mysql_database(server: MariaDBServer) -> dict[str, Any]:
+def mysql_database(server: MariaDBServer, **extra: Any) -> dict[str, Any]:
+    """The runtime config's ``database`` section for *server*, plus *extra* keys (ssl_ca)."""
     return {
         "type": "mysql",
         "host": server.host,
@@ -63,6 +64,7 @@ def mysql_database(server: MariaDBServer) -> dict[str, Any]:
         "name": server.database,
         "user": server.user,
         "password": server.password,
+        **extra,
     }
 
 

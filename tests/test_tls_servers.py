@@ -10,6 +10,7 @@ from pathlib import Path
 import pymysql
 import pytest
 import redis
+from executors import mysql_database
 from secured import Secured, secured_conf, secured_redis
 from servers import MariaDBServer, RedisServer, ServerTls, no_retry
 
@@ -111,20 +112,8 @@ def tls_mariadb(tmp_path_factory, secured: Secured) -> Iterator[MariaDBServer]:
     server.close()
 
 
-def mysql_section(server: MariaDBServer, **extra: object) -> dict[str, object]:
-    return {
-        "type": "mysql",
-        "host": server.host,
-        "port": server.port,
-        "name": server.database,
-        "user": server.user,
-        "password": server.password,
-        **extra,
-    }
-
-
 def test_the_executor_reaches_mariadb_over_tls(tls_mariadb, secured):
-    database = open_database(mysql_section(tls_mariadb, ssl_ca=str(secured.ca)))
+    database = open_database(mysql_database(tls_mariadb, ssl_ca=str(secured.ca)))
     try:
         cipher = database.execute_sql("SHOW SESSION STATUS LIKE 'Ssl_cipher'").fetchone()
         assert cipher[1], "the session is not encrypted"
@@ -142,6 +131,6 @@ def test_plaintext_to_mariadb_is_refused(tls_mariadb):
 
 
 def test_a_client_trusting_another_ca_refuses_mariadb(tls_mariadb, other_ca):
-    database = open_database(mysql_section(tls_mariadb, ssl_ca=str(other_ca)))
+    database = open_database(mysql_database(tls_mariadb, ssl_ca=str(other_ca)))
     with pytest.raises(Exception, match="certificate verify failed"):
         database.connect()
