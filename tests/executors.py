@@ -141,6 +141,16 @@ class Fleet:
         assert task is not None
         return task
 
+    def wait_consumer_gone(self, consumer: str, watched: Executor, timeout: float = 15) -> None:
+        """Wait until *consumer* has left the group of the priority-0 queue (a dead consumer
+        leaves once its entries are claimed and it is expired); *watched*'s log on failure."""
+
+        def consumers() -> set[str]:
+            found = self.redis.xinfo_consumers(wire.queue_name(0), wire.GROUP)
+            return {c["name"].decode() for c in found}
+
+        wait_for(lambda: consumer not in consumers(), timeout, f"{consumer} to be deleted", watched)
+
     def wait_done(self, task_ids: Iterable[str], timeout: float = 30) -> list[dict[str, Any]]:
         """Wait until every task is done or failed; the test's own reads ride out outages."""
         ids = list(task_ids)

@@ -44,18 +44,7 @@ def test_killed_workers_task_is_reclaimed_by_another_worker(fleet):
     assert row["retry_count"] == 1  # second delivery
     assert "reclaimed entry " in survivor.log
     # The dead consumer leaves the group once its entries are claimed and it is expired.
-    wait_for(
-        lambda: (
-            "task_executor_test_1"
-            not in {
-                c["name"].decode()
-                for c in fleet.redis.xinfo_consumers(wire.queue_name(0), wire.GROUP)
-            }
-        ),
-        15,
-        "the dead consumer to be deleted",
-        survivor,
-    )
+    fleet.wait_consumer_gone("task_executor_test_1", survivor)
 
 
 def test_a_task_whose_executor_is_cut_off_from_redis_is_not_run_twice(

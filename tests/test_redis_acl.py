@@ -155,18 +155,7 @@ def test_a_killed_executors_task_is_reclaimed_as_the_acl_user(acl_fleet):
     row = acl_fleet.wait_done([task_id], timeout=30)[0]
     assert row["progress"] == 1 and row["retry_count"] == 1
     assert "reclaimed entry " in survivor.log
-    wait_for(
-        lambda: (
-            "task_executor_test_1"
-            not in {
-                c["name"].decode()
-                for c in acl_fleet.redis.xinfo_consumers(wire.queue_name(0), wire.GROUP)
-            }
-        ),
-        15,
-        "the dead consumer to be deleted",
-        survivor,
-    )
+    acl_fleet.wait_consumer_gone("task_executor_test_1", survivor)
     no_acl_refusal(victim.log, survivor.log)
 
 
