@@ -277,7 +277,10 @@ class TreeRenderer:
             else None
         )
         tls = self.tls_paths("redis")
-        body = self.render("redis.conf.j2", redis=redis, acl=acl, tls=tls, **context)
+        maxmemory = (self.doc.get("redis") or {}).get("maxmemory") or ""
+        body = self.render(
+            "redis.conf.j2", redis=redis, acl=acl, tls=tls, maxmemory=maxmemory, **context
+        )
         if placeholders is not None:
             where = f"hosts/{context['host']['name']}/etc/redis/ragfleet.conf"
             body = placeholders.template(where, body, "redis")

@@ -243,6 +243,9 @@ SCHEMA: dict[str, Any] = {
             "executor_password": SECRET,
             "operator_user": {**_ACL_USER, "default": "ragfleet-operator"},
             "operator_password": SECRET,
+            # ragfleet's: redis-server's maxmemory (redis.conf syntax: 512mb, 2gb; 0 or unset:
+            # no limit). With noeviction, writes fail at the limit instead of evicting a queue.
+            "maxmemory": {"type": "string", "nullable": True, "regex": r"(?i)[0-9]+(k|kb|m|mb|g|gb)?"},
         }
     ),
     "tls": _section(

@@ -58,7 +58,11 @@ def check_yaml_files(out: Path) -> None:
 
 
 def redis_answers(
-    fragment: Path, password: str, tls: Path | None = None, username: str | None = None
+    fragment: Path,
+    password: str,
+    tls: Path | None = None,
+    username: str | None = None,
+    config: dict[str, str] | None = None,
 ) -> None:
     """Start redis-server on *fragment*; it must accept *password* of *username* (default
     user if None; or need none). *tls*: the compiled tree's folder of the fragment's
@@ -95,13 +99,23 @@ def redis_answers(
             else {}
         )
         try:
-            _ping(port, password, process, log, username=username, **options)
+            client = _ping(port, password, process, log, username=username, **options)
+            with client:
+                for key, value in (config or {}).items():
+                    got = {
+                        k: v.decode() if isinstance(v, bytes) else v
+                        for k, v in client.config_get(key).items()
+                    }
+                    assert got == {key: value}, key
         finally:
             process.kill()
             process.wait(10)
 
 
-def _ping(port: int, password: str, process: subprocess.Popen, log: Path, **options: Any) -> None:
+def _ping(
+    port: int, password: str, process: subprocess.Popen, log: Path, **options: Any
+) -> redis.Redis:
+    """A client of the server on *port*, once it answers PING."""
     client = redis.Redis(
         host=HOST,
         port=port,
@@ -111,17 +125,18 @@ def _ping(port: int, password: str, process: subprocess.Popen, log: Path, **opti
         **options,
     )
     deadline = time.monotonic() + 10
-    with client:
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"redis-server refused {log}: {log.read_text()[-2000:]}")
-            try:
-                assert client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
+    while True:
+        if process.poll() is not None:
+            client.close()
+            raise AssertionError(f"redis-server refused {log}: {log.read_text()[-2000:]}")
+        try:
+            assert client.ping()
+            return client
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                client.close()
+                raise
+            time.sleep(0.02)
 
 
 def mariadb_options(cnf: Path) -> list[str]:

@@ -262,3 +262,23 @@ def test_a_variable_cannot_bring_a_line_break(tmp_path, monkeypatch):
     assert f"error: {LOCAL}:2:13: redis.password: character U+000A is not allowed" in (
         result.output
     )
+
+
+def test_redis_maxmemory_reaches_redis_server(tmp_path):
+    """redis.maxmemory is read back by redis-server itself, with noeviction kept."""
+    local = "redis:\n  password: 'a-long-enough-password'\n  maxmemory: 64mb\n"
+    conf = shipped_conf(tmp_path, local)
+    result = CliRunner().invoke(main, ["build", str(conf), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    redis_answers(
+        tmp_path / "out/hosts/localhost/etc/redis/ragfleet.conf",
+        "a-long-enough-password",
+        config={"maxmemory": str(64 << 20), "maxmemory-policy": "noeviction"},
+    )
+
+
+def test_a_malformed_redis_maxmemory_is_refused_at_its_line(tmp_path):
+    conf = shipped_conf(tmp_path, "redis:\n  maxmemory: lots\n")
+    result = CliRunner().invoke(main, ["build", str(conf), "-o", str(tmp_path / "out")])
+    assert result.exit_code != 0
+    assert "local.service_conf.yaml:2" in result.output and "redis.maxmemory" in result.output

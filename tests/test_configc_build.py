@@ -197,11 +197,12 @@ def test_metrics_listen_on_loopback_alone_and_on_the_hosts_address_in_a_fleet(tm
     build(tmp_path / "fleet", *TOPOLOGIES["five-hosts"])
     for host, address in (("exec1", "10.213.0.21"), ("exec2", "10.213.0.22")):
         assert _runtime(tmp_path / "fleet", host)["executor"]["metrics_bind"] == address
-    local = "executor:\n  metrics_bind: '::1'\n"
+    # A given address is kept (five-hosts.yaml's monitoring host must reach it: not loopback).
+    local = "executor:\n  metrics_bind: '0.0.0.0'\n"
     build(
         tmp_path / "given", "conf/examples/five-hosts.yaml", conf=str(shipped_conf(tmp_path, local))
     )
-    assert _runtime(tmp_path / "given", "exec1")["executor"]["metrics_bind"] == "::1"
+    assert _runtime(tmp_path / "given", "exec1")["executor"]["metrics_bind"] == "0.0.0.0"
 
 
 @pytest.mark.parametrize(

@@ -196,15 +196,15 @@ def test_preflight_names_what_is_wrong(tmp_path: Path, host: str) -> None:
     assert "golden-" not in output  # the golden tree's passwords
 
 
-def monitored_tree(tmp_path: Path) -> Path:
-    """configc's five-host tree with Prometheus on exec1 (the monitoring role)."""
+def unmonitored_tree(tmp_path: Path) -> Path:
+    """configc's five-host tree without its monitoring host (exec1 an executor only)."""
     from click.testing import CliRunner
     from confdirs import FIVE_HOSTS, shipped_conf, write
 
     from configc.cli import main
 
     hosts = (FIVE_HOSTS.read_text().split("\nhosts:\n")[1]).replace(
-        "roles: [executor]\n", "roles: [executor, monitoring]\n", 1
+        "roles: [executor, monitoring]\n", "roles: [executor]\n", 1
     )
     overlay = write(tmp_path / "monitoring.yaml", "hosts:\n" + hosts)
     env = {name: f"{name.lower()}-0123456789" for name in PASSWORDS}
@@ -216,12 +216,14 @@ def monitored_tree(tmp_path: Path) -> Path:
 
 
 def test_monitoring_play_runs_only_with_a_monitoring_host(tmp_path: Path) -> None:
-    """Without a monitoring host the play matches no host (the golden tree deploys as
-    before); with one, every host passes the monitoring preflight."""
-    result = preflight(GOLDEN / "inventory.yml")
+    """Without a monitoring host the play matches no host (the fleet deploys as if it did
+    not exist); with one (the golden five-host tree), every host passes its preflight."""
+    unmonitored = unmonitored_tree(tmp_path)
+    result = preflight(unmonitored / "inventory.yml")
     play = result.stdout[result.stdout.index("PLAY [Monitoring") :]
     assert "skipping: no hosts matched" in play.split("PLAY RECAP")[0], play[:2000]
-    out = monitored_tree(tmp_path)
+    out = tmp_path / "golden"
+    shutil.copytree(GOLDEN, out)
     # Only the preflight tags: a play tag (`monitoring`) would select every phase, here.
     result = preflight(out / "inventory.yml")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr

@@ -120,7 +120,7 @@ def test_single_host_scrapes_loopback_and_explicit_bind(tmp_path: Path) -> None:
 
 
 def test_no_monitoring_host_no_prometheus_files(tmp_path: Path) -> None:
-    out = build(tmp_path, "executor:\n  instances: 2\n")
+    out = build(tmp_path, FLEET.replace("[executor, monitoring]", "[executor]"))
     assert not list(out.glob("hosts/*/etc/prometheus"))
     inventory = yaml.load(out / "inventory.yml")
     assert inventory["all"]["children"]["monitoring"] == {"hosts": {}}

@@ -1,11 +1,20 @@
-"""The e2e marker, and the testbed's timings at the end of the run."""
+"""The e2e marker, the deployment every e2e module shares, and the testbed's timings at
+the end of the run."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
+from deployment import Deployment, deploy
 from testbed import TIMINGS_FILE
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """The converged five-host fleet (deployment.py), booted once for every e2e module."""
+    yield from deploy(tmp_path_factory)
 
 
 def pytest_configure(config: pytest.Config) -> None:
