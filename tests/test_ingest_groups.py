@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import trio
 from executors import Fleet
+from fake_openai import Answer, FakeOpenAI, Request, serve_fake_openai
 
+from executor.errors import TaskInputError
 from executor.handlers import Outcome, TaskContext
 from executor.ingest import grouped
 from executor.ingest.catalog import Catalog
@@ -180,3 +182,47 @@ def test_a_group_run_again_replaces_its_chunks_without_duplicates(fleet):
     rows = [fleet.task(task_id) for task_id in ids]
     assert [r["chunk_ids"] for r in rows] == [r["chunk_ids"] for r in done]
     assert [chunks_of(fleet, row["doc_id"]) for row in rows] == counts
+
+
+class RejectsOneText(FakeOpenAI):
+    """An endpoint that refuses (HTTP 400) any request holding a text with *marker*: as a
+    real one refuses an input it cannot take, whichever task's chunks share the request."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+
+    def respond(self, request: Request) -> Answer:
+        if any(self.marker in text for text in request.body.get("input", [])):
+            with self.lock:
+                self.requests.append(request)
+            return Answer(400, {"error": {"message": "input rejected"}})
+        return super().respond(request)
+
+
+def test_a_text_the_model_refuses_in_a_shared_embedding_call_fails_only_its_task(make_fleet):
+    """The chunks of a group's tasks go to the embedding endpoint in one request; when the
+    endpoint refuses it because of one task's text, each task's chunks are sent again on
+    their own, and only that task fails."""
+    api = RejectsOneText("Four score and seven years ago")  # the Gettysburg Address
+    with serve_fake_openai(api) as url:
+        fleet = make_fleet(
+            models={
+                "embedding_model": {
+                    "model": "fake-embed@OpenAI-API-Compatible",
+                    "factory": "OpenAI-API-Compatible",
+                    "base_url": f"{url}/v1",
+                }
+            }
+        )
+        ids = submit(fleet, *(CORPUS / name for name in SMALL))
+        tasks = [fleet.task(task_id) for task_id in ids]
+        outcomes = run_group(fleet, tasks, cancelled=set())
+    assert outcomes[:2] == [Outcome.DONE, Outcome.DONE]
+    assert isinstance(outcomes[2], TaskInputError)
+    assert "embedding failed" in str(outcomes[2]) and "input rejected" in str(outcomes[2])
+    counts = [len(fleet.task(task_id)["chunk_ids"].split()) for task_id in ids[:2]]
+    sizes = [len(request.body["input"]) for request in api.requests]  # the shared one first
+    assert len(sizes) == 4 and sizes[1:3] == counts and sizes[0] == sum(sizes[1:])
+    assert [chunks_of(fleet, task["doc_id"]) for task in tasks] == [*counts, 0]
+    assert all(count > 0 for count in counts)

@@ -3,15 +3,18 @@
 A small document's own work (parse, chunk, write its chunks) costs about as much CPU as
 its task's bookkeeping: thread hops, statements, round trips (docs/benchmarks.md). Run as
 a group, the tasks share them: one builder hop reads, parses and chunks every document,
-one writes all their chunks in one store call; the worker has looked them up and begun
-them in one hop, and records them done in one.
+the chunks of every task whose knowledge base embeds go to its embedding model together
+(:mod:`executor.ingest.embed_together`), and one hop writes all their chunks in one store
+call; the worker has looked them up and begun them in one hop, and records them done in
+one.
 
 Each task stays its own: its progress lines are the same milestones as
 :class:`pipeline.Ingestion`'s, a document that cannot be used fails its task alone, and a
-task cancelled between two steps stops there, leaving no chunk of its own behind. A
-document larger than GROUP_MAX_BYTES, or one whose knowledge base embeds its chunks, is
-handed back to run alone: it would hold the group up (a parse of seconds, or the
-embedding model's pace), and it gains nothing from sharing.
+task cancelled between two steps stops there, leaving no chunk of its own behind; an
+embedding call the model refuses is made again task by task, failing only the task(s)
+whose own call fails. A document larger than GROUP_MAX_BYTES is handed back to run alone:
+its parse of seconds would hold the group up, and it gains nothing from sharing (run
+alone, its chunks still go to the embedder EMBED_SLICE at a time).
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ import trio
 from ..errors import TaskInputError
 from ..handlers import Outcome, TaskContext
 from .catalog import KnowledgeBase
+from .embed_together import embed_parts, slices
 from .pipeline import (
     Built,
     IngestServices,
     build_chunks_of,
     chunk_record,
+    embed_call,
     forget_chunks,
     generated_milestone,
     load_document,
@@ -39,6 +44,7 @@ from .pipeline import (
     store_call,
     write_chunks,
 )
+from .types import Chunk, Embedder
 
 GROUP_MAX_BYTES = 1 << 20
 """A larger document runs alone: a parse of seconds would hold its group up, and a
@@ -54,6 +60,7 @@ class Member:
     kb: KnowledgeBase | None = None
     data: bytes = b""
     built: Built | None = None
+    embedder: Embedder | None = None
 
     @property
     def going(self) -> bool:
@@ -100,6 +107,7 @@ class IngestionGroup:
             await member.ctx.progress(0.1, f"Start to parse {member.doc['name']}.")
             await member.ctx.progress(*parsed_milestone(member.built))
             await member.ctx.progress(*generated_milestone(member.built))
+        await self._embed_all()
         self._stop_cancelled(self._going())
         await self._index(self._going())
 
@@ -119,15 +127,50 @@ class IngestionGroup:
             except TaskInputError as exc:
                 member.ctx.outcome = exc
                 continue
-            if member.kb.embd_id or len(member.data) > GROUP_MAX_BYTES:
+            if len(member.data) > GROUP_MAX_BYTES:
                 member.ctx.outcome = Outcome.RUN_ALONE
             elif not member.ctx.cancel_requested():
                 try:
+                    member.embedder = self.services.embedder(member.kb)
                     member.built = build_chunks_of(
                         member.ctx.task, member.doc, member.kb, member.data
                     )
                 except Exception as exc:
                     member.ctx.outcome = exc
+
+    async def _embed_all(self) -> None:
+        """The chunks of the members whose knowledge bases embed, to each embedding model
+        together (see embed_together); then each member's "Embedding chunks" line."""
+        by_model: dict[int, list[Member]] = {}
+        for member in self._going():
+            if member.embedder is not None and member.new_ids:
+                by_model.setdefault(id(member.embedder), []).append(member)
+        for members in by_model.values():
+            started = time.monotonic()
+            assert members[0].embedder is not None
+            await self._embed(members[0].embedder, members)
+            for member in members:
+                if member.going:
+                    seconds = time.monotonic() - started
+                    await member.ctx.progress(0.7, f"Embedding chunks ({seconds:.2f}s).")
+
+    async def _embed(self, embedder: Embedder, members: list[Member]) -> None:
+        """EMBED_SLICE chunks per call, whichever tasks they belong to; between calls a
+        task cancelled is recorded so, and its chunks left out. A task whose own call the
+        model refuses fails here (TaskInputError, as run alone)."""
+        owned = [(n, c) for n, m in enumerate(members) if m.built for c in m.built.chunks]
+        for part in slices(owned):
+            self._stop_cancelled([m for m in members if m.going])
+            by_member: dict[int, list[Chunk]] = {}
+            for n, item in part:
+                if members[n].going:
+                    by_member.setdefault(n, []).append(item)
+            if not by_member:
+                continue
+            errors = await embed_call(embed_parts, embedder, list(by_member.values()))
+            for n, error in zip(by_member, errors, strict=True):
+                if error is not None:
+                    members[n].ctx.outcome = TaskInputError(f"embedding failed: {error}")
 
     @staticmethod
     def _stop_cancelled(members: list[Member]) -> list[Member]:
@@ -165,7 +208,9 @@ class IngestionGroup:
         for index, group in _by_index(members).items():
             stale = sorted({i for m in group for i in m.stale_ids()})
             chunks = [c for m in group if m.built for c in m.built.chunks]
-            write_chunks(store, index, stale, chunks)  # no embeddings in a group
+            for dim in _vector_dims(chunks)[1:]:  # write_chunks creates the first one's
+                store.create_index(index, dim)
+            write_chunks(store, index, stale, chunks)
 
     async def _forget(self, members: list[Member]) -> None:
         """Remove the chunks *members* wrote that were not there before (see
@@ -173,6 +218,13 @@ class IngestionGroup:
         for index, group in _by_index(members).items():
             ids = [i for m in group for i in m.new_ids_only()]
             await forget_chunks(self.services.doc_store, index, ids)
+
+
+def _vector_dims(chunks: list[Chunk]) -> list[int | None]:
+    """The vector dimensions of *chunks* (None: no vector), the first chunk's first: the
+    knowledge bases of one index may embed with different models."""
+    dims = dict.fromkeys(len(c.vector) if c.vector else None for c in chunks)
+    return list(dims)
 
 
 def _by_index(members: list[Member]) -> dict[str, list[Member]]:

@@ -19,6 +19,7 @@ hops and their store write (:mod:`executor.ingest.grouped`, built from the same 
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -40,6 +41,7 @@ from ..store.database import TaskStore
 from .catalog import Catalog, KnowledgeBase
 from .chunking import chunk, chunk_id
 from .docstore import open_configured_doc_store
+from .embed_together import EMBED_SLICE, embed_parts
 from .embedders import open_embedder
 from .embeddings import embedding_config
 from .errors import DocumentError, EmbeddingError, EmbeddingUnavailable, TokenizerUnavailable
@@ -65,6 +67,7 @@ class IngestServices:
     doc_store: DocStore
     chunk_builders: trio.CapacityLimiter
     _embedders: dict[str, Embedder | None] = field(default_factory=dict)
+    _embedders_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def from_settings(cls, settings: Settings, store: TaskStore) -> IngestServices:
@@ -86,11 +89,18 @@ class IngestServices:
         )
 
     def embedder(self, kb: KnowledgeBase) -> Embedder | None:
-        """The knowledge base's embedding model; its endpoint comes from the compiled config."""
-        if kb.embd_id not in self._embedders:
-            config = embedding_config(self.settings.models, kb.embd_id)
-            self._embedders[kb.embd_id] = open_embedder(config) if kb.embd_id else None
-        return self._embedders[kb.embd_id]
+        """In a thread (a local model loads for seconds): the knowledge base's embedding
+        model, opened once per process; its endpoint comes from the compiled config. A
+        model that cannot be opened is a TaskInputError."""
+        with self._embedders_lock:  # group builders and tasks alone may ask at once
+            if kb.embd_id not in self._embedders:
+                config = embedding_config(self.settings.models, kb.embd_id)
+                try:
+                    opened = open_embedder(config) if kb.embd_id else None
+                except EmbeddingError as exc:
+                    raise TaskInputError(f"embedding model {kb.embd_id!r}: {exc}") from None
+                self._embedders[kb.embd_id] = opened
+            return self._embedders[kb.embd_id]
 
 
 def ingest_handler(services: IngestServices) -> Callable[[TaskContext], Any]:
@@ -112,10 +122,7 @@ class Ingestion:
     async def run(self) -> None:
         doc, kb, data = await self._thread(load_document, self.services, self.task)
         chunks = await self._build_chunks(doc, kb, data)
-        try:
-            embedder = self.services.embedder(kb)
-        except EmbeddingError as exc:
-            raise TaskInputError(f"embedding model {kb.embd_id!r}: {exc}") from None
+        embedder = await self._thread(self.services.embedder, kb)
         if embedder and chunks:
             await self._embed(embedder, chunks)
         await self._index(kb, chunks)
@@ -130,21 +137,16 @@ class Ingestion:
         return built.chunks
 
     async def _embed(self, embedder: Embedder, chunks: list[Chunk]) -> None:
+        """EMBED_SLICE chunks per embedder call (which cuts them into its batches): a
+        long document's chunks share calls, and progress and cancellation are checked
+        between them."""
         started = time.monotonic()
-        batch = 16  # upstream's EMBEDDING_BATCH_SIZE
-        for start in range(0, len(chunks), batch):
-            part = chunks[start : start + batch]
-            try:
-                vectors = await self._thread(embedder.embed, [c.content for c in part])
-            except EmbeddingUnavailable as exc:
-                raise DependencyUnavailable(
-                    f"embedding endpoint: {exc}", "embedding_endpoint"
-                ) from exc
-            except EmbeddingError as exc:
-                raise TaskInputError(f"embedding failed: {exc}") from None
-            for item, vector in zip(part, vectors, strict=True):
-                item.vector = vector
-            done = min(len(chunks), start + batch)
+        for start in range(0, len(chunks), EMBED_SLICE):
+            part = chunks[start : start + EMBED_SLICE]
+            (error,) = await embed_call(embed_parts, embedder, [part])
+            if error is not None:
+                raise TaskInputError(f"embedding failed: {error}")
+            done = min(len(chunks), start + EMBED_SLICE)
             await self.progress(0.5 + 0.2 * done / len(chunks))
         await self.progress(0.7, f"Embedding chunks ({time.monotonic() - started:.2f}s).")
 
@@ -216,6 +218,14 @@ async def forget_chunks(store: DocStore, index: str, chunk_ids: list[str]) -> No
     # If the store is down, the chunks stay as orphans until a re-run replaces them.
     with trio.CancelScope(shield=True), trio.move_on_after(30), suppress(Exception):
         await store_call(store.delete, index, chunk_ids)
+
+
+async def embed_call(fn: Callable[..., T], *args: Any) -> T:
+    """A blocking embedder call, in a thread; the endpoint out of reach is an outage."""
+    try:
+        return await trio.to_thread.run_sync(functools.partial(fn, *args))
+    except EmbeddingUnavailable as exc:
+        raise DependencyUnavailable(f"embedding endpoint: {exc}", "embedding_endpoint") from exc
 
 
 async def store_call(fn: Callable[..., T], *args: Any) -> T:
