@@ -153,6 +153,8 @@ def drive(
     traced = False
     started = next_sample = time.monotonic()
     deadline = started + 60 + args.tasks * TIMEOUT_PER_TASK
+    soak.samples.append(Sample(0.0, rss_kib(pid), 0))  # idle, before the first wave
+    next_sample += args.every
     while True:
         if created < args.tasks and queued(fleet.redis) < args.wave:
             count = min(args.wave, args.tasks - created)
