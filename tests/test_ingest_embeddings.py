@@ -63,9 +63,22 @@ def test_batches_texts_and_orders_vectors_by_index(server: str, api: FakeOpenAI)
         vectors = embedder.embed(texts)
     assert vectors == [fake_vector(t) for t in texts]
     assert embedder.dim == DIM
-    assert [len(r.body["input"]) for r in api.requests] == [16, 16, 8]
+    # The batches are sent side by side: they may arrive in any order.
+    assert sorted(len(r.body["input"]) for r in api.requests) == [8, 16, 16]
     assert [r.body["model"] for r in api.requests] == ["text-embedding-3-small"] * 3
     assert all(set(r.body) == {"model", "input"} for r in api.requests)
+
+
+def test_batches_are_sent_side_by_side(server: str, api: FakeOpenAI) -> None:
+    """Four batches, each answered after 0.5 s: together, not one after the other."""
+    texts = [f"text number {i}" for i in range(64)]
+    api.script = [Answer(200, _data(*[[1.0] * DIM] * 16), delay=0.5) for _ in range(4)]
+    with http_embedder(server + "/v1", batch_size=16) as embedder:
+        began = time.monotonic()
+        vectors = embedder.embed(texts)
+        seconds = time.monotonic() - began
+    assert len(vectors) == 64 and len(api.requests) == 4
+    assert seconds < 1.5, f"4 batches of 0.5 s took {seconds:.2f} s"
 
 
 def test_empty_input_makes_no_request(server: str, api: FakeOpenAI) -> None:

@@ -1,7 +1,9 @@
 """The HTTP embedder: an OpenAI-compatible ``/embeddings`` endpoint, with retries.
 
 ``POST <endpoint>`` with ``{"model": <name without @factory>, "input": [...]}`` and
-``Authorization: Bearer <api_key>`` when a key is set, in batches of ``batch_size`` texts.
+``Authorization: Bearer <api_key>`` when a key is set, in batches of ``batch_size`` texts,
+up to ``concurrency`` requests at once (an endpoint serves requests side by side, and one
+call may carry the chunks of a whole group of tasks: embed_together.py).
 Connection errors, timeouts, 429 and 5xx are retried with jittered backoff (or the server's
 Retry-After); when every attempt failed that is :class:`EmbeddingUnavailable`. Any other
 answer that is not a success, or a malformed response, is :class:`EmbeddingError`.
@@ -11,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -26,6 +30,8 @@ log = logging.getLogger(__name__)
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 MAX_RETRY_DELAY = 30.0
 """Upper bound (seconds) of one wait between attempts, Retry-After included."""
+CONCURRENCY = 4
+"""Requests of one embed() call in flight at once."""
 
 
 class _Retry(Exception):
@@ -74,6 +80,7 @@ class HTTPEmbedder:
         timeout: float = 30,
         retries: int = 3,
         backoff: float = 0.5,
+        concurrency: int = CONCURRENCY,
     ) -> None:
         self.name = spec.model
         self.model = spec.name
@@ -82,16 +89,36 @@ class HTTPEmbedder:
         self.batch_size = batch_size
         self.retries = retries
         self.backoff = backoff
+        self.concurrency = max(1, concurrency)
         headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout), headers=headers)
+        limits = httpx.Limits(max_keepalive_connections=max(20, self.concurrency))
+        self._client = httpx.Client(timeout=httpx.Timeout(timeout), headers=headers, limits=limits)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), self.batch_size):
-            vectors += self._embed_batch(list(texts[start : start + self.batch_size]))
-        return vectors
+        """The vectors of *texts*, in order; batches sent side by side. The first batch
+        (in order) that failed raises its error, after every request has ended."""
+        batches = [
+            list(texts[start : start + self.batch_size])
+            for start in range(0, len(texts), self.batch_size)
+        ]
+        if len(batches) <= 1 or self.concurrency == 1:
+            return [v for batch in batches for v in self._embed_batch(batch)]
+        futures = [self._executor().submit(self._embed_batch, batch) for batch in batches]
+        return [v for future in futures for v in future.result()]
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="embed-http")
+            return self._pool
 
     def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
         self._client.close()
 
     def __enter__(self) -> HTTPEmbedder:
