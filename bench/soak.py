@@ -119,12 +119,12 @@ def run_soak(args: argparse.Namespace, work: Path) -> Soak:
     redis_server = RedisServer(work / "redis")
     redis_server.start()
     try:
-        config = write_config(
-            work, redis_server, sqlite_database(work), **{**PRODUCTION, **EXECUTOR}
-        )
+        overrides = {k: json.loads(v) for k, v in (i.split("=", 1) for i in args.set)}
+        executor_keys = {**PRODUCTION, **EXECUTOR, **overrides}
+        config = write_config(work, redis_server, sqlite_database(work), **executor_keys)
         fleet = Fleet(config)
         try:
-            executor = fleet.start()
+            executor = fleet.start(env=dict(item.split("=", 1) for item in args.env))
             db = sqlite3.connect(f"file:{fleet.settings.database['path']}?mode=ro", uri=True)
             try:
                 drive(args, soak, fleet, executor, db)
@@ -254,6 +254,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--every", type=float, default=1.0, help="seconds between RSS samples")
     parser.add_argument(
         "--warmup", type=float, default=0.1, help="share of the tasks that warms up"
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], help="executor KEY=JSON over the defaults"
+    )
+    parser.add_argument(
+        "--env", action="append", default=[], help="KEY=VALUE for the executor (repeatable)"
     )
     parser.add_argument("--json", default="", help="write the figures here (- for stdout)")
     parser.add_argument(
