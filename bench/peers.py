@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -183,6 +183,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "peers")
     parser.add_argument(
+        "--from-json",
+        type=Path,
+        help="measure nothing: write the table and plot of an earlier run's peers.json",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke test: defaults " + json.dumps(QUICK) + " (flags given still win), no plot",
@@ -194,24 +199,35 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())
+        data["summary"] = peers_report.summarise(data)
+    else:
+        data = measure(args, argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.from_json:
+        (args.out / "peers.json").write_text(json.dumps(data, indent=1) + "\n")
+    table = peers_report.markdown(data)
+    (args.out / "peers.md").write_text(table + "\n")
+    if not args.quick:
+        peers_report.plot(data, args.out / "peers.svg")
+    print(table)
+    print(f"({data['duration_s']:.0f} s; written to {args.out})")
+
+
+def measure(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     et.CASE_TIMEOUT = args.timeout
     command = " ".join([".venv/bin/python", "bench/peers.py", *argv])
     facts = et.machine_facts()
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="rf-bench-peers-") as work:
         data = run(args, Path(work))
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     data["command"] = command
-    data["facts"] = facts
+    data["facts"] = [*facts, f"load average at the end: {load}"]
     data["duration_s"] = time.monotonic() - began
     data["summary"] = peers_report.summarise(data)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "peers.json").write_text(json.dumps(data, indent=1) + "\n")
-    table = peers_report.markdown(data)
-    (args.out / "peers.md").write_text(table + "\n")
-    if not args.quick:
-        peers_report.plot(data, args.out / "peers.svg")
-    print(table)
-    print(f"({statistics.fmean([data['duration_s']]):.0f} s; written to {args.out})")
+    return data
 
 
 if __name__ == "__main__":

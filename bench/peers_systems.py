@@ -162,6 +162,7 @@ class Peer(RecordSystem):
 
 class RagfleetQueue(RecordSystem):
     name = "ragfleet-queue"
+    version = "this checkout"
     settings = (
         f"bench/executor_throughput.py's queue-only harness: the Worker's fetch loop on "
         f"executor.queue.broker.Broker, {et.SLOTS} task slots a process, XREADGROUP (block "
