@@ -181,7 +181,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--mariadb", action="store_true", help="also ragfleet-full-mariadb")
     parser.add_argument("--timeout", type=float, default=600, help="seconds a run may take")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "peers")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "docs" / "peers",
+        help="where peers.json, .md, .svg go (--quick: a temp dir, never the committed run)",
+    )
     parser.add_argument(
         "--from-json",
         type=Path,
@@ -193,7 +198,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="smoke test: defaults " + json.dumps(QUICK) + " (flags given still win), no plot",
     )
     if "--quick" in argv:
-        parser.set_defaults(**QUICK)
+        out = Path(tempfile.gettempdir()) / "ragfleet-peers-quick"
+        parser.set_defaults(**QUICK, out=out)
     return parser.parse_args(argv)
 
 
