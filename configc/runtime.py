@@ -1,8 +1,9 @@
 """The compiled runtime config of one executor host: only what that host needs, resolved.
 
-Service addresses come from the ``hosts`` topology, so they cannot disagree with it; the
-upstream sections contribute ports, credentials and options. A service with no host in the
-topology (an external PostgreSQL, OpenSearch or S3) is used at the address its section names.
+A service with a host in the ``hosts`` topology is reached at that host's address (a section
+address that names another host is refused by services.py); the upstream sections contribute
+ports, credentials and options. A service with no host in the topology (an external Redis,
+MariaDB, PostgreSQL, Elasticsearch, OpenSearch or S3) is used at the address its section names.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from .errors import ConfigError, Problem
 from .loader import KeyPath, dotted
 from .merge import Merged
 from .schema import SCHEMA, ConfigValidator, split_hostport, split_url
+from .services import address_problems
 
 # The section a choice of executor.db_type / doc_engine / storage needs.
 _SECTION_FOR = {
@@ -81,7 +82,7 @@ def _cross_checks(doc: dict[str, Any], merged: Merged) -> Iterator[Problem]:
                     "executor",
                     choice,
                 )
-    yield from _topology_checks(doc, problem)
+    yield from _topology_checks(doc, merged, problem)
     yield from _timing_checks(executor, problem)
     for path, message in memory_problems(executor):
         yield problem(message, *path)
@@ -91,7 +92,7 @@ def _cross_checks(doc: dict[str, Any], merged: Merged) -> Iterator[Problem]:
         yield from _azure_checks(doc["azure"], problem)
 
 
-def _topology_checks(doc: dict[str, Any], problem) -> Iterator[Problem]:
+def _topology_checks(doc: dict[str, Any], merged: Merged, problem) -> Iterator[Problem]:
     hosts = doc["hosts"]
     for field in ("name", "address"):
         seen: dict[str, int] = {}
@@ -109,20 +110,17 @@ def _topology_checks(doc: dict[str, Any], problem) -> Iterator[Problem]:
         return [i for i, host in enumerate(hosts) if role in host["roles"]]
 
     redis_hosts = with_role("redis")
-    if len(redis_hosts) != 1:
-        names = ", ".join(hosts[i]["name"] for i in redis_hosts) or "none"
-        yield problem(f"exactly one host must have the 'redis' role (found: {names})", "hosts")
+    if len(redis_hosts) > 1:
+        names = ", ".join(hosts[i]["name"] for i in redis_hosts)
+        yield problem(
+            f"at most one host may have the 'redis' role (found: {names}); none: an external "
+            "Redis at redis.host",
+            "hosts",
+        )
     if not with_role("executor"):
         yield problem("no host has the 'executor' role", "hosts")
-    executor = doc["executor"]
-    if executor["db_type"] == "mysql" and not with_role("mysql"):
-        yield problem("db_type is 'mysql' but no host has the 'mysql' role", "executor", "db_type")
-    if executor["doc_engine"] == "elasticsearch" and not with_role("elasticsearch"):
-        yield problem(
-            "doc_engine is 'elasticsearch' but no host has the 'elasticsearch' role",
-            "executor",
-            "doc_engine",
-        )
+    # A service no host serves is external, at its section's address (services.py).
+    yield from address_problems(doc, merged, problem)
     for index, host in enumerate(hosts):
         if "executor_instances" in host and "executor" not in host["roles"]:
             yield problem(
