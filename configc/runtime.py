@@ -13,6 +13,7 @@ from typing import Any
 
 from executor.settings_spec import RUNTIME_KEYS, metrics_host
 
+from . import sentinel
 from .models import resolve_models
 from .schema import split_hostport, split_url
 
@@ -53,6 +54,9 @@ def client_redis(doc: dict[str, Any], role: str, tls: Collection[str] = ()) -> d
         endpoint["password"] = section.get(f"{role}_password") or ""
     if "redis" in tls:
         endpoint.update(tls=True, ca_cert=CA_CERT)
+    # Under Sentinel: the master is whichever server the sentinels name (host and port
+    # above are the initial master's, for messages).
+    endpoint.update(sentinel.client_fields(doc))
     return endpoint
 
 

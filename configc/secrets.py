@@ -112,6 +112,10 @@ def service_secrets(doc: dict[str, Any]) -> Iterator[ServiceSecret]:
         for role in ("executor", "operator"):
             path = ("redis", f"{role}_password")
             yield ServiceSecret(path, f"Redis's {role} user", redis_at, redis_deployed)
+    if deployed("sentinel"):
+        # The sentinels' own requirepass: the executors find the master with it.
+        path = ("redis", "sentinel_password")
+        yield ServiceSecret(path, "Redis Sentinel", deployed("sentinel"), True)
     for role, section, service in (
         ("mysql", "mysql", "MariaDB"),
         ("elasticsearch", "es", "Elasticsearch"),

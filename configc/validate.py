@@ -7,6 +7,7 @@ from typing import Any
 
 from executor.settings_spec import Watchdog, memory_problems, timing_problems, watchdog_sec
 
+from . import sentinel
 from .errors import ConfigError, Problem
 from .loader import KeyPath, dotted
 from .merge import Merged
@@ -109,14 +110,8 @@ def _topology_checks(doc: dict[str, Any], merged: Merged, problem) -> Iterator[P
     def with_role(role: str) -> list[int]:
         return [i for i, host in enumerate(hosts) if role in host["roles"]]
 
-    redis_hosts = with_role("redis")
-    if len(redis_hosts) > 1:
-        names = ", ".join(hosts[i]["name"] for i in redis_hosts)
-        yield problem(
-            f"at most one host may have the 'redis' role (found: {names}); none: an external "
-            "Redis at redis.host",
-            "hosts",
-        )
+    # One 'redis' host, several under Sentinel, or none (an external Redis at redis.host).
+    yield from sentinel.checks(doc, problem)
     if not with_role("executor"):
         yield problem("no host has the 'executor' role", "hosts")
     # A service no host serves is external, at its section's address (services.py).
@@ -177,6 +172,8 @@ def service_ports(doc: dict[str, Any], host: dict[str, Any]) -> dict[str, int]:
     roles = host["roles"]
     if "redis" in roles and doc.get("redis"):
         ports["redis"] = split_hostport(doc["redis"]["host"])[1]
+    if "sentinel" in roles and doc.get("redis"):
+        ports["redis-sentinel"] = doc["redis"]["sentinel_port"]
     if "mysql" in roles and doc.get("mysql"):
         ports["mysql"] = doc["mysql"]["port"]
     if "elasticsearch" in roles and doc.get("es"):

@@ -307,8 +307,9 @@ def test_a_deployed_elasticsearch_needs_the_elastic_users_password(tmp_path):
         (
             "  - {name: a, address: 127.0.0.1, roles: [redis, executor]}\n"
             "  - {name: b, address: 127.0.0.2, roles: [redis]}\n",
-            "hosts: at most one host may have the 'redis' role (found: a, b); none: an "
-            "external Redis at redis.host",
+            "hosts: several hosts have the 'redis' role (a, b): replicas need Sentinel to "
+            "fail over; give 3 or more hosts the 'sentinel' role (or keep one 'redis' host; "
+            "none: an external Redis at redis.host)",
         ),
         (
             "  - {name: a, address: 127.0.0.1, roles: [redis]}\n",
