@@ -17,7 +17,17 @@ from typing import Any
 import redis
 from servers import RedisServer, _redis_quote, find_binary, no_retry
 
+from executor.settings_spec import REDIS_ACL_COMMANDS, REDIS_ACL_KEYS
+
 MASTER_NAME = "ragfleet"
+EXECUTOR_USER = "ragfleet-executor"
+
+
+def executor_acl_line(password: str) -> str:
+    """The executors' ACL user as configc compiles it (templates/redis.conf.j2)."""
+    keys = " ".join(f"~{key}" for key in REDIS_ACL_KEYS)
+    commands = " ".join(f"+{command}" for command in REDIS_ACL_COMMANDS)
+    return f"user {EXECUTOR_USER} reset on >{password} resetchannels {keys} -@all {commands}"
 
 
 class SentinelServer(RedisServer):
@@ -79,6 +89,7 @@ class SentinelGroup:
 
     def __init__(self, workdir: Path, replicas: int = 2, sentinels: int = 3) -> None:
         self.password = secrets.token_hex(16)
+        self.executor_password = secrets.token_hex(16)
         self.sentinel_password = secrets.token_hex(16)
         self.servers = [RedisServer(workdir / "redis0")]
         master = self.servers[0]
@@ -92,6 +103,7 @@ class SentinelGroup:
         for server in self.servers:
             server.password = self.password
             server.extra_config += [
+                executor_acl_line(self.executor_password),
                 f"masterauth {self.password}",
                 "min-replicas-to-write 1",
                 "min-replicas-max-lag 10",
@@ -115,12 +127,14 @@ class SentinelGroup:
         return ",".join(f"{s.host}:{s.port}" for s in self.sentinels)
 
     def client_settings(self) -> dict[str, Any]:
-        """The runtime config's ``redis`` keys configc compiles under Sentinel."""
+        """The runtime config's ``redis`` keys configc compiles under Sentinel: the
+        executors log in to the servers as their ACL user."""
         master = self.servers[0]
         return {
             "host": master.host,
             "port": master.port,
-            "password": self.password,
+            "username": EXECUTOR_USER,
+            "password": self.executor_password,
             "sentinels": self.addresses,
             "sentinel_master": MASTER_NAME,
             "sentinel_password": self.sentinel_password,
