@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from servers import RedisServer, _redis_quote, find_binary, no_retry
+from servers import RedisServer, ServerTls, _redis_quote, find_binary, no_retry
 
 from executor.settings_spec import REDIS_ACL_COMMANDS, REDIS_ACL_KEYS
 
@@ -36,9 +36,14 @@ class SentinelServer(RedisServer):
     name = "sentinel"
 
     def __init__(
-        self, workdir: Path, master: RedisServer, password: str, down_after_ms: int = 1000
+        self,
+        workdir: Path,
+        master: RedisServer,
+        password: str,
+        down_after_ms: int = 1000,
+        tls: ServerTls | None = None,
     ) -> None:
-        super().__init__(workdir)
+        super().__init__(workdir, tls=tls)
         self.password = password
         self.master = master
         self.down_after_ms = down_after_ms
@@ -53,7 +58,9 @@ class SentinelServer(RedisServer):
             self.config_path.write_text(
                 "\n".join(
                     [
-                        f"port {self.port}",
+                        *self._listen_lines(),
+                        # With TLS, to the servers and the other sentinels too.
+                        *(["tls-replication yes"] if self.tls else []),
                         f"bind {self.host}",
                         "daemonize no",
                         f"dir {_redis_quote(str(self.workdir))}",
@@ -72,31 +79,28 @@ class SentinelServer(RedisServer):
         return [self.binary, str(self.config_path), "--sentinel"]
 
     def _probe(self) -> bool:
-        with redis.Redis(
-            host=self.host,
-            port=self.port,
-            password=self.password,
-            socket_connect_timeout=1,
-            socket_timeout=2,
-            retry=no_retry(),
-        ) as client:
-            return bool(client.ping())
+        with self.client(socket_connect_timeout=1, socket_timeout=2, retry=no_retry()) as c:
+            return bool(c.ping())
 
 
 class SentinelGroup:
     """A master, its replicas and the sentinels, started together; ``current_master()`` is
     the server the sentinels name now."""
 
-    def __init__(self, workdir: Path, replicas: int = 2, sentinels: int = 3) -> None:
+    def __init__(
+        self, workdir: Path, replicas: int = 2, sentinels: int = 3, tls: ServerTls | None = None
+    ) -> None:
+        self.tls = tls
         self.password = secrets.token_hex(16)
         self.executor_password = secrets.token_hex(16)
         self.sentinel_password = secrets.token_hex(16)
-        self.servers = [RedisServer(workdir / "redis0")]
+        self.servers = [RedisServer(workdir / "redis0", tls=tls)]
         master = self.servers[0]
         for index in range(1, replicas + 1):
             self.servers.append(
                 RedisServer(
                     workdir / f"redis{index}",
+                    tls=tls,
                     extra_config=[f"replicaof {master.host} {master.port}"],
                 )
             )
@@ -105,11 +109,12 @@ class SentinelGroup:
             server.extra_config += [
                 executor_acl_line(self.executor_password),
                 f"masterauth {self.password}",
+                *(["tls-replication yes"] if tls else []),
                 "min-replicas-to-write 1",
                 "min-replicas-max-lag 10",
             ]
         self.sentinels = [
-            SentinelServer(workdir / f"sentinel{i}", master, self.sentinel_password)
+            SentinelServer(workdir / f"sentinel{i}", master, self.sentinel_password, tls=tls)
             for i in range(sentinels)
         ]
 
@@ -138,6 +143,7 @@ class SentinelGroup:
             "sentinels": self.addresses,
             "sentinel_master": MASTER_NAME,
             "sentinel_password": self.sentinel_password,
+            **({"tls": True, "ca_cert": str(self.tls.ca)} if self.tls else {}),
         }
 
     def current_master(self) -> tuple[str, int] | None:
@@ -146,13 +152,7 @@ class SentinelGroup:
             if not sentinel.is_running:
                 continue
             try:
-                with redis.Redis(
-                    host=sentinel.host,
-                    port=sentinel.port,
-                    password=self.sentinel_password,
-                    socket_timeout=2,
-                    retry=no_retry(),
-                ) as client:
+                with sentinel.client(socket_timeout=2, retry=no_retry()) as client:
                     host, port = client.sentinel_get_master_addr_by_name(MASTER_NAME)
                     return host.decode() if isinstance(host, bytes) else host, int(port)
             except redis.RedisError:

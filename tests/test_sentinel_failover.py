@@ -10,6 +10,7 @@ import time
 import pytest
 import redis
 from executors import Fleet, sqlite_database, wait_for, write_config
+from secured import secured_conf
 from servers_sentinel import SentinelGroup, sentinel_group
 
 from executor.errors import redis_outage
@@ -101,3 +102,30 @@ def _submit_through_outage(fleet: Fleet) -> list[str] | None:
     except redis.RedisError as exc:
         assert redis_outage(exc), exc
         return None
+
+
+def test_over_tls_clients_follow_the_master_through_the_sentinels(tmp_path):
+    """As configc compiles a fleet on TLS: servers, replication and sentinels on TLS only,
+    with configc's certificate; the client verifies every one and follows a failover."""
+    tls = secured_conf(tmp_path / "conf").server_tls("redis")
+    with sentinel_group(tmp_path / "redis", tls=tls) as group:
+        wait_for(group.replicas_synced, 20, "the replicas to sync over TLS")
+        settings = settings_of(group)
+        assert settings.tls and current_master(settings) == (
+            group.servers[0].host,
+            group.servers[0].port,
+        )
+        client = connect(settings)
+        client.set("ragfleet_probe", 1)
+        assert wait_for_replica(client) >= 1
+        group.servers[0].kill()
+
+        def written() -> bool:
+            try:
+                return bool(client.set("ragfleet_probe", 2))
+            except redis.RedisError as exc:
+                assert redis_outage(exc), exc
+                return False
+
+        wait_for(written, 30, "a write through the sentinels after the failover")
+        assert current_master(settings) != (group.servers[0].host, group.servers[0].port)
