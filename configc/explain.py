@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from . import sentinel
 from .config import Config
 from .loader import KeyPath, dotted
 from .models import resolve_models
@@ -69,7 +70,14 @@ def effective_address(doc: dict[str, Any], path: KeyPath) -> str:
     tls = tls_services(doc)
     if path == ("redis", "host"):
         endpoint = redis_endpoint(doc)
-        return f"{endpoint['host']}:{endpoint['port']}"
+        address = f"{endpoint['host']}:{endpoint['port']}"
+        if sentinel.enabled(doc):  # the master is whichever server the sentinels name
+            fields = sentinel.client_fields(doc)
+            return (
+                f"the master the sentinels {fields['sentinels']} name "
+                f"{fields['sentinel_master']!r} (initially {address})"
+            )
+        return address
     if path[1] == "host":
         database = database_config({**doc, "executor": {**doc["executor"], "db_type": path[0]}})
         return str(database["host"])

@@ -84,6 +84,15 @@ def test_a_fleet_under_sentinel_compiles_replicas_sentinels_and_clients(tmp_path
     assert list(children["sentinel"]["hosts"]) == ["redis", "db", "es"]
     host_vars = yaml_load((out / "host_vars/es.yml").read_text())
     assert host_vars["ragfleet_redis_sentinel_password"] == ENV["REDIS_SENTINEL_PASSWORD"]
+    conf = tmp_path / "conf"
+    result = configc(
+        "explain", conf, "redis.host", "--overlay", FIVE_HOSTS, "--overlay", overlay, env=ENV
+    )
+    assert result.output.splitlines()[1].startswith(
+        "  effective: the master the sentinels 10.213.0.11:26379,10.213.0.12:26379,"
+        "10.213.0.13:26379 name 'ragfleet' (initially 10.213.0.11:6379)  (the topology's "
+        "'redis' host redis (hosts[0]), db (hosts[1])"
+    )
 
 
 @pytest.mark.parametrize(
