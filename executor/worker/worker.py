@@ -362,11 +362,12 @@ class Worker:
             self.slots.give_back(slots - len(ledgers))
 
     def _start(self, batch: list[Ledger]) -> None:
-        """Settle each delivery in a child of its own, except those whose message names a
-        type with a group handler: two or more of them settle together (the rows have the
-        last word, see Groups)."""
+        """Settle a batch fetched together: two or more well-formed deliveries are looked
+        up and begun in one hop (Groups: those whose type has a group handler then run as
+        one group, each other delivery settles in a child of its own); a malformed one, or
+        one alone, settles in a child of its own from the start."""
         assert self._tasks is not None
-        together = [ledger for ledger in batch if self._may_group(ledger)]
+        together = [ledger for ledger in batch if ledger.message is not None]
         if len(together) > 1:
             self._tasks.start_soon(self.groups.settle_batch, together)
         else:
@@ -374,9 +375,6 @@ class Worker:
         for ledger in batch:
             if ledger not in together:
                 self._spawn(ledger, 1)
-
-    def _may_group(self, ledger: Ledger) -> bool:
-        return ledger.message is not None and self.registry.has_group(ledger.task_type)
 
     def _spawn(self, ledger: Ledger, slots: int, step: Step | None = None) -> None:
         """Settle *ledger* in a child of its own, holding *slots*."""
