@@ -280,12 +280,20 @@ class Broker:
         self.ack_all([delivery])
 
     def ack_all(self, deliveries: Iterable[Delivery]) -> None:
-        """:meth:`ack` each of *deliveries*, in one round trip."""
-        pipe = self.client.pipeline(transaction=True)
+        """:meth:`ack` each of *deliveries*, in one round trip: one XACK and one XDEL per
+        queue naming every entry, one HDEL, in one MULTI (all or none)."""
+        by_queue: dict[str, list[str]] = {}
+        keys = []
         for delivery in deliveries:
-            pipe.xack(delivery.queue, wire.GROUP, delivery.entry_id)
-            pipe.xdel(delivery.queue, delivery.entry_id)
-            pipe.hdel(wire.OUTAGE_DELIVERIES, delivery.key)
+            by_queue.setdefault(delivery.queue, []).append(delivery.entry_id)
+            keys.append(delivery.key)
+        if not keys:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        for queue, ids in by_queue.items():
+            pipe.xack(queue, wire.GROUP, *ids)
+            pipe.xdel(queue, *ids)
+        pipe.hdel(wire.OUTAGE_DELIVERIES, *keys)
         pipe.execute()
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:

@@ -48,6 +48,16 @@ class Coalesced(Generic[T]):
         self._running = False
         self._ended = trio.Event()  # set when the running hop ends
 
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    async def until_idle(self) -> None:
+        """Return once no hop runs, and its callers have had a scheduler pass to go on."""
+        while self._running:
+            await self._ended.wait()
+        await trio.lowlevel.checkpoint()
+
     async def __call__(self, item: T) -> None:
         call = _Call(item)
         self._waiting.append(call)

@@ -112,6 +112,11 @@ class Outcomes:
         text = ctx.progress.note(f"Task done ({seconds:.2f}s)")
         return Finished(delivery, ctx.task, {**ctx.done_fields, "process_duration": seconds}, text)
 
+    async def until_recorded(self) -> None:
+        """Return once no "done" write is in flight (its tasks have given their slots back)."""
+        if self._finishing.running:
+            await self._finishing.until_idle()
+
     async def finish_alone(self, finished: Finished) -> None:
         """Record one task done: with the others ending meanwhile (see Coalesced)."""
         await self._finishing(finished)

@@ -319,6 +319,10 @@ class Worker:
         while True:
             await self.fetcher.until_healthy()
             slots = await slots_of.take(lambda: health.executor_errors.down)
+            if slots < slots_of.total:  # tasks being recorded done free theirs in a moment:
+                await self.outcomes.until_recorded()  # fetch for them too, in one batch
+                await trio.lowlevel.checkpoint()  # (those woken with ours, too)
+                slots += slots_of.take_free()
             if health.paused():  # an outage began, or a probe failed, while we waited
                 slots_of.give_back(slots)
                 continue
