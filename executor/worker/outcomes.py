@@ -4,6 +4,7 @@ dead-lettered, with its type's on_settled hook; each recorded in the database an
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -38,6 +39,7 @@ class Outcomes:
         running: dict[str, Running],
         clock: Clock,
         log: logging.Logger,
+        hop: Callable[..., Awaitable[Any]] = in_thread,
     ) -> None:
         self.broker = broker
         self.store = store
@@ -51,7 +53,8 @@ class Outcomes:
         self.log = log
         # Tasks that end while another's "done" is being written go in the next write
         # together: one hop, one transaction, one ack round trip for them all.
-        self._finishing = Coalesced[Finished](lambda items: in_thread(self.finish, items))
+        # (hop: the Worker's OwnThread.)
+        self._finishing = Coalesced[Finished](lambda items: hop(self.finish, items))
 
     def progress(self, task: dict[str, Any]) -> Progress:
         return Progress(task, in_thread, self.store.set_progress)

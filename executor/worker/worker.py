@@ -7,17 +7,15 @@ docs/architecture.md; the failure rules in docs/reliability.md.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
-import socket
 from contextlib import suppress
 from pathlib import Path
 
 import trio
 
-from ..errors import REDIS_DENIED, REDIS_REFUSED, REDIS_UNAVAILABLE, RedisAnswer, SettingsError
+from ..errors import REDIS_DENIED, REDIS_REFUSED, REDIS_UNAVAILABLE, RedisAnswer
 from ..handlers import HandlerRegistry
 from ..instance_guard import refuse_a_live_twin
 from ..lost_tasks import LostTasks
@@ -27,7 +25,6 @@ from ..queue import wire
 from ..queue.broker import Broker, Delivery
 from ..sdnotify import Notifier, run_watchdog
 from ..settings import Settings
-from ..settings_spec import LOOPBACK, metrics_host
 from ..store.database import TaskStore
 from ..version import build_info
 from .clock import SYSTEM_CLOCK, Clock, in_thread
@@ -37,17 +34,15 @@ from .groups import Groups
 from .health import Health
 from .heartbeat import Heartbeats, Identity
 from .ledger import Ledger, Ledgers
+from .listen import listen_for_metrics
 from .lookup import TaskLookup
 from .meters import Meters
 from .outcomes import Outcomes
+from .own_thread import OwnThread
 from .running import Counters, Running
 from .settle import Settler
 from .slots import Slots
 from .steps import Step
-
-_PORT_ERRNOS = frozenset({errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL, socket.EAI_NONAME})
-"""Errors taking the metrics port that are the config's: another process has the port, it
-is privileged, the address is not this machine's, or its name resolves to none."""
 
 
 class Worker:
@@ -114,6 +109,7 @@ class Worker:
             **shared,
         )
         lookup = TaskLookup(broker, store, registry, c)
+        self.batch_thread = OwnThread(f"{self.name} batches")
         self.outcomes = outcomes = Outcomes(
             broker=broker,
             store=store,
@@ -122,6 +118,7 @@ class Worker:
             counters=self.counters,
             running=self.running,
             clock=clock,
+            hop=self.batch_thread.run,
             **shared,
         )
         self.settler = Settler(
@@ -145,6 +142,7 @@ class Worker:
             slots=self.slots,
             clock=clock,
             hand_over=self._hand_over,
+            hop=self.batch_thread.run,
             **shared,
         )
         self.heartbeats = Heartbeats(
@@ -164,7 +162,13 @@ class Worker:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until stopped (SIGTERM/SIGINT or :meth:`stop`), then drain and return."""
-        listeners = await self._listen_for_metrics()
+        try:
+            await self._run(task_status)
+        finally:
+            self.batch_thread.close()
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
+        listeners = await listen_for_metrics(self.config, self.metrics_port, self.instance)
         await self._connect()
         beats = self.heartbeats
         async with trio.open_nursery() as services:
@@ -271,24 +275,6 @@ class Worker:
     @ip_address.setter
     def ip_address(self, address: str) -> None:
         self.identity.ip_address = address
-
-    async def _listen_for_metrics(self) -> list[trio.SocketListener]:
-        """The metrics port, taken first: one in use (by another service, or this instance
-        already running) or not ours to take is the config's to fix, a SettingsError."""
-        if self.metrics_port is None:
-            return []
-        # "auto" is configc's to resolve; a config it did not compile gets loopback.
-        host = metrics_host(self.config.metrics_bind, LOOPBACK, fleet=False)
-        try:
-            return await trio.open_tcp_listeners(self.metrics_port, host=host)
-        except (OSError, OverflowError) as exc:
-            if isinstance(exc, OSError) and exc.errno not in _PORT_ERRNOS:
-                raise  # a shortage of the machine's (descriptors, memory): a restart mends it
-            reason = exc.strerror if isinstance(exc, OSError) else "no such port"
-            raise SettingsError(
-                f"cannot serve metrics on {host} port {self.metrics_port} (executor.metrics_bind"
-                f", executor.metrics_port_base + instance {self.instance}): {reason}"
-            ) from None
 
     async def _work(self) -> None:
         with self._drain_scope:
@@ -400,8 +386,3 @@ class Worker:
         )
         if self._services is not None:
             self._services.start_soon(self.lost_tasks.after_loss, self._queues_lost_at)
-
-
-def metrics_port(settings: Settings, instance: int) -> int | None:
-    base = settings.executor.metrics_port_base
-    return None if base <= 0 else base + instance
