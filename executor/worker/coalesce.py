@@ -24,7 +24,7 @@ Hop = Callable[[list[T]], Awaitable[None]]
 class _Call(Generic[T]):
     item: T
     done: bool = False
-    error: Exception | None = None
+    error: BaseException | None = None
 
 
 class Coalesced(Generic[T]):
@@ -53,8 +53,9 @@ class Coalesced(Generic[T]):
         return self._running
 
     async def until_idle(self) -> None:
-        """Return once no hop runs, and its callers have had a scheduler pass to go on."""
-        while self._running:
+        """Return once the hop running now (if any) has ended, and its callers have had a
+        scheduler pass to go on. One hop only: a stream of them never holds a caller up."""
+        if self._running:
             await self._ended.wait()
         await trio.lowlevel.checkpoint()
 
@@ -75,7 +76,8 @@ class Coalesced(Generic[T]):
         try:
             await trio.lowlevel.cancel_shielded_checkpoint()  # let the batch's others join
             calls, self._waiting = self._waiting, []
-            await self._run(calls)
+            if calls:  # (none if a hop that ended since took them all)
+                await self._run(calls)
         finally:
             self._running = False
             self._ended.set()
@@ -91,5 +93,9 @@ class Coalesced(Generic[T]):
                 return
             for call in calls:
                 call.error = exc
+        except BaseException as exc:  # (KeyboardInterrupt, say) every caller meets it too
+            for call in calls:
+                call.error, call.done = exc, True
+            raise
         for call in calls:
             call.done = True
