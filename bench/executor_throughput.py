@@ -11,7 +11,7 @@ database. Measured:
 
    * queue-only: no database. "ours" is a small trio harness that drives
      ``executor.queue.broker.Broker`` the way the Worker does (take the free slots, ``read_new``
-     in ``trio.to_thread``, one child task per entry that runs ``ack`` in a thread). The
+     in ``trio.to_thread``, then ``ack_all`` of the batch in one thread hop). The
      entries carry random task ids. "upstream" is the re-creation below without its
      database calls (XINFO GROUPS + XREADGROUP per queue, XACK). Both harnesses count
      acks and write the count to a file every 50 ms (no Redis traffic from the
@@ -169,24 +169,29 @@ async def run_child(main: Callable[[], Any], stats: Stats) -> None:
 async def ours_broker_loop(
     broker: Broker, stats: Stats, handle: Callable[[Delivery], None] | None = None
 ) -> None:
-    """Queue-only, ours: the Worker's fetch loop (free slots, read_new, ack per entry).
-    *handle* (bench/peers.py's no-op handler: one small file append) runs on the loop
-    before the ack, as a peer's no-op task runs in its worker."""
+    """Queue-only, ours: the Worker's fetch loop (free slots, read_new, then the batch
+    acked together: ``ack_all`` in one thread hop, as the Worker records a batch done).
+    *handle* (bench/peers.py's no-op handler: one small file append) runs on the loop for
+    each entry before the ack, as a peer's no-op task runs in its worker."""
     slots = trio.Semaphore(SLOTS)
 
-    async def ack(delivery: Delivery) -> None:
+    async def ack(batch: list[Delivery]) -> None:
         try:
             if handle is not None:
-                handle(delivery)
-            await trio.to_thread.run_sync(broker.ack, delivery)
-            stats.done()
+                for delivery in batch:
+                    handle(delivery)
+            await trio.to_thread.run_sync(broker.ack_all, batch)
+            for _ in batch:
+                stats.done()
         finally:
-            slots.release()
+            for _ in batch:
+                slots.release()
 
     await trio.to_thread.run_sync(broker.ensure_groups)
     async with trio.open_nursery() as nursery:
         while True:
             await slots.acquire()
+            await trio.lowlevel.checkpoint()  # as the Worker: slots given back together
             wanted = 1 + take_free(slots)
             read = functools.partial(broker.read_new, wanted, IDLE_BLOCK_MS)
             batch = await trio.to_thread.run_sync(read, abandon_on_cancel=True)
@@ -194,8 +199,8 @@ async def ours_broker_loop(
                 stats.picked()
             for _ in range(len(batch) - wanted):
                 await slots.acquire()
-            for delivery in batch:
-                nursery.start_soon(ack, delivery)
+            if batch:
+                nursery.start_soon(ack, batch)
             for _ in range(wanted - len(batch)):
                 slots.release()
 
