@@ -11,7 +11,7 @@ database. Measured:
 
    * queue-only: no database. "ours" is a small trio harness that drives
      ``executor.queue.broker.Broker`` the way the Worker does (take the free slots, ``read_new``
-     in ``trio.to_thread``, one child task per entry that runs ``ack`` in a thread). The
+     in ``trio.to_thread``, then ``ack_all`` of the batch in one thread hop). The
      entries carry random task ids. "upstream" is the re-creation below without its
      database calls (XINFO GROUPS + XREADGROUP per queue, XACK). Both harnesses count
      acks and write the count to a file every 50 ms (no Redis traffic from the
@@ -79,7 +79,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -166,21 +166,32 @@ async def run_child(main: Callable[[], Any], stats: Stats) -> None:
         stats.write()
 
 
-async def ours_broker_loop(broker: Broker, stats: Stats) -> None:
-    """Queue-only, ours: the Worker's fetch loop (free slots, read_new, ack per entry)."""
+async def ours_broker_loop(
+    broker: Broker, stats: Stats, handle: Callable[[Delivery], None] | None = None
+) -> None:
+    """Queue-only, ours: the Worker's fetch loop (free slots, read_new, then the batch
+    acked together: ``ack_all`` in one thread hop, as the Worker records a batch done).
+    *handle* (bench/peers.py's no-op handler: one small file append) runs on the loop for
+    each entry before the ack, as a peer's no-op task runs in its worker."""
     slots = trio.Semaphore(SLOTS)
 
-    async def ack(delivery: Delivery) -> None:
+    async def ack(batch: list[Delivery]) -> None:
         try:
-            await trio.to_thread.run_sync(broker.ack, delivery)
-            stats.done()
+            if handle is not None:
+                for delivery in batch:
+                    handle(delivery)
+            await trio.to_thread.run_sync(broker.ack_all, batch)
+            for _ in batch:
+                stats.done()
         finally:
-            slots.release()
+            for _ in batch:
+                slots.release()
 
     await trio.to_thread.run_sync(broker.ensure_groups)
     async with trio.open_nursery() as nursery:
         while True:
             await slots.acquire()
+            await trio.lowlevel.checkpoint()  # as the Worker: slots given back together
             wanted = 1 + take_free(slots)
             read = functools.partial(broker.read_new, wanted, IDLE_BLOCK_MS)
             batch = await trio.to_thread.run_sync(read, abandon_on_cancel=True)
@@ -188,8 +199,8 @@ async def ours_broker_loop(broker: Broker, stats: Stats) -> None:
                 stats.picked()
             for _ in range(len(batch) - wanted):
                 await slots.acquire()
-            for delivery in batch:
-                nursery.start_soon(ack, delivery)
+            if batch:
+                nursery.start_soon(ack, batch)
             for _ in range(wanted - len(batch)):
                 slots.release()
 
@@ -295,18 +306,31 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--instance", type=int, required=True)
     parser.add_argument("--stats", type=Path, required=True)
+    parser.add_argument(
+        "--record", type=Path, help="ours-queue: run bench/peers.py's handler, recording here"
+    )
     args = parser.parse_args(argv)
     settings = load_settings(args.config, environ={})
     consumer = wire.consumer_name(settings.host_id, args.instance)
     client = connect(settings.redis)
     stats = Stats(args.stats)
     if args.kind == "ours-queue":
-        main = functools.partial(ours_broker_loop, Broker(client, consumer), stats)
+        handle = record_handler(args.record) if args.record else None
+        main = functools.partial(ours_broker_loop, Broker(client, consumer), stats, handle)
     else:
         full = args.kind == "upstream-full"
         store = TaskStore(open_database(settings.database)) if full else None
         main = Upstream(client, consumer, store, stats).main
     trio.run(run_child, main, stats)
+
+
+def record_handler(directory: Path) -> Callable[[Delivery], None]:
+    """bench/peers.py's no-op handler, given the entry's task id, recording in *directory*."""
+    os.environ["PEERS_RECORD_DIR"] = str(directory)
+    sys.path.insert(0, str(ROOT / "bench" / "peer_apps"))
+    from record import record
+
+    return lambda delivery: record(wire.decode_message(delivery.fields or {})["id"])
 
 
 # --- the parent: servers, processes, cases ------------------------------------------------
@@ -401,14 +425,14 @@ class Bench:
         Broker(self.client, "bench").ensure_groups()
         return config, settings, store
 
-    def spawn(self, kind: str, config: Path, instance: int) -> Proc:
+    def spawn(self, kind: str, config: Path, instance: int, extra: Sequence[str] = ()) -> Proc:
         log = config.parent / f"{kind}-{instance}.log"
         stats = None if kind == "ours-full" else config.parent / f"{kind}-{instance}.json"
         if kind == "ours-full":
             command = [str(RAGFLEET), "--config", str(config), "run", "--instance", str(instance)]
         else:
             command = [sys.executable, __file__, "child", kind, "--config", str(config)]
-            command += ["--instance", str(instance), "--stats", str(stats)]
+            command += ["--instance", str(instance), "--stats", str(stats), *extra]
         with log.open("ab") as out:
             process = subprocess.Popen(
                 [*pdeathsig(), *command], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT

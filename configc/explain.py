@@ -6,10 +6,14 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from . import sentinel
 from .config import Config
 from .loader import KeyPath, dotted
 from .models import resolve_models
+from .pki import tls_services
+from .runtime import database_config, doc_store_config, redis_endpoint
 from .schema import SECRET_KEYS
+from .services import explanation
 
 MASK = "********"
 _PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -53,7 +57,33 @@ def explain_lines(config: Config, key: str) -> list[str]:
         location = config.merged.origins.get(leaf)
         where = f"({location})" if location else "(default)"
         lines.append(f"{dotted(leaf)} = {show(leaf, leaf_value)}  {where}")
+        why = explanation(config.document, config.merged, leaf)
+        if why is not None:
+            used = not why.startswith("not used")
+            effective = effective_address(config.document, leaf) if used else "none"
+            lines.append(f"  effective: {effective}  ({why})")
     return lines
+
+
+def effective_address(doc: dict[str, Any], path: KeyPath) -> str:
+    """What the executors connect to for the service address key *path* (runtime.py's)."""
+    tls = tls_services(doc)
+    if path == ("redis", "host"):
+        endpoint = redis_endpoint(doc)
+        address = f"{endpoint['host']}:{endpoint['port']}"
+        if sentinel.enabled(doc):  # the master is whichever server the sentinels name
+            fields = sentinel.client_fields(doc)
+            return (
+                f"the master the sentinels {fields['sentinels']} name "
+                f"{fields['sentinel_master']!r} (initially {address})"
+            )
+        return address
+    if path[1] == "host":
+        database = database_config({**doc, "executor": {**doc["executor"], "db_type": path[0]}})
+        return str(database["host"])
+    engine = "elasticsearch" if path[0] == "es" else "opensearch"
+    store = doc_store_config({**doc, "executor": {**doc["executor"], "doc_engine": engine}}, tls)
+    return ",".join(store["hosts"])
 
 
 def _lookup(tree: Any, path: KeyPath) -> Any:

@@ -15,7 +15,7 @@ from executor.settings_spec import (
     watchdog_sec,
 )
 
-from . import yamlout
+from . import sentinel, yamlout
 from .errors import Problem
 from .monitoring import PROMETHEUS_DIR, RULES_FILE, prometheus_config
 from .pki import TlsMaterial
@@ -212,8 +212,11 @@ class TreeRenderer:
 
     def host_secrets(self, host: dict[str, Any]) -> dict[str, Any]:
         secrets: dict[str, Any] = {}
-        if "redis" in host["roles"]:
+        if "redis" in host["roles"] or "sentinel" in host["roles"]:
             secrets["ragfleet_redis_password"] = redis_endpoint(self.doc)["password"]
+        if "sentinel" in host["roles"]:
+            sentinel_password = self.doc["redis"].get("sentinel_password") or ""
+            secrets["ragfleet_redis_sentinel_password"] = sentinel_password
         if "mysql" in host["roles"] and self.doc.get("mysql"):
             mysql = self.doc["mysql"]
             secrets["ragfleet_mysql_database"] = mysql["name"]
@@ -234,6 +237,10 @@ class TreeRenderer:
             files += self.executor_files(host, context, placeholders)
         if "redis" in roles:
             files += self.redis_files(context, placeholders)
+        if "sentinel" in roles:
+            files += self.sentinel_files(host, placeholders)
+        if "redis" in roles or "sentinel" in roles:
+            files += self.tls_files("redis")
         if "mysql" in roles and self.doc.get("mysql"):
             tls = self.tls_paths("mysql")
             body = self.render("mariadb.cnf.j2", mysql=self.doc["mysql"], tls=tls, **context)
@@ -277,14 +284,46 @@ class TreeRenderer:
             else None
         )
         tls = self.tls_paths("redis")
+        host = context["host"]
+        replication = sentinel.replication(self.doc, host, tls is not None)
         maxmemory = (self.doc.get("redis") or {}).get("maxmemory") or ""
         body = self.render(
-            "redis.conf.j2", redis=redis, acl=acl, tls=tls, maxmemory=maxmemory, **context
+            "redis.conf.j2",
+            redis=redis,
+            acl=acl,
+            tls=tls,
+            replication=replication,
+            maxmemory=maxmemory,
+            **context,
         )
         if placeholders is not None:
-            where = f"hosts/{context['host']['name']}/etc/redis/ragfleet.conf"
+            where = f"hosts/{host['name']}/etc/redis/ragfleet.conf"
             body = placeholders.template(where, body, "redis")
-        return [OutputFile("etc/redis/ragfleet.conf", body, SECRET), *self.tls_files("redis")]
+        return [OutputFile("etc/redis/ragfleet.conf", body, SECRET)]
+
+    def sentinel_files(
+        self, host: dict[str, Any], placeholders: Placeholders | None = None
+    ) -> list[OutputFile]:
+        """Debian's redis-sentinel config for *host* (the role installs it as
+        /etc/redis/sentinel.conf, which the sentinel then rewrites with what it learns)."""
+        section = self.doc["redis"]
+        secrets = {
+            "password": section.get("password") or "",
+            "sentinel_password": section.get("sentinel_password") or "",
+        }
+        if placeholders is not None:
+            secrets = placeholders.swap(secrets, ("redis",))
+        body = self.render(
+            "sentinel.conf.j2",
+            host=host,
+            sentinel=sentinel.sentinel_context(self.doc, host),
+            secrets=secrets,
+            tls=self.tls_paths("redis"),
+        )
+        path = "etc/redis/ragfleet-sentinel.conf"
+        if placeholders is not None:
+            body = placeholders.template(f"hosts/{host['name']}/{path}", body, "redis")
+        return [OutputFile(path, body, SECRET)]
 
     def acl_users(self, placeholders: Placeholders | None = None) -> list[tuple[str, str]]:
         """The Redis ACL users (name, password), none without ACL; in vault mode each

@@ -1,8 +1,9 @@
 """The compiled runtime config of one executor host: only what that host needs, resolved.
 
-Service addresses come from the ``hosts`` topology, so they cannot disagree with it; the
-upstream sections contribute ports, credentials and options. A service with no host in the
-topology (an external PostgreSQL, OpenSearch or S3) is used at the address its section names.
+A service with a host in the ``hosts`` topology is reached at that host's address (a section
+address that names another host is refused by services.py); the upstream sections contribute
+ports, credentials and options. A service with no host in the topology (an external Redis,
+MariaDB, PostgreSQL, Elasticsearch, OpenSearch or S3) is used at the address its section names.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from executor.settings_spec import RUNTIME_KEYS, metrics_host
 
+from . import sentinel
 from .models import resolve_models
 from .schema import split_hostport, split_url
 
@@ -52,6 +54,9 @@ def client_redis(doc: dict[str, Any], role: str, tls: Collection[str] = ()) -> d
         endpoint["password"] = section.get(f"{role}_password") or ""
     if "redis" in tls:
         endpoint.update(tls=True, ca_cert=CA_CERT)
+    # Under Sentinel: the master is whichever server the sentinels name (host and port
+    # above are the initial master's, for messages).
+    endpoint.update(sentinel.client_fields(doc))
     return endpoint
 
 

@@ -79,6 +79,7 @@ class _Format:
 
 _FORMATS = {
     "redis.conf.j2": _Format("redis.conf", redis_word),
+    "sentinel.conf.j2": _Format("the sentinel config (redis.conf)", redis_word),
     "elasticsearch.yml.j2": _Format("elasticsearch.yml (YAML)", yamlout.scalar),
     "yaml_document.j2": _Format("a YAML file", yamlout.scalar),
     "prometheus-alerts.yml.j2": _Format("the alert rules (YAML)", yamlout.scalar),

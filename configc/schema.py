@@ -30,11 +30,12 @@ SECRET_KEYS = frozenset(
         "session_token",
         "executor_password",
         "operator_password",
+        "sentinel_password",
     }
 )
 """Key names whose values are secrets: masked when shown, written only to 0600 files."""
 
-ROLES = ("redis", "mysql", "elasticsearch", "executor", "monitoring")
+ROLES = ("redis", "sentinel", "mysql", "elasticsearch", "executor", "monitoring")
 
 _HOSTNAME = re.compile(
     r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
@@ -245,7 +246,27 @@ SCHEMA: dict[str, Any] = {
             "operator_password": SECRET,
             # ragfleet's: redis-server's maxmemory (redis.conf syntax: 512mb, 2gb; 0 or unset:
             # no limit). With noeviction, writes fail at the limit instead of evicting a queue.
-            "maxmemory": {"type": "string", "nullable": True, "regex": r"(?i)[0-9]+(k|kb|m|mb|g|gb)?"},
+            "maxmemory": {
+                "type": "string",
+                "nullable": True,
+                "regex": r"(?i)[0-9]+(k|kb|m|mb|g|gb)?",
+            },
+            # ragfleet's: replication under Sentinel (configc/sentinel.py), used when hosts
+            # have the `sentinel` role. null quorum: a majority of the sentinels; null
+            # min_replicas_to_write: 1 when there is a replica.
+            "sentinel_master": {**_ACL_USER, "default": "ragfleet"},
+            "sentinel_port": {**PORT, "default": 26379},
+            "sentinel_password": SECRET,
+            "sentinel_quorum": {"type": "integer", "min": 1, "nullable": True, "default": None},
+            "sentinel_down_after_ms": {"type": "integer", "min": 100, "default": 5000},
+            "sentinel_failover_timeout_ms": {"type": "integer", "min": 1000, "default": 60000},
+            "min_replicas_to_write": {
+                "type": "integer",
+                "min": 0,
+                "nullable": True,
+                "default": None,
+            },
+            "min_replicas_max_lag": {"type": "integer", "min": 1, "default": 10},
         }
     ),
     "tls": _section(

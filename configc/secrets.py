@@ -97,7 +97,13 @@ def service_secrets(doc: dict[str, Any]) -> Iterator[ServiceSecret]:
     def deployed(role: str) -> tuple[str, ...]:
         return tuple(h["address"] for h in doc["hosts"] if role in h["roles"])
 
-    yield ServiceSecret(("redis", "password"), "Redis", deployed("redis"), True)
+    # An external Redis (no host has the role): configc neither deploys it nor chooses its
+    # passwords; they guard it where redis.host names it.
+    redis_at, redis_deployed = deployed("redis"), bool(deployed("redis"))
+    if not redis_deployed:
+        host = _get(doc, ("redis", "host")) or "localhost:6379"
+        redis_at = ((split_hostport(host) or (host, 0))[0],)
+    yield ServiceSecret(("redis", "password"), "Redis", redis_at, redis_deployed)
     # The ACL users (least privilege): on once either password is set, and required for a
     # Redis other hosts reach (the executors must not log in as the all-powerful default user).
     fleet_redis = len(doc["hosts"]) > 1 or not all(map(is_loopback, deployed("redis")))
@@ -105,7 +111,11 @@ def service_secrets(doc: dict[str, Any]) -> Iterator[ServiceSecret]:
     if acl_set or (deployed("redis") and fleet_redis):
         for role in ("executor", "operator"):
             path = ("redis", f"{role}_password")
-            yield ServiceSecret(path, f"Redis's {role} user", deployed("redis"), True)
+            yield ServiceSecret(path, f"Redis's {role} user", redis_at, redis_deployed)
+    if deployed("sentinel"):
+        # The sentinels' own requirepass: the executors find the master with it.
+        path = ("redis", "sentinel_password")
+        yield ServiceSecret(path, "Redis Sentinel", deployed("sentinel"), True)
     for role, section, service in (
         ("mysql", "mysql", "MariaDB"),
         ("elasticsearch", "es", "Elasticsearch"),

@@ -7,10 +7,12 @@ from typing import Any
 
 from executor.settings_spec import Watchdog, memory_problems, timing_problems, watchdog_sec
 
+from . import sentinel
 from .errors import ConfigError, Problem
 from .loader import KeyPath, dotted
 from .merge import Merged
 from .schema import SCHEMA, ConfigValidator, split_hostport, split_url
+from .services import address_problems
 
 # The section a choice of executor.db_type / doc_engine / storage needs.
 _SECTION_FOR = {
@@ -81,7 +83,7 @@ def _cross_checks(doc: dict[str, Any], merged: Merged) -> Iterator[Problem]:
                     "executor",
                     choice,
                 )
-    yield from _topology_checks(doc, problem)
+    yield from _topology_checks(doc, merged, problem)
     yield from _timing_checks(executor, problem)
     for path, message in memory_problems(executor):
         yield problem(message, *path)
@@ -91,7 +93,7 @@ def _cross_checks(doc: dict[str, Any], merged: Merged) -> Iterator[Problem]:
         yield from _azure_checks(doc["azure"], problem)
 
 
-def _topology_checks(doc: dict[str, Any], problem) -> Iterator[Problem]:
+def _topology_checks(doc: dict[str, Any], merged: Merged, problem) -> Iterator[Problem]:
     hosts = doc["hosts"]
     for field in ("name", "address"):
         seen: dict[str, int] = {}
@@ -108,21 +110,12 @@ def _topology_checks(doc: dict[str, Any], problem) -> Iterator[Problem]:
     def with_role(role: str) -> list[int]:
         return [i for i, host in enumerate(hosts) if role in host["roles"]]
 
-    redis_hosts = with_role("redis")
-    if len(redis_hosts) != 1:
-        names = ", ".join(hosts[i]["name"] for i in redis_hosts) or "none"
-        yield problem(f"exactly one host must have the 'redis' role (found: {names})", "hosts")
+    # One 'redis' host, several under Sentinel, or none (an external Redis at redis.host).
+    yield from sentinel.checks(doc, problem)
     if not with_role("executor"):
         yield problem("no host has the 'executor' role", "hosts")
-    executor = doc["executor"]
-    if executor["db_type"] == "mysql" and not with_role("mysql"):
-        yield problem("db_type is 'mysql' but no host has the 'mysql' role", "executor", "db_type")
-    if executor["doc_engine"] == "elasticsearch" and not with_role("elasticsearch"):
-        yield problem(
-            "doc_engine is 'elasticsearch' but no host has the 'elasticsearch' role",
-            "executor",
-            "doc_engine",
-        )
+    # A service no host serves is external, at its section's address (services.py).
+    yield from address_problems(doc, merged, problem)
     for index, host in enumerate(hosts):
         if "executor_instances" in host and "executor" not in host["roles"]:
             yield problem(
@@ -179,6 +172,8 @@ def service_ports(doc: dict[str, Any], host: dict[str, Any]) -> dict[str, int]:
     roles = host["roles"]
     if "redis" in roles and doc.get("redis"):
         ports["redis"] = split_hostport(doc["redis"]["host"])[1]
+    if "sentinel" in roles and doc.get("redis"):
+        ports["redis-sentinel"] = doc["redis"]["sentinel_port"]
     if "mysql" in roles and doc.get("mysql"):
         ports["mysql"] = doc["mysql"]["port"]
     if "elasticsearch" in roles and doc.get("es"):

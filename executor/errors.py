@@ -63,6 +63,10 @@ RedisAnswer = redis.ResponseError
 
 # Redis cannot take our commands for now: down or unreachable, loading its data, out of
 # memory (maxmemory with noeviction refuses writes), or a read-only replica (a failover).
+# Under Sentinel, redis-py raises ConnectionError subclasses for the rest of a failover: no
+# sentinel names a master yet (MasterNotFoundError), or the server a pooled connection
+# reaches was demoted (READONLY, or UNBLOCKED for a blocked XREADGROUP, turned into
+# "The previous master is now a slave"): all outages, waited out (tests/test_sentinel_failover.py).
 REDIS_UNAVAILABLE = (
     redis.ConnectionError,
     redis.TimeoutError,

@@ -112,6 +112,12 @@ class RedisSettings:
     tls: bool = False
     """Connect over TLS, verifying the server's certificate and name against ca_cert."""
     ca_cert: str = ""
+    sentinels: str = ""
+    """``host:port,...`` of Redis Sentinels: the master is the one they name for
+    sentinel_master (host and port above are then only the initial master, for messages)."""
+    sentinel_master: str = ""
+    sentinel_password: str = ""
+    """The sentinels' own requirepass (the same TLS as Redis's applies to them)."""
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,8 @@ REDIS_ACL_COMMANDS: tuple[str, ...] = (
     "ping",
     "select",
     "time",
+    # a producer's WAIT for a replica under Sentinel (queue/producer.py)
+    "wait",
     # transactions and the lock-release script (its GET and DEL are checked too)
     "multi",
     "exec",

@@ -3,7 +3,7 @@
 # with ragfleet installed in editable mode. Idempotent: a second run only checks.
 #
 #   scripts/setup.sh            everything the tests need (scripts/system-packages.txt,
-#                               the test, dev, local-embeddings and deploy extras)
+#                               the test, dev, local-embeddings, deploy and bench extras)
 #   scripts/setup.sh --runtime  only what running ragfleet on one host needs
 #                               (python3-venv, redis-server, wordnet-base, a C compiler
 #                               for datrie; no extras)
@@ -51,7 +51,7 @@ else
     mapfile -t test_packages < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' \
         scripts/system-packages.txt)
     install_debian_packages "${test_packages[@]}"
-    extras="[test,dev,local-embeddings,deploy]"
+    extras="[test,dev,local-embeddings,deploy,bench]"
 fi
 
 PYTHON=${PYTHON:-python3}

@@ -188,6 +188,24 @@ def test_ack_all_settles_every_delivery(side):
     assert a.replay_own(set(), 5) == []
 
 
+def test_ack_all_of_a_batch_forgets_its_outage_notes_and_of_none_does_nothing(side):
+    a = side.broker(A)
+    a.ensure_groups()
+    a.ack_all([])
+    for n in range(4):
+        side.enqueue(_task(n), n % 2)
+    batch = a.read_new(4, 0)
+    for delivery in batch:
+        a.note_outage(delivery)
+    a.ack_all(batch[:3])
+    (left,) = a.replay_own(set(), 5)
+    assert left.entry_id == batch[3].entry_id and _counts([left]) == [(2, 1)]
+    a.ack_all([left])
+    assert a.queue_info() == (0, 0)
+    side.enqueue(_task(9), 0)
+    assert _counts(a.read_new(1, 0)) == [(1, 0)]
+
+
 def test_leave_to_holder_moves_the_entry_out_of_the_consumers_pending(side):
     a, b = side.broker(A), side.broker(B)
     a.ensure_groups()

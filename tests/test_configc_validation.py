@@ -305,8 +305,11 @@ def test_a_deployed_elasticsearch_needs_the_elastic_users_password(tmp_path):
     ("hosts", "expected"),
     [
         (
-            "  - {name: a, address: 127.0.0.1, roles: [executor]}\n",
-            "hosts: exactly one host must have the 'redis' role (found: none)",
+            "  - {name: a, address: 127.0.0.1, roles: [redis, executor]}\n"
+            "  - {name: b, address: 127.0.0.2, roles: [redis]}\n",
+            "hosts: several hosts have the 'redis' role (a, b): replicas need Sentinel to "
+            "fail over; give 3 or more hosts the 'sentinel' role (or keep one 'redis' host; "
+            "none: an external Redis at redis.host)",
         ),
         (
             "  - {name: a, address: 127.0.0.1, roles: [redis]}\n",
@@ -344,7 +347,9 @@ def test_duplicate_names_and_addresses(tmp_path):
     ]
 
 
-def test_mysql_and_elasticsearch_roles_required_by_the_choices(tmp_path):
+def test_mysql_and_elasticsearch_without_a_host_are_external_not_on_loopback(tmp_path):
+    """No host with the role: the executors use the section's address (services.py), which
+    must then not be a loopback one that each executor host reaches on itself."""
     local = """
     redis: {password: long-enough-redis-pw}
     executor: {db_type: mysql, doc_engine: elasticsearch, storage: database}
@@ -354,10 +359,16 @@ def test_mysql_and_elasticsearch_roles_required_by_the_choices(tmp_path):
     mysql: {password: long-enough-mysql-pw}
     es: {password: long-enough-elastic-pw}
     """
+    loopback = "a loopback address that each of the 2 executor hosts would reach on itself"
+    mysql_line, es_line = shipped_line("host: 'localhost"), shipped_line("hosts: 'http://localhost")
     assert problems(tmp_path, local) == [
-        f"{LOCAL}:2:12: executor.db_type: db_type is 'mysql' but no host has the 'mysql' role",
-        f"{LOCAL}:2:28: executor.doc_engine: doc_engine is 'elasticsearch' but no host has "
-        "the 'elasticsearch' role",
+        f"conf/service_conf.yaml:{mysql_line}:3: mysql.host: no host "
+        f"has the 'mysql' role, so the executors use the MariaDB this names, but it is {loopback}: "
+        "give a host the 'mysql' role, or name the external server's address",
+        f"conf/service_conf.yaml:{es_line}:3: es.hosts: no "
+        "host has the 'elasticsearch' role, so the executors use the Elasticsearch this names, "
+        f"but it is {loopback}: give a host the 'elasticsearch' role, or name the external "
+        "server's address",
     ]
 
 

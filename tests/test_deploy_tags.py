@@ -141,6 +141,43 @@ def test_preflight_passes_on_a_vault_mode_tree(tmp_path: Path) -> None:
     assert not any(value in result.stdout + result.stderr for value in env.values())
 
 
+def test_preflight_passes_on_a_sentinel_tree(tmp_path: Path) -> None:
+    """Redis under Sentinel (configc/sentinel.py): two Redis servers, three sentinels, one on
+    a host with no server; the redis play runs on both groups, each host's checks on what it
+    runs (vault mode: the sentinel password comes from the encrypted host_vars)."""
+    from click.testing import CliRunner
+    from confdirs import FIVE_HOSTS, shipped_conf, write
+
+    from configc.cli import main
+
+    overlay = write(
+        tmp_path / "ha.yaml",
+        """
+        redis: {sentinel_password: sentinel-password-0123456789}
+        hosts:
+          - {name: redis, address: 10.213.0.11, roles: [redis, sentinel]}
+          - {name: db, address: 10.213.0.12, roles: [mysql, redis, sentinel]}
+          - {name: es, address: 10.213.0.13, roles: [elasticsearch, sentinel]}
+          - {name: exec1, address: 10.213.0.21, roles: [executor]}
+        """,
+    )
+    (tmp_path / "vault").write_text("preflight-vault-password\n")
+    env = {name: f"{name.lower()}-0123456789" for name in PASSWORDS}
+    args = ["build", str(shipped_conf(tmp_path)), "-o", str(tmp_path / "out")]
+    args += ["--overlay", str(FIVE_HOSTS), "--overlay", str(overlay)]
+    args += ["--vault-password-file", str(tmp_path / "vault")]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    inventory = tmp_path / "out/inventory.yml"
+    result = preflight(inventory, "--vault-password-file", str(tmp_path / "vault"))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+    assert "changed=0" in result.stdout and "failed=1" not in result.stdout
+    checked = "Check that configc compiled the sentinel config for this host, and its password"
+    play = result.stdout[result.stdout.index("PLAY [Redis") :]
+    assert play.count(f"TASK [redis : {checked}]") == 3  # once per host, serial: 1
+    assert "sentinel-password-0123456789" not in result.stdout + result.stderr
+
+
 def replace_in(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +51,32 @@ def test_registry_renders_build_info_and_process_metrics():
     assert found["process_cpu_seconds"].type == "counter"  # parsed names drop _total
     assert sample(metrics, "process_resident_memory_bytes") > 0
     assert "_created" not in metrics.render()  # disabled: they would double the output
+
+
+PROBE = """
+import time
+from executor.metrics import Metrics
+assert not __import__("os").path.exists("/proc/stat")
+text = Metrics(process=True).render()
+line = next(l for l in text.splitlines() if l.startswith("process_start_time_seconds "))
+print(float(line.split()[1]) - time.time())
+assert "process_resident_memory_bytes " in text
+"""
+
+
+def test_process_metrics_under_the_units_proc_subset_pid():
+    """The unit's ProcSubset=pid hides /proc/stat (a proc mounted with subset=pid, in a new
+    PID and mount namespace, as systemd does): the process metrics stay, the start time
+    right. Needs root (unshare); the suite runs as root, as CI does."""
+    script = f"mount -t proc -o subset=pid proc /proc && exec {sys.executable} -c '{PROBE}'"
+    result = subprocess.run(
+        ["unshare", "--fork", "--pid", "--mount", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert -60 < float(result.stdout) <= 0  # started just now, not at the epoch
 
 
 def test_every_task_series_exists_before_the_first_task():

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ..fleet import fleet_status
+from ..queue.connection import current_master
 from .env import EXIT_NO, Env, operator_command
 from .output import JSON_OPTION, print_table
 
@@ -66,7 +67,11 @@ def status(env: Env, as_json: bool, watch: bool, interval: float) -> None:
 def _report(env: Env) -> dict[str, Any]:
     executors = fleet_status(env.roster, env.settings.executor.worker_heartbeat_timeout)
     queues = env.roster.queues()
-    return {"executors": executors, **queues.as_dict()}
+    report = {"executors": executors, **queues.as_dict()}
+    master = current_master(env.redis_settings)
+    if master is not None:  # under Sentinel: the server they name master now
+        report["redis_master"] = f"{master[0]}:{master[1]}"
+    return report
 
 
 def _all_alive(report: dict[str, Any]) -> bool:
@@ -79,6 +84,8 @@ def _print(report: dict[str, Any], as_json: bool, indent: int | None) -> None:
         click.echo(json.dumps(report, indent=indent, default=str))
         return
     taken = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(report["taken_at"]))
+    if "redis_master" in report:
+        click.echo(f"redis master (named by the sentinels): {report['redis_master']}")
     click.echo(f"executors (at {taken}):")
     executors = [{**row, "version": _version_cell(row)} for row in report["executors"]]
     print_table(executors, EXECUTOR_COLUMNS)

@@ -8,6 +8,7 @@ thread, and must only read what is in memory.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 
 import prometheus_client
@@ -26,13 +27,28 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 
+class ProcessMetrics(ProcessCollector):
+    """prometheus_client's process collector, also under the unit's ``ProcSubset=pid``.
+
+    That hardening hides /proc/stat, where the parent reads the boot time; failing, it
+    reports no process metric at all. The boot time is then the clock's less the time since
+    boot (CLOCK_BOOTTIME), which is what /proc/stat's ``btime`` holds.
+    """
+
+    def _boot_time(self) -> float:
+        try:
+            return super()._boot_time()
+        except OSError:
+            return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 class Metrics:
     """One registry: metrics made with it are rendered by :meth:`render`."""
 
     def __init__(self, *, process: bool = False) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         if process:  # process_cpu_seconds_total, process_resident_memory_bytes, ...
-            ProcessCollector(registry=self.registry)
+            ProcessMetrics(registry=self.registry)
 
     def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
         return Counter(name, help, labels, registry=self.registry)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from ..errors import RedisAnswer
 from . import wire
+from .deliveries import READ_IN_ORDER, Delivery, as_read_reply, deliveries_of, id_key, text
 from .roster import Roster, latest_heartbeat
 
 _PEL_SCAN_LIMIT = 10_000
@@ -37,27 +37,6 @@ _RELEASE_LOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One stream entry handed to this consumer."""
-
-    queue: str
-    entry_id: str
-    fields: dict[bytes, bytes] | None
-    deliveries: int = 1
-    outage_deliveries: int = 0  # of those, cut short by an outage (see note_outage)
-
-    @property
-    def key(self) -> str:
-        """The entry's field in wire.OUTAGE_DELIVERIES."""
-        return f"{self.queue} {self.entry_id}"
-
-    @property
-    def priority(self) -> int:
-        suffix = self.queue.removeprefix(wire.QUEUE)
-        return int(suffix[1:]) if suffix else 0
 
 
 class Broker:
@@ -114,7 +93,7 @@ class Broker:
                 groups = self.client.xinfo_groups(queue)
             except RedisAnswer:  # no such stream
                 return True
-            if not any(_text(g["name"]) == wire.GROUP for g in groups):
+            if not any(text(g["name"]) == wire.GROUP for g in groups):
                 return True
         return False
 
@@ -149,26 +128,42 @@ class Broker:
     def read_new(self, count: int, block_ms: int) -> list[Delivery]:
         """Never-delivered entries, priority 1 first.
 
-        Reads each stream in priority order for exactly what is free (*count*); when all
-        are empty, blocks up to *block_ms* on all of them at once for one entry each, so
-        a new task wakes the read at once. That read can return one entry more than
-        *count*: Redis 7.2 and later, woken, run the read again over both streams (7.0
-        answers from the stream that woke it). The caller finds a slot for the extra
-        entry, or holds it; an entry read is never dropped.
+        Reads each stream in priority order for exactly what is free (*count*), in one
+        round trip (a script); when all are empty, blocks up to *block_ms* on all of them
+        at once for one entry each, so a new task wakes the read at once. That read can
+        return one entry more than *count*: Redis 7.2 and later, woken, run the read
+        again over both streams (7.0 answers from the stream that woke it). The caller
+        finds a slot for the extra entry, or holds it; an entry read is never dropped.
         """
-        got: list[Delivery] = []
-        for queue in self.queues:
-            if len(got) >= count:
-                return got
-            reply = self.client.xreadgroup(
-                wire.GROUP, self.consumer, {queue: ">"}, count=count - len(got)
+        try:
+            reply = self.client.eval(
+                READ_IN_ORDER, len(self.queues), *self.queues, wire.GROUP, self.consumer, count
             )
-            got += _deliveries(reply, deliveries=1)
+        except RedisAnswer:
+            # Inside a script Redis words a refusal its own way ("The user executing the
+            # script can't run this command"): read again without it, for the error in
+            # Redis's own words and class (NOPERM, NOGROUP, MISCONF...) or, if only EVAL
+            # is refused, the entries.
+            got = self._read_each(count)
+        else:
+            got = deliveries_of(as_read_reply(reply), deliveries=1)
         if got or block_ms <= 0:
             return got
         streams = {queue: ">" for queue in self.queues}
         reply = self.client.xreadgroup(wire.GROUP, self.consumer, streams, count=1, block=block_ms)
-        return self._ordered(_deliveries(reply, deliveries=1))
+        return self._ordered(deliveries_of(reply, deliveries=1))
+
+    def _read_each(self, count: int) -> list[Delivery]:
+        """:meth:`read_new`'s first step, one XREADGROUP per stream."""
+        got: list[Delivery] = []
+        for queue in self.queues:
+            if len(got) >= count:
+                break
+            reply = self.client.xreadgroup(
+                wire.GROUP, self.consumer, {queue: ">"}, count=count - len(got)
+            )
+            got += deliveries_of(reply, deliveries=1)
+        return got
 
     def replay_own(self, exclude: set[str], count: int) -> list[Delivery]:
         """Up to *count* entries already delivered to this consumer and not in *exclude*.
@@ -185,13 +180,13 @@ class Broker:
             pending = self.client.xpending_range(
                 queue, wire.GROUP, "-", "+", _PEL_SCAN_LIMIT, consumername=self.consumer
             )
-            ids = [_text(p["message_id"]) for p in pending]
+            ids = [text(p["message_id"]) for p in pending]
             ids = [entry_id for entry_id in ids if entry_id not in exclude][:want]
             if ids:
                 for entry_id, fields in self.client.xclaim(
                     queue, wire.GROUP, self.consumer, 0, ids
                 ):
-                    replay.append(Delivery(queue, _text(entry_id), fields or None))
+                    replay.append(Delivery(queue, text(entry_id), fields or None))
         return self.with_delivery_counts(replay)
 
     def reclaim(self, min_idle_ms: int, count: int) -> list[Delivery]:
@@ -204,7 +199,7 @@ class Broker:
                 queue, wire.GROUP, self.consumer, min_idle_ms, "0-0", count=count - len(claimed)
             )
             for entry_id, fields in reply[1]:
-                claimed.append(Delivery(queue, _text(entry_id), fields))
+                claimed.append(Delivery(queue, text(entry_id), fields))
         return self.with_delivery_counts(claimed)
 
     def with_delivery_counts(self, deliveries: list[Delivery]) -> list[Delivery]:
@@ -219,7 +214,7 @@ class Broker:
             mine = [d for d in deliveries if d.queue == queue]
             if not mine:
                 continue
-            ids = sorted((d.entry_id for d in mine), key=_id_key)
+            ids = sorted((d.entry_id for d in mine), key=id_key)
             pending = self.client.xpending_range(
                 queue,
                 wire.GROUP,
@@ -228,7 +223,7 @@ class Broker:
                 count=_PEL_SCAN_LIMIT,  # this consumer's PEL: running tasks plus this batch
                 consumername=self.consumer,
             )
-            times = {_text(p["message_id"]): p["times_delivered"] for p in pending}
+            times = {text(p["message_id"]): p["times_delivered"] for p in pending}
             counted += [
                 Delivery(
                     d.queue,
@@ -243,7 +238,7 @@ class Broker:
 
     def _ordered(self, deliveries: list[Delivery]) -> list[Delivery]:
         rank = {queue: index for index, queue in enumerate(self.queues)}
-        return sorted(deliveries, key=lambda d: (rank[d.queue], _id_key(d.entry_id)))
+        return sorted(deliveries, key=lambda d: (rank[d.queue], id_key(d.entry_id)))
 
     def note_clean_stop(self) -> None:
         """Record that this consumer drained and stopped: nothing it holds killed it."""
@@ -280,17 +275,25 @@ class Broker:
         self.ack_all([delivery])
 
     def ack_all(self, deliveries: Iterable[Delivery]) -> None:
-        """:meth:`ack` each of *deliveries*, in one round trip."""
-        pipe = self.client.pipeline(transaction=True)
+        """:meth:`ack` each of *deliveries*, in one round trip: one XACK and one XDEL per
+        queue naming every entry, one HDEL, in one MULTI (all or none)."""
+        by_queue: dict[str, list[str]] = {}
+        keys = []
         for delivery in deliveries:
-            pipe.xack(delivery.queue, wire.GROUP, delivery.entry_id)
-            pipe.xdel(delivery.queue, delivery.entry_id)
-            pipe.hdel(wire.OUTAGE_DELIVERIES, delivery.key)
+            by_queue.setdefault(delivery.queue, []).append(delivery.entry_id)
+            keys.append(delivery.key)
+        if not keys:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        for queue, ids in by_queue.items():
+            pipe.xack(queue, wire.GROUP, *ids)
+            pipe.xdel(queue, *ids)
+        pipe.hdel(wire.OUTAGE_DELIVERIES, *keys)
         pipe.execute()
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Copy the entry to the dead-letter stream with why, then ack and delete it."""
-        fields = {_text(k): _text(v) for k, v in (delivery.fields or {}).items()}
+        fields = {text(k): text(v) for k, v in (delivery.fields or {}).items()}
         record = {
             **fields,
             "queue": delivery.queue,
@@ -340,7 +343,7 @@ class Broker:
                     raise
                 continue  # Redis lost the stream: no reason to go without a heartbeat
             for group in groups:
-                if _text(group["name"]) == wire.GROUP:
+                if text(group["name"]) == wire.GROUP:
                     pending += group.get("pending") or 0
                     lag += group.get("lag") or 0
         return pending, lag
@@ -364,7 +367,7 @@ class Broker:
             return []
         removed = []
         try:
-            for member in sorted(_text(m) for m in self.client.smembers(wire.EXECUTORS_SET)):
+            for member in sorted(text(m) for m in self.client.smembers(wire.EXECUTORS_SET)):
                 if member == self.consumer:
                     continue
                 if self.client.zcount(member, now - timeout, "+inf"):
@@ -378,26 +381,9 @@ class Broker:
         return removed
 
     def _delete_drained_consumers(self) -> None:
-        alive = {_text(m) for m in self.client.smembers(wire.EXECUTORS_SET)} | {self.consumer}
+        alive = {text(m) for m in self.client.smembers(wire.EXECUTORS_SET)} | {self.consumer}
         for queue in self.queues:
             for consumer in self.client.xinfo_consumers(queue, wire.GROUP):
-                name = _text(consumer["name"])
+                name = text(consumer["name"])
                 if name not in alive and not consumer.get("pending"):
                     self.client.xgroup_delconsumer(queue, wire.GROUP, name)
-
-
-def _deliveries(reply: Any, deliveries: int) -> list[Delivery]:
-    out = []
-    for stream, entries in reply or []:
-        for entry_id, fields in entries:
-            out.append(Delivery(_text(stream), _text(entry_id), fields or None, deliveries))
-    return out
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)

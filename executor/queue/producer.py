@@ -27,7 +27,23 @@ def enqueue(client: redis.Redis, tasks: Iterable[dict[str, Any]], batch: int = 5
         if added % batch == 0:
             pipe.execute()
     pipe.execute()
+    if added:
+        wait_for_replica(client)
     return added
+
+
+REPLICA_WAIT_MS = 1000
+
+
+def wait_for_replica(client: redis.Redis) -> int:
+    """Under Sentinel, WAIT until a replica has the writes so far (at most REPLICA_WAIT_MS):
+    a failover right after then loses none of them. Returns the replicas that acknowledged
+    (0 without Sentinel, where no replica is expected and WAIT would only sleep). What a
+    failover still loses (WAIT timed out) the lost-task sweep and `ragfleet reconcile`
+    re-enqueue from the database, which was written first."""
+    if not getattr(client.connection_pool, "is_master", False):  # a SentinelConnectionPool's
+        return 0
+    return int(client.wait(1, REPLICA_WAIT_MS))
 
 
 def queued_task_ids(client: redis.Redis, priorities: Iterable[int] = wire.PRIORITIES) -> set[str]:

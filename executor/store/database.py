@@ -256,6 +256,18 @@ class TaskStore:
             row["payload"] = json.loads(row["payload"])
         return row
 
+    def get_tasks(self, task_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The rows of *task_ids* by id, in one statement per _IDS_PER_QUERY ids (a batch of
+        deliveries is looked up at once); an id with no row is absent."""
+        rows: dict[str, dict[str, Any]] = {}
+        with self.session():
+            for start in range(0, len(task_ids), _IDS_PER_QUERY):
+                rows.update(self.task_rows.get_many(task_ids[start : start + _IDS_PER_QUERY]))
+        for row in rows.values():
+            if row.get("payload"):
+                row["payload"] = json.loads(row["payload"])
+        return rows
+
     def begin_task(self, task_id: str, retry_count: int, progress_msg: str) -> None:
         """Mark the task started: begin_at, retry_count and its first progress line at once."""
         fields = {

@@ -27,6 +27,7 @@ class KeyedRows:
         self._fields: dict[str, pw.Field] = dict(meta.fields)
         self._table = self._quote(meta.table_name)
         self._key = self._quote(meta.primary_key.column_name)
+        self._key_field: str = meta.primary_key.name
         self._param = self._database.param
         self._compiled: dict[tuple[Any, ...], str] = {}
         self._locks = not isinstance(self._database, pw.SqliteDatabase)
@@ -40,6 +41,24 @@ class KeyedRows:
         names = tuple(columns or self._fields)
         rows = self._select(names, self._key, key, for_update=for_update and self._locks)
         return rows[0] if rows else None
+
+    def get_many(self, keys: list[Any]) -> dict[Any, dict[str, Any]]:
+        """The rows of *keys* (every column), by key, in one ``IN (...)`` statement; a key
+        with no row is absent. The caller keeps *keys* to a few hundred."""
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return {}
+        names = tuple(self._fields)
+        shape = ("select-in", len(unique))
+        sql = self._compiled.get(shape)
+        if sql is None:
+            columns = ", ".join(self._column(n) for n in names)
+            marks = ", ".join([self._param] * len(unique))
+            sql = f"SELECT {columns} FROM {self._table} WHERE {self._key} IN ({marks})"
+            self._compiled[shape] = sql
+        rows = self._rows(names, self._database.execute_sql(sql, unique))
+        key_name = self._key_field
+        return {row[key_name]: row for row in rows}
 
     def where_equal(self, column: str, value: Any, columns: Iterable[str]) -> list[dict[str, Any]]:
         """Every row whose *column* equals *value*, as dicts of *columns*."""
@@ -73,8 +92,10 @@ class KeyedRows:
             sql = f"SELECT {columns} FROM {self._table} WHERE {where} = {self._param}"
             sql += " FOR UPDATE" if for_update else ""
             self._compiled[shape] = sql
+        return self._rows(names, self._database.execute_sql(sql, [value]))
+
+    def _rows(self, names: tuple[str, ...], cursor: Any) -> list[dict[str, Any]]:
         fields = [self._fields[n] for n in names]
-        cursor = self._database.execute_sql(sql, [value])
         return [
             {f.name: f.python_value(v) for f, v in zip(fields, row, strict=True)}
             for row in cursor.fetchall()

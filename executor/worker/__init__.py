@@ -6,8 +6,9 @@ from .clock import SYSTEM_CLOCK, Clock
 from .fetch import IDLE_BLOCK_MS
 from .health import SET_ASIDE_STREAK
 from .heartbeat import CANCEL_POLL_SECONDS
+from .listen import metrics_port
 from .slots import GATHER_SECONDS
-from .worker import Worker, metrics_port
+from .worker import Worker
 
 __all__ = [
     "CANCEL_POLL_SECONDS",

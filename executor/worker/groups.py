@@ -4,7 +4,7 @@ group handler run as one group, every other delivery settles on its own."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -44,6 +44,7 @@ class Groups:
         clock: Clock,
         log: logging.Logger,
         hand_over: HandOver,
+        hop: Callable[..., Awaitable[Any]] = in_thread,
     ) -> None:
         self.registry = registry
         self.settings = settings
@@ -56,6 +57,7 @@ class Groups:
         self.clock = clock
         self.log = log
         self._start = hand_over
+        self._hop = hop  # the batch look-up's thread hop (the Worker's OwnThread)
 
     async def settle_batch(self, batch: list[Ledger]) -> None:
         """Each delivery ends in a settle of its own; after an error of ours on the way,
@@ -89,7 +91,7 @@ class Groups:
     async def _group_and_run(self, batch: list[Ledger], left: dict[str, Ledger]) -> None:
         counts = [ledger.deliveries() for ledger in batch]
         try:
-            looked_up = await in_thread(self.lookup.look_up_all, batch, counts)
+            looked_up = await self._hop(self.lookup.look_up_all, batch, counts)
         except Exception:  # an outage, say: each delivery meets it again on its own
             looked_up = [None] * len(batch)
         else:

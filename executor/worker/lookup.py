@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from ..handlers import HandlerRegistry
@@ -39,9 +40,11 @@ class TaskLookup:
 
     def look_up_all(self, batch: list[Ledger], counts: list[int]) -> list[LookedUp | None]:
         """In a thread: :meth:`look_up` for each delivery (None for a malformed one), with
-        the cancel flags read in one round trip and the tasks begun in one transaction."""
+        the rows read in one statement, the cancel flags in one round trip and the tasks
+        begun in one transaction."""
         ids = [ledger.task_id for ledger in batch]
-        tasks = [self.store.get_task(task_id) if task_id else None for task_id in ids]
+        rows = self.store.get_tasks([task_id for task_id in ids if task_id])
+        tasks = [_own_copy(rows.get(task_id), index, ids) for index, task_id in enumerate(ids)]
         cancelled = self.broker.cancelled([task["id"] for task in tasks if task])
         with self.store.transaction():
             for task, count in zip(tasks, counts, strict=True):
@@ -66,6 +69,16 @@ class TaskLookup:
             and deliveries <= self.config.max_deliveries
             and self.registry.get(task.get("task_type") or "") is not None
         )
+
+
+def _own_copy(
+    row: dict[str, Any] | None, index: int, ids: list[str | None]
+) -> dict[str, Any] | None:
+    """*row* for the delivery at *index*: two entries of one task (a re-enqueue) each get
+    a row of their own, as two reads would give them, since beginning one changes it."""
+    if row is None or ids.index(row["id"]) == index:
+        return row
+    return copy.deepcopy(row)
 
 
 def not_runnable(task: dict[str, Any]) -> str | None:

@@ -27,7 +27,7 @@ class Slots:
         await self._free.acquire()
         if probing():
             return await self.take_every(1)
-        taken = 1 + self._take_free()
+        taken = 1 + self.take_free()
         if not self.groups_running:
             return taken
         try:
@@ -40,7 +40,8 @@ class Slots:
             raise
         return taken
 
-    def _take_free(self) -> int:
+    def take_free(self) -> int:
+        """Every free slot, without waiting: how many."""
         taken = 0
         while True:
             try:

@@ -7,17 +7,15 @@ docs/architecture.md; the failure rules in docs/reliability.md.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
-import socket
 from contextlib import suppress
 from pathlib import Path
 
 import trio
 
-from ..errors import REDIS_DENIED, REDIS_REFUSED, REDIS_UNAVAILABLE, RedisAnswer, SettingsError
+from ..errors import REDIS_DENIED, REDIS_REFUSED, REDIS_UNAVAILABLE, RedisAnswer
 from ..handlers import HandlerRegistry
 from ..instance_guard import refuse_a_live_twin
 from ..lost_tasks import LostTasks
@@ -27,7 +25,6 @@ from ..queue import wire
 from ..queue.broker import Broker, Delivery
 from ..sdnotify import Notifier, run_watchdog
 from ..settings import Settings
-from ..settings_spec import LOOPBACK, metrics_host
 from ..store.database import TaskStore
 from ..version import build_info
 from .clock import SYSTEM_CLOCK, Clock, in_thread
@@ -37,17 +34,15 @@ from .groups import Groups
 from .health import Health
 from .heartbeat import Heartbeats, Identity
 from .ledger import Ledger, Ledgers
+from .listen import listen_for_metrics
 from .lookup import TaskLookup
 from .meters import Meters
 from .outcomes import Outcomes
+from .own_thread import OwnThread
 from .running import Counters, Running
 from .settle import Settler
 from .slots import Slots
 from .steps import Step
-
-_PORT_ERRNOS = frozenset({errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL, socket.EAI_NONAME})
-"""Errors taking the metrics port that are the config's: another process has the port, it
-is privileged, the address is not this machine's, or its name resolves to none."""
 
 
 class Worker:
@@ -114,6 +109,7 @@ class Worker:
             **shared,
         )
         lookup = TaskLookup(broker, store, registry, c)
+        self.batch_thread = OwnThread(f"{self.name} batches")
         self.outcomes = outcomes = Outcomes(
             broker=broker,
             store=store,
@@ -122,6 +118,7 @@ class Worker:
             counters=self.counters,
             running=self.running,
             clock=clock,
+            hop=self.batch_thread.run,
             **shared,
         )
         self.settler = Settler(
@@ -145,6 +142,7 @@ class Worker:
             slots=self.slots,
             clock=clock,
             hand_over=self._hand_over,
+            hop=self.batch_thread.run,
             **shared,
         )
         self.heartbeats = Heartbeats(
@@ -164,7 +162,13 @@ class Worker:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until stopped (SIGTERM/SIGINT or :meth:`stop`), then drain and return."""
-        listeners = await self._listen_for_metrics()
+        try:
+            await self._run(task_status)
+        finally:
+            self.batch_thread.close()
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
+        listeners = await listen_for_metrics(self.config, self.metrics_port, self.instance)
         await self._connect()
         beats = self.heartbeats
         async with trio.open_nursery() as services:
@@ -272,24 +276,6 @@ class Worker:
     def ip_address(self, address: str) -> None:
         self.identity.ip_address = address
 
-    async def _listen_for_metrics(self) -> list[trio.SocketListener]:
-        """The metrics port, taken first: one in use (by another service, or this instance
-        already running) or not ours to take is the config's to fix, a SettingsError."""
-        if self.metrics_port is None:
-            return []
-        # "auto" is configc's to resolve; a config it did not compile gets loopback.
-        host = metrics_host(self.config.metrics_bind, LOOPBACK, fleet=False)
-        try:
-            return await trio.open_tcp_listeners(self.metrics_port, host=host)
-        except (OSError, OverflowError) as exc:
-            if isinstance(exc, OSError) and exc.errno not in _PORT_ERRNOS:
-                raise  # a shortage of the machine's (descriptors, memory): a restart mends it
-            reason = exc.strerror if isinstance(exc, OSError) else "no such port"
-            raise SettingsError(
-                f"cannot serve metrics on {host} port {self.metrics_port} (executor.metrics_bind"
-                f", executor.metrics_port_base + instance {self.instance}): {reason}"
-            ) from None
-
     async def _work(self) -> None:
         with self._drain_scope:
             async with trio.open_nursery() as tasks:
@@ -319,6 +305,10 @@ class Worker:
         while True:
             await self.fetcher.until_healthy()
             slots = await slots_of.take(lambda: health.executor_errors.down)
+            if slots < slots_of.total:  # tasks being recorded done free theirs in a moment:
+                await self.outcomes.until_recorded()  # fetch for them too, in one batch
+                await trio.lowlevel.checkpoint()  # (those woken with ours, too)
+                slots += slots_of.take_free()
             if health.paused():  # an outage began, or a probe failed, while we waited
                 slots_of.give_back(slots)
                 continue
@@ -362,11 +352,12 @@ class Worker:
             self.slots.give_back(slots - len(ledgers))
 
     def _start(self, batch: list[Ledger]) -> None:
-        """Settle each delivery in a child of its own, except those whose message names a
-        type with a group handler: two or more of them settle together (the rows have the
-        last word, see Groups)."""
+        """Settle a batch fetched together: two or more well-formed deliveries are looked
+        up and begun in one hop (Groups: those whose type has a group handler then run as
+        one group, each other delivery settles in a child of its own); a malformed one, or
+        one alone, settles in a child of its own from the start."""
         assert self._tasks is not None
-        together = [ledger for ledger in batch if self._may_group(ledger)]
+        together = [ledger for ledger in batch if ledger.message is not None]
         if len(together) > 1:
             self._tasks.start_soon(self.groups.settle_batch, together)
         else:
@@ -374,9 +365,6 @@ class Worker:
         for ledger in batch:
             if ledger not in together:
                 self._spawn(ledger, 1)
-
-    def _may_group(self, ledger: Ledger) -> bool:
-        return ledger.message is not None and self.registry.has_group(ledger.task_type)
 
     def _spawn(self, ledger: Ledger, slots: int, step: Step | None = None) -> None:
         """Settle *ledger* in a child of its own, holding *slots*."""
@@ -398,8 +386,3 @@ class Worker:
         )
         if self._services is not None:
             self._services.start_soon(self.lost_tasks.after_loss, self._queues_lost_at)
-
-
-def metrics_port(settings: Settings, instance: int) -> int | None:
-    base = settings.executor.metrics_port_base
-    return None if base <= 0 else base + instance

@@ -1,4 +1,5 @@
-"""The monitoring play on the converged fleet: the live Prometheus on the monitoring host.
+"""Observability on the converged fleet: the live Prometheus on the monitoring host, and
+the executors' lines as journald filed them.
 
 Prometheus (Debian's package, on exec1: five-hosts.yaml gives it the `monitoring` role)
 must scrape every target configc compiled, all up; load the seven alert rules; answer every
@@ -20,7 +21,7 @@ import urllib.request
 from typing import Any
 
 import pytest
-from deployment import Deployment, converged
+from deployment import RAGFLEET, Deployment, converged, task_row
 from executors import wait_for
 from ruamel.yaml import YAML
 from test_monitoring_dashboard import queries
@@ -249,3 +250,39 @@ def compiled_rules_settings(deployment: Deployment) -> dict[str, int]:
     interval = config["global"]["scrape_interval"]
     assert interval == config["global"]["evaluation_interval"]
     return {"for": int(down["for"].removesuffix("s")), "interval": int(interval.removesuffix("s"))}
+
+
+def test_the_journal_filters_the_executors_errors_by_priority(deployment: Deployment) -> None:
+    """A failing task's error, as journald filed it from the `<N>` prefix: `journalctl -p
+    err` shows it (with the task's id) and no info line; `-p info` has the start-up lines."""
+    converged(deployment)
+    since = {h: deployment.ssh(h, "date '+%F %T'").stdout.strip() for h in deployment.instances()}
+    payload = json.dumps({"seconds": 0, "fail": "boom in the e2e"})
+    task_id = deployment.ssh("exec1", f"{RAGFLEET} submit -t sleep -p '{payload}'").stdout.strip()
+    wait_for(
+        lambda: (row := task_row(deployment, task_id)) and row["state"] == "failed",
+        60,
+        f"task {task_id} to fail",
+        interval=1,
+    )
+
+    def journal(priority: str) -> str:
+        return "".join(
+            deployment.ssh(
+                host,
+                f"journalctl -q -o cat -p {priority} -u 'ragfleet-executor@*' --since '{at}'",
+            ).stdout
+            for host, at in since.items()
+        )
+
+    errors = wait_for(
+        lambda: (text := journal("err")) and "boom in the e2e" in text and text,
+        30,
+        "the error in the journal",
+        interval=1,
+    )
+    assert f"task={task_id}" in errors and f"task {task_id} failed" in errors, errors
+    assert "INFO" not in errors and "started as" not in errors, errors
+    assert not any(line.startswith("<") for line in errors.splitlines()), errors  # prefix read
+    everything = journal("info")
+    assert "boom in the e2e" in everything and "INFO" in everything

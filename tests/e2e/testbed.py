@@ -72,6 +72,8 @@ REQUIRED_TOOLS = (
     "umount",
     "chroot",
 )
+DATA_DISK = "/srv/data"
+"""Where every test host has a real file system mounted (see _boot)."""
 SETUP_HINT = "run scripts/setup.sh (it installs scripts/system-packages.txt)"
 
 
@@ -370,7 +372,7 @@ class Host:
 
 
 def _prepare_overlay(host: Host, lower: Path) -> None:
-    for name in ("upper", "work", "merged"):
+    for name in ("upper", "work", "merged", "data"):
         (host.root / name).mkdir(parents=True)
     options = f"lowerdir={lower},upperdir={host.root / 'upper'},workdir={host.root / 'work'}"
     run(["mount", "-t", "overlay", "overlay", "-o", options, host.merged])
@@ -411,6 +413,9 @@ def _boot(host: Host) -> None:
         "-D",
         str(host.merged),
         f"--network-bridge={BRIDGE}",
+        # A data disk: node exporter leaves out the overlayfs root, as it should, so without
+        # a real file system (this machine's, bound) the disk alert would have nothing to read.
+        f"--bind={host.root / 'data'}:{DATA_DISK}",
         "--console=read-only",
         "--link-journal=no",
     ]
