@@ -123,6 +123,8 @@ def add_ragfleet(out: Path, wheel: Path | None) -> None:
     if name != "ragfleet":
         raise SystemExit(f"wheelhouse: {wheel} is not a ragfleet wheel")
     if wheel.resolve() != (out / wheel.name).resolve():
+        # A new file, never written over the old one: it may be a hard link to a copy.
+        (out / wheel.name).unlink(missing_ok=True)
         shutil.copyfile(wheel, out / wheel.name)
     (out / "ragfleet.txt").write_text(
         "# ragfleet's own wheel, built from the checkout (scripts/build_wheelhouse.sh)\n"
