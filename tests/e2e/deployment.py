@@ -51,10 +51,15 @@ OVERLAYS = (REPO / "conf/examples/five-hosts.yaml", Path(__file__).with_name("to
 SITE = REPO / "deploy" / "site.yml"
 STANDIN = Path(__file__).with_name("docstore-standin.yml")
 STANDIN_WHEELHOUSE = CACHE_DIR / "standin-wheels"
+# The executors' locked wheelhouse, kept between runs: a rebuild downloads only what it lacks.
+WHEELHOUSE = CACHE_DIR / "wheelhouse-e2e"
 USER = "rfexec"  # executor.user in topology.yaml, like install_dir and state_dir below
 RAGFLEET = "/opt/rfleet/venv/bin/ragfleet"
+PIP = "/opt/rfleet/venv/bin/pip"
 PYTHON = "/opt/rfleet/venv/bin/python"  # the executors' venv: redis-py and PyMySQL
 STATE_DIR = "/srv/rfleet"
+INSTALL_DIR = "/opt/rfleet"
+LOCKS = ("build.txt", "runtime.txt", "nodeps.txt")
 REAL_RUN = ("--skip-tags", "elasticsearch")
 
 
@@ -81,6 +86,7 @@ class Deployment:
             self.env,
             (
                 *("-e", f"executor_source_dir={self.source}"),
+                *("-e", f"executor_wheelhouse_dir={WHEELHOUSE}"),
                 *("--vault-password-file", str(self.vault_file)),
                 *extra,
             ),

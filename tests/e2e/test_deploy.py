@@ -12,6 +12,7 @@ tag, and the elasticsearch role runs in check mode against the es host.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from collections.abc import Iterator
@@ -20,7 +21,10 @@ from typing import Any
 
 import pytest
 from deployment import (
+    INSTALL_DIR,
+    LOCKS,
     OVERLAYS,
+    PIP,
     PYTHON,
     RAGFLEET,
     REAL_RUN,
@@ -36,10 +40,11 @@ from deployment import (
     wait_running,
 )
 from executors import wait_for
-from playbook import configc_build
+from playbook import REPO, configc_build
 from testbed import BRIDGE_ADDRESS, CACHE_DIR
 
 from configc.vault import Vault
+from executor import __version__
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
@@ -139,7 +144,7 @@ def test_secrets_never_logged(deployment: Deployment) -> None:
 
 
 def test_no_secret_in_plaintext_on_the_control_machine(deployment: Deployment) -> None:
-    """Vault mode: every file configc wrote (and the wheelhouse beside them) is free of the
+    """Vault mode: every file configc wrote is free of the
     passwords; the host_vars are ansible-vault files; the hosts got them all the same (the
     converge's health checks log in with each, and test_redis_requires_the_password)."""
     converged(deployment)
@@ -166,6 +171,31 @@ def test_private_keys_never_logged(deployment: Deployment) -> None:
         body = "".join(line for line in pem.splitlines() if "-----" not in line)
         for name, run in converged(deployment).runs.items():
             assert body[:40] not in run.output.replace("\n", ""), f"{key.name} in the {name} output"
+
+
+def frozen_pins(text: str) -> dict[str, str]:
+    """``pip freeze`` (or a lock file's ``name==version`` lines) as {normalized name: version}."""
+    pins = re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", text, re.M)
+    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in pins}
+
+
+def test_executor_venvs_hold_exactly_the_locked_wheelhouse(deployment: Deployment) -> None:
+    """Each executor host installed from the locked wheelhouse (pip --no-index
+    --require-hashes): its venv holds the pins of lock/*.txt and ragfleet, nothing else but
+    the venv's own pip; the shipped wheelhouse still matches its SHA256SUMS there."""
+    converged(deployment)
+    expected = frozen_pins("".join((REPO / "lock" / f).read_text() for f in LOCKS))
+    expected["ragfleet"] = __version__
+    for host in deployment.instances():
+        frozen = frozen_pins(deployment.ssh(host, f"{PIP} freeze --all").stdout)
+        assert frozen.pop("pip", None), f"{host}: no pip in the venv"
+        assert frozen == expected, (
+            f"{host}: missing {sorted(expected.items() - frozen.items())}, "
+            f"extra {sorted(frozen.items() - expected.items())}"
+        )
+        deployment.ssh(
+            host, f"cd {INSTALL_DIR}/wheelhouse && sha256sum --check --strict --quiet SHA256SUMS"
+        )
 
 
 def test_compiled_files_have_the_manifest_modes(deployment: Deployment) -> None:
