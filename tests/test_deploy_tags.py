@@ -120,35 +120,41 @@ def test_preflight_passes_on_the_golden_tree() -> None:
     assert "changed=0" in result.stdout and "failed=1" not in result.stdout
 
 
-def test_preflight_passes_on_a_vault_mode_tree(tmp_path: Path) -> None:
-    """configc's vault mode: encrypted host_vars, templated ragfleet.yaml and Redis fragment;
-    every role's preflight reads them with the vault password."""
+def preflight_in_vault_mode(tmp_path: Path, *overlays: Path) -> subprocess.CompletedProcess[str]:
+    """configc's five-host tree (with *overlays*) built in vault mode, and every role's
+    preflight run on it with the vault password: it must pass, change nothing and print no
+    password."""
     from click.testing import CliRunner
     from confdirs import FIVE_HOSTS, shipped_conf
 
     from configc.cli import main
 
-    (tmp_path / "vault").write_text("preflight-vault-password\n")
+    vault = tmp_path / "vault"
+    vault.write_text("preflight-vault-password\n")
     env = {name: f"{name.lower()}-0123456789" for name in PASSWORDS}
     args = ["build", str(shipped_conf(tmp_path)), "-o", str(tmp_path / "out")]
-    args += ["--overlay", str(FIVE_HOSTS), "--vault-password-file", str(tmp_path / "vault")]
-    result = CliRunner().invoke(main, args, env=env)
+    for overlay in (FIVE_HOSTS, *overlays):
+        args += ["--overlay", str(overlay)]
+    result = CliRunner().invoke(main, [*args, "--vault-password-file", str(vault)], env=env)
     assert result.exit_code == 0, result.output
-    inventory = tmp_path / "out/inventory.yml"
-    result = preflight(inventory, "--vault-password-file", str(tmp_path / "vault"))
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
-    assert "changed=0" in result.stdout and "failed=1" not in result.stdout
-    assert not any(value in result.stdout + result.stderr for value in env.values())
+    ran = preflight(tmp_path / "out/inventory.yml", "--vault-password-file", str(vault))
+    assert ran.returncode == 0, ran.stdout[-4000:] + ran.stderr
+    assert "changed=0" in ran.stdout and "failed=1" not in ran.stdout
+    assert not any(value in ran.stdout + ran.stderr for value in env.values())
+    return ran
+
+
+def test_preflight_passes_on_a_vault_mode_tree(tmp_path: Path) -> None:
+    """configc's vault mode: encrypted host_vars, templated ragfleet.yaml and Redis fragment;
+    every role's preflight reads them with the vault password."""
+    preflight_in_vault_mode(tmp_path)
 
 
 def test_preflight_passes_on_a_sentinel_tree(tmp_path: Path) -> None:
     """Redis under Sentinel (configc/sentinel.py): two Redis servers, three sentinels, one on
     a host with no server; the redis play runs on both groups, each host's checks on what it
     runs (vault mode: the sentinel password comes from the encrypted host_vars)."""
-    from click.testing import CliRunner
-    from confdirs import FIVE_HOSTS, shipped_conf, write
-
-    from configc.cli import main
+    from confdirs import write
 
     overlay = write(
         tmp_path / "ha.yaml",
@@ -161,17 +167,7 @@ def test_preflight_passes_on_a_sentinel_tree(tmp_path: Path) -> None:
           - {name: exec1, address: 10.213.0.21, roles: [executor]}
         """,
     )
-    (tmp_path / "vault").write_text("preflight-vault-password\n")
-    env = {name: f"{name.lower()}-0123456789" for name in PASSWORDS}
-    args = ["build", str(shipped_conf(tmp_path)), "-o", str(tmp_path / "out")]
-    args += ["--overlay", str(FIVE_HOSTS), "--overlay", str(overlay)]
-    args += ["--vault-password-file", str(tmp_path / "vault")]
-    result = CliRunner().invoke(main, args, env=env)
-    assert result.exit_code == 0, result.output
-    inventory = tmp_path / "out/inventory.yml"
-    result = preflight(inventory, "--vault-password-file", str(tmp_path / "vault"))
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
-    assert "changed=0" in result.stdout and "failed=1" not in result.stdout
+    result = preflight_in_vault_mode(tmp_path, overlay)
     checked = "Check that configc compiled the sentinel config for this host, and its password"
     play = result.stdout[result.stdout.index("PLAY [Redis") :]
     assert play.count(f"TASK [redis : {checked}]") == 3  # once per host, serial: 1
