@@ -21,8 +21,7 @@ from typing import Any
 from .loader import KeyPath
 from .merge import Merged
 from .schema import split_hostport, split_url
-
-LOOPBACK_NAMES = ("localhost", "::1")
+from .secrets import is_loopback
 
 
 @dataclass(frozen=True)
@@ -71,10 +70,6 @@ def section_hosts(doc: dict[str, Any], service: Service) -> list[str]:
     if key == "host":
         return [value]
     return [(split_url(u.strip()) or (u.strip(), 0))[0] for u in value.split(",")]
-
-
-def is_loopback(text: str) -> bool:
-    return text in LOOPBACK_NAMES or text.startswith("127.")
 
 
 def names_host(text: str, host: dict[str, Any]) -> bool:

@@ -41,7 +41,7 @@ from ..store.database import TaskStore
 from .catalog import Catalog, KnowledgeBase
 from .chunking import chunk, chunk_id
 from .docstore import open_configured_doc_store
-from .embed_together import EMBED_SLICE, embed_parts
+from .embed_together import embed_parts, slices
 from .embedders import open_embedder
 from .embeddings import embedding_config
 from .errors import DocumentError, EmbeddingError, EmbeddingUnavailable, TokenizerUnavailable
@@ -140,13 +140,12 @@ class Ingestion:
         """EMBED_SLICE chunks per embedder call (which cuts them into its batches): a
         long document's chunks share calls, and progress and cancellation are checked
         between them."""
-        started = time.monotonic()
-        for start in range(0, len(chunks), EMBED_SLICE):
-            part = chunks[start : start + EMBED_SLICE]
+        started, done = time.monotonic(), 0
+        for part in slices(chunks):
             (error,) = await embed_call(embed_parts, embedder, [part])
             if error is not None:
                 raise TaskInputError(f"embedding failed: {error}")
-            done = min(len(chunks), start + EMBED_SLICE)
+            done += len(part)
             await self.progress(0.5 + 0.2 * done / len(chunks))
         await self.progress(0.7, f"Embedding chunks ({time.monotonic() - started:.2f}s).")
 

@@ -33,10 +33,7 @@ def connect(settings: RedisSettings, **overrides: Any) -> redis.Redis:
         **_tls_options(settings),
     }
     if settings.sentinels:
-        master = _sentinel(settings).master_for(
-            settings.sentinel_master, **{**options, **overrides}
-        )
-        return master
+        return _sentinel(settings).master_for(settings.sentinel_master, **{**options, **overrides})
     options.update(host=settings.host, port=settings.port)
     return redis.Redis(**{**options, **overrides})
 
