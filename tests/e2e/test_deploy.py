@@ -2,7 +2,7 @@
 
 The session fixture `deployment` (conftest.py, deployment.py) boots and converges the
 fleet; the tests here check it. They run in file order: the last ones kill and stop
-executors (tests/e2e/test_monitoring.py, which runs after, starts them again).
+executors (tests/e2e/test_fleet_monitoring.py, which runs after, starts them again).
 
 Elasticsearch cannot be installed here: the es host runs osmem-server (an in-memory
 Elasticsearch API emulator from PyPI) as a stand-in, the real runs skip the elasticsearch
