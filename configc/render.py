@@ -208,13 +208,16 @@ class TreeRenderer:
             "ragfleet_state_dir": executor["state_dir"],
             # Vault mode: the roles template the secret-holding files from host_vars.
             "ragfleet_vault": self.vault,
+            # Under Sentinel: where the redis role asks which server is master now.
+            **sentinel.inventory_vars(self.doc),
         }
 
     def host_secrets(self, host: dict[str, Any]) -> dict[str, Any]:
         secrets: dict[str, Any] = {}
         if "redis" in host["roles"] or "sentinel" in host["roles"]:
             secrets["ragfleet_redis_password"] = redis_endpoint(self.doc)["password"]
-        if "sentinel" in host["roles"]:
+        # A Redis server under Sentinel asks the sentinels for the master (the redis role).
+        if "sentinel" in host["roles"] or ("redis" in host["roles"] and sentinel.enabled(self.doc)):
             sentinel_password = self.doc["redis"].get("sentinel_password") or ""
             secrets["ragfleet_redis_sentinel_password"] = sentinel_password
         if "mysql" in host["roles"] and self.doc.get("mysql"):

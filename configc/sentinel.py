@@ -2,7 +2,9 @@
 three or more hosts with the ``sentinel`` role (co-located with any other role).
 
 The first ``redis`` host in topology order is the initial master; the others are compiled
-with ``replicaof`` it. Every server gets ``masterauth`` (the default user's password, which
+with ``replicaof`` it (which the redis role applies only while no sentinel answers, on the
+first deploy: afterwards a server follows the master the sentinels name, and the inventory
+lists them for that, :func:`inventory_vars`). Every server gets ``masterauth`` (the default user's password, which
 each server's ``requirepass`` sets), ``min-replicas-to-write`` and ``min-replicas-max-lag``
 (so a master cut off from its replicas stops taking writes that a failover would lose), and
 ``tls-replication`` when Redis speaks TLS. Each sentinel host gets Debian's
@@ -113,6 +115,18 @@ def sentinel_context(doc: dict[str, Any], host: dict[str, Any]) -> dict[str, Any
         "quorum": quorum(doc),
         "down_after_ms": redis["sentinel_down_after_ms"],
         "failover_timeout_ms": redis["sentinel_failover_timeout_ms"],
+    }
+
+
+def inventory_vars(doc: dict[str, Any]) -> dict[str, Any]:
+    """The inventory's fleet vars for the redis role: the sentinels' addresses and the
+    master's name, which it asks for the current master (none without Sentinel)."""
+    if not enabled(doc):
+        return {}
+    port = doc["redis"]["sentinel_port"]
+    return {
+        "ragfleet_redis_sentinels": [f"{h['address']}:{port}" for h in sentinel_hosts(doc)],
+        "ragfleet_redis_sentinel_master": doc["redis"]["sentinel_master"],
     }
 
 

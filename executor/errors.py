@@ -89,13 +89,21 @@ without our commands or keys. The config's or the ACL's to fix, not an outage to
 (redis-py makes a refused login a ConnectionError: test for this first)."""
 
 
+# Redis refuses writes until it can again: MISCONF, it failed to persist (its AOF or its last
+# save; a full disk, say); NOREPLICAS, a master under Sentinel short of the replicas
+# min-replicas-to-write asks for (just promoted, before the sentinels have pointed the
+# other replicas at it; or cut off from them).
+_WRITES_REFUSED = ("MISCONF ", "NOREPLICAS ")
+
+
 def refuses_writes(exc: BaseException) -> bool:
-    """Redis answered MISCONF: it failed to persist (its AOF or its last save; a full disk,
-    say) and refuses writes until it can again. redis-py has no exception class for it, and
-    prefixes an error inside a pipeline with the command that met it."""
+    """Redis answered MISCONF or NOREPLICAS: it refuses writes for now. redis-py has no
+    exception class for either, and prefixes an error inside a pipeline with the command
+    that met it."""
     text = str(exc)
-    return isinstance(exc, redis.ResponseError) and (
-        text.startswith("MISCONF ") or "of pipeline caused error: MISCONF " in text
+    return isinstance(exc, redis.ResponseError) and any(
+        text.startswith(code) or f"of pipeline caused error: {code}" in text
+        for code in _WRITES_REFUSED
     )
 
 

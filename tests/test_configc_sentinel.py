@@ -79,7 +79,15 @@ def test_a_fleet_under_sentinel_compiles_replicas_sentinels_and_clients(tmp_path
     client = yaml_load((out / "hosts/exec1/etc/ragfleet/ragfleet.yaml").read_text())["redis"]
     assert client["sentinels"] == "10.213.0.11:26379,10.213.0.12:26379,10.213.0.13:26379"
     assert client["sentinel_master"] == "ragfleet" and client["tls"] is True
-    children = yaml_load((out / "inventory.yml").read_text())["all"]["children"]
+    inventory = yaml_load((out / "inventory.yml").read_text())["all"]
+    # What the redis role asks for the current master (tasks/master.yml).
+    assert inventory["vars"]["ragfleet_redis_sentinels"] == [
+        "10.213.0.11:26379",
+        "10.213.0.12:26379",
+        "10.213.0.13:26379",
+    ]
+    assert inventory["vars"]["ragfleet_redis_sentinel_master"] == "ragfleet"
+    children = inventory["children"]
     assert list(children["redis"]["hosts"]) == ["redis", "db"]
     assert list(children["sentinel"]["hosts"]) == ["redis", "db", "es"]
     host_vars = yaml_load((out / "host_vars/es.yml").read_text())

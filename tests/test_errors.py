@@ -97,6 +97,21 @@ def test_misconf_is_an_outage(text):
     assert classified(exc) == OUTAGE
 
 
+def test_a_master_short_of_its_replicas_is_an_outage(redis_client):
+    """NOREPLICAS: min-replicas-to-write unmet (a master just promoted by the sentinels)."""
+    redis_client.config_set("min-replicas-to-write", 1)
+    try:
+        exc = raised(redis_client.xadd, "noreplicas-stream", {"m": "x"})
+        pipe = redis_client.pipeline()
+        pipe.xadd("noreplicas-stream", {"m": "x"})
+        in_pipeline = raised(pipe.execute)
+    finally:
+        redis_client.config_set("min-replicas-to-write", 0)
+    assert str(exc).startswith("NOREPLICAS "), exc
+    for error in (exc, in_pipeline):
+        assert refuses_writes(error) and classified(error) == OUTAGE, error
+
+
 @pytest.mark.parametrize(
     "exc",
     [redis.BusyLoadingError("LOADING"), redis.ReadOnlyError("READONLY"), redis.TimeoutError()],
