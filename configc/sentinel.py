@@ -4,11 +4,11 @@ three or more hosts with the ``sentinel`` role (co-located with any other role).
 The first ``redis`` host in topology order is the initial master; the others are compiled
 with ``replicaof`` it (which the redis role applies only while no sentinel answers, on the
 first deploy: afterwards a server follows the master the sentinels name, and the inventory
-lists them for that, :func:`inventory_vars`). Every server gets ``masterauth`` (the default user's password, which
-each server's ``requirepass`` sets), ``min-replicas-to-write`` and ``min-replicas-max-lag``
-(so a master cut off from its replicas stops taking writes that a failover would lose), and
-``tls-replication`` when Redis speaks TLS. Each sentinel host gets Debian's
-``redis-sentinel`` config: ``sentinel monitor`` of the initial master, ``auth-pass`` (the
+lists them for that, :func:`inventory_vars`). Every server gets ``masterauth`` (the default
+user's password, which each server's ``requirepass`` sets), ``min-replicas-to-write`` and
+``min-replicas-max-lag`` (so a master cut off from its replicas stops taking writes that a
+failover would lose), and ``tls-replication`` when Redis speaks TLS. Each sentinel host gets
+Debian's ``redis-sentinel`` config: ``sentinel monitor`` of the initial master, ``auth-pass`` (the
 default user), its own ``requirepass`` (``redis.sentinel_password``, which the executors
 and the other sentinels log in with), TLS where Redis has it. The executors and the
 operator CLI then find the master through the sentinels (executor/queue/connection.py).

@@ -147,6 +147,7 @@ def deploy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         "REDIS_PASSWORD": secrets.token_hex(12),
         "REDIS_EXECUTOR_PASSWORD": secrets.token_hex(12),
         "REDIS_OPERATOR_PASSWORD": secrets.token_hex(12),
+        "REDIS_SENTINEL_PASSWORD": secrets.token_hex(12),
         "MYSQL_PASSWORD": secrets.token_hex(12),
         "ELASTIC_PASSWORD": secrets.token_hex(12),
     }
