@@ -179,7 +179,9 @@ def test_kill_9_the_master_mid_run(deployment: Deployment) -> None:
     queue_documents(deployment, kb, count)
     done_before = wait_done_count(deployment, kb, 10)
     with redis_kept_down(deployment, old_host):
-        deployment.ssh(old_host, "systemctl kill -s KILL redis-server")
+        # kill(1), not `systemctl kill`: in these hosts (cgroup v1) systemd fails to signal
+        # the unit's auxiliary processes ("Input/output error") and exits 1.
+        deployment.ssh(old_host, "kill -9 $(systemctl show -P MainPID redis-server)")
         killed = time.monotonic()
         log(f"SIGKILLed redis-server on {old_host} ({old}) with {done_before} of {count} done")
         assert done_before < count, "every task was done before the kill: not mid-run"
@@ -251,12 +253,12 @@ def veth(host: str) -> str:
 
 def test_network_loss_of_the_masters_host(deployment: Deployment) -> None:
     converged(deployment)
-    kb, count = "ha-net", 100
+    kb, count = "ha-net", 300
     move_master_to(deployment, "redis")
     old = agreed_master(deployment)
     cut = "redis"
     queue_documents(deployment, kb, count)
-    done_before = wait_done_count(deployment, kb, 3)
+    done_before = wait_done_count(deployment, kb, 1)
     subprocess.run(["ip", "link", "set", veth(cut), "down"], check=True)
     lost = time.monotonic()
     others = tuple(h for h in SERVERS if h != cut)
