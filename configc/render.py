@@ -8,14 +8,9 @@ from typing import Any
 
 import jinja2
 
-from executor.settings_spec import (
-    REDIS_ACL_COMMANDS,
-    REDIS_ACL_KEYS,
-    memory_high,
-    watchdog_sec,
-)
+from executor.settings_spec import memory_high, watchdog_sec
 
-from . import sentinel, yamlout
+from . import redis_acl, sentinel, yamlout
 from .errors import Problem
 from .monitoring import PROMETHEUS_DIR, RULES_FILE, prometheus_config
 from .pki import TlsMaterial
@@ -277,17 +272,23 @@ class TreeRenderer:
     def redis_files(
         self, context: dict[str, Any], placeholders: Placeholders | None = None
     ) -> list[OutputFile]:
+        """The fragment included in Debian's redis.conf and, with the ACL users, their
+        aclfile (configc/redis_acl.py)."""
         redis = redis_endpoint(self.doc)
-        users = self.acl_users(placeholders)
+        host = context["host"]
+        files: list[OutputFile] = []
+        acl = None
+        if acl_enabled(self.doc):
+            acl = {"file": redis_acl.ACL_FILE}
+            users = redis_acl.acl_users(redis["password"], self.acl_users(), placeholders)
+            body = self.render("redis-users.acl.j2", users=users)
+            if placeholders is not None:
+                where = f"hosts/{host['name']}/etc/redis/ragfleet-users.acl"
+                body = placeholders.template(where, body, "acl")
+            files.append(OutputFile(redis_acl.ACL_FILE.lstrip("/"), body, SECRET))
         if placeholders is not None:
             redis = placeholders.swap(redis, ("redis",))
-        acl = (
-            {"commands": REDIS_ACL_COMMANDS, "patterns": REDIS_ACL_KEYS, "users": users}
-            if users
-            else None
-        )
         tls = self.tls_paths("redis")
-        host = context["host"]
         replication = sentinel.replication(self.doc, host, tls is not None)
         maxmemory = (self.doc.get("redis") or {}).get("maxmemory") or ""
         body = self.render(
@@ -302,7 +303,7 @@ class TreeRenderer:
         if placeholders is not None:
             where = f"hosts/{host['name']}/etc/redis/ragfleet.conf"
             body = placeholders.template(where, body, "redis")
-        return [OutputFile("etc/redis/ragfleet.conf", body, SECRET)]
+        return [OutputFile("etc/redis/ragfleet.conf", body, SECRET), *files]
 
     def sentinel_files(
         self, host: dict[str, Any], placeholders: Placeholders | None = None
@@ -328,19 +329,16 @@ class TreeRenderer:
             body = placeholders.template(f"hosts/{host['name']}/{path}", body, "redis")
         return [OutputFile(path, body, SECRET)]
 
-    def acl_users(self, placeholders: Placeholders | None = None) -> list[tuple[str, str]]:
-        """The Redis ACL users (name, password), none without ACL; in vault mode each
-        password is the token of its own variable (``ragfleet_redis_<role>_password``)."""
+    def acl_users(self) -> list[tuple[str, str, str]]:
+        """The Redis ACL users (name, password, the host_vars variable of that password in
+        vault mode: ``ragfleet_redis_<role>_password``), none without ACL."""
         if not acl_enabled(self.doc):
             return []
         section = self.doc["redis"]
-        users = []
-        for role in ("executor", "operator"):
-            password = section.get(f"{role}_password") or ""
-            if placeholders is not None and password:
-                password = placeholders.token(_acl_variable(role), password)
-            users.append((section[f"{role}_user"], password))
-        return users
+        return [
+            (section[f"{role}_user"], section.get(f"{role}_password") or "", _acl_variable(role))
+            for role in ("executor", "operator")
+        ]
 
     def tls_paths(self, service: str, relative_to: str = "") -> dict[str, str] | None:
         """The absolute paths (or relative to *relative_to*) of *service*'s CA certificate,

@@ -9,7 +9,9 @@ finalize hook), which applies the rule of the file's format, chosen by template 
 - YAML (elasticsearch.yml, the compiled YAML documents): yamlout's quoting;
 - systemd units, the unit's environment file, the MariaDB option file: each directive
   quotes differently (or not at all), so a value must be a bare word there; one that is not
-  is refused.
+  is refused;
+- the Redis ACL file: Redis 7.0 splits its lines at spaces and reads no quotes, so a value
+  must be one word of printable ASCII (the passwords go there as SHA-256 hashes).
 
 Text that a filter already wrote in its format (``Verbatim``, e.g. ``to_yaml``'s output) and
 integers pass as they are. A refused value is recorded, not raised, so that ``check`` can
@@ -47,6 +49,8 @@ class UnsafeValue:
 # A word every format here reads back unquoted and unchanged: no space, quote, comment sign,
 # backslash, '%' (a systemd specifier), '$' (a variable) or ';' (a systemd list separator).
 BARE_WORD = re.compile(r"[A-Za-z0-9_./@:+-]+")
+# A word of the Redis ACL file (no space, no control character; quotes would be literal).
+ACL_WORD = re.compile(r"[!-~]+")
 
 _REDIS_ESCAPES = {ord('"'): '\\"', ord("\\"): "\\\\"}
 
@@ -74,7 +78,8 @@ def yaml_flow_list(values: list[str]) -> Verbatim:
 @dataclass(frozen=True)
 class _Format:
     name: str
-    write: Callable[[str], str] | None  # None: the value must be a bare word
+    write: Callable[[str], str] | None  # None: the value must match *word*
+    word: re.Pattern[str] = BARE_WORD
 
 
 _FORMATS = {
@@ -83,6 +88,7 @@ _FORMATS = {
     "elasticsearch.yml.j2": _Format("elasticsearch.yml (YAML)", yamlout.scalar),
     "yaml_document.j2": _Format("a YAML file", yamlout.scalar),
     "prometheus-alerts.yml.j2": _Format("the alert rules (YAML)", yamlout.scalar),
+    "redis-users.acl.j2": _Format("the Redis ACL file", None, ACL_WORD),
     "mariadb.cnf.j2": _Format("the MariaDB option file", None),
     "executor.env.j2": _Format("the systemd environment file", None),
     "ragfleet-executor@.service.j2": _Format("the systemd unit", None),
@@ -105,13 +111,17 @@ class SafeValues:
             return self._refuse(str(value), file_format, f"{type(value).__name__} is not text")
         if file_format.write is not None:
             return file_format.write(value)
-        if BARE_WORD.fullmatch(value):
+        if file_format.word.fullmatch(value):
             return value
+        allowed = (
+            "letters, digits and _ . / @ : + -"
+            if file_format.word is BARE_WORD
+            else "printable ASCII without spaces"
+        )
         return self._refuse(
             value,
             file_format,
-            "only letters, digits and _ . / @ : + - can be written there"
-            + (" (and not nothing)" if not value else ""),
+            f"only {allowed} can be written there" + (" (and not nothing)" if not value else ""),
         )
 
     def _refuse(self, value: str, file_format: _Format, reason: str) -> str:

@@ -24,6 +24,8 @@ _JINJA = ("{{", "{%", "{#")
 _QUOTED = {
     "yaml": "'{{ NAME | replace(\"'\", \"''\") }}'",
     "redis": "\"{{ NAME | replace('\\\\', '\\\\\\\\') | replace('\"', '\\\\\"') }}\"",
+    # The Redis ACL file holds the password's SHA-256 (configc/redis_acl.py), never the value.
+    "acl": "{{ NAME | hash('sha256') }}",
 }
 _NAME_PART = re.compile(r"[^a-z0-9]+")
 

@@ -67,7 +67,9 @@ def redis_answers(
     """Start redis-server on *fragment*; it must accept *password* of *username* (default
     user if None; or need none). *tls*: the compiled tree's folder of the fragment's
     certificate and key (the fragment names them by their paths on the host), which
-    redis-server must load; it is then reached over TLS only."""
+    redis-server must load; it is then reached over TLS only. The ACL users' file
+    (``ragfleet-users.acl``) beside *fragment*, if any, is loaded in place of the path on the
+    host that the fragment names."""
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
         listen = ("--port", str(port))
@@ -82,6 +84,9 @@ def redis_answers(
                 ),
                 *("--tls-ca-cert-file", str(tls / "ca.crt")),
             )
+        aclfile = fragment.parent / "ragfleet-users.acl"
+        if aclfile.exists():
+            listen = (*listen, "--aclfile", str(aclfile))
         args = [
             find_binary("redis-server"),
             str(fragment),

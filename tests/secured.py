@@ -23,6 +23,7 @@ class Secured:
 
     conf: Path
     out: Path
+    redis_password: str
     executor_password: str
     operator_password: str
 
@@ -38,9 +39,10 @@ class Secured:
     def redis_fragment(self) -> str:
         return (self.out / "hosts/localhost/etc/redis/ragfleet.conf").read_text()
 
-    def acl_lines(self) -> list[str]:
-        """The ``user`` lines configc compiled into the Redis fragment."""
-        return [line for line in self.redis_fragment.splitlines() if line.startswith("user ")]
+    @property
+    def aclfile(self) -> Path:
+        """The Redis users' file configc compiled (the fragment names it by its host path)."""
+        return self.out / "hosts/localhost/etc/redis/ragfleet-users.acl"
 
     def login(self, role: str) -> dict[str, str | bool]:
         """The redis section (minus host and port) *role* logs in with, over TLS."""
@@ -52,12 +54,13 @@ class Secured:
 def secured_conf(tmp_path: Path) -> Secured:
     """Compile a single loopback host (Redis, MariaDB, executors) with ``tls.mode: on`` (the
     SANs are then 127.0.0.1 and localhost) and both ACL users."""
+    redis_password = secrets.token_hex(16)
     executor_password, operator_password = secrets.token_hex(16), secrets.token_hex(16)
     conf = shipped_conf(
         tmp_path,
         f"""
         redis:
-          password: {secrets.token_hex(16)}
+          password: {redis_password}
           executor_password: {executor_password}
           operator_password: {operator_password}
         mysql: {{password: {secrets.token_hex(16)}}}
@@ -70,9 +73,17 @@ def secured_conf(tmp_path: Path) -> Secured:
     config = load_config(conf, environ={}, keep_tls=True)
     out = tmp_path / "out"
     write_tree(out, config.files)
-    return Secured(conf, out, executor_password, operator_password)
+    return Secured(conf, out, redis_password, executor_password, operator_password)
 
 
 def secured_redis(workdir: Path, secured: Secured) -> RedisServer:
-    """A redis-server on configc's certificate, TLS only, with configc's ACL users."""
-    return RedisServer(workdir, tls=secured.server_tls("redis"), extra_config=secured.acl_lines())
+    """A redis-server on configc's certificate, TLS only, with configc's ACL users: their
+    compiled aclfile, whose default user has configc's redis.password (Redis then ignores
+    the test server's requirepass, which is set to the same)."""
+    server = RedisServer(
+        workdir,
+        tls=secured.server_tls("redis"),
+        extra_config=[f'aclfile "{secured.aclfile}"'],
+    )
+    server.password = secured.redis_password
+    return server

@@ -211,8 +211,9 @@ def test_no_file_others_can_read_holds_a_secret_or_its_digest(tmp_path):
     out = tmp_path / "out"
     assert configc("build", conf, "-o", out, "--overlay", FIVE_HOSTS, env=env).exit_code == 0
     private = [data for path, data in files_under(out).items() if not path.stat().st_mode & 0o044]
-    # 3 host_vars, 2 ragfleet.yaml, 2 operator.yaml, the Redis fragment, 3 TLS private keys
-    assert len(private) == 11
+    # 3 host_vars, 2 ragfleet.yaml, 2 operator.yaml, the Redis fragment and its users' file
+    # (password hashes), 3 TLS private keys
+    assert len(private) == 12
     private.append(local.read_bytes())
     digests = [hashlib.sha256(data).hexdigest() for data in private]
     digests += [hashlib.sha256(value.encode()).hexdigest() for value in env.values()]
@@ -259,6 +260,10 @@ def test_vault_mode_writes_no_secret_in_plaintext(tmp_path):
     }
     runtime = (out / "hosts/exec1/etc/ragfleet/ragfleet.yaml").read_text()
     assert "  password: '{{ ragfleet_mysql_password | replace(" in runtime
+    # The Redis users' file holds each password's hash, computed by Ansible from the vault.
+    users = (out / "hosts/redis/etc/redis/ragfleet-users.acl").read_text()
+    assert "user default reset on #{{ ragfleet_redis_password | hash('sha256') }} " in users
+    assert "on #{{ ragfleet_redis_operator_password | hash('sha256') }} " in users
     inventory = yaml_load((out / "inventory.yml").read_text())
     assert inventory["all"]["vars"]["ragfleet_vault"] is True
     before = files_under(out)
@@ -341,7 +346,7 @@ def test_ansible_templates_the_vault_mode_files_into_the_plaintext_ones(tmp_path
                 mode: "0600"
               loop: "{{{{ ['etc/ragfleet/ragfleet.yaml', 'etc/ragfleet/operator.yaml']
                          if 'executor' in group_names
-                         else ['etc/redis/ragfleet.conf'] }}}}"
+                         else ['etc/redis/ragfleet.conf', 'etc/redis/ragfleet-users.acl'] }}}}"
               delegate_to: localhost
               no_log: true
             - name: Copy the TLS files as the redis role does

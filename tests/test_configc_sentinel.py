@@ -170,7 +170,9 @@ def test_the_compiled_configs_replicate_and_fail_over(tmp_path):
             local = [f"dir {work}", f"logfile {work}/log", "daemonize no", "pidfile ''"]
             fragment = out / f"hosts/{host}/etc/redis/ragfleet.conf"
             server = work / "redis.conf"
-            server.write_text(f"include {fragment}\n" + "\n".join(local) + "\n")
+            # The ACL users' file from the compiled tree, not the host path the fragment names.
+            users = f"aclfile {fragment.parent / 'ragfleet-users.acl'}"
+            server.write_text(f"include {fragment}\n" + "\n".join([*local, users]) + "\n")
             processes[host] = subprocess.Popen([binary, str(server)])
             sentinel = work / "sentinel.conf"  # writable: the sentinel rewrites it
             compiled = (out / f"hosts/{host}/etc/redis/ragfleet-sentinel.conf").read_text()

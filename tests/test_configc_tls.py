@@ -266,7 +266,10 @@ def test_no_acl_users_without_their_passwords(tmp_path, monkeypatch):
     _single_host_without_acl(monkeypatch)
     out = tmp_path / "out"
     build(shipped_conf(tmp_path), out)
-    assert "\nuser " not in (out / "hosts/localhost/etc/redis/ragfleet.conf").read_text()
+    fragment = (out / "hosts/localhost/etc/redis/ragfleet.conf").read_text()
+    assert "\nuser " not in fragment and "\naclfile " not in fragment
+    assert "\nrequirepass " in fragment  # the default user's password, as before
+    assert not (out / "hosts/localhost/etc/redis/ragfleet-users.acl").exists()
     assert not (out / "hosts/localhost/etc/ragfleet/operator.yaml").exists()
 
 
