@@ -24,7 +24,8 @@ EXECUTOR_USER = "ragfleet-executor"
 
 
 def executor_acl_line(password: str) -> str:
-    """The executors' ACL user as configc compiles it (templates/redis.conf.j2)."""
+    """The executors' ACL user with the rules configc compiles for it (configc/redis_acl.py;
+    here a config line with the password in clear, for a test server)."""
     keys = " ".join(f"~{key}" for key in REDIS_ACL_KEYS)
     commands = " ".join(f"+{command}" for command in REDIS_ACL_COMMANDS)
     return f"user {EXECUTOR_USER} reset on >{password} resetchannels {keys} -@all {commands}"
