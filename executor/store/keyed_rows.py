@@ -70,17 +70,34 @@ class KeyedRows:
         """Set *values* and add *increments* (``col = col + n``, atomic in the database) on
         the row *key*; returns the number of rows changed."""
         added = increments or {}
-        shape = ("update", tuple(values), tuple(added))
-        sql = self._compiled.get(shape)
-        if sql is None:
-            sets = [f"{self._column(n)} = {self._param}" for n in values]
-            sets += [f"{self._column(n)} = {self._column(n)} + {self._param}" for n in added]
-            sql = f"UPDATE {self._table} SET {', '.join(sets)} WHERE {self._key} = {self._param}"
-            self._compiled[shape] = sql
+        sql = self._update_sql(tuple(values), tuple(added))
         params = [self._fields[n].db_value(v) for n, v in values.items()]
         params += [int(n) for n in added.values()]
         cursor = self._database.execute_sql(sql, [*params, key])
         return cursor.rowcount
+
+    def update_many(self, rows: Iterable[tuple[Any, dict[str, Any]]]) -> None:
+        """:meth:`update` of each (key, values) in *rows*, without increments: one
+        ``executemany`` per set of columns (a batch's rows share theirs), so a batch of
+        tasks costs one statement's Python, not one per task."""
+        shapes: dict[tuple[str, ...], list[list[Any]]] = {}
+        for key, values in rows:
+            params = [self._fields[n].db_value(v) for n, v in values.items()]
+            shapes.setdefault(tuple(values), []).append([*params, key])
+        for names, params_list in shapes.items():
+            sql = self._update_sql(names, ())
+            with pw.__exception_wrapper__:
+                self._database.cursor().executemany(sql, params_list)
+
+    def _update_sql(self, names: tuple[str, ...], added: tuple[str, ...]) -> str:
+        shape = ("update", names, added)
+        sql = self._compiled.get(shape)
+        if sql is None:
+            sets = [f"{self._column(n)} = {self._param}" for n in names]
+            sets += [f"{self._column(n)} = {self._column(n)} + {self._param}" for n in added]
+            sql = f"UPDATE {self._table} SET {', '.join(sets)} WHERE {self._key} = {self._param}"
+            self._compiled[shape] = sql
+        return sql
 
     def _select(
         self, names: tuple[str, ...], where: str, value: Any, *, for_update: bool
