@@ -98,3 +98,23 @@ def test_set_progress_many_writes_each_row_in_one_transaction(store):
     ]
     assert rows[1]["token_num"] == 7
     assert rows[0]["update_time"] == rows[1]["update_time"] == rows[2]["update_time"]
+
+
+def test_update_many_keeps_the_order_of_its_rows(store):
+    """Two writes of one row with different columns: the later one wins, as it would in
+    two updates one after the other."""
+    task_id = new_task(store)
+    with store.transaction():
+        store.task_rows.update_many(
+            [
+                (task_id, {"progress_msg": "first", "token_num": 1}),
+                (task_id, {"progress_msg": "second"}),
+                (task_id, {"progress_msg": "third", "token_num": 3}),
+            ]
+        )
+    row = peewee_row(store, store.Task, task_id)
+    assert (row["progress_msg"], row["token_num"]) == ("third", 3)
+    with store.transaction():
+        store.task_rows.update_many([(task_id, {"token_num": 4}), (task_id, {"progress_msg": "x"})])
+    row = peewee_row(store, store.Task, task_id)
+    assert (row["progress_msg"], row["token_num"]) == ("x", 4)

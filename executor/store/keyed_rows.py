@@ -77,17 +77,23 @@ class KeyedRows:
         return cursor.rowcount
 
     def update_many(self, rows: Iterable[tuple[Any, dict[str, Any]]]) -> None:
-        """:meth:`update` of each (key, values) in *rows*, without increments: one
-        ``executemany`` per set of columns (a batch's rows share theirs), so a batch of
-        tasks costs one statement's Python, not one per task."""
-        shapes: dict[tuple[str, ...], list[list[Any]]] = {}
+        """:meth:`update` of each (key, values) in *rows*, in order, without increments:
+        one ``executemany`` per run of rows with the same columns (a batch's rows share
+        theirs), so a batch of tasks costs one statement's Python, not one per task."""
+        names: tuple[str, ...] = ()
+        run: list[list[Any]] = []
         for key, values in rows:
-            params = [self._fields[n].db_value(v) for n, v in values.items()]
-            shapes.setdefault(tuple(values), []).append([*params, key])
-        for names, params_list in shapes.items():
-            sql = self._update_sql(names, ())
-            with pw.__exception_wrapper__:
-                self._database.cursor().executemany(sql, params_list)
+            if tuple(values) != names and run:
+                self._execute_many(names, run)
+                run = []
+            names = tuple(values)
+            run.append([*(self._fields[n].db_value(v) for n, v in values.items()), key])
+        if run:
+            self._execute_many(names, run)
+
+    def _execute_many(self, names: tuple[str, ...], params: list[list[Any]]) -> None:
+        with pw.__exception_wrapper__:  # errors as peewee's own, as execute_sql raises them
+            self._database.cursor().executemany(self._update_sql(names, ()), params)
 
     def _update_sql(self, names: tuple[str, ...], added: tuple[str, ...]) -> str:
         shape = ("update", names, added)
