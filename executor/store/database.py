@@ -310,6 +310,20 @@ class TaskStore:
         with self.writing():
             self.task_rows.update(task_id, fields)
 
+    def set_progress_many(self, rows: list[tuple[str, float | None, str, dict[str, Any]]]) -> None:
+        """:meth:`set_progress` of each (task id, progress, progress_msg, extra fields) in
+        *rows*, stamped with one time, in one statement per set of columns (a batch of
+        tasks recorded done together, see Outcomes.finish)."""
+        stamped = stamp_fields("update")
+        updates = []
+        for task_id, progress, progress_msg, extra in rows:
+            fields: dict[str, Any] = {"progress_msg": progress_msg, **stamped, **extra}
+            if progress is not None:
+                fields["progress"] = progress
+            updates.append((task_id, fields))
+        with self.writing():
+            self.task_rows.update_many(updates)
+
     # -- operators ---------------------------------------------------------------------------
 
     def list_tasks(
