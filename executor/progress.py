@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -15,24 +16,16 @@ DEFAULT_TO_PAGE = 100_000_000  # upstream's "whole document" page range end
 StoreCall = Callable[..., Awaitable[Any]]
 
 
-_clock: tuple[int, str] = (-1, "")  # (a second since the epoch, its local HH:MM:SS)
-
-
-def _clock_now() -> str:
-    """The local time as ``HH:MM:SS``, formatted once a second: strftime costs about
-    28 us here, and a short task stamps two lines (a tenth of its CPU before this)."""
-    global _clock
-    second = int(time.time())
-    cached, text = _clock
-    if second != cached:
-        text = time.strftime("%H:%M:%S", time.localtime(second))
-        _clock = (second, text)  # one assignment: threads see the old pair or the new
-    return text
+@functools.lru_cache(maxsize=2)
+def _hhmmss(second: int) -> str:
+    """*second* since the epoch as local ``HH:MM:SS``, formatted once per second: strftime
+    costs about 28 us here, and a short task stamps two lines (a tenth of its CPU)."""
+    return time.strftime("%H:%M:%S", time.localtime(second))
 
 
 def stamp(message: str, task: dict[str, Any], moment: datetime | None = None) -> str:
     """Upstream's progress line: ``HH:MM:SS`` then ``Page(a~b):`` for a page-range task."""
-    prefix = moment.strftime("%H:%M:%S") if moment else _clock_now()
+    prefix = moment.strftime("%H:%M:%S") if moment else _hhmmss(int(time.time()))
     to_page = task.get("to_page", DEFAULT_TO_PAGE)
     if to_page is not None and 0 < to_page < DEFAULT_TO_PAGE:
         prefix += f" Page({task.get('from_page', 0) + 1}~{to_page + 1}):"
