@@ -27,6 +27,7 @@ from playhouse.migrate import SchemaMigrator, migrate
 
 from ..errors import DatabaseUnavailable, NoTurnToWrite, SettingsError
 from ..settings import opening
+from ..sqlite.connections import ThreadSqliteDatabase
 from ..sqlite.turns import WriteTurns
 from .classify import failed_commit, is_connection_error, is_passing_refusal, raise_if_damaged
 from .keyed_rows import KeyedRows
@@ -67,8 +68,9 @@ def open_database(config: dict[str, Any]) -> pw.Database:
     """A peewee database from the compiled config's ``database`` section."""
     kind = _checked_kind(config)
     if kind == "sqlite":
-        # WAL + busy_timeout: several executor processes on one host share the file.
-        return pw.SqliteDatabase(
+        # WAL + busy_timeout: several executor processes on one host share the file. Each
+        # thread's connection closes with its thread (executor.sqlite.connections).
+        return ThreadSqliteDatabase(
             config["path"],
             pragmas={"journal_mode": "wal", "busy_timeout": 10_000, "synchronous": "normal"},
             check_same_thread=False,
