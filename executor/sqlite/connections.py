@@ -31,11 +31,11 @@ class _CloseWithThread:
 
 
 class ThreadSqliteDatabase(pw.SqliteDatabase):
-    """:class:`peewee.SqliteDatabase` (``check_same_thread=False``, so the connection may
-    be closed from whichever thread drops it last)."""
+    """:class:`peewee.SqliteDatabase` with ``check_same_thread=False``: the connection
+    may be closed from whichever thread drops it last."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **{**kwargs, "check_same_thread": False})
         self._closers = threading.local()
 
     def _connect(self) -> sqlite3.Connection:
