@@ -167,13 +167,16 @@ async def run_child(main: Callable[[], Any], stats: Stats) -> None:
 
 
 async def ours_broker_loop(
-    broker: Broker, stats: Stats, handle: Callable[[Delivery], None] | None = None
+    broker: Broker,
+    stats: Stats,
+    handle: Callable[[Delivery], None] | None = None,
+    slots_total: int = SLOTS,
 ) -> None:
     """Queue-only, ours: the Worker's fetch loop (free slots, read_new, then the batch
     acked together: ``ack_all`` in one thread hop, as the Worker records a batch done).
     *handle* (bench/peers.py's no-op handler: one small file append) runs on the loop for
     each entry before the ack, as a peer's no-op task runs in its worker."""
-    slots = trio.Semaphore(SLOTS)
+    slots = trio.Semaphore(slots_total)
 
     async def ack(batch: list[Delivery]) -> None:
         try:
@@ -309,6 +312,7 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument(
         "--record", type=Path, help="ours-queue: run bench/peers.py's handler, recording here"
     )
+    parser.add_argument("--slots", type=int, default=SLOTS, help="ours-queue: task slots")
     args = parser.parse_args(argv)
     settings = load_settings(args.config, environ={})
     consumer = wire.consumer_name(settings.host_id, args.instance)
@@ -316,7 +320,8 @@ def child_main(argv: list[str]) -> None:
     stats = Stats(args.stats)
     if args.kind == "ours-queue":
         handle = record_handler(args.record) if args.record else None
-        main = functools.partial(ours_broker_loop, Broker(client, consumer), stats, handle)
+        broker = Broker(client, consumer)
+        main = functools.partial(ours_broker_loop, broker, stats, handle, args.slots)
     else:
         full = args.kind == "upstream-full"
         store = TaskStore(open_database(settings.database)) if full else None
@@ -406,15 +411,17 @@ class Bench:
 
     # -- set-up ------------------------------------------------------------------------------
 
-    def fresh(self, db: str, hz: int = 10) -> tuple[Path, Settings, TaskStore]:
-        """A new case dir, runtime config and empty database; Redis emptied, its hz set."""
+    def fresh(self, db: str, hz: int = 10, slots: int = SLOTS) -> tuple[Path, Settings, TaskStore]:
+        """A new case dir, runtime config (*slots*: max_concurrent_tasks) and empty
+        database; Redis emptied, its hz set."""
         from executors import mysql_database, sqlite_database, write_config
 
         self.runs += 1
         case_dir = self.work / f"case{self.runs:02d}"
         case_dir.mkdir()
         database = sqlite_database(case_dir) if db == "sqlite" else mysql_database(self.mariadb)
-        config = write_config(case_dir, self.redis_server, database, **EXECUTOR)
+        executor = {**EXECUTOR, "max_concurrent_tasks": slots}
+        config = write_config(case_dir, self.redis_server, database, **executor)
         settings = load_settings(config, environ={})
         store = TaskStore(open_database(settings.database))
         if db != "sqlite":

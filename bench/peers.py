@@ -33,6 +33,9 @@ Run from the repository root (the peers come with the ``bench`` extra):
 
     .venv/bin/python bench/peers.py [--tasks 20000] [--cap 20] [--repeats 3] [--mariadb]
         [--systems all] [--quick]
+
+``--systems ragfleet-full-sqlite@32,dramatiq`` measures only those; a ragfleet system named
+``NAME@SLOTS`` runs with max_concurrent_tasks SLOTS instead of the bench's 5.
 """
 
 from __future__ import annotations
@@ -177,7 +180,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="seconds of work a run may hold: a slower system's N is cut to fit (0: no cut)",
     )
     parser.add_argument("--samples", type=int, default=50, help="idle pickup samples a system")
-    parser.add_argument("--systems", default="all", help="comma-separated names, or all")
+    parser.add_argument(
+        "--systems",
+        default="all",
+        help="comma-separated names, or all; ragfleet's take @SLOTS (ragfleet-queue@32: "
+        "max_concurrent_tasks 32 instead of 5)",
+    )
     parser.add_argument("--mariadb", action="store_true", help="also ragfleet-full-mariadb")
     parser.add_argument("--timeout", type=float, default=600, help="seconds a run may take")
     parser.add_argument("--seed", type=int, default=1)

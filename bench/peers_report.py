@@ -68,8 +68,8 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
         if not peers:
             continue
         best = max(peers, key=peers.__getitem__)
-        for ours, need in [(OURS_QUEUE, 2.0)] + [(name, 1.0) for name in OURS_FULL]:
-            if procs in rates.get(ours, {}):
+        for ours, need in ours_targets(rates):
+            if procs in rates[ours]:
                 ratio = rates[ours][procs]["active"]["median"] / peers[best]
                 out.append({"target": f"{ours} >= {need:g}x best peer", "procs": procs,
                             "best_peer": best, "ratio": ratio, "met": ratio >= need})  # fmt: skip
@@ -77,11 +77,22 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
     peers = {n: p["p50_ms"] for n, p in pickup.items() if is_peer(n)}
     if peers:
         best = min(peers, key=peers.__getitem__)
-        for ours in (OURS_QUEUE, OURS_FULL[0]):
-            if ours in pickup:
+        for ours, _ in ours_targets(pickup):
+            if ours.partition("@")[0] in (OURS_QUEUE, OURS_FULL[0]):
                 ratio = pickup[ours]["p50_ms"] / peers[best]
                 out.append({"target": f"{ours} pickup p50 <= best peer's", "procs": 1,
                             "best_peer": best, "ratio": ratio, "met": ratio <= 1.0})  # fmt: skip
+    return out
+
+
+def ours_targets(measured: dict[str, Any]) -> list[tuple[str, float]]:
+    """ragfleet's systems measured (``name@SLOTS`` variants too) and the multiple of the
+    best peer's rate each must reach: 2 for the queue path, 1 for the full paths."""
+    out = []
+    for name in measured:
+        base = name.partition("@")[0]
+        if base == OURS_QUEUE or base in OURS_FULL:
+            out.append((name, 2.0 if base == OURS_QUEUE else 1.0))
     return out
 
 

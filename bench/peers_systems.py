@@ -160,19 +160,29 @@ class Peer(RecordSystem):
             self.producer.close()
 
 
+def with_slots(name: str, slots: int) -> str:
+    """A ragfleet system's name: ``ragfleet-queue``, or ``ragfleet-queue@32`` for 32
+    task slots a process (max_concurrent_tasks) instead of the bench's 5."""
+    return name if slots == et.SLOTS else f"{name}@{slots}"
+
+
 class RagfleetQueue(RecordSystem):
-    name = "ragfleet-queue"
     version = "this checkout"
-    settings = (
-        f"bench/executor_throughput.py's queue-only harness: the Worker's fetch loop on "
-        f"executor.queue.broker.Broker, {et.SLOTS} task slots a process, XREADGROUP (block "
-        f"{et.IDLE_BLOCK_MS} ms when idle), handler on the trio loop, then MULTI XACK XDEL EXEC "
-        "in a thread; P processes"
-    )
+
+    def __init__(self, bench: et.Bench, work: Path, slots: int = et.SLOTS) -> None:
+        super().__init__(bench, work)
+        self.slots = slots
+        self.name = with_slots("ragfleet-queue", slots)
+        self.settings = (
+            "bench/executor_throughput.py's queue-only harness: the Worker's fetch loop on "
+            f"executor.queue.broker.Broker, {slots} task slots a process, XREADGROUP (block "
+            f"{et.IDLE_BLOCK_MS} ms when idle), handler on the trio loop, then MULTI XACK XDEL "
+            "EXEC in a thread; P processes"
+        )
 
     def reset(self) -> None:
         super().reset()
-        self.config, _, store = self.bench.fresh("sqlite")  # empties Redis, hz 10
+        self.config, _, store = self.bench.fresh("sqlite", slots=self.slots)  # empties Redis
         store.database.close()
 
     def enqueue(self, count: int) -> list[str]:
@@ -181,7 +191,7 @@ class RagfleetQueue(RecordSystem):
         return ids
 
     def start(self, procs: int) -> None:
-        extra = ["--record", str(self.records)]
+        extra = ["--record", str(self.records), "--slots", str(self.slots)]
         for i in range(procs):
             self.procs.append(self.bench.spawn("ours-queue", self.config, i + 1, extra))
 
@@ -189,14 +199,15 @@ class RagfleetQueue(RecordSystem):
 class RagfleetFull(System):
     """`ragfleet run` processes on SQLite or MariaDB; the rows tell what was handled."""
 
-    def __init__(self, db: str, bench: et.Bench, work: Path) -> None:
+    def __init__(self, db: str, bench: et.Bench, work: Path, slots: int = et.SLOTS) -> None:
         super().__init__(bench, work)
         self.db = db
-        self.name = f"ragfleet-full-{'sqlite' if db == 'sqlite' else 'mariadb'}"
+        self.slots = slots
+        self.name = with_slots(f"ragfleet-full-{'sqlite' if db == 'sqlite' else 'mariadb'}", slots)
         where = "SQLite (WAL)" if db == "sqlite" else "MariaDB"
         self.settings = (
             f"P `ragfleet run --instance N` processes on {where}, production settings but "
-            f"max_concurrent_tasks {et.SLOTS} and no metrics port; each task: row read, "
+            f"max_concurrent_tasks {slots} and no metrics port; each task: row read, "
             "cancel check, begin_at, 'received' and 'done' progress, XACK+XDEL"
         )
         self.version = "this checkout"
@@ -206,7 +217,7 @@ class RagfleetFull(System):
 
     def reset(self) -> None:
         self.close()
-        self.config, settings, self.store = self.bench.fresh(self.db)
+        self.config, settings, self.store = self.bench.fresh(self.db, slots=self.slots)
         if self.db == "sqlite":
             self.rows = sqlite3.connect(settings.database["path"], isolation_level=None)
 
@@ -265,14 +276,18 @@ def make_systems(names: str, bench: et.Bench, work: Path) -> Systems:
     wanted = ALL if names == "all" else names.split(",")
     systems = Systems()
     for name in wanted:
-        if name == "ragfleet-queue":
-            systems.available.append(RagfleetQueue(bench, work))
-        elif name.startswith("ragfleet-full-"):
-            db = "sqlite" if name.endswith("sqlite") else "mysql"
+        base, _, slots = name.partition("@")  # ragfleet-queue@32: 32 slots, not 5
+        if slots and (base not in OURS or not slots.isdigit() or int(slots) < 1):
+            raise SystemExit(f"bad system {name!r}: only ragfleet's take @SLOTS, a number")
+        n = int(slots) if slots else et.SLOTS
+        if base == "ragfleet-queue":
+            systems.available.append(RagfleetQueue(bench, work, n))
+        elif base.startswith("ragfleet-full-"):
+            db = "sqlite" if base.endswith("sqlite") else "mysql"
             if db == "mysql" and bench.mariadb is None:
                 systems.unavailable[name] = "not asked for (--mariadb)"
                 continue
-            systems.available.append(RagfleetFull(db, bench, work))
+            systems.available.append(RagfleetFull(db, bench, work, n))
         elif name in PEERS:
             try:
                 systems.available.append(Peer(name, bench, work))

@@ -99,12 +99,22 @@ def tasks_in_no_queue(
     A dead-lettered task the database still calls unfinished (its failure could not be
     written) is the operator's: `ragfleet dlq retry` puts it back.
     """
-    stamps = store.unfinished_task_stamps()
+    stamps = store.unfinished_task_stamps(
+        created_before_ms=lost.created_before_ms, changed_before_ms=lost.unchanged_since_ms
+    )
+    narrowed = lost.created_before_ms is not None or lost.unchanged_since_ms is not None
+    unfinished = store.unfinished_count() if narrowed else len(stamps)
+    kept = [row["id"] for row in stamps if lost.keeps(row)]
+    if not kept:
+        # Nothing could be lost: the streams are not read. An executor's pass after it
+        # created the consumer groups (every start on a new Redis) would otherwise copy
+        # every queued entry into memory for nothing (docs/benchmarks.md, memory soak).
+        return [], unfinished
     held = roster.queued_task_ids() | {entry["task_id"] for entry in roster.dead_letters()}
-    candidates = [row["id"] for row in stamps if row["id"] not in held and lost.keeps(row)]
+    candidates = [task_id for task_id in kept if task_id not in held]
     # Read again: a task that finished (its entry deleted) between the two reads is not lost.
     missing = [row for row in store.unfinished_tasks(among=candidates) if lost.keeps(row)]
-    return missing, len(stamps)
+    return missing, unfinished
 
 
 def requeue_lost(

@@ -251,15 +251,16 @@ def test_unreachable_redis_exits_3(fleet, redis_server):
     assert result.returncode == 3 and "Redis unavailable" in result.stderr
 
 
+def ragfleet(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [str(RAGFLEET), "--config", str(config), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
 def test_operator_commands_say_what_is_wrong_with_the_database(
     tmp_path, redis_client, redis_server
 ):
     """No traceback for a database the config names wrongly or one without its tables:
     one line, exit 2 (configuration)."""
-
-    def ragfleet(config, *args):
-        argv = [str(RAGFLEET), "--config", str(config), *args]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
     (tmp_path / "not-a-dir").write_text("a file")
     for name in ("bad", "empty"):
@@ -296,3 +297,27 @@ def test_db_init_creates_the_blob_table_of_the_database_storage_once(tmp_path, r
     first = db_init()
     assert "ragfleet: created table blob\n" in first
     assert db_init() == "ragfleet: schema is up to date (0 changes)\n"
+
+
+def test_db_init_creates_a_missing_sqlite_directory_or_says_why_not(tmp_path, redis_server):
+    """A SQLite path in a directory that does not exist yet: `db init` creates it (owner
+    and group only) and says so; where it cannot (a file in the way of a parent), one line
+    and exit 2, no traceback."""
+    database = {"type": "sqlite", "path": str(tmp_path / "state" / "deep" / "ragfleet.db")}
+    config = write_config(tmp_path, redis_server, database)
+    result = ragfleet(config, "db", "init")
+    assert result.returncode == 0, result.stderr
+    assert f"ragfleet: created directory {tmp_path / 'state' / 'deep'}\n" in result.stdout
+    assert (tmp_path / "state" / "deep").stat().st_mode & 0o777 == 0o750
+    assert ragfleet(config, "db", "init").stdout.endswith("schema is up to date (0 changes)\n")
+
+    (tmp_path / "blocked").write_text("a file")
+    database = {"type": "sqlite", "path": str(tmp_path / "blocked" / "sub" / "ragfleet.db")}
+    (tmp_path / "other").mkdir()
+    config = write_config(tmp_path / "other", redis_server, database)
+    result = ragfleet(config, "db", "init")
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"ragfleet: cannot create the task database's directory {tmp_path / 'blocked' / 'sub'}: "
+        "Not a directory\n"
+    )

@@ -76,3 +76,45 @@ def test_where_equal_and_a_locking_read_in_a_transaction(store):
     assert locked == {"kb_id": "kb", "chunk_num": 0}
     assert {t["id"] for t in tasks} == ids
     assert sorted(t["to_page"] for t in tasks) == [1, 2]
+
+
+def test_set_progress_many_writes_each_row_in_one_transaction(store):
+    """Outcomes.finish records a batch done with one statement per set of columns."""
+    ids = [new_task(store) for _ in range(3)]
+    with store.transaction():
+        store.set_progress_many(
+            [
+                (ids[0], 1.0, "a\nb", {"process_duration": 0.5}),
+                (ids[1], 1.0, "c", {"process_duration": 0.25, "token_num": 7}),
+                (ids[2], None, "d", {"process_duration": 0.125}),
+                ("no-such-task", 1.0, "e", {"process_duration": 0.5}),
+            ]
+        )
+    rows = [peewee_row(store, store.Task, task_id) for task_id in ids]
+    assert [(r["progress"], r["progress_msg"], r["process_duration"]) for r in rows] == [
+        (1.0, "a\nb", 0.5),
+        (1.0, "c", 0.25),
+        (0, "d", 0.125),
+    ]
+    assert rows[1]["token_num"] == 7
+    assert rows[0]["update_time"] == rows[1]["update_time"] == rows[2]["update_time"]
+
+
+def test_update_many_keeps_the_order_of_its_rows(store):
+    """Two writes of one row with different columns: the later one wins, as it would in
+    two updates one after the other."""
+    task_id = new_task(store)
+    with store.transaction():
+        store.task_rows.update_many(
+            [
+                (task_id, {"progress_msg": "first", "token_num": 1}),
+                (task_id, {"progress_msg": "second"}),
+                (task_id, {"progress_msg": "third", "token_num": 3}),
+            ]
+        )
+    row = peewee_row(store, store.Task, task_id)
+    assert (row["progress_msg"], row["token_num"]) == ("third", 3)
+    with store.transaction():
+        store.task_rows.update_many([(task_id, {"token_num": 4}), (task_id, {"progress_msg": "x"})])
+    row = peewee_row(store, store.Task, task_id)
+    assert (row["progress_msg"], row["token_num"]) == ("x", 4)

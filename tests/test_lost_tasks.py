@@ -83,8 +83,8 @@ def test_a_task_that_finishes_while_the_streams_are_read_is_not_lost(task_store,
         def __init__(self, store):
             self.store = store
 
-        def unfinished_task_stamps(self):
-            stamps = self.store.unfinished_task_stamps()
+        def unfinished_task_stamps(self, **narrowing):
+            stamps = self.store.unfinished_task_stamps(**narrowing)
             self.store.set_progress(task["id"], 1, "done")
             return stamps
 
@@ -209,3 +209,21 @@ def test_an_entry_held_to_run_alone_is_not_run_twice_when_redis_loses_its_data(m
     received = {i: rows[i]["progress_msg"].count("Task has been received.") for i in rows}
     assert received == {own: 1, taken_over: 2}  # the dead executor's delivery, and one more
     assert "re-enqueued 0 of 2 unfinished tasks" in other.log
+
+
+def test_a_pass_that_can_find_nothing_lost_reads_no_stream(task_store, redis_client):
+    """Every executor that starts on a new Redis makes a pass for the tasks recorded before
+    then: with none, it must not copy every queued entry into memory (the memory soak's
+    step, docs/benchmarks.md)."""
+    cutoff = int(time.time() * 1000) - 1
+    created = task_store.create_tasks([NOOP] * 3)  # recorded after the cutoff, queued
+    enqueue(redis_client, (task_message(t) for t in created))
+
+    class StreamsUnread(Roster):
+        def queued_task_ids(self):
+            raise AssertionError("the streams were read")
+
+    lost = LostTaskFilter(created_before_ms=cutoff)
+    assert tasks_in_no_queue(StreamsUnread(redis_client), task_store, lost) == ([], 3)
+    unchanged = LostTaskFilter(unchanged_since_ms=cutoff)
+    assert tasks_in_no_queue(StreamsUnread(redis_client), task_store, unchanged) == ([], 3)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
 from .env import Env, operator_command
+from .usage import usage_error
 
 
 @click.command()
@@ -54,11 +57,28 @@ def db() -> None:
 @db.command("init")
 @operator_command
 def db_init(env: Env) -> None:
-    """Create the tables, or add the columns a newer ragfleet needs (idempotent)."""
+    """Create the tables, or add the columns a newer ragfleet needs (idempotent).
+
+    On SQLite, the database file's directory is created first if it is missing."""
     from ..ingest.storage_open import init_storage_schema
 
-    changes = env.store.init_schema()
+    changes = _make_sqlite_directory(env.settings.database)
+    changes += env.store.init_schema()
     changes += init_storage_schema(env.settings.storage, env.store.database)
     for change in changes:
         click.echo(f"ragfleet: {change}")
     click.echo(f"ragfleet: schema is up to date ({len(changes)} changes)")
+
+
+def _make_sqlite_directory(database: dict[str, Any]) -> list[str]:
+    """Create a SQLite path's missing directory (owner-only: it holds the task rows)."""
+    if database.get("type") != "sqlite":
+        return []
+    directory = Path(database["path"]).parent
+    if directory.exists():  # a file there: the store's own error names it
+        return []
+    try:
+        directory.mkdir(mode=0o750, parents=True)
+    except OSError as exc:
+        usage_error(f"cannot create the task database's directory {directory}: {exc.strerror}")
+    return [f"created directory {directory}"]

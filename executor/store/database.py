@@ -27,6 +27,7 @@ from playhouse.migrate import SchemaMigrator, migrate
 
 from ..errors import DatabaseUnavailable, NoTurnToWrite, SettingsError
 from ..settings import opening
+from ..sqlite.connections import ThreadSqliteDatabase
 from ..sqlite.turns import WriteTurns
 from .classify import failed_commit, is_connection_error, is_passing_refusal, raise_if_damaged
 from .keyed_rows import KeyedRows
@@ -67,8 +68,9 @@ def open_database(config: dict[str, Any]) -> pw.Database:
     """A peewee database from the compiled config's ``database`` section."""
     kind = _checked_kind(config)
     if kind == "sqlite":
-        # WAL + busy_timeout: several executor processes on one host share the file.
-        return pw.SqliteDatabase(
+        # WAL + busy_timeout: several executor processes on one host share the file. Each
+        # thread's connection closes with its thread (executor.sqlite.connections).
+        return ThreadSqliteDatabase(
             config["path"],
             pragmas={"journal_mode": "wal", "busy_timeout": 10_000, "synchronous": "normal"},
             check_same_thread=False,
@@ -310,6 +312,20 @@ class TaskStore:
         with self.writing():
             self.task_rows.update(task_id, fields)
 
+    def set_progress_many(self, rows: list[tuple[str, float | None, str, dict[str, Any]]]) -> None:
+        """:meth:`set_progress` of each (task id, progress, progress_msg, extra fields) in
+        *rows*, stamped with one time, in one statement per set of columns (a batch of
+        tasks recorded done together, see Outcomes.finish)."""
+        stamped = stamp_fields("update")
+        updates = []
+        for task_id, progress, progress_msg, extra in rows:
+            fields: dict[str, Any] = {"progress_msg": progress_msg, **stamped, **extra}
+            if progress is not None:
+                fields["progress"] = progress
+            updates.append((task_id, fields))
+        with self.writing():
+            self.task_rows.update_many(updates)
+
     # -- operators ---------------------------------------------------------------------------
 
     def list_tasks(
@@ -334,12 +350,29 @@ class TaskStore:
             rows += self._unfinished(self.Task.select().where(self.Task.id.in_(batch)))
         return sorted(rows, key=lambda row: row["create_time"] or 0)
 
-    def unfinished_task_stamps(self) -> list[dict[str, Any]]:
-        """Id, priority, create_time and update_time of every unfinished task: what a sweep
-        needs to pick candidates without loading every row's progress log."""
+    def unfinished_task_stamps(
+        self, *, created_before_ms: int | None = None, changed_before_ms: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Id, priority, create_time and update_time of the unfinished tasks: what a sweep
+        needs to pick candidates without loading every row's progress log. With
+        *created_before_ms* / *changed_before_ms*, at least those created / last changed
+        (update_time, else create_time) before then: the indexes leave the rest unread,
+        so a pass that finds nothing lost reads next to nothing (the caller filters
+        exactly; a missing or zero stamp counts as 0, as LostTaskFilter.keeps has it)."""
         task = self.Task
         stamps = (task.id, task.priority, task.create_time, task.update_time)
-        return self._unfinished(task.select(*stamps))
+        query = task.select(*stamps)
+        if created_before_ms is not None:
+            query = query.where((task.create_time < created_before_ms) | _unset(task.create_time))
+        if changed_before_ms is not None:
+            query = query.where((task.update_time < changed_before_ms) | _unset(task.update_time))
+        return self._unfinished(query)
+
+    def unfinished_count(self) -> int:
+        """How many tasks are unfinished (progress in [0, 1)), counted on the progress index."""
+        task = self.Task
+        with self.session():
+            return int(task.select().where((task.progress >= 0) & (task.progress < 1)).count())
 
     def _unfinished(self, query: pw.ModelSelect) -> list[dict[str, Any]]:
         query = query.where((self.Task.progress >= 0) & (self.Task.progress < 1))
@@ -362,6 +395,10 @@ class TaskStore:
                 **stamp_fields("update"),
             ).where(self.Task.id == task_id).execute()
         return self.get_task(task_id)
+
+
+def _unset(column: pw.Field) -> pw.Expression:
+    return column.is_null() | (column == 0)
 
 
 def _relax_own_columns(

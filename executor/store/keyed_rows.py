@@ -70,17 +70,40 @@ class KeyedRows:
         """Set *values* and add *increments* (``col = col + n``, atomic in the database) on
         the row *key*; returns the number of rows changed."""
         added = increments or {}
-        shape = ("update", tuple(values), tuple(added))
-        sql = self._compiled.get(shape)
-        if sql is None:
-            sets = [f"{self._column(n)} = {self._param}" for n in values]
-            sets += [f"{self._column(n)} = {self._column(n)} + {self._param}" for n in added]
-            sql = f"UPDATE {self._table} SET {', '.join(sets)} WHERE {self._key} = {self._param}"
-            self._compiled[shape] = sql
+        sql = self._update_sql(tuple(values), tuple(added))
         params = [self._fields[n].db_value(v) for n, v in values.items()]
         params += [int(n) for n in added.values()]
         cursor = self._database.execute_sql(sql, [*params, key])
         return cursor.rowcount
+
+    def update_many(self, rows: Iterable[tuple[Any, dict[str, Any]]]) -> None:
+        """:meth:`update` of each (key, values) in *rows*, in order, without increments:
+        one ``executemany`` per run of rows with the same columns (a batch's rows share
+        theirs), so a batch of tasks costs one statement's Python, not one per task."""
+        names: tuple[str, ...] = ()
+        run: list[list[Any]] = []
+        for key, values in rows:
+            if tuple(values) != names and run:
+                self._execute_many(names, run)
+                run = []
+            names = tuple(values)
+            run.append([*(self._fields[n].db_value(v) for n, v in values.items()), key])
+        if run:
+            self._execute_many(names, run)
+
+    def _execute_many(self, names: tuple[str, ...], params: list[list[Any]]) -> None:
+        with pw.__exception_wrapper__:  # errors as peewee's own, as execute_sql raises them
+            self._database.cursor().executemany(self._update_sql(names, ()), params)
+
+    def _update_sql(self, names: tuple[str, ...], added: tuple[str, ...]) -> str:
+        shape = ("update", names, added)
+        sql = self._compiled.get(shape)
+        if sql is None:
+            sets = [f"{self._column(n)} = {self._param}" for n in names]
+            sets += [f"{self._column(n)} = {self._column(n)} + {self._param}" for n in added]
+            sql = f"UPDATE {self._table} SET {', '.join(sets)} WHERE {self._key} = {self._param}"
+            self._compiled[shape] = sql
+        return sql
 
     def _select(
         self, names: tuple[str, ...], where: str, value: Any, *, for_update: bool

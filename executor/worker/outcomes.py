@@ -141,11 +141,12 @@ class Outcomes:
         the tasks are already done.
         """
         with self.store.transaction():
-            for item in finished:
-                task = item.task
-                self.store.set_progress(task["id"], 1.0, item.progress_msg, **item.fields)
-                if hook := self.registry.on_settled(task.get("task_type") or ""):
-                    self._run_settled_hook(hook, task)
+            self.store.set_progress_many(
+                [(item.task["id"], 1.0, item.progress_msg, item.fields) for item in finished]
+            )
+            for item in finished:  # after every row is done: each recounts from the rows
+                if hook := self.registry.on_settled(item.task.get("task_type") or ""):
+                    self._run_settled_hook(hook, item.task)
         self.broker.ack_all([item.delivery for item in finished])
 
     async def settled(self, task: dict[str, Any]) -> None:
