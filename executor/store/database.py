@@ -73,7 +73,6 @@ def open_database(config: dict[str, Any]) -> pw.Database:
         return ThreadSqliteDatabase(
             config["path"],
             pragmas={"journal_mode": "wal", "busy_timeout": 10_000, "synchronous": "normal"},
-            check_same_thread=False,
         )
     common = {
         "host": config["host"],
@@ -254,9 +253,7 @@ class TaskStore:
     def get_task(self, task_id: str) -> dict[str, Any] | None:
         with self.session():
             row = self.task_rows.get(task_id)
-        if row and row.get("payload"):
-            row["payload"] = json.loads(row["payload"])
-        return row
+        return _decoded(row) if row else None
 
     def get_tasks(self, task_ids: list[str]) -> dict[str, dict[str, Any]]:
         """The rows of *task_ids* by id, in one statement per _IDS_PER_QUERY ids (a batch of
@@ -265,10 +262,7 @@ class TaskStore:
         with self.session():
             for start in range(0, len(task_ids), _IDS_PER_QUERY):
                 rows.update(self.task_rows.get_many(task_ids[start : start + _IDS_PER_QUERY]))
-        for row in rows.values():
-            if row.get("payload"):
-                row["payload"] = json.loads(row["payload"])
-        return rows
+        return {task_id: _decoded(row) for task_id, row in rows.items()}
 
     def begin_task(self, task_id: str, retry_count: int, progress_msg: str) -> None:
         """Mark the task started: begin_at, retry_count and its first progress line at once."""
@@ -306,9 +300,7 @@ class TaskStore:
     def set_progress(
         self, task_id: str, progress: float | None, progress_msg: str, **extra: Any
     ) -> None:
-        fields: dict[str, Any] = {"progress_msg": progress_msg, **stamp_fields("update"), **extra}
-        if progress is not None:
-            fields["progress"] = progress
+        fields = _progress_fields(progress, progress_msg, stamp_fields("update"), extra)
         with self.writing():
             self.task_rows.update(task_id, fields)
 
@@ -317,12 +309,10 @@ class TaskStore:
         *rows*, stamped with one time, in one statement per set of columns (a batch of
         tasks recorded done together, see Outcomes.finish)."""
         stamped = stamp_fields("update")
-        updates = []
-        for task_id, progress, progress_msg, extra in rows:
-            fields: dict[str, Any] = {"progress_msg": progress_msg, **stamped, **extra}
-            if progress is not None:
-                fields["progress"] = progress
-            updates.append((task_id, fields))
+        updates = [
+            (task_id, _progress_fields(progress, progress_msg, stamped, extra))
+            for task_id, progress, progress_msg, extra in rows
+        ]
         with self.writing():
             self.task_rows.update_many(updates)
 
@@ -395,6 +385,23 @@ class TaskStore:
                 **stamp_fields("update"),
             ).where(self.Task.id == task_id).execute()
         return self.get_task(task_id)
+
+
+def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+    """*row* with its JSON payload parsed."""
+    if row.get("payload"):
+        row["payload"] = json.loads(row["payload"])
+    return row
+
+
+def _progress_fields(
+    progress: float | None, progress_msg: str, stamped: dict[str, Any], extra: dict[str, Any]
+) -> dict[str, Any]:
+    """The columns a progress write sets (progress itself only when given)."""
+    fields: dict[str, Any] = {"progress_msg": progress_msg, **stamped, **extra}
+    if progress is not None:
+        fields["progress"] = progress
+    return fields
 
 
 def _unset(column: pw.Field) -> pw.Expression:

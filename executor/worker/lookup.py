@@ -44,7 +44,7 @@ class TaskLookup:
         begun in one transaction."""
         ids = [ledger.task_id for ledger in batch]
         rows = self.store.get_tasks([task_id for task_id in ids if task_id])
-        tasks = [_own_copy(rows.get(task_id), index, ids) for index, task_id in enumerate(ids)]
+        tasks = _rows_of_their_own([rows.get(task_id) if task_id else None for task_id in ids])
         cancelled = self.broker.cancelled([task["id"] for task in tasks if task])
         with self.store.transaction():
             for task, count in zip(tasks, counts, strict=True):
@@ -71,14 +71,18 @@ class TaskLookup:
         )
 
 
-def _own_copy(
-    row: dict[str, Any] | None, index: int, ids: list[str | None]
-) -> dict[str, Any] | None:
-    """*row* for the delivery at *index*: two entries of one task (a re-enqueue) each get
-    a row of their own, as two reads would give them, since beginning one changes it."""
-    if row is None or ids.index(row["id"]) == index:
-        return row
-    return copy.deepcopy(row)
+def _rows_of_their_own(rows: list[dict[str, Any] | None]) -> list[dict[str, Any] | None]:
+    """*rows* with a copy for each repeat of one task (two entries of it: a re-enqueue), as
+    two reads would give them, since beginning one changes it."""
+    seen: set[str] = set()
+    own: list[dict[str, Any] | None] = []
+    for row in rows:
+        if row is not None and row["id"] in seen:
+            row = copy.deepcopy(row)
+        elif row is not None:
+            seen.add(row["id"])
+        own.append(row)
+    return own
 
 
 def not_runnable(task: dict[str, Any]) -> str | None:
