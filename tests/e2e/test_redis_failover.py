@@ -119,10 +119,10 @@ def redis_kept_down(deployment: Deployment, host: str) -> Iterator[None]:
 
 
 def new_master_named(
-    deployment: Deployment, old: str, since: float, survivors: tuple[str, ...]
+    deployment: Deployment, fault: str, old: str, since: float, survivors: tuple[str, ...]
 ) -> tuple[str, float]:
     """Wait until a surviving sentinel, then ``ragfleet status`` on exec1, name a master other
-    than *old*; log both delays and return the master and the second delay (from *since*)."""
+    than *old*; record both delays and return the master and the second delay (from *since*)."""
     named = wait_for(
         lambda: (m := sentinel_masters(deployment, survivors[:1])[survivors[0]]) != old and m,
         NEW_MASTER_BOUND + 60,
@@ -130,6 +130,7 @@ def new_master_named(
         interval=0.2,
     )
     log(f"the sentinel on {survivors[0]} names {named} {time.monotonic() - since:.1f} s after")
+    deployment.record(f"{fault}: a sentinel names the new master", time.monotonic() - since)
     master = wait_for(
         lambda: (m := status_master(deployment)) and m != old and m,
         NEW_MASTER_BOUND + 60,
@@ -138,6 +139,7 @@ def new_master_named(
     )
     took = time.monotonic() - since
     log(f"ragfleet status names the new master {master} {took:.1f} s after")
+    deployment.record(f"{fault}: ragfleet status names it", took)
     assert master == named, (master, named)
     return master, took
 
@@ -186,7 +188,7 @@ def test_kill_9_the_master_mid_run(deployment: Deployment) -> None:
         log(f"SIGKILLed redis-server on {old_host} ({old}) with {done_before} of {count} done")
         assert done_before < count, "every task was done before the kill: not mid-run"
         survivors = tuple(h for h in SERVERS if h != old_host)
-        master, took = new_master_named(deployment, old, killed, survivors)
+        master, took = new_master_named(deployment, "kill -9", old, killed, survivors)
         assert took <= NEW_MASTER_BOUND, f"new master after {took:.1f} s"
         assert agreed_master(deployment, survivors) == master
     # Started again (the context's end): it rejoins as a replica of the new master.
@@ -197,7 +199,9 @@ def test_kill_9_the_master_mid_run(deployment: Deployment) -> None:
         interval=1,
     )
     log(f"{old_host} rejoined as a replica {time.monotonic() - killed:.1f} s after the kill")
+    deployment.record("kill -9: the old master a synced replica", time.monotonic() - killed)
     took = check_exactly_once(deployment, kb, count, killed)
+    deployment.record(f"kill -9: all {count} tasks done", took)
     assert took <= ALL_DONE_BOUND, f"the last task done {took:.1f} s after the kill"
     assert agreed_master(deployment) == master
 
@@ -265,10 +269,11 @@ def test_network_loss_of_the_masters_host(deployment: Deployment) -> None:
     try:
         log(f"{cut}'s network down ({old} the master) with {done_before} of {count} done")
         assert done_before < count, "every task was done before the cut: not mid-run"
-        master, took = new_master_named(deployment, old, lost, others)
+        master, took = new_master_named(deployment, "network cut", old, lost, others)
         assert took <= NEW_MASTER_BOUND, f"new master after {took:.1f} s"
         assert agreed_master(deployment, others) == master
         took = check_exactly_once(deployment, kb, count, lost)
+        deployment.record(f"network cut: all {count} tasks done", took)
         assert took <= ALL_DONE_BOUND, f"the last task done {took:.1f} s after the cut"
     finally:
         subprocess.run(["ip", "link", "set", veth(cut), "up"], check=True)
@@ -280,6 +285,7 @@ def test_network_loss_of_the_masters_host(deployment: Deployment) -> None:
         interval=1,
     )
     log(f"{cut} rejoined as a replica {time.monotonic() - back:.1f} s after its link came back")
+    deployment.record("network cut: a synced replica after the link", time.monotonic() - back)
     wait_for(
         lambda: agreed_master(deployment) == master, 30, "all three sentinels to agree", interval=1
     )
@@ -321,7 +327,8 @@ def test_rolling_restart_with_the_playbook_loses_nothing(deployment: Deployment)
         assert pid != pids[host], f"{host}'s redis-server was not restarted"
         if f"{address(deployment, host)}:{PORT}" != after:
             assert synced_replica_of(deployment, host, after), replication(deployment, host)
-    check_exactly_once(deployment, kb, count, started, sleeps)
+    took = check_exactly_once(deployment, kb, count, started, sleeps)
+    deployment.record(f"rolling restart: all {count} + 10 tasks done", took)
     assert status_master(deployment) == after
     rerun = deployment.playbook("rerun_after_failovers", SITE, *REAL_RUN)
     assert rerun.returncode == 0, rerun.describe()
