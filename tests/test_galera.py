@@ -9,17 +9,22 @@ says is tested is tested here:
 * a node killed under an executor that reaches the cluster through one address (a forwarder
   that fails over, tests/forwarder.py) is an outage it waits out: no task fails or is lost;
 * a certification conflict (two nodes writing one row at once) reaches the client as error
-  1213, a deadlock, which the store turns into DatabaseUnavailable: retried, never failed.
+  1213, a deadlock, which the store turns into DatabaseUnavailable: in the store, and in a
+  worker whose transaction meets one, an outage of the moment, retried, never failed.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from executors import RAGFLEET, Executor, Fleet, mysql_database, wait_for, write_config
 from forwarder import Forwarder
 from servers_galera import GaleraCluster, GaleraNode
@@ -219,3 +224,54 @@ def test_a_certification_conflict_is_a_deadlock_the_store_retries(galera, tmp_pa
 
 def _touch(store: TaskStore, task_id: str, value: int) -> None:
     store.Task.update(priority=value).where(store.Task.id == task_id).execute()
+
+
+def test_a_worker_meeting_a_certification_conflict_runs_the_task_again(
+    galera, tmp_path, redis_server, caplog
+):
+    """The worker's own transaction meets a real conflict: while it records the task done
+    (through node 1), the row is written through node 2 and committed first (a RAGFlow
+    server on another node touching the task, say). Galera aborts the worker's transaction
+    with 1213; the worker takes it as an outage of the moment and the task runs again (as
+    after any outage that cut its end short), this time recorded done: done once, the try
+    the conflict cut short not counted (retry_count 0), nothing failed or set aside. The
+    fault only times the rival write; the conflict and its error are the cluster's."""
+    config = _db_init(tmp_path, redis_server, galera.nodes[0])
+    fleet = Fleet(config)
+    (task_id,) = fleet.submit("noop")
+    conflicts = []
+
+    def done_with_a_rival(set_progress_many, rows: list[Any]) -> None:
+        set_progress_many(rows)  # in the worker's transaction on node 1, not committed
+        if not conflicts:
+            conflicts.append(task_id)
+            rival = galera.nodes[1].connect(autocommit=True)
+            with closing(rival), rival.cursor() as cursor:
+                cursor.execute("UPDATE task SET digest = 'rival' WHERE id = %s", (task_id,))
+
+    try:
+        faults = {"set_progress_many": done_with_a_rival}
+        with fleet.in_process_worker(store_faults=faults) as worker:
+
+            async def run() -> None:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(worker.run)
+                    with trio.fail_after(30):
+                        while worker.counters.done + worker.counters.failed < 1:
+                            await trio.sleep(0.05)
+                    worker.stop()
+
+            with caplog.at_level(logging.WARNING):
+                trio.run(run)
+        assert conflicts == [task_id]
+        assert (worker.counters.done, worker.counters.failed) == (1, 0)
+        assert re.search(r"database unavailable: \(1213, 'Deadlock", caplog.text), caplog.text
+        assert worker.metrics.registry.get_sample_value("ragfleet_db_errors_total") == 1
+        (row,) = fleet.wait_done([task_id], timeout=10)
+        lines = row["progress_msg"]
+        assert lines.count("Task has been received.") == 2 and lines.count("Task done") == 1
+        assert (row["progress"], row["retry_count"]) == (1, 0), row
+        assert row["digest"] == "rival"  # the rival's write stands; the worker's was redone
+        assert fleet.redis.xlen(wire.DEAD_LETTER_STREAM) == 0
+    finally:
+        fleet.close()
