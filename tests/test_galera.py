@@ -18,11 +18,13 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import pytest
 import trio
 from executors import RAGFLEET, Executor, Fleet, mysql_database, wait_for, write_config
@@ -31,6 +33,7 @@ from servers_galera import GaleraCluster, GaleraNode
 
 from executor.errors import DatabaseUnavailable
 from executor.queue import wire
+from executor.store.classify import is_passing_refusal
 from executor.store.database import TaskStore, open_database
 
 TABLES = ("knowledgebase", "document", "task")
@@ -187,6 +190,39 @@ def test_a_node_killed_under_an_executor_is_an_outage_it_waits_out(galera, tmp_p
     assert len(_same_rows_everywhere(galera)) == 40
 
 
+def test_a_node_cut_off_from_the_majority_is_an_outage_until_it_has_one(
+    galera, tmp_path, redis_server
+):
+    """Nodes 2 and 3 die (SIGKILL): node 1, alone out of three, has no quorum and refuses
+    every statement with 1047 ("WSREP has not yet prepared node for application use"), as a
+    node on the wrong side of a partition does. Its executor waits that out as an outage, no
+    task fails; once node 1 is made the primary component again (``pc.bootstrap``, the
+    operator's move), the tasks finish, each done once."""
+    config = _db_init(tmp_path, redis_server, galera.nodes[0])
+    fleet = Fleet(config)
+    worker = _executor(tmp_path / "x1", redis_server, _database(galera.nodes[0]), 1)
+    try:
+        ids = fleet.submit("sleep", count=20, seconds=0.3, steps=3)
+        wait_for(lambda: sum(fleet.task(i)["progress"] == 1 for i in ids) >= 2, 30, "progress")
+        galera.nodes[2].kill()
+        galera.nodes[1].kill()
+        worker.wait_log(r"database unavailable: \(1047, ", timeout=20)
+        time.sleep(2)  # the worker retries meanwhile
+        assert worker.process.poll() is None
+        root = galera.nodes[0].admin_connect(autocommit=True)
+        with closing(root), root.cursor() as cursor:
+            cursor.execute("SET GLOBAL wsrep_provider_options = 'pc.bootstrap=YES'")
+        rows = fleet.wait_done(ids, timeout=60)
+        _ran_once(rows, deliveries=2)
+        worker.wait_log("database available again", timeout=15)
+        assert worker.log.count("database unavailable") == 1, worker.log[-3000:]
+        assert "set aside" not in worker.log
+        assert fleet.redis.xlen(wire.DEAD_LETTER_STREAM) == 0
+    finally:
+        worker.kill()
+        fleet.close()
+
+
 def _store(node: GaleraNode) -> TaskStore:
     return TaskStore(open_database(_database(node)))
 
@@ -275,3 +311,11 @@ def test_a_worker_meeting_a_certification_conflict_runs_the_task_again(
         assert fleet.redis.xlen(wire.DEAD_LETTER_STREAM) == 0
     finally:
         fleet.close()
+
+
+def test_1047_is_an_outage_only_when_galera_says_so():
+    """MariaDB's 1047 is also "Unknown command" (a protocol the server does not speak), a
+    real error: only Galera's wording makes it an outage."""
+    not_ready = "WSREP has not yet prepared node for application use"
+    assert is_passing_refusal(pymysql.err.OperationalError(1047, not_ready))
+    assert not is_passing_refusal(pymysql.err.OperationalError(1047, "Unknown command"))
