@@ -149,15 +149,22 @@ class GaleraCluster:
 
     def start(self) -> GaleraCluster:
         self.nodes[0].start()
-        # The joiners together: the second's state transfer waits for the first's donor (or
-        # takes the first as its donor), which still beats starting one after the other.
-        with ThreadPoolExecutor(len(self.nodes) - 1) as pool:
-            for started in [pool.submit(node.start) for node in self.nodes[1:]]:
-                started.result()
+        self.start_down(self.nodes[1:])
         size = self.nodes[0].status("wsrep_cluster_size")["wsrep_cluster_size"]
         if size != str(len(self.nodes)):
             raise ServerStartError(f"the cluster has {size} nodes, not {len(self.nodes)}")
         return self
+
+    def start_down(self, nodes: list[GaleraNode] | None = None) -> None:
+        """Start those of *nodes* (default: all) that are down, together: a joiner's state
+        transfer waits for a busy donor (or takes another joiner as its donor), which still
+        beats starting them one after the other. Node 1 must be up, or among them first."""
+        down = [node for node in (self.nodes if nodes is None else nodes) if not node.is_running]
+        if down and down[0].index == 0:
+            down.pop(0).start()
+        with ThreadPoolExecutor(max(1, len(down))) as pool:
+            for started in [pool.submit(node.start) for node in down]:
+                started.result()
 
     def close(self) -> None:
         for node in reversed(self.nodes):  # node 1 last: the cluster's state stays whole

@@ -53,8 +53,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GaleraCluster]
 def galera(cluster: GaleraCluster, redis_client: Any) -> GaleraCluster:
     """The module's cluster, whole again (a test may have killed a node) and without the
     tables, which the test's ``db init`` creates."""
-    for node in cluster.nodes:
-        node.start()
+    cluster.start_down()
     wait_for(lambda: _cluster_size(cluster.nodes[0]) == 3, 30, "a cluster of three")
     with cluster.nodes[0].connect() as conn, conn.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {', '.join(TABLES)}")
@@ -190,39 +189,6 @@ def test_a_node_killed_under_an_executor_is_an_outage_it_waits_out(galera, tmp_p
     assert len(_same_rows_everywhere(galera)) == 40
 
 
-def test_a_node_cut_off_from_the_majority_is_an_outage_until_it_has_one(
-    galera, tmp_path, redis_server
-):
-    """Nodes 2 and 3 die (SIGKILL): node 1, alone out of three, has no quorum and refuses
-    every statement with 1047 ("WSREP has not yet prepared node for application use"), as a
-    node on the wrong side of a partition does. Its executor waits that out as an outage, no
-    task fails; once node 1 is made the primary component again (``pc.bootstrap``, the
-    operator's move), the tasks finish, each done once."""
-    config = _db_init(tmp_path, redis_server, galera.nodes[0])
-    fleet = Fleet(config)
-    worker = _executor(tmp_path / "x1", redis_server, _database(galera.nodes[0]), 1)
-    try:
-        ids = fleet.submit("sleep", count=20, seconds=0.3, steps=3)
-        wait_for(lambda: sum(fleet.task(i)["progress"] == 1 for i in ids) >= 2, 30, "progress")
-        galera.nodes[2].kill()
-        galera.nodes[1].kill()
-        worker.wait_log(r"database unavailable: \(1047, ", timeout=20)
-        time.sleep(2)  # the worker retries meanwhile
-        assert worker.process.poll() is None
-        root = galera.nodes[0].admin_connect(autocommit=True)
-        with closing(root), root.cursor() as cursor:
-            cursor.execute("SET GLOBAL wsrep_provider_options = 'pc.bootstrap=YES'")
-        rows = fleet.wait_done(ids, timeout=60)
-        _ran_once(rows, deliveries=2)
-        worker.wait_log("database available again", timeout=15)
-        assert worker.log.count("database unavailable") == 1, worker.log[-3000:]
-        assert "set aside" not in worker.log
-        assert fleet.redis.xlen(wire.DEAD_LETTER_STREAM) == 0
-    finally:
-        worker.kill()
-        fleet.close()
-
-
 def _store(node: GaleraNode) -> TaskStore:
     return TaskStore(open_database(_database(node)))
 
@@ -319,3 +285,37 @@ def test_1047_is_an_outage_only_when_galera_says_so():
     not_ready = "WSREP has not yet prepared node for application use"
     assert is_passing_refusal(pymysql.err.OperationalError(1047, not_ready))
     assert not is_passing_refusal(pymysql.err.OperationalError(1047, "Unknown command"))
+
+
+# Last: it kills two nodes, whose rejoin a later test would wait for.
+def test_a_node_cut_off_from_the_majority_is_an_outage_until_it_has_one(
+    galera, tmp_path, redis_server
+):
+    """Nodes 2 and 3 die (SIGKILL): node 1, alone out of three, has no quorum and refuses
+    every statement with 1047 ("WSREP has not yet prepared node for application use"), as a
+    node on the wrong side of a partition does. Its executor waits that out as an outage, no
+    task fails; once node 1 is made the primary component again (``pc.bootstrap``, the
+    operator's move), the tasks finish, each done once."""
+    config = _db_init(tmp_path, redis_server, galera.nodes[0])
+    fleet = Fleet(config)
+    worker = _executor(tmp_path / "x1", redis_server, _database(galera.nodes[0]), 1)
+    try:
+        ids = fleet.submit("sleep", count=20, seconds=0.3, steps=3)
+        wait_for(lambda: sum(fleet.task(i)["progress"] == 1 for i in ids) >= 2, 30, "progress")
+        galera.nodes[2].kill()
+        galera.nodes[1].kill()
+        worker.wait_log(r"database unavailable: \(1047, ", timeout=20)
+        time.sleep(2)  # the worker retries meanwhile
+        assert worker.process.poll() is None
+        root = galera.nodes[0].admin_connect(autocommit=True)
+        with closing(root), root.cursor() as cursor:
+            cursor.execute("SET GLOBAL wsrep_provider_options = 'pc.bootstrap=YES'")
+        rows = fleet.wait_done(ids, timeout=60)
+        _ran_once(rows, deliveries=2)
+        worker.wait_log("database available again", timeout=15)
+        assert worker.log.count("database unavailable") == 1, worker.log[-3000:]
+        assert "set aside" not in worker.log
+        assert fleet.redis.xlen(wire.DEAD_LETTER_STREAM) == 0
+    finally:
+        worker.kill()
+        fleet.close()
