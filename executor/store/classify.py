@@ -1,8 +1,9 @@
 """How the task database's errors are sorted: a lost connection, or a refusal that a retry
-resolves (a deadlock, a lock wait timeout, a read-only server, a full disk, a damaged SQLite
-file), is an outage (:class:`DatabaseUnavailable`: the task waits); anything else is a real
-SQL error. The codes are MySQL/MariaDB's, PostgreSQL's SQLSTATEs and SQLite's result codes;
-``tests/test_db_conflicts.py`` provokes them on real servers."""
+resolves (a deadlock, a lock wait timeout, a read-only server, a Galera node without quorum,
+a full disk, a damaged SQLite file), is an outage (:class:`DatabaseUnavailable`: the task
+waits); anything else is a real SQL error. The codes are MySQL/MariaDB's, PostgreSQL's
+SQLSTATEs and SQLite's result codes; ``tests/test_db_conflicts.py`` provokes them on real
+servers, ``tests/test_galera.py`` Galera's on a real cluster."""
 
 from __future__ import annotations
 
@@ -26,6 +27,12 @@ _MYSQL_CONNECTION_CODES = {1040, 1053, 1077, 1078, 1079, 1080, 2002, 2003, 2006,
 _MYSQL_PASSING_CODES = {1205, 1213, 1290, 1836, 1021}
 _POSTGRES_PASSING_STATES = {"40001", "40P01", "55P03", "25006", "53100"}
 
+# A Galera node that is not part of the primary component (cut off from the majority, or
+# joining) refuses every statement with 1047, ER_UNKNOWN_COM_ERROR, "WSREP has not yet
+# prepared node for application use" (tests/test_galera.py). The code alone also means an
+# unknown protocol command, which is no outage: the message says which.
+_MYSQL_WSREP_NOT_READY = 1047
+
 
 def is_passing_refusal(exc: Exception) -> bool:
     cause = exc.__cause__ or exc.__context__ or exc
@@ -34,7 +41,11 @@ def is_passing_refusal(exc: Exception) -> bool:
     if sqlite_codes.primary_code(cause) == sqlite_codes.FULL:
         return True
     args = getattr(exc, "args", ()) or getattr(cause, "args", ())
-    return bool(args) and isinstance(args[0], int) and args[0] in _MYSQL_PASSING_CODES
+    if not args or not isinstance(args[0], int):
+        return False
+    if args[0] == _MYSQL_WSREP_NOT_READY:
+        return "wsrep" in str(args[1:]).lower()
+    return args[0] in _MYSQL_PASSING_CODES
 
 
 def raise_if_damaged(database: pw.Database, exc: Exception) -> None:

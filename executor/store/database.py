@@ -7,8 +7,8 @@ parameters for task types that need them) and ``task.token_num``.
 
 Every method is synchronous (peewee): the worker calls them through ``trio.to_thread``.
 A lost or refused connection, or a refusal that a retry resolves (a deadlock, a lock wait
-timeout, a read-only server, a full disk), raises :class:`DatabaseUnavailable`, never a
-task failure.
+timeout, a read-only server, a Galera node without quorum, a full disk), raises
+:class:`DatabaseUnavailable`, never a task failure.
 """
 
 from __future__ import annotations
