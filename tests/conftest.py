@@ -38,6 +38,22 @@ from servers import (
 S = TypeVar("S", RedisServer, MariaDBServer, PostgresServer)
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist (scripts/test.sh runs ``-n 2``), a test file is one unit of work, so
+    its module fixtures are built once, and tests/e2e is one unit, as its modules share the
+    session's deployment. Collected first, the e2e starts first on one worker while the
+    other runs the rest (docs/deploy.md, "How long the tests take"). Not ``--dist
+    loadgroup``: its marks do not reach the node ids under pytest 9."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/e2e" if path.startswith("tests/e2e/") else path
+
+    return FileScheduling(config, log)
+
+
 def _start(server: S) -> S:
     try:
         return server.start()
