@@ -507,7 +507,7 @@ def test_an_instance_that_does_not_come_up_fails_the_deploy_by_name(
             f"broken_instance_{breakage}",
             SITE,
             "--tags",
-            "executor",
+            "executor_run",  # the preflight and the run phase, which ends with the health wait
             "-e",
             "executor_health_retries=5",
             *REAL_RUN,
