@@ -10,7 +10,10 @@ A missing binary fails the tests that need it, never skips them.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from servers import (
 )
 
 S = TypeVar("S", RedisServer, MariaDBServer, PostgresServer)
+_STARTED = pytest.StashKey[float]()
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
@@ -52,6 +56,28 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return "tests/e2e" if path.startswith("tests/e2e/") else path
 
     return FileScheduling(config, log)
+
+
+# tests/e2e/testbed.py's TIMINGS_FILE: the e2e writes it (on an xdist worker), the end of
+# the run prints it (here: the controller loads this conftest, not tests/e2e's).
+E2E_TIMINGS = (
+    Path(os.environ.get("RAGFLEET_E2E_CACHE", "/var/cache/ragfleet-e2e")) / "last-run-timings.json"
+)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_STARTED] = time.time()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the timings the e2e recorded in this run, if it ran (its converge, each
+    playbook run, the failover delays: docs/deploy.md quotes them)."""
+    started = terminalreporter.config.stash.get(_STARTED, None)
+    if started is None or not E2E_TIMINGS.exists() or E2E_TIMINGS.stat().st_mtime < started:
+        return
+    terminalreporter.write_sep("-", "e2e deployment timings (seconds)")
+    for name, seconds in json.loads(E2E_TIMINGS.read_text()).items():
+        terminalreporter.write_line(f"{name:>44}: {seconds:7.1f}")
 
 
 def _start(server: S) -> S:
