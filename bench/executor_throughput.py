@@ -257,7 +257,7 @@ class Upstream:
         assert self.store is not None
         started = time.monotonic()
         lines = [stamp("Task has been received.", task)]
-        self.store.begin_task(task["id"], task.get("retry_count", 0), "")
+        self.store.begin_tasks([(task["id"], task.get("retry_count", 0), "")])
         self.store.set_progress(task["id"], None, "\n".join(lines))
         seconds = time.monotonic() - started
         lines.append(stamp(f"Task done ({seconds:.2f}s)", task))
@@ -627,7 +627,7 @@ def op_costs(bench: Bench, count: int) -> list[tuple[str, float, float]]:
                 "  raw sqlite3 SELECT * by id",
                 lambda i: raw.execute("SELECT * FROM task WHERE id = ?", (ids[i],)).fetchone(),
             ),
-            ("TaskStore.begin_task (peewee)", lambda i: store.begin_task(ids[i], 0)),
+            ("TaskStore.begin_tasks, one", lambda i: store.begin_tasks([(ids[i], 0, text)])),
             ("TaskStore.set_progress (peewee)", lambda i: store.set_progress(ids[i], 1.0, text)),
             ("  raw sqlite3 UPDATE (autocommit)", lambda i: raw.execute(update, (text, i, ids[i]))),
             ("Broker.cancelled([id])", lambda i: broker.cancelled([ids[i]])),

@@ -807,12 +807,12 @@ def test_an_executor_bug_outside_the_handler_sets_the_task_aside_and_the_worker_
     ids = fleet.submit("noop", count=3)
     bad = ids[1]
 
-    def buggy_look_up(begin_task, task_id: str, *args):
-        if task_id == bad:
+    def buggy_look_up(begin_tasks, begun: list):
+        if any(task_id == bad for task_id, *_ in begun):
             raise RuntimeError("injected look-up bug")
-        return begin_task(task_id, *args)
+        return begin_tasks(begun)
 
-    with fleet.in_process_worker(store_faults={"begin_task": buggy_look_up}) as worker:
+    with fleet.in_process_worker(store_faults={"begin_tasks": buggy_look_up}) as worker:
 
         async def run_until_settled() -> None:
             async with trio.open_nursery() as nursery:
@@ -845,7 +845,7 @@ def test_a_probe_runs_one_task_when_its_read_returns_two(fleet):
     fleet.submit("noop", count=3)  # three set aside in a row trip the pause
     woken = []
 
-    def broken_look_up(begin_task, *args):
+    def broken_look_up(begin_tasks, begun: list):
         raise RuntimeError("injected look-up bug")
 
     def read_new_as_redis_72(read_new, count: int, block_ms: int):
@@ -856,7 +856,7 @@ def test_a_probe_runs_one_task_when_its_read_returns_two(fleet):
         return got
 
     with fleet.in_process_worker(
-        store_faults={"begin_task": broken_look_up},
+        store_faults={"begin_tasks": broken_look_up},
         broker_faults={"read_new": read_new_as_redis_72},
     ) as worker:
 
@@ -901,12 +901,12 @@ def test_executor_errors_on_task_after_task_slow_fetching_to_one_task(fleet, cap
     ids = fleet.submit("noop", count=20)
     broken = True
 
-    def buggy_look_up(begin_task, *args):
+    def buggy_look_up(begin_tasks, begun: list):
         if broken:
             raise RuntimeError("injected look-up bug")
-        return begin_task(*args)
+        return begin_tasks(begun)
 
-    with fleet.in_process_worker(store_faults={"begin_task": buggy_look_up}) as worker:
+    with fleet.in_process_worker(store_faults={"begin_tasks": buggy_look_up}) as worker:
 
         async def run() -> int:
             nonlocal broken

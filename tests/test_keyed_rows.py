@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import peewee as pw
 import pytest
 
 from executor.store.database import TaskStore
+from executor.store.keyed_rows import ROWS_PER_STATEMENT
 
 
 @pytest.fixture
@@ -118,3 +120,55 @@ def test_update_many_keeps_the_order_of_its_rows(store):
         store.task_rows.update_many([(task_id, {"token_num": 4}), (task_id, {"progress_msg": "x"})])
     row = peewee_row(store, store.Task, task_id)
     assert (row["progress_msg"], row["token_num"]) == ("x", 4)
+
+
+def test_update_many_writes_a_batch_longer_than_one_statement(store):
+    """A run of rows with the same columns longer than ROWS_PER_STATEMENT, NULLs, dates
+    and quotes among its values, and a key given twice in the run: each row ends with
+    the values of its last write, on every database (MySQL takes it as UPDATE ... CASE
+    statements, the others as executemany)."""
+    count = ROWS_PER_STATEMENT * 2 + 5
+    with store.transaction():
+        ids = [t["id"] for t in store.create_tasks([{"doc_id": "d"}] * count)]
+    moment = datetime(2026, 12, 7, 12, 0, 1)
+    rows = [
+        (key, {"progress_msg": f"it's {i}", "begin_at": moment if i % 2 else None, "token_num": i})
+        for i, key in enumerate(ids)
+    ]
+    # In the first statement's rows, after the key's first write.
+    rows.insert(50, (ids[3], {"progress_msg": "again", "begin_at": None, "token_num": -1}))
+    with store.transaction():
+        store.task_rows.update_many(rows)
+    written = {key: peewee_row(store, store.Task, key) for key in ids}
+    expected = {key: values for key, values in rows}  # the last write of each key
+    assert {
+        key: {name: written[key][name] for name in values} for key, values in expected.items()
+    } == expected
+    assert written[ids[3]]["token_num"] == -1
+
+
+def test_begin_tasks_is_one_statement_on_mysql(store):
+    """A batch begun together costs one UPDATE on MySQL/MariaDB, whose driver would send
+    one per row (a round trip each); SQLite and PostgreSQL run one per row in-process or
+    in the driver."""
+    with store.transaction():
+        ids = [t["id"] for t in store.create_tasks([{"doc_id": "d"}] * 5)]
+    sent: list[str] = []
+    execute_sql = store.database.execute_sql
+
+    def counted(sql, *args, **kwargs):
+        sent.append(sql)
+        return execute_sql(sql, *args, **kwargs)
+
+    store.database.execute_sql = counted
+    try:
+        store.begin_tasks([(key, 1, f"received {key}") for key in ids])
+    finally:
+        store.database.execute_sql = execute_sql
+    updates = [sql for sql in sent if sql.startswith("UPDATE")]
+    assert len(updates) == (1 if isinstance(store.database, pw.MySQLDatabase) else 0)
+    rows = [peewee_row(store, store.Task, key) for key in ids]
+    assert [(r["retry_count"], r["progress_msg"]) for r in rows] == [
+        (1, f"received {key}") for key in ids
+    ]
+    assert all(r["begin_at"] is not None for r in rows)

@@ -264,16 +264,19 @@ class TaskStore:
                 rows.update(self.task_rows.get_many(task_ids[start : start + _IDS_PER_QUERY]))
         return {task_id: _decoded(row) for task_id, row in rows.items()}
 
-    def begin_task(self, task_id: str, retry_count: int, progress_msg: str) -> None:
-        """Mark the task started: begin_at, retry_count and its first progress line at once."""
-        fields = {
-            "begin_at": datetime.now(),
-            "retry_count": retry_count,
-            "progress_msg": progress_msg,
-            **stamp_fields("update"),
-        }
-        with self.writing():
-            self.task_rows.update(task_id, fields)
+    def begin_tasks(self, begun: list[tuple[str, int, str]]) -> None:
+        """Mark each (task id, retry count, progress_msg) of *begun* started: begin_at,
+        retry_count and its first progress line at once; the batch in one transaction and,
+        where the database allows, one statement (a batch is looked up together)."""
+        if not begun:
+            return
+        now = {"begin_at": datetime.now(), **stamp_fields("update")}
+        rows = [
+            (task_id, {**now, "retry_count": retry_count, "progress_msg": progress_msg})
+            for task_id, retry_count, progress_msg in begun
+        ]
+        with self.transaction():
+            self.task_rows.update_many(rows)
 
     def lease_stamp(self, task_id: str) -> float | None:
         """When the unfinished task's row was last stamped (seconds since the epoch), or

@@ -6,6 +6,12 @@ one-row read or update, while the database itself needs 10 us (SQLite) or one ro
 CPU. :class:`KeyedRows` sends the same SQL, built once per model and set of columns, with
 values converted by the model's own fields (``db_value`` / ``python_value``), as peewee does.
 
+A batch's rows (:meth:`KeyedRows.update_many`) go to MySQL/MariaDB as one ``UPDATE ...
+CASE`` statement: its driver's ``executemany`` sends an UPDATE per row, a round trip each,
+and round trips were most of a batch's time there (docs/benchmarks.md, "MariaDB's full
+path"). SQLite runs ``executemany`` in-process; PostgreSQL keeps it too (its CASE would need
+a type for every parameter).
+
 It runs inside the caller's connection and transaction handling (``TaskStore.session`` /
 ``writing``, ``database.atomic``); it never opens or commits anything itself.
 """
@@ -16,6 +22,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import peewee as pw
+
+ROWS_PER_STATEMENT = 100
+"""Rows in one UPDATE ... CASE statement: bounds its size and the shapes compiled."""
 
 
 class KeyedRows:
@@ -31,6 +40,7 @@ class KeyedRows:
         self._param = self._database.param
         self._compiled: dict[tuple[Any, ...], str] = {}
         self._locks = not isinstance(self._database, pw.SqliteDatabase)
+        self._one_statement = isinstance(self._database, pw.MySQLDatabase)
 
     def get(
         self, key: Any, columns: Iterable[str] | None = None, *, for_update: bool = False
@@ -78,8 +88,9 @@ class KeyedRows:
 
     def update_many(self, rows: Iterable[tuple[Any, dict[str, Any]]]) -> None:
         """:meth:`update` of each (key, values) in *rows*, in order, without increments:
-        one ``executemany`` per run of rows with the same columns (a batch's rows share
-        theirs), so a batch of tasks costs one statement's Python, not one per task."""
+        one statement (MySQL) or ``executemany`` per run of rows with the same columns (a
+        batch's rows share theirs), so a batch of tasks costs one statement's Python and
+        round trip, not one per task."""
         names: tuple[str, ...] = ()
         run: list[list[Any]] = []
         for key, values in rows:
@@ -92,8 +103,30 @@ class KeyedRows:
             self._execute_many(names, run)
 
     def _execute_many(self, names: tuple[str, ...], params: list[list[Any]]) -> None:
+        if self._one_statement:
+            for start in range(0, len(params), ROWS_PER_STATEMENT):
+                self._update_in_one(names, params[start : start + ROWS_PER_STATEMENT])
+            return
         with pw.__exception_wrapper__:  # errors as peewee's own, as execute_sql raises them
             self._database.cursor().executemany(self._update_sql(names, ()), params)
+
+    def _update_in_one(self, names: tuple[str, ...], params: list[list[Any]]) -> None:
+        """The rows *params* (values of *names*, then the key) in one statement: each column
+        set to ``CASE key WHEN k1 THEN v1 ... END``. A key given twice keeps its last
+        values, as two updates one after the other would."""
+        last = {row[-1]: row for row in params}  # dicts keep the first place, last value
+        rows = list(last.values())
+        shape = ("update-in-one", names, len(rows))
+        sql = self._compiled.get(shape)
+        if sql is None:
+            p = self._param
+            whens = " ".join([f"WHEN {p} THEN {p}"] * len(rows))
+            sets = ", ".join(f"{self._column(n)} = CASE {self._key} {whens} END" for n in names)
+            keys = ", ".join([p] * len(rows))
+            sql = f"UPDATE {self._table} SET {sets} WHERE {self._key} IN ({keys})"
+            self._compiled[shape] = sql
+        values = [v for i in range(len(names)) for row in rows for v in (row[-1], row[i])]
+        self._database.execute_sql(sql, [*values, *(row[-1] for row in rows)])
 
     def _update_sql(self, names: tuple[str, ...], added: tuple[str, ...]) -> str:
         shape = ("update", names, added)

@@ -41,15 +41,17 @@ class TaskLookup:
     def look_up_all(self, batch: list[Ledger], counts: list[int]) -> list[LookedUp | None]:
         """In a thread: :meth:`look_up` for each delivery (None for a malformed one), with
         the rows read in one statement, the cancel flags in one round trip and the tasks
-        begun in one transaction."""
+        begun together (TaskStore.begin_tasks)."""
         ids = [ledger.task_id for ledger in batch]
         rows = self.store.get_tasks([task_id for task_id in ids if task_id])
         tasks = _rows_of_their_own([rows.get(task_id) if task_id else None for task_id in ids])
         cancelled = self.broker.cancelled([task["id"] for task in tasks if task])
-        with self.store.transaction():
-            for task, count in zip(tasks, counts, strict=True):
-                if task and task["id"] not in cancelled:
-                    self.begin(task, count)
+        begun = [
+            self.received(task, count)
+            for task, count in zip(tasks, counts, strict=True)
+            if task and task["id"] not in cancelled and self.will_run(task, count)
+        ]
+        self.store.begin_tasks(begun)
         return [
             None if task_id is None else (task, bool(task and task["id"] in cancelled))
             for task_id, task in zip(ids, tasks, strict=True)
@@ -59,9 +61,14 @@ class TaskLookup:
         """In a thread: if *task* is going to run, record it begun (begin_at, retry count,
         its "received" line)."""
         if self.will_run(task, deliveries):
-            received = stamp("Task has been received.", task)
-            task["progress_msg"] = "\n".join([*message_lines(task["progress_msg"]), received])
-            self.store.begin_task(task["id"], deliveries - 1, task["progress_msg"])
+            self.store.begin_tasks([self.received(task, deliveries)])
+
+    @staticmethod
+    def received(task: dict[str, Any], deliveries: int) -> tuple[str, int, str]:
+        """*task* given its "received" line; what TaskStore.begin_tasks records of it."""
+        received = stamp("Task has been received.", task)
+        task["progress_msg"] = "\n".join([*message_lines(task["progress_msg"]), received])
+        return task["id"], deliveries - 1, task["progress_msg"]
 
     def will_run(self, task: dict[str, Any], deliveries: int) -> bool:
         return (
