@@ -110,8 +110,7 @@ def latency(system: System, samples: int, rng: random.Random) -> dict[str, Any]:
         times = []
         for _ in range(samples):
             time.sleep(rng.uniform(*GAP))
-            sent = time.time()
-            task_id = system.enqueue(1)[0]
+            task_id, sent = system.enqueue_one_timed()
             times.append(system.wait_handled(task_id) - sent)
     finally:
         system.stop()

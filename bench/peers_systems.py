@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import time
 import uuid
 from collections import Counter
 from contextlib import suppress
@@ -55,6 +56,13 @@ class System:
 
     def enqueue(self, count: int) -> list[str]:
         raise NotImplementedError
+
+    def enqueue_one_timed(self) -> tuple[str, float]:
+        """Queue one task; its id and when it was queued (Unix time, taken just before the
+        system's own queue write: what a producer does first, as creating a row, is not
+        the worker's pickup)."""
+        sent = time.time()
+        return self.enqueue(1)[0], sent
 
     def start(self, procs: int) -> None:
         raise NotImplementedError
@@ -225,6 +233,14 @@ class RagfleetFull(System):
         rows = self.store.create_tasks([{"task_type": "noop"}] * count)
         enqueue(self.bench.client, (task_message(t) for t in rows))
         return [row["id"] for row in rows]
+
+    def enqueue_one_timed(self) -> tuple[str, float]:
+        """The task row first (RAGFlow's API inserts it before it queues the message), then
+        the clock, then the XADD."""
+        (row,) = self.store.create_tasks([{"task_type": "noop"}])
+        sent = time.time()
+        enqueue(self.bench.client, [task_message(row)])
+        return row["id"], sent
 
     def start(self, procs: int) -> None:
         for i in range(procs):
