@@ -266,8 +266,9 @@ class TaskStore:
 
     def begin_tasks(self, begun: list[tuple[str, int, str]]) -> None:
         """Mark each (task id, retry count, progress_msg) of *begun* started: begin_at,
-        retry_count and its first progress line at once; the batch in one transaction and,
-        where the database allows, one statement (a batch is looked up together)."""
+        retry_count and its first progress line at once; a batch (looked up together) in
+        one transaction and, where the database allows, one statement. One task is one
+        statement, outside any transaction (no BEGIN and COMMIT round trips)."""
         if not begun:
             return
         now = {"begin_at": datetime.now(), **stamp_fields("update")}
@@ -275,7 +276,7 @@ class TaskStore:
             (task_id, {**now, "retry_count": retry_count, "progress_msg": progress_msg})
             for task_id, retry_count, progress_msg in begun
         ]
-        with self.transaction():
+        with self.transaction() if len(rows) > 1 else self.writing():
             self.task_rows.update_many(rows)
 
     def lease_stamp(self, task_id: str) -> float | None:
