@@ -223,7 +223,11 @@ def test_an_unreachable_document_store_pauses_ingestion_and_loses_nothing(make_f
         files = [CORPUS / "declaration-of-independence.txt", CORPUS / "gettysburg-address.pdf"]
         ids = submit(fleet, *files)
         executor = fleet.start()
-        executor.wait_log(r"a task dependency unavailable: document store: opensearch unreachable")
+        # The first run loads the tokenizer and parses a PDF before it meets the store: on a
+        # loaded machine (CI's e2e beside it) that took over 20 s once.
+        executor.wait_log(
+            r"a task dependency unavailable: document store: opensearch unreachable", timeout=60
+        )
         # Each run of a task adds a "received" line. Three runs while the store is down: the
         # outage is retried, and its deliveries do not count against max_deliveries.
         wait_for(
