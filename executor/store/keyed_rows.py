@@ -8,9 +8,9 @@ values converted by the model's own fields (``db_value`` / ``python_value``), as
 
 A batch's rows (:meth:`KeyedRows.update_many`) go to MySQL/MariaDB as one ``UPDATE ...
 CASE`` statement: its driver's ``executemany`` sends an UPDATE per row, a round trip each,
-and round trips were most of a batch's time there (docs/benchmarks.md, "MariaDB's full
-path"). SQLite runs ``executemany`` in-process; PostgreSQL keeps it too (its CASE would need
-a type for every parameter).
+and at 32 slots round trips were most of a batch's time there (docs/benchmarks.md,
+"MariaDB's full path, and a run on a quiet machine"). SQLite runs ``executemany``
+in-process; PostgreSQL keeps it too (its CASE would need a type for every parameter).
 
 It runs inside the caller's connection and transaction handling (``TaskStore.session`` /
 ``writing``, ``database.atomic``); it never opens or commits anything itself.
