@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import trio
 
@@ -18,11 +19,24 @@ from ..store.database import TaskStore
 from .clock import Clock, in_thread
 from .health import Health
 from .ledger import Ledger, Ledgers
+from .lookup import TaskLookup
 from .meters import Meters
+from .running import LookedUp
 
 IDLE_BLOCK_MS = 1000
 """XREADGROUP BLOCK when idle: a new entry wakes the read at once, so this bounds only how
 long a stop waits for the read to return."""
+
+
+@dataclass
+class Fetched:
+    """One fetch: its deliveries, whether the one fetched must run alone, and the tasks
+    the read's own hop looked up (and began, if they are to run), by entry id; a
+    delivery not there is looked up by its batch or its own settle."""
+
+    deliveries: list[Delivery]
+    alone: bool = False
+    looked_up: dict[str, LookedUp] = field(default_factory=dict)
 
 
 class Fetcher:
@@ -40,8 +54,10 @@ class Fetcher:
         clock: Clock,
         log: logging.Logger,
         on_queues_lost: Callable[[], None],
+        lookup: TaskLookup,
     ) -> None:
         self.broker = broker
+        self.lookup = lookup
         self.store = store
         self.config = config
         self.ledgers = ledgers
@@ -56,7 +72,7 @@ class Fetcher:
         self._reclaim_period = max(0.5, min(config.heartbeat_interval, config.reclaim_idle / 2))
         self._next_reclaim = 0.0
 
-    async def fetch(self, slots: int) -> tuple[list[Delivery], bool]:
+    async def fetch(self, slots: int, *, look_up: bool = True) -> Fetched:
         """Up to *slots* deliveries, and whether the one fetched must run alone.
 
         Entries whose consumer died holding them (this consumer's last run, if it did not
@@ -67,10 +83,13 @@ class Fetcher:
 
         An entry a probe's read returned beyond the one asked for comes first: a probe
         runs one task alone.
+
+        New entries (if *look_up*) have their tasks looked up and begun in the read's own
+        hop (see :meth:`_read_new`).
         """
         if self.spare:
             batch, self.spare = self.spare[:slots], self.spare[slots:]
-            return batch, False
+            return Fetched(batch)
         if self.replay:
             alone = self.after_crash
             want = 1 if alone else slots
@@ -84,12 +103,54 @@ class Fetcher:
                     self.broker.consumer
                     + (" alone (its last run did not stop cleanly)" if alone else ""),
                 )
-                return batch, alone
+                return Fetched(batch, alone)
         if reclaimed := await self._reclaim_due():
-            return reclaimed, True
+            return Fetched(reclaimed, alone=True)
         # Abandoned on cancel: a stop must not wait for the blocking read to time out.
-        read = functools.partial(self.broker.read_new, slots, IDLE_BLOCK_MS)
-        return await trio.to_thread.run_sync(read, abandon_on_cancel=True), False
+        read = functools.partial(self._read_new, slots, look_up)
+        fetched = await trio.to_thread.run_sync(read, abandon_on_cancel=True)
+        if fetched.looked_up:
+            self.health.db.recovered()
+        return fetched
+
+    def _read_new(self, slots: int, look_up: bool) -> Fetched:
+        """In a thread: new entries and, if *look_up*, their tasks looked up and begun in
+        the same hop (TaskLookup.look_up_all), so that nothing waits for a hop back to
+        trio and out again between an entry's arrival and its task's begin_at. Only the
+        entries that have a slot (a woken read may return one more than asked).
+
+        Not once the fetch is cancelled (a stop abandons the read: what it returns after
+        that stays pending, not begun, for a run that will run it). If the look-up fails
+        (a connection left stale by an outage, say), nothing is lost: each delivery is
+        looked up again by its batch or its own settle, which tell an outage from an
+        error of one task's."""
+        batch = self.broker.read_new(slots, IDLE_BLOCK_MS)
+        if not (look_up and batch):
+            return Fetched(batch)
+        try:
+            trio.from_thread.check_cancelled()
+        except trio.Cancelled:
+            return Fetched(batch)
+        ledgers = [Ledger(delivery) for delivery in batch[:slots]]
+        counts = [ledger.deliveries() for ledger in ledgers]
+        try:
+            with self.ledgers.reading(ledgers):
+                found = self.lookup.look_up_all(ledgers, counts)
+        except Exception as exc:
+            self.log.debug(
+                "looking up %d new entries in the read's hop failed (%s: %s): each is "
+                "looked up again",
+                len(ledgers),
+                type(exc).__name__,
+                exc,
+            )
+            return Fetched(batch)
+        looked_up = {
+            ledger.entry_id: task
+            for ledger, task in zip(ledgers, found, strict=True)
+            if task is not None  # (None: malformed)
+        }
+        return Fetched(batch, looked_up=looked_up)
 
     async def _reclaim_due(self) -> list[Delivery]:
         """Every reclaim period: take over an entry that a dead or stuck consumer left idle

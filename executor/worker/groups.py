@@ -59,13 +59,16 @@ class Groups:
         self._start = hand_over
         self._hop = hop  # the batch look-up's thread hop (the Worker's OwnThread)
 
-    async def settle_batch(self, batch: list[Ledger]) -> None:
+    async def settle_batch(
+        self, batch: list[Ledger], looked_up: list[LookedUp | None] | None = None
+    ) -> None:
         """Each delivery ends in a settle of its own; after an error of ours on the way,
         every delivery not handed over yet settles on its own from the start, and the
-        worker goes on."""
+        worker goes on. *looked_up*: the batch's tasks, if the fetch looked them up and
+        began them already."""
         left = {ledger.entry_id: ledger for ledger in batch}  # not handed over yet
         try:
-            await self._group_and_run(batch, left)
+            await self._group_and_run(batch, left, looked_up)
         except Exception as exc:
             self.log.error(
                 "settling %d entries together failed (%s: %s): settling each on its own",
@@ -88,14 +91,17 @@ class Groups:
         del left[ledger.entry_id]
         self._start(ledger, step)
 
-    async def _group_and_run(self, batch: list[Ledger], left: dict[str, Ledger]) -> None:
+    async def _group_and_run(
+        self, batch: list[Ledger], left: dict[str, Ledger], looked_up: list[LookedUp | None] | None
+    ) -> None:
         counts = [ledger.deliveries() for ledger in batch]
-        try:
-            looked_up = await self._hop(self.lookup.look_up_all, batch, counts)
-        except Exception:  # an outage, say: each delivery meets it again on its own
-            looked_up = [None] * len(batch)
-        else:
-            self.health.db.recovered()
+        if looked_up is None:
+            try:
+                looked_up = await self._hop(self.lookup.look_up_all, batch, counts)
+            except Exception:  # an outage, say: each delivery meets it again on its own
+                looked_up = [None] * len(batch)
+            else:
+                self.health.db.recovered()
         groups: dict[str, Members] = {}
         for ledger, found, count in zip(batch, looked_up, counts, strict=True):
             task_type = self._group_of(found, count, groups) if found else None

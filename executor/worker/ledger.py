@@ -61,6 +61,7 @@ class Ledgers:
 
     def __init__(self) -> None:
         self._by_entry: dict[str, Ledger] = {}
+        self._in_read: tuple[Ledger, ...] = ()  # replaced whole: read by another thread
 
     @property
     def held(self) -> dict[str, Delivery]:
@@ -68,7 +69,20 @@ class Ledgers:
         return {e: ledger.delivery for e, ledger in self._by_entry.items() if ledger.held}
 
     def held_ledgers(self) -> list[Ledger]:
-        return [ledger for ledger in self._by_entry.values() if ledger.held]
+        """The held ledgers, and those being looked up in the read's hop (see :meth:`reading`)."""
+        return [ledger for ledger in self._by_entry.values() if ledger.held] + list(self._in_read)
+
+    @contextmanager
+    def reading(self, ledgers: list[Ledger]) -> Iterator[None]:
+        """In the read's thread: while the tasks of *ledgers*, just read and not held yet,
+        are looked up and begun there, the heartbeats keep their entries fresh and name
+        their tasks as held ones' (a look-up can last as long as the database's timeouts;
+        reclaim_idle may be shorter)."""
+        self._in_read = tuple(ledgers)
+        try:
+            yield
+        finally:
+            self._in_read = ()
 
     def any_alone(self) -> bool:
         return any(ledger.alone for ledger in self._by_entry.values())

@@ -22,13 +22,13 @@ from ..lost_tasks import LostTasks
 from ..memtrace import MemoryTracer
 from ..metrics import Metrics, serve_metrics_on
 from ..queue import wire
-from ..queue.broker import Broker, Delivery
+from ..queue.broker import Broker
 from ..sdnotify import Notifier, run_watchdog
 from ..settings import Settings
 from ..store.database import TaskStore
 from ..version import build_info
 from .clock import SYSTEM_CLOCK, Clock, in_thread
-from .fetch import Fetcher
+from .fetch import Fetched, Fetcher
 from .gauges import HealthGauges, start_queue_gauges
 from .groups import Groups
 from .health import Health
@@ -39,10 +39,10 @@ from .lookup import TaskLookup
 from .meters import Meters
 from .outcomes import Outcomes
 from .own_thread import OwnThread
-from .running import Counters, Running
+from .running import Counters, LookedUp, Running
 from .settle import Settler
 from .slots import Slots
-from .steps import Step
+from .steps import Process, Step
 
 
 class Worker:
@@ -99,6 +99,7 @@ class Worker:
         self.metrics.register(HealthGauges(health))
         self.lost_tasks = LostTasks(broker, store, c, log, meters.requeued.inc)
         shared = dict(health=health, meters=meters, log=log)
+        lookup = TaskLookup(broker, store, registry, c)
         self.fetcher = Fetcher(
             broker=broker,
             store=store,
@@ -106,9 +107,9 @@ class Worker:
             ledgers=self.ledgers,
             clock=clock,
             on_queues_lost=self.note_queues_lost,
+            lookup=lookup,
             **shared,
         )
-        lookup = TaskLookup(broker, store, registry, c)
         self.batch_thread = OwnThread(f"{self.name} batches")
         self.outcomes = outcomes = Outcomes(
             broker=broker,
@@ -314,7 +315,7 @@ class Worker:
                 continue
             probing = health.executor_errors.down
             try:
-                batch, alone = await self.fetcher.fetch(1 if probing else slots)
+                fetched = await self.fetcher.fetch(1 if probing else slots, look_up=not probing)
             except REDIS_UNAVAILABLE as exc:
                 slots_of.give_back(slots)
                 health.redis.failed(exc)
@@ -326,15 +327,14 @@ class Worker:
                 continue
             health.redis.recovered()
             health.refused_reads.recovered()
-            if not batch and not self.ledgers.held:  # nothing to try the database with
+            if not fetched.deliveries and not self.ledgers.held:  # nothing to try the db with
                 health.db.recovered()
-            await self._dispatch(batch, alone, probing, slots)
+            await self._dispatch(fetched, probing, slots)
 
-    async def _dispatch(
-        self, batch: list[Delivery], alone: bool, probing: bool, slots: int
-    ) -> None:
-        """Start settling a fetched *batch* that holds *slots*: one to run alone (a suspect
+    async def _dispatch(self, fetched: Fetched, probing: bool, slots: int) -> None:
+        """Start settling a *fetched* batch that holds *slots*: one to run alone (a suspect
         or a probe) once every slot is free, else each delivery or group in a child."""
+        batch, alone = fetched.deliveries, fetched.alone
         with self.ledgers.holding(batch) as ledgers:
             if probing and len(ledgers) > 1:  # a woken read returned one more than asked
                 ledgers = ledgers[:1]
@@ -348,23 +348,28 @@ class Worker:
                 return
             for _ in range(len(ledgers) - slots):
                 await self.slots.take_one()  # a woken read may return one more than asked
-            self._start(ledgers)
+            self._start(ledgers, fetched.looked_up)
             self.slots.give_back(slots - len(ledgers))
 
-    def _start(self, batch: list[Ledger]) -> None:
-        """Settle a batch fetched together: two or more well-formed deliveries are looked
-        up and begun in one hop (Groups: those whose type has a group handler then run as
-        one group, each other delivery settles in a child of its own); a malformed one, or
-        one alone, settles in a child of its own from the start."""
+    def _start(self, batch: list[Ledger], looked_up: dict[str, LookedUp]) -> None:
+        """Settle a batch fetched together. Two or more well-formed deliveries settle
+        together (Groups: those whose type has a group handler run as one group, each
+        other delivery settles in a child of its own), looked up and begun in one hop
+        unless the fetch's hop did it (*looked_up*, by entry id). A malformed delivery,
+        or one alone, settles in a child of its own."""
         assert self._tasks is not None
-        together = [ledger for ledger in batch if ledger.message is not None]
-        if len(together) > 1:
-            self._tasks.start_soon(self.groups.settle_batch, together)
-        else:
-            together = []
+        begun = [ledger for ledger in batch if ledger.entry_id in looked_up]
+        not_yet = [ledger for ledger in batch if ledger.message is not None and ledger not in begun]
+        rows = [looked_up[ledger.entry_id] for ledger in begun]
+        together: list[Ledger] = []
+        for members, found in ((begun, rows), (not_yet, None)):
+            if len(members) > 1:
+                self._tasks.start_soon(self.groups.settle_batch, members, found)
+                together += members
         for ledger in batch:
             if ledger not in together:
-                self._spawn(ledger, 1)
+                found = looked_up.get(ledger.entry_id)
+                self._spawn(ledger, 1, None if found is None else Process(found))
 
     def _spawn(self, ledger: Ledger, slots: int, step: Step | None = None) -> None:
         """Settle *ledger* in a child of its own, holding *slots*."""
