@@ -1,8 +1,9 @@
-"""One long-lived thread for the batch path's hops (a batch's look-up, its done-write).
+"""One long-lived thread for the batch path's hops (a batch's done-write, and the look-up
+of a batch the read's own hop did not look up: a replayed one, say).
 
 ``trio.to_thread.run_sync`` hands each call to a cached thread, and names it, and takes it
 back: about 200 us of CPU a hop here against about 100 us for a job put on a queue that
-one thread waits on. The batch path makes two such hops per batch, so it has a thread of
+one thread waits on. The batch path makes such a hop per batch, so it has a thread of
 its own. Everything else (blocking reads, heartbeats, progress writes, probes) stays on
 trio's threads: a call stuck here (a database that stopped answering) holds up only the
 batch hops queued behind it, never a heartbeat, which would let another executor take
