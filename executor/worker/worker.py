@@ -358,18 +358,20 @@ class Worker:
         unless the fetch's hop did it (*looked_up*, by entry id). A malformed delivery,
         or one alone, settles in a child of its own."""
         assert self._tasks is not None
-        begun = [ledger for ledger in batch if ledger.entry_id in looked_up]
-        not_yet = [ledger for ledger in batch if ledger.message is not None and ledger not in begun]
-        rows = [looked_up[ledger.entry_id] for ledger in begun]
+        read_found = [ledger for ledger in batch if ledger.entry_id in looked_up]
+        not_yet = [
+            ledger for ledger in batch if ledger.message is not None and ledger not in read_found
+        ]
+        rows = [looked_up[ledger.entry_id] for ledger in read_found]
         together: list[Ledger] = []
-        for members, found in ((begun, rows), (not_yet, None)):
+        for members, members_rows in ((read_found, rows), (not_yet, None)):
             if len(members) > 1:
-                self._tasks.start_soon(self.groups.settle_batch, members, found)
+                self._tasks.start_soon(self.groups.settle_batch, members, members_rows)
                 together += members
         for ledger in batch:
             if ledger not in together:
-                found = looked_up.get(ledger.entry_id)
-                self._spawn(ledger, 1, None if found is None else Process(found))
+                row = looked_up.get(ledger.entry_id)
+                self._spawn(ledger, 1, None if row is None else Process(row))
 
     def _spawn(self, ledger: Ledger, slots: int, step: Step | None = None) -> None:
         """Settle *ledger* in a child of its own, holding *slots*."""
