@@ -13,6 +13,7 @@ from typing import Any
 import trio
 from worker_rig import Rig
 
+from executor.queue import wire
 from executor.worker.fetch import Fetched
 
 
@@ -93,3 +94,22 @@ def test_entries_being_looked_up_in_the_read_count_as_held(tmp_path, monkeypatch
 
     trio.run(main)
     assert seen == [[task], [task], []]
+
+
+def test_a_new_entry_is_decoded_once(tmp_path, monkeypatch):
+    """The read's hop decodes each new entry's message for its look-up; the worker holds
+    and settles that ledger, and does not decode the message again."""
+    rig = Rig(tmp_path)
+    tasks = [rig.task(), rig.task(), rig.task()]
+    decoded: list[str] = []
+    decode_message = wire.decode_message
+
+    def counted(fields: Any) -> Any:
+        message = decode_message(fields)
+        decoded.append(message["id"])
+        return message
+
+    monkeypatch.setattr(wire, "decode_message", counted)
+    rig.run(rig.settled(*tasks), rig.worker())
+    assert [rig.state(task) for task in tasks] == ["done"] * 3
+    assert sorted(decoded) == sorted(tasks)

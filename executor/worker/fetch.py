@@ -30,13 +30,15 @@ long a stop waits for the read to return."""
 
 @dataclass
 class Fetched:
-    """One fetch: its deliveries, whether the one fetched must run alone, and the tasks
-    the read's own hop looked up (and began, if they are to run), by entry id; a
-    delivery not there is looked up by its batch or its own settle."""
+    """One fetch: its deliveries, whether the one fetched must run alone, the tasks the
+    read's own hop looked up (and began, if they are to run), by entry id, and the
+    ledgers that hop made for them (their messages decoded once, not again when held);
+    a delivery not looked up is looked up by its batch or its own settle."""
 
     deliveries: list[Delivery]
     alone: bool = False
     looked_up: dict[str, LookedUp] = field(default_factory=dict)
+    ledgers: dict[str, Ledger] = field(default_factory=dict)
 
 
 class Fetcher:
@@ -132,6 +134,7 @@ class Fetcher:
         except trio.Cancelled:
             return Fetched(batch)
         ledgers = [Ledger(delivery) for delivery in batch[:slots]]
+        made = {ledger.entry_id: ledger for ledger in ledgers}
         counts = [ledger.deliveries() for ledger in ledgers]
         try:
             with self.ledgers.reading(ledgers):
@@ -144,13 +147,13 @@ class Fetcher:
                 type(exc).__name__,
                 exc,
             )
-            return Fetched(batch)
+            return Fetched(batch, ledgers=made)
         looked_up = {
             ledger.entry_id: task
             for ledger, task in zip(ledgers, found, strict=True)
             if task is not None  # (None: malformed)
         }
-        return Fetched(batch, looked_up=looked_up)
+        return Fetched(batch, looked_up=looked_up, ledgers=made)
 
     async def _reclaim_due(self) -> list[Delivery]:
         """Every reclaim period: take over an entry that a dead or stuck consumer left idle

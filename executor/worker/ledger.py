@@ -91,24 +91,29 @@ class Ledgers:
         ledger = self._by_entry.get(entry_id)
         return ledger is not None and ledger.held
 
-    def of(self, delivery: Delivery) -> Ledger:
-        """The ledger of *delivery* (a new one if its entry has none): its message decoded."""
+    def of(self, delivery: Delivery, made: Ledger | None = None) -> Ledger:
+        """The ledger of *delivery*: its entry's, else *made* (a ledger made for this very
+        delivery, its message decoded already), else a new one: its message decoded."""
         ledger = self._by_entry.get(delivery.entry_id)
         if ledger is None:
-            return Ledger(delivery)
+            return made if made is not None and made.delivery is delivery else Ledger(delivery)
         if ledger.delivery is not delivery:
             ledger.delivery = delivery
             ledger.decode()
         return ledger
 
     @contextmanager
-    def holding(self, batch: list[Delivery]) -> Iterator[list[Ledger]]:
+    def holding(
+        self, batch: list[Delivery], made: dict[str, Ledger] | None = None
+    ) -> Iterator[list[Ledger]]:
         """Hold *batch* from its fetch until it settles: the heartbeats keep held entries
         fresh and name their tasks. A delivery can wait a long time for its slots (one
         to run alone waits for every running task to finish); without that, another
         worker would take its entry over meanwhile, and both would run it. A wait cut
-        short (a stop) lets go of the batch, which is delivered again."""
-        ledgers = [self.of(delivery) for delivery in batch]
+        short (a stop) lets go of the batch, which is delivered again. *made*: ledgers
+        the fetch made for some of them, by entry id (see :meth:`of`)."""
+        made = made or {}
+        ledgers = [self.of(delivery, made.get(delivery.entry_id)) for delivery in batch]
         for ledger in ledgers:
             ledger.held = True
             self._by_entry[ledger.entry_id] = ledger

@@ -335,7 +335,7 @@ class Worker:
         """Start settling a *fetched* batch that holds *slots*: one to run alone (a suspect
         or a probe) once every slot is free, else each delivery or group in a child."""
         batch, alone = fetched.deliveries, fetched.alone
-        with self.ledgers.holding(batch) as ledgers:
+        with self.ledgers.holding(batch, fetched.ledgers) as ledgers:
             if probing and len(ledgers) > 1:  # a woken read returned one more than asked
                 ledgers = ledgers[:1]
                 self.fetcher.spare = batch[1:]
