@@ -96,4 +96,6 @@ def run_executor(settings: Settings, instance: int) -> int:
         except REDIS_DENIED as exc:  # refused in the worker's first round (Worker._connect)
             where = redis_location(settings.redis)
             raise SettingsError(f"cannot use Redis ({where}): {redis_error_text(exc)}") from exc
+        finally:
+            worker.store.close_all()
     return 0

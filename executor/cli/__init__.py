@@ -45,7 +45,8 @@ def main(ctx: click.Context, config: str | None) -> None:
     2 usage or configuration error (a refused login, an instance that already runs
     included); 3 Redis, database or document store unavailable; 4 not found.
     """
-    ctx.obj = Env(config)
+    ctx.obj = env = Env(config)
+    ctx.call_on_close(env.close)
 
 
 for command in (

@@ -68,6 +68,11 @@ class Env:
             raise unavailable
         return store
 
+    def close(self) -> None:
+        """At the invocation's end: the database told goodbye, if it was opened."""
+        if "store" in self.__dict__:  # (a cached_property opened)
+            self.store.close_all()
+
 
 @contextmanager
 def errors_to_exit_codes(env: Env) -> Iterator[None]:

@@ -31,6 +31,11 @@ from ..sqlite.connections import ThreadSqliteDatabase
 from ..sqlite.turns import WriteTurns
 from .classify import failed_commit, is_connection_error, is_passing_refusal, raise_if_damaged
 from .keyed_rows import KeyedRows
+from .server_connections import (
+    ClosingConnections,
+    ClosingMySQLDatabase,
+    ClosingPostgresqlDatabase,
+)
 from .tables import RAGFLEET_COLUMNS, Document, Knowledgebase, Task
 
 
@@ -85,11 +90,11 @@ def open_database(config: dict[str, Any]) -> pw.Database:
             # TLS, verifying the server's certificate against the CA and its name (PyMySQL
             # requires a valid certificate once a CA is given).
             common["ssl"] = {"ca": config["ssl_ca"], "check_hostname": True, "verify_mode": True}
-        return pw.MySQLDatabase(
+        return ClosingMySQLDatabase(
             config["name"], charset="utf8mb4", connect_timeout=5, read_timeout=30, **common
         )
     # postgres, the one type left. LONGTEXT is MySQL's; PostgreSQL's TEXT is unbounded already.
-    return pw.PostgresqlDatabase(
+    return ClosingPostgresqlDatabase(
         config["name"], connect_timeout=5, field_types={"LONGTEXT": "TEXT"}, **common
     )
 
@@ -202,6 +207,12 @@ class TaskStore:
         re-entrant, so a transaction may call the store's other writers)."""
         with self.writing(), self.database.atomic():
             yield
+
+    def close_all(self) -> None:
+        """At exit: close every thread's connection, so that a server is told goodbye
+        (see executor.store.server_connections); SQLite's files close with the process."""
+        if isinstance(self.database, ClosingConnections):
+            self.database.close_all()
 
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers."""
