@@ -82,9 +82,21 @@ def test_a_thread_that_ends_closes_its_connection(mariadb_server, own_user):
     with it, and the server sees the goodbye."""
     user = own_user["user"]
     store = TaskStore(open_database(own_user))
-    thread = threading.Thread(target=store.ping)
+    pinged, release = threading.Event(), threading.Event()
+
+    def ping_then_end() -> None:
+        store.ping()
+        pinged.set()
+        release.wait(10)
+
+    thread = threading.Thread(target=ping_then_end)
     thread.start()
-    thread.join()
+    try:
+        assert pinged.wait(10)
+        assert _sessions(mariadb_server, user) == 1  # the thread's connection
+    finally:
+        release.set()
+        thread.join()
     wait_for(lambda: _sessions(mariadb_server, user) == 0, 10, "the thread's session to end")
     time.sleep(0.5)
     assert _aborted(mariadb_server, user) == []
