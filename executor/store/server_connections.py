@@ -38,9 +38,11 @@ class _Closer:
 
 
 class ClosingConnections:
-    """For a peewee database of a server: see the module's docstring."""
+    """For a peewee database of a server, first among its bases: see the module's
+    docstring."""
 
-    def _init_closers(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._closers = threading.local()
         self._open: weakref.WeakSet[_Closer] = weakref.WeakSet()
 
@@ -60,12 +62,8 @@ class ClosingConnections:
 
 
 class ClosingMySQLDatabase(ClosingConnections, pw.MySQLDatabase):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_closers()
+    pass
 
 
 class ClosingPostgresqlDatabase(ClosingConnections, pw.PostgresqlDatabase):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_closers()
+    pass
