@@ -212,8 +212,8 @@ def test_a_stopped_instance_fires_executor_down_in_time(
     address = deployment.inventory["all"]["hosts"][host]["ansible_host"]
     port = deployment.inventory["all"]["hosts"][host]["ragfleet_metrics_ports"][0]
     instance = f"{address}:{port}"
-    assert not alerts(prometheus, "RagfleetExecutorDown", "firing")
     bound = config["for"] + 2 * config["interval"] + 5  # + a scrape, an evaluation, slack
+    quiet_before_the_stop(prometheus, 4 * config["interval"] + 10)
     deployment.ssh(host, f"systemctl stop {unit}")
     stopped = time.monotonic()
     try:
@@ -236,6 +236,25 @@ def test_a_stopped_instance_fires_executor_down_in_time(
         "the alert to resolve once the instance is back",
         interval=2,
     )
+
+
+def quiet_before_the_stop(prometheus: Prometheus, timeout: float) -> None:
+    """Wait until no RagfleetExecutorDown is pending or firing. The fixture has just started
+    the instances test_deploy.py stopped: each one's alert (pending, or firing if it was
+    down longer than the rule's `for`) lasts until an evaluation after a scrape that finds
+    it up, which can come after every target already shows up."""
+
+    def active() -> list[str]:
+        return [
+            f"{a['labels']['instance']} ({a['labels']['host']}) {state} since {a['activeAt']}"
+            for state in ("pending", "firing")
+            for a in alerts(prometheus, "RagfleetExecutorDown", state)
+        ]
+
+    try:
+        wait_for(lambda: not active(), timeout, "no RagfleetExecutorDown active", interval=1)
+    except AssertionError:
+        pytest.fail(f"RagfleetExecutorDown still active before the stop: {active()}", pytrace=False)
 
 
 def compiled_rules_settings(deployment: Deployment) -> dict[str, int]:
