@@ -99,7 +99,8 @@ from executor.queue.broker import Broker, Delivery  # noqa: E402
 from executor.queue.connection import connect  # noqa: E402
 from executor.queue.producer import enqueue, task_message  # noqa: E402
 from executor.settings import Settings, load_settings  # noqa: E402
-from executor.store.database import TaskStore, open_database  # noqa: E402
+from executor.store.database import TaskStore  # noqa: E402
+from executor.store.opening import open_database  # noqa: E402
 
 RAGFLEET = Path(sys.executable).with_name("ragfleet")
 SLOTS = 5

@@ -17,7 +17,8 @@ from .queue.broker import Broker, redis_error_text
 from .queue.connection import connect, redis_location
 from .sdnotify import Notifier
 from .settings import Settings
-from .store.database import TaskStore, open_task_store
+from .store.database import TaskStore
+from .store.opening import open_task_store
 from .worker import Worker, metrics_port
 
 

@@ -201,7 +201,8 @@ def task_store(request, tmp_path):
     """A TaskStore with its schema on each of the three databases (one test run each)."""
     from executors import mysql_database, postgres_database, sqlite_database
 
-    from executor.store.database import TaskStore, open_database
+    from executor.store.database import TaskStore
+    from executor.store.opening import open_database
 
     if request.param == "sqlite":
         config = sqlite_database(tmp_path)

@@ -28,7 +28,8 @@ from executor.queue.broker import Broker
 from executor.queue.connection import connect
 from executor.queue.producer import enqueue, task_message
 from executor.settings import ExecutorSettings, Settings, load_settings
-from executor.store.database import TaskStore, open_database, open_task_store
+from executor.store.database import TaskStore
+from executor.store.opening import open_database, open_task_store
 from executor.worker import Worker
 
 T = TypeVar("T")

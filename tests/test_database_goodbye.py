@@ -17,7 +17,8 @@ import pytest
 from executors import Fleet, mysql_database, wait_for, write_config
 from servers import MariaDBServer
 
-from executor.store.database import TaskStore, open_database
+from executor.store.database import TaskStore
+from executor.store.opening import open_database
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ import pytest
 from executors import fill_disk, mysql_database, postgres_database, sqlite_database
 
 from executor.errors import DatabaseUnavailable
-from executor.store.database import TaskStore, open_database
+from executor.store.database import TaskStore
+from executor.store.opening import open_database
 
 
 @pytest.fixture(params=["mariadb", "postgres"])

@@ -25,7 +25,7 @@ from executor.errors import (
     unreachable,
 )
 from executor.ingest.errors import DocStoreUnavailable, EmbeddingError, StorageUnavailable
-from executor.store.database import open_task_store
+from executor.store.opening import open_task_store
 
 CLASSIFIERS = (is_outage, redis_denied, redis_outage, redis_refused, not_now)
 

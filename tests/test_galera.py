@@ -34,7 +34,8 @@ from servers_galera import GaleraCluster, GaleraNode
 from executor.errors import DatabaseUnavailable
 from executor.queue import wire
 from executor.store.classify import is_passing_refusal
-from executor.store.database import TaskStore, open_database
+from executor.store.database import TaskStore
+from executor.store.opening import open_database
 
 TABLES = ("knowledgebase", "document", "task")
 ROWS = "SELECT id, progress, progress_msg, retry_count, begin_at FROM task ORDER BY id"

@@ -39,7 +39,7 @@ from executor.ingest.storage_local import LocalBlobStorage
 from executor.ingest.storage_open import open_blob_storage
 from executor.ingest.storage_s3 import S3BlobStorage
 from executor.ingest.types import BlobStorage
-from executor.store.database import open_database
+from executor.store.opening import open_database
 
 BAD_NAMES = ["", "../escape", "a/../../escape", "/etc/passwd", "a\0b", "a//b", "./a", "a/."]
 BAD_NAMES.append("x" * 256)

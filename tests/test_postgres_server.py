@@ -20,7 +20,8 @@ from executors import postgres_database, wait_for
 from servers import PostgresServer, ServerStartError, child_pids, process_alive
 
 from executor.errors import DatabaseUnavailable
-from executor.store.database import TaskStore, open_database
+from executor.store.database import TaskStore
+from executor.store.opening import open_database
 
 TESTS_DIR = Path(__file__).resolve().parent
 

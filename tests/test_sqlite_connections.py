@@ -10,7 +10,7 @@ import threading
 from contextlib import suppress
 from pathlib import Path
 
-from executor.store.database import open_database
+from executor.store.opening import open_database
 
 
 def _open_files(path: Path) -> int:

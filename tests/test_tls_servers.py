@@ -20,7 +20,7 @@ from executor.queue.broker import Broker
 from executor.queue.connection import connect
 from executor.queue.producer import enqueue
 from executor.settings import RedisSettings
-from executor.store.database import open_database
+from executor.store.opening import open_database
 
 
 @pytest.fixture(scope="module")

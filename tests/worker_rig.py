@@ -16,7 +16,8 @@ from executor.queue import wire
 from executor.queue.producer import task_message
 from executor.queue.stub import StubBroker, StubRedis
 from executor.settings import Settings
-from executor.store.database import TaskStore, open_database, task_state
+from executor.store.database import TaskStore, task_state
+from executor.store.opening import open_database
 from executor.worker import Worker
 
 A, B = wire.consumer_name("a", 1), wire.consumer_name("b", 1)

@@ -24,7 +24,8 @@ from ..queue.broker import Broker, redis_error_text
 from ..queue.connection import connect, redis_location
 from ..queue.roster import Roster
 from ..settings import RedisSettings, Settings, load_settings, with_operator_login
-from ..store.database import TaskStore, open_task_store
+from ..store.database import TaskStore
+from ..store.opening import open_task_store
 from .usage import EXIT_USAGE, not_utf8, usage_error
 
 EXIT_NO, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 1, 3, 4  # and usage.EXIT_USAGE, 2

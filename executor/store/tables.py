@@ -41,7 +41,7 @@ DEFAULT_PAGES = json.dumps({"pages": [[1, 1000000]]})
 
 class LongTextField(pw.TextField):
     """RAGFlow's LongTextField and JSONField: LONGTEXT on MySQL, TEXT elsewhere (a peewee
-    PostgreSQL database maps the name, see executor.store.database.open_database)."""
+    PostgreSQL database maps the name, see executor.store.opening.open_database)."""
 
     field_type = "LONGTEXT"
 
