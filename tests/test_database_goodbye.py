@@ -1,7 +1,7 @@
 """An executor closes its MariaDB connections with the protocol's goodbye (COM_QUIT),
 when a worker thread ends and when the process stops: otherwise MariaDB counts each in
 Aborted_clients and logs an "Aborted connection" warning, at every restart of every
-executor (executor/store/server_connections.py). A real MariaDB, its own error log; each
+executor (executor/store/connections.py). A real MariaDB, its own error log; each
 test connects as a user of its own, so that the log's lines are this test's."""
 
 from __future__ import annotations

@@ -1,2 +1,2 @@
-"""SQLite helpers shared by the task store and the embedded document store: result codes,
-turns to write a file, and connections that close with their thread."""
+"""SQLite helpers shared by the task store and the embedded document store: result codes
+and turns to write a file."""

@@ -28,8 +28,8 @@ from playhouse.migrate import SchemaMigrator, migrate
 from ..errors import DatabaseUnavailable, NoTurnToWrite
 from ..sqlite.turns import WriteTurns
 from .classify import failed_commit, is_connection_error, is_passing_refusal, raise_if_damaged
+from .connections import ClosingConnections
 from .keyed_rows import KeyedRows
-from .server_connections import ClosingConnections
 from .tables import RAGFLEET_COLUMNS, Document, Knowledgebase, Task
 
 
@@ -134,7 +134,7 @@ class TaskStore:
 
     def close_all(self) -> None:
         """At exit: close every thread's connection, so that a server is told goodbye
-        (see executor.store.server_connections); SQLite's files close with the process."""
+        (see executor.store.connections); SQLite's files close with the process."""
         if isinstance(self.database, ClosingConnections):
             self.database.close_all()
 

@@ -10,9 +10,8 @@ import peewee as pw
 
 from ..errors import DatabaseUnavailable, SettingsError
 from ..settings import opening
-from ..sqlite.connections import ThreadSqliteDatabase
+from .connections import ClosingMySQLDatabase, ClosingPostgresqlDatabase, ThreadSqliteDatabase
 from .database import TaskStore
-from .server_connections import ClosingMySQLDatabase, ClosingPostgresqlDatabase
 
 
 def open_database(config: dict[str, Any]) -> pw.Database:
@@ -20,7 +19,7 @@ def open_database(config: dict[str, Any]) -> pw.Database:
     kind = _checked_kind(config)
     if kind == "sqlite":
         # WAL + busy_timeout: several executor processes on one host share the file. Each
-        # thread's connection closes with its thread (executor.sqlite.connections).
+        # thread's connection closes with its thread (executor.store.connections).
         return ThreadSqliteDatabase(
             config["path"],
             pragmas={"journal_mode": "wal", "busy_timeout": 10_000, "synchronous": "normal"},
