@@ -40,6 +40,14 @@ class DatabaseUnavailable(ConnectionError):
     """The database cannot be reached right now; retry later, fail nothing."""
 
 
+class DatabaseConnectionFailed(DatabaseUnavailable):
+    """A connection-level failure: the server went away (a restart, a cluster node killed,
+    a proxy's failover) or cannot be reached. The broken connection is dropped, so the
+    thread's next statement opens another: met where nothing repeats the statement (a
+    lease renewal, the read's look-up), it is the only sign of the failure, and is noted
+    as an outage (see Outage.noticed)."""
+
+
 class NoTurnToWrite(ConnectionError):
     """Another thread of this process kept the SQLite file for longer than the timeout. A
     ConnectionError, so callers treat it as the file being unavailable for now: the

@@ -85,6 +85,14 @@ class Outage:
         self.retry_at = now + self._delay
         return self._delay
 
+    def noticed(self, exc: BaseException) -> None:
+        """A failure met on the side, where nothing retries (a lease renewal, a look-up that
+        each task repeats): it begins an outage, logged and paced like any, unless one goes
+        on or ended less than *settle* seconds ago (then it is that outage's leftover: a
+        connection broken in it and found only now)."""
+        if not self.down and self.up_for() >= self.settle:
+            self.failed(exc)
+
     def _relapse(self, exc: BaseException, up_for: float) -> None:
         self._relapses += 1
         self._delay = min(self.cap, self._delay * 2)

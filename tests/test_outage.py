@@ -126,3 +126,27 @@ def test_up_for_counts_from_the_end_of_the_last_outage(clock):
     outage.recovered()
     clock.now += 2
     assert outage.up_for() == 2.0
+
+
+def test_a_failure_noticed_on_the_side_begins_an_outage_unless_it_is_the_last_ones(clock, caplog):
+    """A lease renewal or a read's look-up that finds its connection broken has nothing that
+    retries it: noticed, it begins an outage (logged, paced). During an outage, or within
+    *settle* of its end (a connection it broke, found only now), it adds nothing."""
+    outage = _outage(clock)
+    outage.noticed(OSError("lost connection"))
+    assert outage.down and outage.until_retry() == pytest.approx(0.2)
+    clock.now += 0.2
+    outage.noticed(OSError("lost connection"))  # during it: not a failed try
+    assert outage.until_retry() == 0.0
+    outage.recovered()
+    clock.now += 9.9
+    outage.noticed(OSError("lost connection"))  # its leftover
+    assert not outage.down
+    clock.now += 0.1
+    outage.noticed(OSError("lost connection"))
+    assert outage.down
+    assert _lines(caplog) == [
+        "database unavailable: lost connection; retrying until it is back",
+        "database available again after 0.2 s",
+        "database unavailable: lost connection; retrying until it is back",
+    ]

@@ -25,7 +25,7 @@ from typing import Any
 import peewee as pw
 from playhouse.migrate import SchemaMigrator, migrate
 
-from ..errors import DatabaseUnavailable, NoTurnToWrite
+from ..errors import DatabaseConnectionFailed, DatabaseUnavailable, NoTurnToWrite
 from ..sqlite.turns import WriteTurns
 from .classify import failed_commit, is_connection_error, is_passing_refusal, raise_if_damaged
 from .connections import ClosingConnections
@@ -102,7 +102,7 @@ class TaskStore:
                 # closed"); peewee forgets the connection either way.
                 with suppress(Exception):
                     self.database.close()
-                raise DatabaseUnavailable(str(error)) from error
+                raise DatabaseConnectionFailed(str(error)) from error
             if is_passing_refusal(error):
                 raise DatabaseUnavailable(str(error)) from error
             raise_if_damaged(self.database, error)

@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..errors import REDIS_REFUSED, DatabaseUnavailable, RedisAnswer, refuses_writes
+from ..errors import (
+    REDIS_REFUSED,
+    DatabaseConnectionFailed,
+    DatabaseUnavailable,
+    RedisAnswer,
+    refuses_writes,
+)
 from ..logs import for_task
 from ..lost_tasks import HEARTBEATS_AFTER_LOSS
 from ..queue.broker import Broker, Delivery
@@ -33,12 +39,14 @@ class Fetched:
     """One fetch: its deliveries, whether the one fetched must run alone, the tasks the
     read's own hop looked up (and began, if they are to run), by entry id, and the
     ledgers that hop made for them (their messages decoded once, not again when held);
-    a delivery not looked up is looked up by its batch or its own settle."""
+    a delivery not looked up is looked up by its batch or its own settle; and why that
+    hop's look-up failed, if it did."""
 
     deliveries: list[Delivery]
     alone: bool = False
     looked_up: dict[str, LookedUp] = field(default_factory=dict)
     ledgers: dict[str, Ledger] = field(default_factory=dict)
+    lookup_failed: Exception | None = None
 
 
 class Fetcher:
@@ -113,6 +121,8 @@ class Fetcher:
         fetched = await trio.to_thread.run_sync(read, abandon_on_cancel=True)
         if fetched.looked_up:
             self.health.db.recovered()
+        elif isinstance(fetched.lookup_failed, DatabaseConnectionFailed):
+            self.health.db.noticed(fetched.lookup_failed)
         return fetched
 
     def _read_new(self, slots: int, look_up: bool) -> Fetched:
@@ -125,7 +135,7 @@ class Fetcher:
         that stays pending, not begun, for a run that will run it). If the look-up fails
         (a connection left stale by an outage, say), nothing is lost: each delivery is
         looked up again by its batch or its own settle, which tell an outage from an
-        error of one task's."""
+        error of one task's; :meth:`fetch` notes a broken connection as an outage."""
         batch = self.broker.read_new(slots, IDLE_BLOCK_MS)
         if not (look_up and batch):
             return Fetched(batch)
@@ -147,7 +157,7 @@ class Fetcher:
                 type(exc).__name__,
                 exc,
             )
-            return Fetched(batch, ledgers=made)
+            return Fetched(batch, ledgers=made, lookup_failed=exc)
         looked_up = {
             ledger.entry_id: task
             for ledger, task in zip(ledgers, found, strict=True)

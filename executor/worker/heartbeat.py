@@ -10,7 +10,12 @@ from typing import Any
 
 import trio
 
-from ..errors import REDIS_REFUSED, REDIS_UNAVAILABLE, DatabaseUnavailable
+from ..errors import (
+    REDIS_REFUSED,
+    REDIS_UNAVAILABLE,
+    DatabaseConnectionFailed,
+    DatabaseUnavailable,
+)
 from ..queue import wire
 from ..queue.broker import Broker, Delivery
 from ..settings import ExecutorSettings
@@ -101,8 +106,11 @@ class Heartbeats:
                 continue
             try:
                 await in_thread(self.store.renew_leases, list(self.current_tasks()))
+            except DatabaseConnectionFailed as exc:
+                # Its connection is replaced: the tasks may never meet the failure.
+                self.health.db.noticed(exc)
             except DatabaseUnavailable:
-                pass  # the running tasks meet it too, and wait it out
+                pass  # a refusal of the moment: the running tasks meet it too
             except Exception:
                 self.log.exception("could not renew the held tasks' stamps")
 
