@@ -94,12 +94,14 @@ def _same_rows_everywhere(cluster: GaleraCluster) -> list[tuple[Any, ...]]:
 
 
 def _ran_once(rows: list[dict[str, Any]], *, deliveries: int = 1) -> None:
-    """Every task done, by one run of its handler; each delivered at most *deliveries*
-    times (a task whose executor lost the database after taking it is taken again)."""
+    """Every task done, by one run of its handler to its end; each delivered at most
+    *deliveries* times (a task whose executor lost the database after taking it is taken
+    again, and a run cut short may have written some steps)."""
     assert [r["progress"] for r in rows] == [1] * len(rows), [r["progress_msg"] for r in rows]
     for row in rows:
         lines = row["progress_msg"]
-        assert lines.count("Task done") == 1 and lines.count("slept 1/") == 1, lines
+        last_steps = re.findall(r"slept (\d+)/\1$", lines, re.MULTILINE)
+        assert lines.count("Task done") == 1 and len(last_steps) == 1, lines
         assert 1 <= lines.count("Task has been received.") <= deliveries, lines
 
 
@@ -156,9 +158,10 @@ def test_executors_on_two_nodes_run_every_task_once(galera, tmp_path, redis_serv
 
 def test_a_node_killed_under_an_executor_is_an_outage_it_waits_out(galera, tmp_path, redis_server):
     """Executor 2 reaches the cluster through one address (a forwarder to node 2, failing
-    over to node 3); node 2 is killed (SIGKILL) mid-run. Executor 2 logs an outage, comes
-    back through node 3, and every task is done once; node 2 rejoins (a state transfer) with
-    the same rows as the others."""
+    over to node 3); node 2 is killed (SIGKILL) mid-run. Executor 2 logs an outage (met
+    by whichever of a task's write, a lease renewal or a read's look-up first uses a
+    connection the kill broke), comes back through node 3, and every task is done once;
+    node 2 rejoins (a state transfer) with the same rows as the others."""
     config = _db_init(tmp_path, redis_server, galera.nodes[0])
     fleet = Fleet(config)
     node2, node3 = galera.nodes[1], galera.nodes[2]
@@ -168,8 +171,11 @@ def test_a_node_killed_under_an_executor_is_an_outage_it_waits_out(galera, tmp_p
         _executor(tmp_path / "x2", redis_server, _database(node2, proxy.host, proxy.port), 2),
     ]
     try:
-        ids = fleet.submit("sleep", count=40, seconds=0.3, steps=3)
-        wait_for(lambda: sum(fleet.task(i)["progress"] == 1 for i in ids) >= 4, 30, "progress")
+        ids = fleet.submit("sleep", count=24, seconds=3, steps=3)
+        # Killed while executor 2 runs a task it has written progress of (at most once a
+        # second: hence 3 s tasks): its connections to node 2 are in use and break. Killed
+        # before it took a task, it would just connect through node 3 and see no outage.
+        wait_for(lambda: _mid_task(fleet, "task_executor_test_2"), 30, "executor 2 mid-task")
         assert (node3.host, node3.port) not in proxy.connections  # all through node 2 so far
         node2.kill()
         rows = fleet.wait_done(ids, timeout=90)
@@ -178,7 +184,10 @@ def test_a_node_killed_under_an_executor_is_an_outage_it_waits_out(galera, tmp_p
         assert survivor.process.poll() is None
         survivor.wait_log("database unavailable", timeout=10)
         survivor.wait_log("database available again", timeout=15)
-        assert survivor.log.count("database unavailable") == 1, survivor.log[-3000:]
+        # Once, not once per task or connection. (A certification conflict between the two
+        # executors' nodes, 1213, is an outage of the moment of its own: not counted.)
+        lost = re.findall(r"database unavailable.*: \((?:2006|2013), ", survivor.log)
+        assert len(lost) == 1, survivor.log[-3000:]
         assert (node3.host, node3.port) in proxy.connections  # it came back through node 3
         assert "set aside" not in survivor.log
     finally:
@@ -187,7 +196,19 @@ def test_a_node_killed_under_an_executor_is_an_outage_it_waits_out(galera, tmp_p
         proxy.close()
         fleet.close()
     node2.start()  # rejoins: the writes it missed come by state transfer
-    assert len(_same_rows_everywhere(galera)) == 40
+    assert len(_same_rows_everywhere(galera)) == 24
+
+
+def _mid_task(fleet: Fleet, consumer: str) -> bool:
+    """Whether *consumer* holds a ``sleep`` task that has written its first step and not
+    its second (so its next write comes at least a step later)."""
+    queue = wire.queue_name(0)
+    for pending in fleet.redis.xpending_range(queue, wire.GROUP, "-", "+", 50, consumer):
+        for _, fields in fleet.redis.xrange(queue, pending["message_id"], pending["message_id"]):
+            lines = fleet.task(wire.decode_message(fields)["id"])["progress_msg"] or ""
+            if "slept 1/" in lines and "slept 2/" not in lines:
+                return True
+    return False
 
 
 def _store(node: GaleraNode) -> TaskStore:
