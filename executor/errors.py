@@ -42,7 +42,8 @@ class DatabaseUnavailable(ConnectionError):
 
 class DatabaseConnectionFailed(DatabaseUnavailable):
     """A connection-level failure: the server went away (a restart, a cluster node killed,
-    a proxy's failover) or cannot be reached. The broken connection is dropped, so the
+    a proxy's failover) or cannot be reached; on SQLite, a lock another process held past
+    the busy timeout (executor.store.classify sorts them). The connection is dropped, so the
     thread's next statement opens another: met where nothing repeats the statement (a
     lease renewal, the read's look-up), it is the only sign of the failure, and is noted
     as an outage (see Outage.noticed)."""
