@@ -161,12 +161,16 @@ class SentinelGroup:
         return None
 
     def replicas_synced(self) -> bool:
-        """Every replica's link to the master is up."""
+        """Every replica's link to the master is up, and the master counts each as a good
+        replica for ``min-replicas-to-write`` (its own view, updated when a replica's
+        acknowledgement comes: until then a write is refused with NOREPLICAS)."""
         for server in self.servers[1:]:
             with server.client(retry=no_retry(), socket_timeout=2) as client:
                 if client.info("replication").get("master_link_status") != "up":
                     return False
-        return True
+        with self.servers[0].client(retry=no_retry(), socket_timeout=2) as client:
+            good = client.info("replication").get("min_slaves_good_slaves")
+        return good == len(self.servers) - 1
 
 
 @contextmanager
